@@ -1,0 +1,28 @@
+//! The `null` backend: stores nothing, every read is a miss (switches caching off).
+
+use std::sync::Arc;
+
+use dogpile_core::{Arguments, Backend, CacheBackend, Result};
+
+/// Stores nothing; every get is a miss.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullBackend;
+
+impl CacheBackend for NullBackend {
+    fn get(&self, _key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    fn set(&self, _key: &str, _value: Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+
+    fn delete(&self, _key: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) fn null(args: &Arguments) -> Result<Arc<dyn Backend>> {
+    args.check_known(&[])?;
+    Ok(Arc::new(NullBackend))
+}

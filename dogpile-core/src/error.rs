@@ -1,0 +1,118 @@
+//! The one error type of dogpile.
+
+use std::time::Duration;
+
+/// The error type of every fallible dogpile operation.
+///
+/// Each message names what failed: the region, the key, the backend (with its server address
+/// where it has one) or the argument.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `configure` was called on a region that already has a backend.
+    #[error(
+        "region `{region}` is already configured with backend `{backend}`; \
+         call replace_existing_backend(true) on the RegionConfig to replace it"
+    )]
+    RegionAlreadyConfigured {
+        /// The region's name.
+        region: String,
+        /// The backend the region already has.
+        backend: String,
+    },
+
+    /// The region was used before `configure` was called.
+    #[error("region `{region}` is not configured: call configure() on it before using it")]
+    RegionNotConfigured {
+        /// The region's name.
+        region: String,
+    },
+
+    /// No backend is registered under this name.
+    #[error("no cache backend named `{name}`; known backends: {known}")]
+    PluginNotFound {
+        /// The name that was asked for.
+        name: String,
+        /// The names that are registered, comma separated.
+        known: String,
+    },
+
+    /// A backend or region argument is missing, unknown or malformed (dogpile's
+    /// `ValidationError`).
+    #[error("invalid argument `{argument}` for backend `{backend}`: {reason}")]
+    InvalidArgument {
+        /// The backend being configured (or `region` for region options).
+        backend: String,
+        /// The argument's name.
+        argument: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+
+    /// A value could not be serialized for storage.
+    #[error("cannot serialize the value for key `{key}`: {reason}")]
+    Serialization {
+        /// The cache key.
+        key: String,
+        /// The serializer's message.
+        reason: String,
+    },
+
+    /// The backend failed (server down, I/O error, protocol error).
+    #[error("cache backend {backend} failed: {source}")]
+    Backend {
+        /// The backend, with its server address or path where it has one.
+        backend: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A lock could not be acquired in time.
+    #[error("timed out after {waited:?} waiting for the dogpile lock on key `{key}`")]
+    LockTimeout {
+        /// The cache key.
+        key: String,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+
+    /// Soft invalidation needs an expiration time to compare against.
+    #[error(
+        "soft invalidation of region `{region}` needs an expiration time; \
+         configure one or use invalidate(true)"
+    )]
+    SoftInvalidationWithoutExpiration {
+        /// The region's name.
+        region: String,
+    },
+}
+
+impl Error {
+    /// Builds an [`Error::Backend`] from any error, naming the backend (and server).
+    pub fn backend(
+        backend: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Backend {
+            backend: backend.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Builds an [`Error::InvalidArgument`].
+    pub fn invalid_argument(
+        backend: impl Into<String>,
+        argument: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidArgument {
+            backend: backend.into(),
+            argument: argument.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `Result` with dogpile's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

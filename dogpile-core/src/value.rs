@@ -1,0 +1,235 @@
+//! Cached values, their metadata, and dogpile.cache's byte format.
+//!
+//! Byte backends store what Python's dogpile.cache writes when its region has a msgpack
+//! serializer: the metadata as JSON, a `|`, then the payload as MessagePack (structs as maps
+//! with field names):
+//!
+//! ```text
+//! {"ct": 1795608176.021698, "v": 2}|<msgpack>
+//! ```
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The format version dogpile.cache writes in `v` (its `value_version`).
+pub const VALUE_VERSION: u32 = 2;
+
+/// Any type a region can cache: serializable, cloneable, shareable between threads.
+///
+/// Implemented for every type that meets the bounds; there is nothing to implement.
+pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T> Cacheable for T where T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+/// The metadata stored beside every value: creation time and format version.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Creation time, Unix seconds.
+    pub ct: f64,
+    /// Format version; values of another version are treated as absent.
+    pub v: u32,
+}
+
+impl Metadata {
+    /// Metadata for a value created at `ct` (Unix seconds).
+    pub fn new(ct: f64) -> Self {
+        Metadata {
+            ct,
+            v: VALUE_VERSION,
+        }
+    }
+}
+
+/// A value together with its metadata (dogpile's `CachedValue`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedValue<T> {
+    /// The cached value.
+    pub payload: T,
+    /// When it was created, and in which format.
+    pub metadata: Metadata,
+}
+
+impl<T: Cacheable> CachedValue<T> {
+    /// Wraps `payload` created at `ct` (Unix seconds).
+    pub fn new(payload: T, ct: f64) -> Self {
+        CachedValue {
+            payload,
+            metadata: Metadata::new(ct),
+        }
+    }
+
+    /// Encodes as dogpile's byte format: JSON metadata, `|`, MessagePack payload.
+    pub fn to_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        encode(&self.payload, &self.metadata, key)
+    }
+
+    /// Decodes dogpile's byte format.
+    ///
+    /// Returns a description of the problem when the bytes are not of this format, are of
+    /// another version, or do not decode as `T`; never panics, whatever the bytes.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let bar = bytes
+            .iter()
+            .position(|&b| b == b'|')
+            .ok_or("no `|` separating the metadata from the payload")?;
+        let metadata: Metadata = serde_json::from_slice(&bytes[..bar])
+            .map_err(|e| format!("metadata is not dogpile's JSON: {e}"))?;
+        if metadata.v != VALUE_VERSION {
+            return Err(format!(
+                "format version {} is not {VALUE_VERSION}",
+                metadata.v
+            ));
+        }
+        let payload = rmp_serde::from_slice(&bytes[bar + 1..]).map_err(|e| {
+            format!(
+                "payload does not decode as {}: {e}",
+                std::any::type_name::<T>()
+            )
+        })?;
+        Ok(CachedValue { payload, metadata })
+    }
+}
+
+/// Encodes `payload` and `metadata` as dogpile's byte format; errors name `key`.
+pub(crate) fn encode<T: Serialize>(payload: &T, metadata: &Metadata, key: &str) -> Result<Vec<u8>> {
+    let serialization = |reason: String| Error::Serialization {
+        key: key.to_owned(),
+        reason,
+    };
+    let mut out = serde_json::to_vec(metadata).map_err(|e| serialization(e.to_string()))?;
+    out.push(b'|');
+    let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
+    payload
+        .serialize(&mut ser)
+        .map_err(|e| serialization(e.to_string()))?;
+    Ok(out)
+}
+
+/// What a [`Backend`](crate::Backend) stores under a key.
+///
+/// Byte backends only ever see [`Entry::Bytes`]; backends that keep typed objects
+/// (the memory backend) also receive [`Entry::Object`], which holds an
+/// `Arc<CachedValue<T>>` and is never serialized.
+#[derive(Clone)]
+pub enum Entry {
+    /// dogpile's byte format.
+    Bytes(Vec<u8>),
+    /// A typed `CachedValue<T>`, shared, never serialized.
+    Object(Arc<dyn Any + Send + Sync>),
+}
+
+impl Entry {
+    /// The bytes, when this entry holds bytes.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Entry::Bytes(b) => Some(b),
+            Entry::Object(_) => None,
+        }
+    }
+
+    /// The bytes, or an error naming `backend` when this entry holds a typed object.
+    pub fn into_bytes(self, backend: &str) -> Result<Vec<u8>> {
+        match self {
+            Entry::Bytes(b) => Ok(b),
+            Entry::Object(_) => Err(Error::backend(
+                backend,
+                "received a typed object, but this backend stores bytes only",
+            )),
+        }
+    }
+
+    /// Approximate size in bytes, for size-bounded stores.
+    pub fn approximate_size(&self) -> usize {
+        match self {
+            Entry::Bytes(b) => b.len(),
+            Entry::Object(_) => std::mem::size_of::<Self>(),
+        }
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entry::Bytes(b) => write!(f, "Entry::Bytes({} bytes)", b.len()),
+            Entry::Object(_) => f.write_str("Entry::Object(..)"),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Entry {
+    fn from(bytes: Vec<u8>) -> Self {
+        Entry::Bytes(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct User {
+        id: u64,
+        name: String,
+    }
+
+    #[test]
+    fn bytes_have_dogpile_layout_and_round_trip() {
+        let value = CachedValue::new(
+            User {
+                id: 5,
+                name: "ed".into(),
+            },
+            1795608176.021698,
+        );
+        let bytes = value.to_bytes("k").unwrap();
+        let bar = bytes.iter().position(|&b| b == b'|').unwrap();
+        assert_eq!(&bytes[..bar], br#"{"ct":1795608176.021698,"v":2}"#);
+        // structs are maps with field names, as Python's msgpack.unpackb expects
+        let as_map: BTreeMap<String, serde_json::Value> =
+            rmp_serde::from_slice(&bytes[bar + 1..]).unwrap();
+        assert_eq!(as_map["id"], 5);
+        assert_eq!(as_map["name"], "ed");
+        assert_eq!(CachedValue::<User>::from_bytes(&bytes).unwrap(), value);
+    }
+
+    #[test]
+    fn python_written_metadata_with_spaces_decodes() {
+        // json.dumps() writes ", " and ": " separators.
+        let mut bytes = br#"{"ct": 1795608176.5, "v": 2}|"#.to_vec();
+        bytes.extend(rmp_serde::to_vec(&7u32).unwrap());
+        let value = CachedValue::<u32>::from_bytes(&bytes).unwrap();
+        assert_eq!(value.payload, 7);
+        assert_eq!(value.metadata.ct, 1795608176.5);
+    }
+
+    #[test]
+    fn wrong_version_wrong_type_and_garbage_are_errors_not_panics() {
+        let mut other_version = br#"{"ct": 1.0, "v": 1}|"#.to_vec();
+        other_version.extend(rmp_serde::to_vec(&7u32).unwrap());
+        assert!(CachedValue::<u32>::from_bytes(&other_version)
+            .unwrap_err()
+            .contains("version 1"));
+
+        let text = CachedValue::new("seven".to_string(), 1.0)
+            .to_bytes("k")
+            .unwrap();
+        assert!(CachedValue::<u32>::from_bytes(&text).is_err());
+
+        for garbage in [
+            &b""[..],
+            b"|",
+            b"\xff\xfe|\x00",
+            b"{\"ct\":|",
+            b"hello world",
+        ] {
+            assert!(CachedValue::<String>::from_bytes(garbage).is_err());
+        }
+    }
+}

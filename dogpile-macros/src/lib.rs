@@ -1,0 +1,1 @@
+//! dogpile macros (placeholder).

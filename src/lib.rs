@@ -1,0 +1,6 @@
+//! dogpile: Python's dogpile.cache for Rust.
+#![warn(missing_docs)]
+
+pub use dogpile_backends as backends;
+pub use dogpile_backends::{MemoryBackend, NullBackend};
+pub use dogpile_core::*;
