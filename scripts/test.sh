@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Makes sure redis-server, redis-cli and memcached are
+# installed (Debian packages, installed with apt-get when missing); the tests start their
+# own servers on free loopback ports and stop them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v memcached >/dev/null || missing+=(memcached)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (needed by the redis and memcached tests)" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo test --workspace --all-features "$@"
