@@ -10,7 +10,11 @@ use linkme::distributed_slice;
 
 pub mod memory;
 pub mod null;
+#[cfg(feature = "redis")]
+pub mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisBackend;
 pub use memory::MemoryBackend;
 pub use null::NullBackend;
 
@@ -34,4 +38,25 @@ static MEMORY_SERIALIZED: BuiltinBackend = BuiltinBackend {
 static NULL: BuiltinBackend = BuiltinBackend {
     names: &["null", "dogpile.cache.null"],
     factory: null::null,
+};
+
+#[cfg(feature = "redis")]
+#[distributed_slice(BUILTIN_BACKENDS)]
+static REDIS: BuiltinBackend = BuiltinBackend {
+    names: &["redis", "dogpile.cache.redis"],
+    factory: self::redis::redis,
+};
+
+#[cfg(feature = "redis")]
+#[distributed_slice(BUILTIN_BACKENDS)]
+static REDIS_CLUSTER: BuiltinBackend = BuiltinBackend {
+    names: &["redis_cluster", "dogpile.cache.redis_cluster"],
+    factory: self::redis::redis_cluster,
+};
+
+#[cfg(feature = "redis")]
+#[distributed_slice(BUILTIN_BACKENDS)]
+static REDIS_SENTINEL: BuiltinBackend = BuiltinBackend {
+    names: &["redis_sentinel", "dogpile.cache.redis_sentinel"],
+    factory: self::redis::redis_sentinel,
 };

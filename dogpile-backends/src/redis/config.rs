@@ -1,0 +1,369 @@
+//! The arguments of the redis backends, parsed and checked, and the pools built from them.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dogpile_core::{Arguments, Result};
+use redis::cluster::ClusterClientBuilder;
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+
+use super::pool::{ClusterConnector, Pool, Server, ServerConnector};
+use super::Pools;
+
+/// Arguments every redis backend accepts.
+const COMMON: &[&str] = &[
+    "username",
+    "password",
+    "socket_timeout",
+    "connection_pool",
+    "redis_expiration_time",
+    "distributed_lock",
+    "lock_timeout",
+    "lock_sleep",
+    "lock_blocking_timeout",
+    "lock_prefix",
+    "thread_local_lock",
+];
+
+/// The default `socket_timeout`.
+pub(crate) const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default `connection_pool` size.
+pub(crate) const DEFAULT_POOL_SIZE: u32 = 16;
+/// The default `lock_timeout`.
+pub(crate) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default `lock_sleep`.
+pub(crate) const DEFAULT_LOCK_SLEEP: Duration = Duration::from_millis(100);
+/// How much longer than `lock_timeout` a blocking acquire waits by default.
+pub(crate) const LOCK_BLOCKING_MARGIN: Duration = Duration::from_secs(1);
+
+/// The distributed lock's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct LockSettings {
+    /// Prefix of the lock key (`_lock` + cache key).
+    pub(crate) prefix: String,
+    /// The lock key's TTL: a dead holder's lock expires after this.
+    pub(crate) timeout: Duration,
+    /// The longest sleep between two attempts of a blocking acquire.
+    pub(crate) sleep: Duration,
+    /// How long a blocking acquire tries before giving up.
+    pub(crate) blocking_timeout: Duration,
+}
+
+/// Everything a redis backend is built from.
+pub(crate) struct Settings {
+    /// The backend and its server(s), for error messages.
+    pub(crate) describe: String,
+    pub(crate) pools: Pools,
+    /// Server-side TTL of every value, if any.
+    pub(crate) expiration: Option<Duration>,
+    /// The distributed lock, when `distributed_lock` is on.
+    pub(crate) lock: Option<LockSettings>,
+}
+
+/// Settings shared by every flavour.
+struct Common {
+    username: Option<String>,
+    password: Option<String>,
+    timeout: Duration,
+    pool_size: u32,
+    expiration: Option<Duration>,
+    lock: Option<LockSettings>,
+}
+
+fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
+    let timeout = args
+        .seconds("socket_timeout")?
+        .unwrap_or(DEFAULT_SOCKET_TIMEOUT);
+    if timeout.is_zero() {
+        return Err(args.invalid("socket_timeout", "must be greater than zero"));
+    }
+    let pool_size = args
+        .parse::<u32>("connection_pool")?
+        .unwrap_or(DEFAULT_POOL_SIZE);
+    if pool_size == 0 {
+        return Err(args.invalid("connection_pool", "must be at least 1"));
+    }
+    let expiration = args
+        .seconds("redis_expiration_time")?
+        .filter(|ttl| !ttl.is_zero());
+    if expiration.is_some_and(|ttl| ttl < Duration::from_millis(1)) {
+        return Err(args.invalid("redis_expiration_time", "must be at least 0.001 seconds"));
+    }
+    // Parsed so that a malformed value is reported; the lock handle works from any thread
+    // whatever its value (see the module docs).
+    args.bool("thread_local_lock")?;
+    let lock_timeout = args
+        .seconds("lock_timeout")?
+        .unwrap_or(DEFAULT_LOCK_TIMEOUT);
+    if lock_timeout < Duration::from_millis(1) {
+        return Err(args.invalid(
+            "lock_timeout",
+            "must be at least 0.001 seconds: a lock that never expires would block everybody \
+             forever after its holder died",
+        ));
+    }
+    let lock_sleep = args.seconds("lock_sleep")?.unwrap_or(DEFAULT_LOCK_SLEEP);
+    if lock_sleep.is_zero() {
+        return Err(args.invalid("lock_sleep", "must be greater than zero"));
+    }
+    let blocking_timeout = args
+        .seconds("lock_blocking_timeout")?
+        .unwrap_or(lock_timeout + LOCK_BLOCKING_MARGIN);
+    let prefix = args.get("lock_prefix").unwrap_or("_lock").to_owned();
+    let valid_prefix = (2..=10).contains(&prefix.chars().count())
+        && prefix
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if !valid_prefix {
+        return Err(args.invalid(
+            "lock_prefix",
+            format!(
+                "`{prefix}` is not 2 to 10 characters of letters, digits, `_`, `-`, `.` or `:`"
+            ),
+        ));
+    }
+    let distributed = args
+        .bool("distributed_lock")?
+        .unwrap_or(distributed_lock_default);
+    Ok(Common {
+        username: args.get("username").map(str::to_owned),
+        password: args.get("password").map(str::to_owned),
+        timeout,
+        pool_size,
+        expiration,
+        lock: distributed.then_some(LockSettings {
+            prefix,
+            timeout: lock_timeout,
+            sleep: lock_sleep,
+            blocking_timeout,
+        }),
+    })
+}
+
+fn known(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut known = extra.to_vec();
+    known.extend_from_slice(COMMON);
+    known
+}
+
+/// Applies `db`, `username` and `password` over what `info` (from a URL) says.
+fn with_credentials(info: ConnectionInfo, db: Option<i64>, common: &Common) -> ConnectionInfo {
+    let mut redis = info.redis_settings().clone();
+    if let Some(db) = db {
+        redis = redis.set_db(db);
+    }
+    if let Some(username) = &common.username {
+        redis = redis.set_username(username);
+    }
+    if let Some(password) = &common.password {
+        redis = redis.set_password(password);
+    }
+    info.set_redis_settings(redis)
+}
+
+/// `redis`: one server, from `url` or `host`/`port`/`db`.
+pub(crate) fn standalone(args: &Arguments) -> Result<Settings> {
+    args.check_known(&known(&["url", "host", "port", "db"]))?;
+    let common = common(args, false)?;
+    let db = args.parse::<i64>("db")?;
+    let info = match args.get("url") {
+        Some(url) => {
+            for conflicting in ["host", "port"] {
+                if args.get(conflicting).is_some() {
+                    return Err(
+                        args.invalid(conflicting, "give either `url` or `host`/`port`, not both")
+                    );
+                }
+            }
+            url.trim()
+                .into_connection_info()
+                .map_err(|e| args.invalid("url", format!("`{url}` is not a redis URL: {e}")))?
+        }
+        None => {
+            let host = args.get("host").unwrap_or("localhost").trim();
+            if host.is_empty() {
+                return Err(args.invalid("host", "must not be empty"));
+            }
+            let port = args.parse::<u16>("port")?.unwrap_or(6379);
+            (host, port)
+                .into_connection_info()
+                .map_err(|e| args.invalid("host", e.to_string()))?
+        }
+    };
+    let info = with_credentials(info, db, &common);
+    let describe = describe_server("redis", info.addr(), info.redis_settings().db());
+    let client = redis::Client::open(info).map_err(|e| {
+        args.invalid(
+            if args.get("url").is_some() {
+                "url"
+            } else {
+                "host"
+            },
+            e.to_string(),
+        )
+    })?;
+    let connector = ServerConnector {
+        server: Server::Direct(client),
+        timeout: common.timeout,
+    };
+    Ok(settings(
+        describe,
+        Pools::Server(Pool::new(connector, common.pool_size, common.timeout)),
+        common,
+    ))
+}
+
+fn describe_server(backend: &str, addr: &ConnectionAddr, db: i64) -> String {
+    match db {
+        0 => format!("{backend} at {addr}"),
+        db => format!("{backend} at {addr} (db {db})"),
+    }
+}
+
+fn settings(describe: String, pools: Pools, common: Common) -> Settings {
+    Settings {
+        describe,
+        pools,
+        expiration: common.expiration,
+        lock: common.lock,
+    }
+}
+
+/// A node address given as `host:port` or as a URL.
+fn node_url(node: &str) -> String {
+    if node.contains("://") {
+        node.to_owned()
+    } else {
+        format!("redis://{node}")
+    }
+}
+
+/// `redis_cluster`: the nodes from `url` (comma separated) or `startup_nodes`.
+pub(crate) fn cluster(args: &Arguments) -> Result<Settings> {
+    args.check_known(&known(&["url", "startup_nodes"]))?;
+    let common = common(args, false)?;
+    let (argument, nodes) = match (args.list("url"), args.list("startup_nodes")) {
+        (Some(_), Some(_)) => {
+            return Err(args.invalid(
+                "startup_nodes",
+                "give either `url` or `startup_nodes`, not both",
+            ))
+        }
+        (Some(nodes), None) => ("url", nodes),
+        (None, Some(nodes)) => ("startup_nodes", nodes),
+        (None, None) => {
+            return Err(args.invalid(
+                "url",
+                "required: the cluster's nodes, comma separated (or give `startup_nodes`)",
+            ))
+        }
+    };
+    if nodes.is_empty() {
+        return Err(args.invalid(argument, "names no node"));
+    }
+    let mut infos = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        let info = node_url(node)
+            .into_connection_info()
+            .map_err(|e| args.invalid(argument, format!("`{node}` is not a node address: {e}")))?;
+        infos.push(info);
+    }
+    let describe = format!(
+        "redis_cluster at {}",
+        infos
+            .iter()
+            .map(|info| info.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let timeout_ms = u64::try_from(common.timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut builder = ClusterClientBuilder::new(infos)
+        .connection_timeout(common.timeout)
+        .response_timeout(common.timeout)
+        // Redirections and failovers are retried a few times, with short waits, so that an
+        // operation never takes much longer than the socket timeout.
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait((timeout_ms / 4).max(11));
+    if let Some(username) = &common.username {
+        builder = builder.username(username);
+    }
+    if let Some(password) = &common.password {
+        builder = builder.password(password);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| args.invalid(argument, e.to_string()))?;
+    let pools = Pools::Cluster(Pool::new(
+        ClusterConnector(client),
+        common.pool_size,
+        common.timeout,
+    ));
+    Ok(settings(describe, pools, common))
+}
+
+/// `redis_sentinel`: the master of `service_name` as the `sentinels` report it.
+pub(crate) fn sentinel(args: &Arguments) -> Result<Settings> {
+    args.check_known(&known(&[
+        "sentinels",
+        "service_name",
+        "db",
+        "sentinel_password",
+    ]))?;
+    // As dogpile.cache: Sentinel setups default to the distributed lock.
+    let common = common(args, true)?;
+    let db = args.parse::<i64>("db")?;
+    let sentinels = args.list("sentinels").ok_or_else(|| {
+        args.invalid(
+            "sentinels",
+            "required: the Sentinel nodes, host:port, comma separated",
+        )
+    })?;
+    if sentinels.is_empty() {
+        return Err(args.invalid("sentinels", "names no Sentinel node"));
+    }
+    let mut addrs = Vec::with_capacity(sentinels.len());
+    for node in &sentinels {
+        let info = node_url(node).into_connection_info().map_err(|e| {
+            args.invalid("sentinels", format!("`{node}` is not a node address: {e}"))
+        })?;
+        addrs.push(info.addr().clone());
+    }
+    let service = args
+        .get("service_name")
+        .unwrap_or("mymaster")
+        .trim()
+        .to_owned();
+    let describe = format!(
+        "redis_sentinel `{service}` via {}",
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut builder = SentinelClientBuilder::new(addrs, &service, SentinelServerType::Master)
+        .map_err(|e| args.invalid("sentinels", e.to_string()))?;
+    if let Some(db) = db {
+        builder = builder.set_client_to_redis_db(db);
+    }
+    if let Some(username) = &common.username {
+        builder = builder.set_client_to_redis_username(username);
+    }
+    if let Some(password) = &common.password {
+        builder = builder.set_client_to_redis_password(password);
+    }
+    if let Some(password) = args.get("sentinel_password") {
+        builder = builder.set_client_to_sentinel_password(password);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| args.invalid("sentinels", e.to_string()))?;
+    let connector = ServerConnector {
+        server: Server::Sentinel(Mutex::new(client)),
+        timeout: common.timeout,
+    };
+    let pools = Pools::Server(Pool::new(connector, common.pool_size, common.timeout));
+    Ok(settings(describe, pools, common))
+}

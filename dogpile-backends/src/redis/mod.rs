@@ -1,0 +1,364 @@
+//! The redis backends: `redis` (one server), `redis_cluster` (Redis Cluster) and
+//! `redis_sentinel` (the master of a Sentinel service), with dogpile.cache's names as
+//! aliases (`dogpile.cache.redis`, `dogpile.cache.redis_cluster`,
+//! `dogpile.cache.redis_sentinel`).
+//!
+//! Values are stored as dogpile's bytes (`{"ct":..,"v":2}|<msgpack>`), one redis string per
+//! key. Connections come from an r2d2 pool that does not ping the server on checkout, so a
+//! hit is one round trip; `get_multi`, `set_multi` and `delete_multi` are one round trip
+//! too (`MGET`, a pipeline of `SET`, `DEL` of many keys; on a cluster, one pipeline per
+//! node, all sent before any reply is read).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use dogpile::{make_region, RegionConfig};
+//!
+//! let region = make_region();
+//! region.configure(
+//!     RegionConfig::new("redis")
+//!         .expiration_time(Duration::from_secs(600))
+//!         .argument("url", "redis://127.0.0.1:6379/0")
+//!         .argument("redis_expiration_time", 3600)
+//!         .argument("distributed_lock", true),
+//! )?;
+//! let answer: u32 = region.get_or_create("answer", || 42)?;
+//! # Ok::<(), dogpile::Error>(())
+//! ```
+//!
+//! # Arguments
+//!
+//! Every backend rejects arguments it does not know. `redis`:
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `url` | | `redis://[user][:password@]host[:port][/db]`, or `redis+unix:///path`. Not with `host`/`port`. (`rediss://` needs TLS, which this build does not include.) |
+//! | `host`, `port` | `localhost`, `6379` | the server, when no `url` is given |
+//! | `db` | `0` (or the URL's) | the database number |
+//! | `username`, `password` | (or the URL's) | credentials (ACL user, `AUTH`) |
+//!
+//! `redis_cluster`: `url`, the cluster's nodes as a comma-separated list of URLs or
+//! `host:port` (`startup_nodes` is a synonym); one reachable node is enough to discover the
+//! others. `username`/`password` apply to every node.
+//!
+//! `redis_sentinel`: `sentinels`, the Sentinel nodes (`host:port`, comma separated),
+//! `service_name` (default `mymaster`), `db`, `username`/`password` (for the master),
+//! `sentinel_password`. Reads and writes go to the current master; after a failover the
+//! connections to the old master are dropped and new ones found through Sentinel.
+//!
+//! All of them:
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `socket_timeout` | `2` | seconds; bounds connecting, each read and write, and the wait for a pooled connection, so a server that is down or hung gives `Error::Backend` within about this time, never a hang |
+//! | `connection_pool` | `16` | the most connections kept (per region); no connection is made before the first operation, so configuring a region does not need the server up |
+//! | `redis_expiration_time` | none | seconds; a server-side TTL on every value (`SET .. PX`), visible with `TTL`. Make it longer than the region's expiration time plus the creator's run time, or stale values vanish and readers block |
+//! | `distributed_lock` | `false` (`true` for `redis_sentinel`, as dogpile.cache) | use a dogpile lock in redis, shared by every process, instead of only the per-process lock |
+//! | `lock_timeout` | `30` | seconds; the lock key's TTL. A holder that dies loses the lock after this; a creator running longer may see a second creator start |
+//! | `lock_sleep` | `0.1` | seconds; the longest sleep between two tries of a waiting acquire (it starts at 5 ms and doubles) |
+//! | `lock_blocking_timeout` | `lock_timeout + 1` | seconds; a waiting acquire gives up after this, and the region returns `Error::LockTimeout` |
+//! | `lock_prefix` | `_lock` | the lock key is this prefix + the cache key; 2 to 10 of letters, digits, `_ - . :` |
+//! | `thread_local_lock` | | accepted for compatibility with dogpile.cache configurations, and has no effect: the lock handle here is never bound to a thread (dogpile needs `false` to release a lock from the background runner's thread; this port always can) |
+//!
+//! The lock itself is described in [`lock`](self::lock)'s source docs: `SET NX PX` with a
+//! random token, and a compare-and-delete Lua script on release, so a holder whose lock
+//! expired never deletes the next holder's lock.
+//!
+//! # Errors and faults
+//!
+//! Every error names the backend and its server(s), e.g. `redis at 127.0.0.1:7001`. A
+//! connection that failed with an I/O error is dropped; an operation that finds a pooled
+//! connection closed by the server (a restart) is retried on a fresh one, so the same
+//! region works again as soon as the server is back. A value of another type than a string
+//! under a cache key (written by another program) reads as a miss, as does a string that is
+//! not dogpile's format.
+
+mod config;
+mod lock;
+mod pool;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dogpile_core::{Arguments, Backend, CacheBackend, CacheMutex, Error, Result};
+use redis::cluster::{cluster_pipe, ClusterConnection};
+use redis::{ConnectionLike, FromRedisValue, RedisResult};
+
+use self::config::{LockSettings, Settings};
+use self::pool::{ClusterConnector, Failure, Pool, ServerConnector};
+
+/// A redis, Redis Cluster or Sentinel-managed redis store: see the [module docs](self).
+///
+/// Regions usually build it by name (`RegionConfig::new("redis")`); build it yourself to
+/// share one pool between regions (`RegionConfig::with_backend`).
+#[derive(Clone)]
+pub struct RedisBackend {
+    shared: Arc<Shared>,
+}
+
+/// The pool(s) of a backend.
+pub(crate) enum Pools {
+    /// One server (direct or through Sentinel).
+    Server(Pool<ServerConnector>),
+    /// A cluster.
+    Cluster(Pool<ClusterConnector>),
+}
+
+/// A checked-out connection.
+pub(crate) enum Conn<'a> {
+    Server(&'a mut redis::Connection),
+    Cluster(&'a mut ClusterConnection),
+}
+
+impl Conn<'_> {
+    pub(crate) fn as_dyn(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Conn::Server(conn) => *conn,
+            Conn::Cluster(conn) => *conn,
+        }
+    }
+}
+
+/// What the backend and its locks share.
+pub(crate) struct Shared {
+    describe: String,
+    pools: Pools,
+    expiration: Option<Duration>,
+    lock: Option<LockSettings>,
+}
+
+impl Shared {
+    /// Runs `op` on a pooled connection; `what` names the command in errors.
+    pub(crate) fn run<T>(
+        &self,
+        what: &'static str,
+        mut op: impl FnMut(Conn<'_>) -> RedisResult<T>,
+    ) -> Result<T> {
+        let outcome = match &self.pools {
+            Pools::Server(pool) => pool.run(|conn| op(Conn::Server(conn))),
+            Pools::Cluster(pool) => pool.run(|conn| op(Conn::Cluster(conn))),
+        };
+        outcome.map_err(|failure| {
+            Error::backend(
+                &self.describe,
+                CommandError {
+                    command: what,
+                    failure,
+                },
+            )
+        })
+    }
+
+    /// Runs one command.
+    pub(crate) fn query<T: FromRedisValue>(
+        &self,
+        what: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
+        self.run(what, |mut conn| cmd.query(conn.as_dyn()))
+    }
+
+    /// `SET key value`, with the server TTL if there is one.
+    fn set_cmd(&self, key: &str, value: &[u8]) -> redis::Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(ttl) = self.expiration {
+            cmd.arg("PX")
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        }
+        cmd
+    }
+}
+
+/// A failed command, for [`Error::Backend`]'s source.
+#[derive(Debug)]
+struct CommandError {
+    command: &'static str,
+    failure: Failure,
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.command, self.failure)
+    }
+}
+
+impl std::error::Error for CommandError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.failure)
+    }
+}
+
+/// A key that holds another type than a string reads as a miss (as `MGET` reports it).
+fn wrong_type_is_miss(
+    key: &str,
+    reply: RedisResult<Option<Vec<u8>>>,
+) -> RedisResult<Option<Vec<u8>>> {
+    match reply {
+        Err(error) if error.code() == Some("WRONGTYPE") => {
+            tracing::warn!(
+                key,
+                "a redis key holds another type than a string; treating it as a miss"
+            );
+            Ok(None)
+        }
+        reply => reply,
+    }
+}
+
+impl RedisBackend {
+    fn new(settings: Settings) -> Self {
+        RedisBackend {
+            shared: Arc::new(Shared {
+                describe: settings.describe,
+                pools: settings.pools,
+                expiration: settings.expiration,
+                lock: settings.lock,
+            }),
+        }
+    }
+
+    /// The `redis` backend (one server) from its arguments (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown or malformed argument. The server is not
+    /// contacted.
+    pub fn from_arguments(args: &Arguments) -> Result<Self> {
+        config::standalone(args).map(Self::new)
+    }
+
+    /// The `redis_cluster` backend from its arguments (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown or malformed argument. No node is
+    /// contacted.
+    pub fn cluster_from_arguments(args: &Arguments) -> Result<Self> {
+        config::cluster(args).map(Self::new)
+    }
+
+    /// The `redis_sentinel` backend from its arguments (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown or malformed argument. No node is
+    /// contacted.
+    pub fn sentinel_from_arguments(args: &Arguments) -> Result<Self> {
+        config::sentinel(args).map(Self::new)
+    }
+
+    /// The backend and its server(s), as error messages name them
+    /// (`redis at 127.0.0.1:6379`).
+    pub fn describe(&self) -> &str {
+        &self.shared.describe
+    }
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("server", &self.shared.describe)
+            .field("expiration", &self.shared.expiration)
+            .field("lock", &self.shared.lock)
+            .finish()
+    }
+}
+
+impl CacheBackend for RedisBackend {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.shared.run("GET", |mut conn| {
+            wrong_type_is_miss(key, cmd.query(conn.as_dyn()))
+        })
+    }
+
+    fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        let cmd = self.shared.set_cmd(key, &value);
+        self.shared.query("SET", &cmd)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        self.shared.query("DEL", &cmd)
+    }
+
+    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.shared.run("MGET", |conn| match conn {
+            Conn::Server(conn) => redis::cmd("MGET").arg(keys).query(conn),
+            Conn::Cluster(conn) => {
+                // MGET across slots would be split per slot, one round trip each: a
+                // pipeline of GETs is one round trip per node, all nodes at once.
+                let mut pipe = cluster_pipe();
+                for key in keys {
+                    pipe.cmd("GET").arg(*key);
+                }
+                pipe.query(conn)
+            }
+        })
+    }
+
+    fn set_multi(&self, items: Vec<(&str, Vec<u8>)>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let cmds: Vec<redis::Cmd> = items
+            .iter()
+            .map(|(key, value)| self.shared.set_cmd(key, value))
+            .collect();
+        self.shared.run("SET (pipeline)", |conn| match conn {
+            Conn::Server(conn) => {
+                let mut pipe = redis::pipe();
+                for cmd in &cmds {
+                    pipe.add_command(cmd.clone()).ignore();
+                }
+                pipe.exec(conn)
+            }
+            Conn::Cluster(conn) => {
+                let mut pipe = cluster_pipe();
+                for cmd in &cmds {
+                    pipe.add_command(cmd.clone()).ignore();
+                }
+                pipe.exec(conn)
+            }
+        })
+    }
+
+    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.shared.run("DEL", |conn| match conn {
+            Conn::Server(conn) => redis::cmd("DEL").arg(keys).exec(conn),
+            Conn::Cluster(conn) => {
+                let mut pipe = cluster_pipe();
+                for key in keys {
+                    pipe.cmd("DEL").arg(*key).ignore();
+                }
+                pipe.exec(conn)
+            }
+        })
+    }
+
+    fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
+        let settings = self.shared.lock.as_ref()?;
+        Some(Box::new(lock::RedisLock::new(
+            self.shared.clone(),
+            &settings.prefix,
+            key,
+        )))
+    }
+}
+
+pub(crate) fn redis(args: &Arguments) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(RedisBackend::from_arguments(args)?))
+}
+
+pub(crate) fn redis_cluster(args: &Arguments) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(RedisBackend::cluster_from_arguments(args)?))
+}
+
+pub(crate) fn redis_sentinel(args: &Arguments) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(RedisBackend::sentinel_from_arguments(args)?))
+}

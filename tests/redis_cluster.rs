@@ -1,0 +1,305 @@
+//! The `redis_cluster` backend against a real three-master Redis Cluster on loopback.
+#![cfg(feature = "redis")]
+
+#[path = "support/ports.rs"]
+mod ports;
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use dogpile::backends::RedisBackend;
+use dogpile::{make_region, Arguments, CacheBackend, CacheRegion, Error, RegionConfig};
+use redis_server::RedisCluster;
+
+fn region(args: &[(&str, &str)]) -> CacheRegion {
+    let cluster = RedisCluster::shared();
+    let region = make_region();
+    let mut config = RegionConfig::new("redis_cluster")
+        .expiration_time(Duration::from_secs(600))
+        .argument("url", cluster.url());
+    for (name, value) in args {
+        config = config.argument(*name, *value);
+    }
+    region
+        .configure(config)
+        .expect("configure a redis_cluster region");
+    region
+}
+
+fn unique(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Keys spread over every master: at least `per_master` keys on each.
+fn keys_on_every_master(per_master: usize) -> BTreeMap<u16, Vec<String>> {
+    let cluster = RedisCluster::shared();
+    let mut by_master: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    let mut i = 0;
+    while by_master.len() < 3 || by_master.values().any(|keys| keys.len() < per_master) {
+        let key = unique(&format!("spread-{i}"));
+        by_master
+            .entry(cluster.master_port_of(&key))
+            .or_default()
+            .push(key);
+        i += 1;
+    }
+    by_master
+}
+
+#[test]
+fn registered_under_both_names_and_startup_nodes_works() {
+    let cluster = RedisCluster::shared();
+    let startup_nodes = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.addr())
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (name, argument, value) in [
+        ("redis_cluster", "url", cluster.url()),
+        (
+            "dogpile.cache.redis_cluster",
+            "startup_nodes",
+            startup_nodes,
+        ),
+        // One node is enough to discover the others.
+        ("redis_cluster", "url", cluster.nodes()[1].url()),
+    ] {
+        let region = make_region();
+        region
+            .configure(RegionConfig::new(name).argument(argument, &value))
+            .unwrap();
+        let key = unique("names");
+        region.set(&key, &9u8).unwrap();
+        assert_eq!(
+            region.get::<u8>(&key).unwrap(),
+            Some(9),
+            "{name} {argument}={value}"
+        );
+    }
+}
+
+#[test]
+fn multi_operations_span_every_master() {
+    let cluster = RedisCluster::shared();
+    let region = region(&[]);
+    let by_master = keys_on_every_master(5);
+    assert_eq!(by_master.len(), 3, "keys must cover all three masters");
+    let keys: Vec<String> = by_master.values().flatten().cloned().collect();
+    let items: Vec<(String, usize)> = keys.iter().cloned().zip(0..).collect();
+
+    region.set_multi(&items).unwrap();
+    // Each value is on the master that serves its slot.
+    for (port, keys) in &by_master {
+        let mut node = cluster.node_client(*port);
+        for key in keys {
+            let stored: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(&mut node).unwrap();
+            assert!(stored.is_some(), "{key} missing on its master {port}");
+        }
+    }
+
+    let mut asked = keys.clone();
+    asked.push(unique("absent"));
+    let got: Vec<Option<usize>> = region.get_multi(&asked).unwrap();
+    let mut expected: Vec<Option<usize>> = (0..keys.len()).map(Some).collect();
+    expected.push(None);
+    assert_eq!(got, expected, "values come back in the order asked");
+
+    region.delete_multi(&keys).unwrap();
+    for (port, keys) in &by_master {
+        let mut node = cluster.node_client(*port);
+        for key in keys {
+            let exists: bool = redis::cmd("EXISTS").arg(key).query(&mut node).unwrap();
+            assert!(!exists, "{key} still on {port} after delete_multi");
+        }
+    }
+    let gone: Vec<Option<usize>> = region.get_multi(&keys).unwrap();
+    assert!(gone.iter().all(Option::is_none));
+}
+
+#[test]
+fn get_or_create_multi_across_slots() {
+    let region = region(&[]);
+    let keys: Vec<String> = keys_on_every_master(2).into_values().flatten().collect();
+    let calls = AtomicUsize::new(0);
+    let values: Vec<String> = region
+        .get_or_create_multi(&keys, |missing| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            missing.iter().map(|k| format!("v:{k}")).collect()
+        })
+        .unwrap();
+    assert_eq!(
+        values,
+        keys.iter().map(|k| format!("v:{k}")).collect::<Vec<_>>()
+    );
+    let again: Vec<String> = region
+        .get_or_create_multi(&keys, |_| panic!("every key is cached"))
+        .unwrap();
+    assert_eq!(again, values);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn redis_expiration_time_sets_a_ttl_on_the_owning_master() {
+    let cluster = RedisCluster::shared();
+    let region = region(&[("redis_expiration_time", "100")]);
+    let keys: Vec<(u16, String)> = keys_on_every_master(1)
+        .into_iter()
+        .map(|(port, keys)| (port, keys[0].clone()))
+        .collect();
+    region.set(&keys[0].1, &1u8).unwrap();
+    region
+        .set_multi(
+            &keys[1..]
+                .iter()
+                .map(|(_, k)| (k.clone(), 2u8))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    for (port, key) in &keys {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query(&mut cluster.node_client(*port))
+            .unwrap();
+        assert!((90..=100).contains(&ttl), "{key} on {port}: TTL {ttl}");
+    }
+}
+
+#[test]
+fn distributed_lock_on_a_cluster() {
+    let cluster = RedisCluster::shared();
+    let args = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![
+            ("url".to_string(), cluster.url()),
+            ("distributed_lock".to_string(), "true".to_string()),
+        ];
+        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        RedisBackend::cluster_from_arguments(&Arguments::new("redis_cluster", pairs)).unwrap()
+    };
+    let one = args(&[("lock_timeout", "0.1")]);
+    let two = args(&[]);
+    let key = unique("cluster-lock");
+    let lock_key = format!("_lock{key}");
+    let mut node = cluster.node_client(cluster.master_port_of(&lock_key));
+
+    let a = one.get_mutex(&key).unwrap();
+    assert!(a.acquire(false).unwrap());
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&lock_key)
+        .query(&mut node)
+        .unwrap();
+    assert!(exists, "the lock key lives on the master of its slot");
+    // A's lock expires; B takes it; A's release leaves B's lock alone.
+    while redis::cmd("EXISTS")
+        .arg(&lock_key)
+        .query::<bool>(&mut node)
+        .unwrap()
+    {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let b = two.get_mutex(&key).unwrap();
+    assert!(b.acquire(false).unwrap());
+    a.release().unwrap();
+    assert!(b.locked().unwrap(), "A's release must not delete B's lock");
+    b.release().unwrap();
+    assert!(!b.locked().unwrap());
+
+    // Two regions (two lock registries), many threads: one creator per round.
+    let regions: Vec<Arc<CacheRegion>> = (0..2)
+        .map(|_| {
+            Arc::new(region(&[
+                ("distributed_lock", "true"),
+                ("lock_sleep", "0.02"),
+            ]))
+        })
+        .collect();
+    for round in 0..3 {
+        let key = unique("cluster-race");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let region = regions[t % 2].clone();
+                let (calls, barrier, key) = (calls.clone(), barrier.clone(), key.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    region
+                        .get_or_create(&key, || {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            thread::sleep(Duration::from_millis(30));
+                            round
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), round);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "round {round}");
+    }
+}
+
+#[test]
+fn bad_cluster_arguments_are_rejected() {
+    let check = |pairs: &[(&str, &str)], argument: &str| {
+        let args = Arguments::new(
+            "redis_cluster",
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        match RedisBackend::cluster_from_arguments(&args) {
+            Err(Error::InvalidArgument {
+                argument: named, ..
+            }) => {
+                assert_eq!(named, argument, "{pairs:?}")
+            }
+            other => panic!("{pairs:?}: expected InvalidArgument for {argument}, got {other:?}"),
+        }
+    };
+    check(&[], "url");
+    check(&[("url", ",")], "url");
+    check(&[("url", "http://127.0.0.1:7000")], "url");
+    check(&[("url", "redis://127.0.0.1:7000"), ("db", "2")], "db");
+    check(
+        &[
+            ("url", "redis://127.0.0.1:7000"),
+            ("startup_nodes", "127.0.0.1:7001"),
+        ],
+        "startup_nodes",
+    );
+    check(&[("startup_nodes", "127.0.0.1:notaport")], "startup_nodes");
+}
+
+#[test]
+fn a_cluster_that_is_down_errors_in_time_naming_its_nodes() {
+    let ports = [ports::free_port(), ports::free_port()];
+    let url = ports.map(|p| format!("redis://127.0.0.1:{p}")).join(",");
+    let region = make_region();
+    region
+        .configure(
+            RegionConfig::new("redis_cluster")
+                .argument("url", &url)
+                .argument("socket_timeout", "0.3"),
+        )
+        .unwrap();
+    let started = std::time::Instant::now();
+    match region.get::<u8>("k") {
+        Err(Error::Backend { backend, .. }) => {
+            for port in ports {
+                assert!(backend.contains(&format!("127.0.0.1:{port}")), "{backend}");
+            }
+        }
+        other => panic!("expected Error::Backend, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -1,0 +1,479 @@
+//! Real redis servers for the tests: a standalone server, a three-master Redis Cluster and
+//! a Sentinel setup, each on free loopback ports with its own temporary directory.
+//!
+//! A server that cannot be started fails the test with a message saying so; nothing is
+//! skipped. Servers owned by a test are killed when dropped; the shared ones (one per test
+//! binary) are killed, and their directories removed, when the test process exits.
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::ports::free_port;
+
+/// How long a server may take to answer PING (or a cluster to become ready).
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// A `redis-server` process on 127.0.0.1.
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+fn temp_dir(what: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "dogpile-{what}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create the test directory {}: {e}", dir.display()));
+    dir
+}
+
+impl RedisServer {
+    /// A standalone server, owned by the caller.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(free_port(), &[])
+    }
+
+    /// A server on `port` with extra `redis-server` arguments (`--cluster-enabled yes`, ...).
+    pub fn start_with(port: u16, args: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            dir: temp_dir("redis"),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    /// One server shared by every test of this binary; stopped when the process exits.
+    pub fn shared() -> &'static RedisServer {
+        static SHARED: OnceLock<RedisServer> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let server = RedisServer::start();
+            keep_until_exit(&server);
+            server
+        })
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("redis-{}.log", self.port))
+    }
+
+    fn launch(&mut self) {
+        let log = fs::File::create(self.log_path())
+            .unwrap_or_else(|e| panic!("cannot create the redis-server log file: {e}"));
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server (is it installed? scripts/test.sh installs it): {e}"
+                )
+            });
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "redis-server on port {} exited at startup ({status}); its log:\n{}",
+                        self.port,
+                        fs::read_to_string(self.log_path()).unwrap_or_default()
+                    );
+                }
+            }
+            if self.ping().is_ok() {
+                return;
+            }
+            if started.elapsed() > STARTUP {
+                panic!(
+                    "redis-server on port {} did not answer PING within {STARTUP:?}; its log:\n{}",
+                    self.port,
+                    fs::read_to_string(self.log_path()).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn ping(&self) -> redis::RedisResult<()> {
+        let mut conn = redis::Client::open(self.url())?
+            .get_connection_with_timeout(Duration::from_millis(500))?;
+        redis::cmd("PING").query(&mut conn)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A bare connection (no dogpile), to look at or tamper with what is stored.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("cannot connect to the test redis at {}: {e}", self.addr()))
+    }
+
+    /// Kills the server (SIGKILL) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (it comes back empty).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Processes and directories to clean up when the test process exits.
+static AT_EXIT: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
+
+extern "C" fn clean_up_at_exit() {
+    let kept = std::mem::take(&mut *AT_EXIT.lock().unwrap_or_else(|p| p.into_inner()));
+    for (pid, dir) in kept {
+        // SAFETY: kill(2) and waitpid(2) on a child process we spawned and never waited
+        // for.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+/// Kills `server` and removes its directory when the process exits (statics are never
+/// dropped).
+fn keep_until_exit(server: &RedisServer) {
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| {
+        // SAFETY: registers a plain `extern "C" fn` with atexit(3).
+        unsafe {
+            libc::atexit(clean_up_at_exit);
+        }
+    });
+    if let Some(pid) = server.pid() {
+        AT_EXIT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((pid, server.dir.clone()));
+    }
+}
+
+/// A loopback port whose cluster bus port (port + 10000) is free as well.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn redis_cli(args: &[String], what: &str) -> String {
+    let output = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run redis-cli (is it installed? scripts/test.sh installs it): {e}")
+        });
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        panic!("redis-cli failed to {what} ({}):\n{text}", output.status);
+    }
+    text
+}
+
+/// A Redis Cluster of three masters (no replicas) on loopback.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, creates the cluster and waits for
+    /// `cluster_state:ok` on every node.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = free_cluster_port();
+                // The config file is relative to the server's own directory (`--dir`).
+                let conf = format!("nodes-{port}.conf");
+                RedisServer::start_with(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &conf,
+                        "--cluster-node-timeout",
+                        "5000",
+                    ],
+                )
+            })
+            .collect();
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(RedisServer::addr));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        redis_cli(&args, "create the test cluster");
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// One cluster shared by every test of this binary; stopped when the process exits.
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = RedisCluster::start();
+            for node in &cluster.nodes {
+                keep_until_exit(node);
+            }
+            cluster
+        })
+    }
+
+    fn wait_ok(&self) {
+        let started = Instant::now();
+        loop {
+            let ready = self.nodes.iter().all(|node| {
+                let info: redis::RedisResult<String> = redis::Client::open(node.url())
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                    .and_then(|mut conn| redis::cmd("CLUSTER").arg("INFO").query(&mut conn));
+                info.is_ok_and(|info| {
+                    info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+                })
+            });
+            if ready {
+                return;
+            }
+            if started.elapsed() > STARTUP {
+                panic!("the test cluster did not reach cluster_state:ok within {STARTUP:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// `redis://127.0.0.1:P1,redis://127.0.0.1:P2,redis://127.0.0.1:P3`
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The port of the master serving `key`'s slot.
+    pub fn master_port_of(&self, key: &str) -> u16 {
+        let mut conn = self.nodes[0].client();
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut conn)
+            .expect("CLUSTER KEYSLOT");
+        let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut conn)
+            .expect("CLUSTER SLOTS");
+        for range in slots {
+            let redis::Value::Array(range) = range else {
+                continue;
+            };
+            let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end))) =
+                (range.first(), range.get(1))
+            else {
+                continue;
+            };
+            if (*start..=*end).contains(&i64::from(slot)) {
+                if let Some(redis::Value::Array(master)) = range.get(2) {
+                    if let Some(redis::Value::Int(port)) = master.get(1) {
+                        return *port as u16;
+                    }
+                }
+            }
+        }
+        panic!("no master serves slot {slot} of key {key:?}");
+    }
+
+    /// A bare connection to the node on `port`.
+    pub fn node_client(&self, port: u16) -> redis::Connection {
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("no cluster node on port {port}"))
+            .client()
+    }
+}
+
+/// A master, one replica and one Sentinel monitoring them as `mymaster`.
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl RedisSentinel {
+    /// Starts the three processes and waits until the Sentinel knows the master and the
+    /// replica is in sync.
+    pub fn start() -> RedisSentinel {
+        let master = RedisServer::start();
+        let master_port = master.port().to_string();
+        let replica =
+            RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &master_port]);
+        let sentinel_port = free_port();
+        let dir = temp_dir("redis-sentinel-conf");
+        let conf = dir.join("sentinel.conf");
+        fs::write(
+            &conf,
+            format!(
+                "sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 2000\n\
+                 sentinel failover-timeout mymaster 10000\n"
+            ),
+        )
+        .expect("write sentinel.conf");
+        let conf = conf.to_str().expect("temp paths are UTF-8").to_owned();
+        let mut sentinel = RedisServer {
+            port: sentinel_port,
+            dir,
+            args: vec![],
+            child: None,
+        };
+        sentinel.launch_sentinel(&conf);
+        let setup = RedisSentinel {
+            master,
+            replica,
+            sentinel,
+        };
+        setup.wait_replica_known();
+        setup
+    }
+
+    /// `127.0.0.1:PORT` of the Sentinel.
+    pub fn sentinel_addr(&self) -> String {
+        self.sentinel.addr()
+    }
+
+    /// The master's port as the Sentinel reports it.
+    pub fn master_port(&self) -> Option<u16> {
+        let mut conn = self.sentinel.client();
+        let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg("mymaster")
+            .query(&mut conn)
+            .ok()?;
+        addr.map(|(_, port)| port)
+    }
+
+    fn wait_replica_known(&self) {
+        let started = Instant::now();
+        loop {
+            let mut conn = self.sentinel.client();
+            let replicas: redis::RedisResult<Vec<Vec<String>>> = redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg("mymaster")
+                .query(&mut conn);
+            let known = replicas.is_ok_and(|replicas| {
+                replicas.iter().any(|fields| {
+                    fields
+                        .windows(2)
+                        .any(|kv| kv[0] == "flags" && kv[1] == "slave")
+                        && fields
+                            .windows(2)
+                            .any(|kv| kv[0] == "master-link-status" && kv[1] == "ok")
+                })
+            });
+            if known && self.master_port() == Some(self.master.port()) {
+                return;
+            }
+            if started.elapsed() > STARTUP {
+                panic!(
+                    "the test Sentinel did not see the master and its replica within {STARTUP:?}"
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl RedisServer {
+    fn launch_sentinel(&mut self, conf: &str) {
+        let log = fs::File::create(self.log_path())
+            .unwrap_or_else(|e| panic!("cannot create the redis-sentinel log file: {e}"));
+        let child = Command::new("redis-server")
+            .arg(conf)
+            .arg("--sentinel")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server --sentinel: {e}"));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// The directory the server runs in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
