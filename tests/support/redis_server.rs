@@ -372,7 +372,8 @@ impl RedisSentinel {
     /// Starts the three processes and waits until the Sentinel knows the master and the
     /// replica is in sync.
     pub fn start() -> RedisSentinel {
-        let master = RedisServer::start();
+        // No 5 s wait before a diskless sync to the replica.
+        let master = RedisServer::start_with(free_port(), &["--repl-diskless-sync-delay", "0"]);
         let master_port = master.port().to_string();
         let replica =
             RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &master_port]);
