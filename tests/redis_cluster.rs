@@ -1,6 +1,8 @@
 //! The `redis_cluster` backend against a real three-master Redis Cluster on loopback.
 #![cfg(feature = "redis")]
 
+#[macro_use]
+mod conformance;
 #[path = "support/ports.rs"]
 mod ports;
 #[path = "support/redis_server.rs"]
@@ -15,6 +17,27 @@ use std::time::Duration;
 use dogpile::backends::RedisBackend;
 use dogpile::{make_region, Arguments, CacheBackend, CacheRegion, Error, RegionConfig};
 use redis_server::RedisCluster;
+
+mod conformance_redis_cluster {
+    use super::*;
+    conformance_suite!(
+        stores = true,
+        config =
+            || RegionConfig::new("redis_cluster").argument("url", RedisCluster::shared().url())
+    );
+}
+
+mod conformance_redis_cluster_distributed_lock {
+    use super::*;
+    conformance_suite!(
+        stores = true,
+        config = || RegionConfig::new("dogpile.cache.redis_cluster")
+            .argument("url", RedisCluster::shared().url())
+            .argument("distributed_lock", true)
+            .argument("lock_sleep", 0.01)
+            .argument("redis_expiration_time", 3600)
+    );
+}
 
 fn region(args: &[(&str, &str)]) -> CacheRegion {
     let cluster = RedisCluster::shared();

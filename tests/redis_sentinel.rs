@@ -1,6 +1,8 @@
 //! The `redis_sentinel` backend against a real master, replica and Sentinel on loopback.
 #![cfg(feature = "redis")]
 
+#[macro_use]
+mod conformance;
 #[path = "support/ports.rs"]
 mod ports;
 #[path = "support/redis_server.rs"]
@@ -12,6 +14,17 @@ use std::time::{Duration, Instant};
 use dogpile::backends::RedisBackend;
 use dogpile::{make_region, Arguments, CacheBackend, Error, RegionConfig};
 use redis_server::RedisSentinel;
+
+mod conformance_redis_sentinel {
+    use super::*;
+    // Sentinel setups default to the distributed lock.
+    conformance_suite!(
+        stores = true,
+        config = || RegionConfig::new("redis_sentinel")
+            .argument("sentinels", RedisSentinel::shared().sentinel_addr())
+            .argument("lock_sleep", 0.01)
+    );
+}
 
 #[test]
 fn sentinel_finds_the_master_and_follows_a_failover() {
@@ -32,6 +45,20 @@ fn sentinel_finds_the_master_and_follows_a_failover() {
         .unwrap();
     assert!(on_master.is_some(), "writes go to the master");
     assert_eq!(region.get::<u32>("before").unwrap(), Some(1));
+    // Replication is asynchronous: let the replica receive it before it is promoted.
+    let mut replica = setup.replica.client();
+    let started = Instant::now();
+    while !redis::cmd("EXISTS")
+        .arg("before")
+        .query::<bool>(&mut replica)
+        .unwrap()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never replicated"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
 
     // Promote the replica.
     let mut sentinel = setup.sentinel.client();

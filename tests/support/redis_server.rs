@@ -406,6 +406,18 @@ impl RedisSentinel {
         setup
     }
 
+    /// One setup shared by every test of this binary; stopped when the process exits.
+    pub fn shared() -> &'static RedisSentinel {
+        static SHARED: OnceLock<RedisSentinel> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let setup = RedisSentinel::start();
+            for server in [&setup.master, &setup.replica, &setup.sentinel] {
+                keep_until_exit(server);
+            }
+            setup
+        })
+    }
+
     /// `127.0.0.1:PORT` of the Sentinel.
     pub fn sentinel_addr(&self) -> String {
         self.sentinel.addr()

@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use dogpile::{make_region, RegionConfig};
+//! use dogpile_core::{make_region, RegionConfig}; // `dogpile::` in applications
 //!
 //! let region = make_region();
 //! region.configure(
@@ -22,7 +22,7 @@
 //!         .argument("distributed_lock", true),
 //! )?;
 //! let answer: u32 = region.get_or_create("answer", || 42)?;
-//! # Ok::<(), dogpile::Error>(())
+//! # Ok::<(), dogpile_core::Error>(())
 //! ```
 //!
 //! # Arguments
@@ -59,9 +59,21 @@
 //! | `lock_prefix` | `_lock` | the lock key is this prefix + the cache key; 2 to 10 of letters, digits, `_ - . :` |
 //! | `thread_local_lock` | | accepted for compatibility with dogpile.cache configurations, and has no effect: the lock handle here is never bound to a thread (dogpile needs `false` to release a lock from the background runner's thread; this port always can) |
 //!
-//! The lock itself is described in [`lock`](self::lock)'s source docs: `SET NX PX` with a
-//! random token, and a compare-and-delete Lua script on release, so a holder whose lock
-//! expired never deletes the next holder's lock.
+//! # The distributed lock
+//!
+//! - The lock on cache key `k` is the redis key `_lock` + `k` (the prefix is `lock_prefix`),
+//!   taken with `SET _lockk <token> NX PX <lock_timeout>`; the token is random and new for
+//!   each acquire.
+//! - A waiting acquire tries again after 5 ms, then after sleeps that double (with jitter)
+//!   up to `lock_sleep`, and gives up after `lock_blocking_timeout` (by default
+//!   `lock_timeout` + 1 s, so that a dead holder's lock has expired by then: only a live
+//!   holder that keeps winning can make a waiter give up). The region reports that as
+//!   `Error::LockTimeout`.
+//! - Release deletes the key only if it still holds this acquire's token (compare and delete
+//!   in one Lua script), so a holder whose lock expired and was taken by another process
+//!   never deletes the new holder's lock; it logs a warning instead.
+//! - Within one process, threads queue on the region's own per-key lock first, so only one
+//!   of them polls redis.
 //!
 //! # Errors and faults
 //!
