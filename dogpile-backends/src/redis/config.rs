@@ -9,7 +9,7 @@ use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use super::pool::{ClusterConnector, Pool, Server, ServerConnector};
-use super::Pools;
+use super::{Pools, Shared};
 
 /// Arguments every redis backend accepts.
 const COMMON: &[&str] = &[
@@ -48,17 +48,6 @@ pub(crate) struct LockSettings {
     pub(crate) sleep: Duration,
     /// How long a blocking acquire tries before giving up.
     pub(crate) blocking_timeout: Duration,
-}
-
-/// Everything a redis backend is built from.
-pub(crate) struct Settings {
-    /// The backend and its server(s), for error messages.
-    pub(crate) describe: String,
-    pub(crate) pools: Pools,
-    /// Server-side TTL of every value, if any.
-    pub(crate) expiration: Option<Duration>,
-    /// The distributed lock, when `distributed_lock` is on.
-    pub(crate) lock: Option<LockSettings>,
 }
 
 /// Settings shared by every flavour.
@@ -163,7 +152,7 @@ fn with_credentials(info: ConnectionInfo, db: Option<i64>, common: &Common) -> C
 }
 
 /// `redis`: one server, from `url` or `host`/`port`/`db`.
-pub(crate) fn standalone(args: &Arguments) -> Result<Settings> {
+pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     args.check_known(&known(&["url", "host", "port", "db"]))?;
     let common = common(args, false)?;
     let db = args.parse::<i64>("db")?;
@@ -221,8 +210,8 @@ fn describe_server(backend: &str, addr: &ConnectionAddr, db: i64) -> String {
     }
 }
 
-fn settings(describe: String, pools: Pools, common: Common) -> Settings {
-    Settings {
+fn settings(describe: String, pools: Pools, common: Common) -> Shared {
+    Shared {
         describe,
         pools,
         expiration: common.expiration,
@@ -240,7 +229,7 @@ fn node_url(node: &str) -> String {
 }
 
 /// `redis_cluster`: the nodes from `url` (comma separated) or `startup_nodes`.
-pub(crate) fn cluster(args: &Arguments) -> Result<Settings> {
+pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
     args.check_known(&known(&["url", "startup_nodes"]))?;
     let common = common(args, false)?;
     let (argument, nodes) = match (args.list("url"), args.list("startup_nodes")) {
@@ -304,7 +293,7 @@ pub(crate) fn cluster(args: &Arguments) -> Result<Settings> {
 }
 
 /// `redis_sentinel`: the master of `service_name` as the `sentinels` report it.
-pub(crate) fn sentinel(args: &Arguments) -> Result<Settings> {
+pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
     args.check_known(&known(&[
         "sentinels",
         "service_name",

@@ -1,17 +1,6 @@
-//! The distributed dogpile lock of the redis backends.
-//!
-//! - The lock is the key `_lock` + cache key (the prefix is `lock_prefix`), set with
-//!   `SET key token NX PX lock_timeout`; `token` is random and new for each acquire.
-//! - A blocking acquire tries again after a short sleep that doubles, with jitter, up to
-//!   `lock_sleep`; it gives up (returns `Ok(false)`, which the region reports as
-//!   `Error::LockTimeout`) after `lock_blocking_timeout`, by default `lock_timeout` plus one
-//!   second: by then a dead holder's lock has expired, so only a live holder that keeps
-//!   winning the lock can make a waiter give up.
-//! - Release deletes the key only if it still holds this acquire's token (compare and delete
-//!   in one Lua script), so a holder whose lock expired and was taken by somebody else never
-//!   deletes the new holder's lock.
-//! - The handle is not bound to a thread: it may be released from another thread than the
-//!   one that acquired it (background regeneration does that).
+//! The distributed dogpile lock of the redis backends: `SET NX PX` with a random token,
+//! a bounded, jittered back-off while waiting, and a compare-and-delete release (see the
+//! parent module's docs, "The distributed lock").
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -95,7 +95,7 @@ use dogpile_core::{Arguments, Backend, CacheBackend, CacheMutex, Error, Result};
 use redis::cluster::{cluster_pipe, ClusterConnection};
 use redis::{ConnectionLike, FromRedisValue, RedisResult};
 
-use self::config::{LockSettings, Settings};
+use self::config::LockSettings;
 use self::pool::{ClusterConnector, Failure, Pool, ServerConnector};
 
 /// A redis, Redis Cluster or Sentinel-managed redis store: see the [module docs](self).
@@ -132,10 +132,13 @@ impl Conn<'_> {
 
 /// What the backend and its locks share.
 pub(crate) struct Shared {
-    describe: String,
-    pools: Pools,
-    expiration: Option<Duration>,
-    lock: Option<LockSettings>,
+    /// The backend and its server(s), for error messages.
+    pub(crate) describe: String,
+    pub(crate) pools: Pools,
+    /// Server-side TTL of every value, if any.
+    pub(crate) expiration: Option<Duration>,
+    /// The distributed lock, when `distributed_lock` is on.
+    pub(crate) lock: Option<LockSettings>,
 }
 
 impl Shared {
@@ -218,14 +221,9 @@ fn wrong_type_is_miss(
 }
 
 impl RedisBackend {
-    fn new(settings: Settings) -> Self {
+    fn new(shared: Shared) -> Self {
         RedisBackend {
-            shared: Arc::new(Shared {
-                describe: settings.describe,
-                pools: settings.pools,
-                expiration: settings.expiration,
-                lock: settings.lock,
-            }),
+            shared: Arc::new(shared),
         }
     }
 
@@ -315,22 +313,19 @@ impl CacheBackend for RedisBackend {
         if items.is_empty() {
             return Ok(());
         }
-        let cmds: Vec<redis::Cmd> = items
-            .iter()
-            .map(|(key, value)| self.shared.set_cmd(key, value))
-            .collect();
-        self.shared.run("SET (pipeline)", |conn| match conn {
+        let shared = &self.shared;
+        shared.run("SET (pipeline)", |conn| match conn {
             Conn::Server(conn) => {
                 let mut pipe = redis::pipe();
-                for cmd in &cmds {
-                    pipe.add_command(cmd.clone()).ignore();
+                for (key, value) in &items {
+                    pipe.add_command(shared.set_cmd(key, value)).ignore();
                 }
                 pipe.exec(conn)
             }
             Conn::Cluster(conn) => {
                 let mut pipe = cluster_pipe();
-                for cmd in &cmds {
-                    pipe.add_command(cmd.clone()).ignore();
+                for (key, value) in &items {
+                    pipe.add_command(shared.set_cmd(key, value)).ignore();
                 }
                 pipe.exec(conn)
             }
