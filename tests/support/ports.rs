@@ -9,7 +9,9 @@ pub fn free_port() -> u16 {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
-            .unwrap_or_else(|error| panic!("cannot bind a loopback port for a test server: {error}"));
+            .unwrap_or_else(|error| {
+                panic!("cannot bind a loopback port for a test server: {error}")
+            });
         // Redis Cluster also uses port + 10000 for its bus: keep both in range.
         if port != 6379 && port != 11211 && port < 55000 {
             return port;
