@@ -41,6 +41,11 @@ impl MemcachedServer {
         server
     }
 
+    /// A client of a server started by another process (a test's parent): never stopped.
+    pub fn attach(port: u16) -> Self {
+        MemcachedServer { port, child: None }
+    }
+
     fn launch(&mut self) {
         let port = self.port.to_string();
         // `-u root` is only used when running as root, where memcached requires it.
