@@ -407,9 +407,12 @@ mod tests {
         );
     }
 
+    /// Arguments, the argument the error must name, and a part of its reason.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+
     #[test]
     fn bad_arguments_are_named() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        let cases: &[Case<'_>] = &[
             (&[], "url", "required"),
             (&[("url", " , ")], "url", "no server"),
             (&[("url", "redis://127.0.0.1:6379")], "url", "scheme"),
