@@ -11,7 +11,7 @@ mod ports;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -286,6 +286,42 @@ fn server_down_is_an_error_naming_it_fail_open_computes_and_restart_recovers() {
     }
     assert_eq!(region.get::<u32>("k").unwrap(), Some(5));
     assert_eq!(region.get_or_create("new", || 6u32).unwrap(), 6);
+}
+
+#[test]
+fn a_server_that_answers_nothing_times_out_within_socket_timeout() {
+    let mut server = MemcachedServer::start();
+    let region = region(
+        &server.addr(),
+        &[("socket_timeout", "0.5"), ("dead_retry", "0.2")],
+    );
+    for round in 0..2 {
+        region.set("k", &1u32).unwrap();
+        server.freeze(true);
+        // Run the read beside, so that a hang thaws the server and fails the test.
+        let outcome = thread::scope(|s| {
+            let (sender, receiver) = mpsc::channel();
+            let region = &region;
+            s.spawn(move || sender.send(region.get::<u32>("k")));
+            let outcome = receiver.recv_timeout(Duration::from_secs(5));
+            server.freeze(false);
+            outcome
+        });
+        let error = outcome
+            .unwrap_or_else(|_| panic!("round {round}: the read hung past socket_timeout"))
+            .unwrap_err();
+        assert!(error.to_string().contains(&server.addr()), "{error}");
+        // Back to normal after dead_retry, on fresh connections that have the same
+        // timeouts (the second round shows it).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while region.get::<u32>("k").is_err() {
+            assert!(Instant::now() < deadline, "round {round}: no recovery");
+            thread::sleep(Duration::from_millis(50));
+        }
+        if round == 0 {
+            server.restart();
+        }
+    }
 }
 
 #[test]

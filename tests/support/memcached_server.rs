@@ -111,6 +111,20 @@ impl MemcachedServer {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: frozen, it still accepts
+    /// connections (the kernel does) but answers nothing.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("a running server")
+            .id()
+            .to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Stops the server if it runs, and starts a new, empty one on the same port.
     pub fn restart(&mut self) {
         self.stop();
