@@ -1,8 +1,12 @@
-//! The memcached backend against real memcached servers (started on free loopback ports).
+//! The memcached backend against real memcached servers (started on free loopback ports):
+//! the conformance suite on one server, on two, and with the distributed lock; then what
+//! is particular to memcached.
 //!
 //! Multi-process behaviour (the distributed lock across processes, a lock holder killed
 //! with SIGKILL) is in `memcached_processes.rs`.
 
+#[macro_use]
+mod conformance;
 #[path = "support/memcached_server.rs"]
 mod memcached_server;
 #[path = "support/ports.rs"]
@@ -19,6 +23,52 @@ use dogpile::backends::memcached::{memcached_key, MANGLED_PREFIX};
 use dogpile::backends::MemcachedBackend;
 use dogpile::{Arguments, CacheBackend, CacheRegion, CreateOptions, Error, RegionConfig};
 use memcached_server::MemcachedServer;
+
+/// Each conformance test gets its own server(s), stopped when the test ends.
+mod conformance_one_server {
+    use super::*;
+    conformance_suite!(
+        stores = true,
+        config = || {
+            let server = MemcachedServer::start();
+            (
+                RegionConfig::new("memcached").argument("url", server.addr()),
+                server,
+            )
+        }
+    );
+}
+
+mod conformance_two_servers {
+    use super::*;
+    conformance_suite!(
+        stores = true,
+        config = || {
+            let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
+            let url = format!("memcache://{}, {}", a.addr(), b.addr());
+            (
+                RegionConfig::new("dogpile.cache.pylibmc").argument("url", url),
+                (a, b),
+            )
+        }
+    );
+}
+
+mod conformance_distributed_lock {
+    use super::*;
+    conformance_suite!(
+        stores = true,
+        config = || {
+            let server = MemcachedServer::start();
+            let config = RegionConfig::new("memcached")
+                .argument("url", server.addr())
+                .argument("distributed_lock", true)
+                .argument("lock_sleep", 0.01)
+                .argument("memcached_expire_time", 3600);
+            (config, server)
+        }
+    );
+}
 
 fn region(url: &str, arguments: &[(&str, &str)]) -> CacheRegion {
     let region = CacheRegion::new();
