@@ -46,6 +46,9 @@
 //! any key works and none can inject a protocol command; other keys are stored as they
 //! are. Values are the region's bytes, unchanged, with flags 0.
 //!
+//! The client speaks memcached's binary protocol (as the `memcache` crate does by
+//! default), which memcached 1.6 still serves unless started with `-B ascii`.
+//!
 //! memcached refuses values larger than its item size limit, 1 MiB by default: to cache
 //! larger values, start it with a larger one (`memcached -I 8m`). The error for a value too
 //! large names the key and the server.
