@@ -1,6 +1,5 @@
 //! The `redis` backend against real `redis-server` processes started on free loopback
 //! ports.
-#![cfg(feature = "redis")]
 
 #[macro_use]
 mod conformance;

@@ -1,5 +1,4 @@
 //! The `redis_cluster` backend against a real three-master Redis Cluster on loopback.
-#![cfg(feature = "redis")]
 
 #[macro_use]
 mod conformance;

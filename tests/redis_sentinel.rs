@@ -1,5 +1,4 @@
 //! The `redis_sentinel` backend against a real master, replica and Sentinel on loopback.
-#![cfg(feature = "redis")]
 
 #[macro_use]
 mod conformance;

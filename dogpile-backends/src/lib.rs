@@ -8,6 +8,8 @@
 use dogpile_core::{BuiltinBackend, BUILTIN_BACKENDS};
 use linkme::distributed_slice;
 
+#[cfg(feature = "memcached")]
+pub mod memcached;
 pub mod memory;
 pub mod null;
 #[cfg(feature = "redis")]
@@ -15,6 +17,8 @@ pub mod redis;
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisBackend;
+#[cfg(feature = "memcached")]
+pub use memcached::MemcachedBackend;
 pub use memory::MemoryBackend;
 pub use null::NullBackend;
 
@@ -38,6 +42,19 @@ static MEMORY_SERIALIZED: BuiltinBackend = BuiltinBackend {
 static NULL: BuiltinBackend = BuiltinBackend {
     names: &["null", "dogpile.cache.null"],
     factory: null::null,
+};
+
+#[cfg(feature = "memcached")]
+#[distributed_slice(BUILTIN_BACKENDS)]
+static MEMCACHED: BuiltinBackend = BuiltinBackend {
+    names: &[
+        "memcached",
+        "dogpile.cache.memcached",
+        "dogpile.cache.pylibmc",
+        "dogpile.cache.bmemcached",
+        "dogpile.cache.pymemcache",
+    ],
+    factory: memcached::memcached,
 };
 
 #[cfg(feature = "redis")]
