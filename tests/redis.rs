@@ -435,6 +435,29 @@ fn server_down_gives_backend_errors_in_time_and_a_restart_recovers() {
 }
 
 #[test]
+fn a_hung_server_gives_backend_errors_in_time_and_works_again_when_it_resumes() {
+    let server = RedisServer::start();
+    let region = region_on(&server.url(), &[("socket_timeout", "0.2")]);
+    region.set("k", &1u32).unwrap();
+    server.freeze(true);
+    let limit = Duration::from_secs(2);
+    // The pooled connection is open but the server does not answer: the read times out.
+    assert_backend_error("get on a hung server", &server, limit, || {
+        region.get::<u32>("k")
+    });
+    assert_backend_error("set on a hung server", &server, limit, || {
+        region.set("k", &2u32)
+    });
+    server.freeze(false);
+    // The timed-out connections were dropped; fresh ones work (no late reply is read as
+    // the answer to a later command).
+    assert_eq!(region.get::<u32>("k").unwrap(), Some(1));
+    region.set("k", &3u32).unwrap();
+    assert_eq!(region.get::<u32>("k").unwrap(), Some(3));
+    assert_eq!(region.get::<u32>("missing").unwrap(), None);
+}
+
+#[test]
 fn pooled_connections_to_a_restarted_server_are_replaced_without_errors() {
     let mut server = RedisServer::start();
     let region = Arc::new(region_on(

@@ -162,6 +162,16 @@ impl RedisServer {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: a frozen server accepts
+    /// connections but answers nothing, as a hung server does.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.pid().expect("the server is running") as libc::pid_t;
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on our own child process.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "cannot signal redis-server {pid}");
+    }
+
     /// Starts the server again on the same port (it comes back empty).
     pub fn restart(&mut self) {
         self.stop();
