@@ -360,6 +360,44 @@ fn reference_and_impl_trait_arguments_are_keyed_by_display() {
 }
 
 #[test]
+fn an_argument_whose_display_calls_a_cached_function() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+
+    #[cache_on_arguments(region = "REGION")]
+    fn label(id: u32) -> String {
+        format!("#{id}")
+    }
+
+    /// Renders itself through another memoized function, while the outer key is built.
+    struct Labelled(u32);
+
+    impl std::fmt::Display for Labelled {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", label(self.0))
+        }
+    }
+
+    #[cache_on_arguments(region = "REGION")]
+    fn describe(first: Labelled, second: u32) -> String {
+        format!("{first}/{second}")
+    }
+
+    assert_eq!(describe_key(Labelled(7), 8), "macros:describe|#7 8");
+    assert_eq!(describe(Labelled(7), 8), "#7/8");
+    assert_eq!(
+        REGION.get::<String>("macros:label|7").unwrap().as_deref(),
+        Some("#7")
+    );
+    assert_eq!(
+        REGION
+            .get::<String>("macros:describe|#7 8")
+            .unwrap()
+            .as_deref(),
+        Some("#7/8")
+    );
+}
+
+#[test]
 fn to_str_renders_arguments_that_have_no_display() {
     static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
     static CALLS: AtomicUsize = AtomicUsize::new(0);

@@ -4,11 +4,13 @@
 //! Not a public API: reached as `dogpile::__private::...` from generated code only, and free
 //! to change in any release.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt::Display;
+use std::fmt::{Display, Write};
 
 use crate::error::{Error, Result};
+use crate::key::FunctionKey;
 use crate::region::{CacheRegion, CreateOptions, Expiration};
 use crate::value::Cacheable;
 
@@ -22,11 +24,81 @@ use crate::value::Cacheable;
 pub trait KeyArg {
     /// The argument as it appears in the key.
     fn key_arg(&self) -> String;
+
+    /// Appends the argument as it appears in the key to `out`.
+    fn write_key_arg(&self, out: &mut String);
 }
 
 impl<T: Display + ?Sized> KeyArg for T {
     fn key_arg(&self) -> String {
         self.to_string()
+    }
+
+    fn write_key_arg(&self, out: &mut String) {
+        // Writing to a `String` cannot fail; a `Display` impl that reports an error leaves
+        // what it wrote.
+        let _ = write!(out, "{self}");
+    }
+}
+
+thread_local! {
+    /// Argument buffers reused by [`function_key`] on this thread.
+    static KEY_ARGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers that grew past this are dropped after use rather than kept for the thread's life.
+const KEPT_CAPACITY: usize = 1024;
+
+/// Builds the key of one call: `render` writes each key argument into its (empty) buffer,
+/// then `generate` (the region's or the function's key generator) builds the key from a
+/// [`FunctionKey`].
+///
+/// The buffers are reused across calls on a thread, so that a cache hit renders its
+/// arguments without allocating; a nested call (an argument's `Display` that calls a
+/// memoized function) finds them in use and gets fresh ones.
+pub fn function_key<G, R>(
+    generate: G,
+    module_path: &str,
+    function: &str,
+    namespace: Option<&str>,
+    count: usize,
+    render: R,
+) -> String
+where
+    G: FnOnce(&FunctionKey<'_>) -> String,
+    R: FnOnce(&mut [String]),
+{
+    let build = |args: &mut [String], render: R, generate: G| {
+        render(args);
+        generate(&FunctionKey {
+            module_path,
+            function,
+            namespace,
+            args,
+        })
+    };
+    let mut steps = Some((render, generate));
+    let reused = KEY_ARGS.try_with(|cell| {
+        let mut pool = cell.try_borrow_mut().ok()?;
+        let (render, generate) = steps.take()?;
+        if pool.len() < count {
+            pool.resize_with(count, String::new);
+        }
+        let args = &mut pool[..count];
+        args.iter_mut().for_each(String::clear);
+        let key = build(args, render, generate);
+        for arg in args.iter_mut().filter(|arg| arg.capacity() > KEPT_CAPACITY) {
+            *arg = String::new();
+        }
+        Some(key)
+    });
+    if let Ok(Some(key)) = reused {
+        return key;
+    }
+    match steps.take() {
+        Some((render, generate)) => build(&mut vec![String::new(); count], render, generate),
+        // The closure above returns `Some` whenever it takes the steps.
+        None => unreachable!("function_key's steps were taken without building a key"),
     }
 }
 

@@ -9,7 +9,8 @@ use syn::ext::IdentExt;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::{Error, Expr, ExprLit, ExprUnary, Ident, Lit, LitInt, LitStr, Path, Result, Token, UnOp};
+use syn::spanned::Spanned;
+use syn::{Error, Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Path, Result, Token, UnOp};
 
 /// Which of the two macros is being expanded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,7 @@ impl Flavor {
 #[derive(Clone)]
 pub(crate) enum ExpirationTime {
     /// `expiration_time = 60`: whole seconds.
-    Seconds(LitInt),
+    Seconds(u64, Span),
     /// `expiration_time = -1`: never expires, as in dogpile.
     Never(Span),
     /// `expiration_time = Duration::from_millis(1500)`: anything that converts into an
@@ -220,21 +221,16 @@ fn parse_expiration(meta: &ParseNestedMeta<'_>) -> Result<ExpirationTime> {
         Expr::Lit(ExprLit {
             lit: Lit::Int(seconds),
             ..
-        }) => {
-            seconds.base10_parse::<u64>()?;
-            Ok(ExpirationTime::Seconds(seconds))
-        }
-        Expr::Unary(ExprUnary {
-            op: UnOp::Neg(_),
-            expr,
-            ..
-        }) if matches!(&*expr, Expr::Lit(ExprLit { lit: Lit::Int(one), .. }) if one.base10_digits() == "1") => {
-            Ok(ExpirationTime::Never(
-                expr.to_token_stream()
-                    .into_iter()
-                    .next()
-                    .map_or_else(Span::call_site, |t| t.span()),
-            ))
+        }) => Ok(ExpirationTime::Seconds(
+            seconds.base10_parse::<u64>()?,
+            seconds.span(),
+        )),
+        Expr::Unary(
+            unary @ ExprUnary {
+                op: UnOp::Neg(_), ..
+            },
+        ) if matches!(&*unary.expr, Expr::Lit(ExprLit { lit: Lit::Int(one), .. }) if one.base10_digits() == "1") => {
+            Ok(ExpirationTime::Never(unary.span()))
         }
         other @ (Expr::Lit(_)
         | Expr::Unary(ExprUnary {
@@ -336,9 +332,10 @@ mod tests {
             "crate :: regions :: DEFAULT"
         );
         assert_eq!(options.namespace.unwrap().value(), "ns");
-        assert!(
-            matches!(options.expiration_time, Some(ExpirationTime::Seconds(s)) if s.base10_digits() == "60")
-        );
+        assert!(matches!(
+            options.expiration_time,
+            Some(ExpirationTime::Seconds(60, _))
+        ));
         assert_eq!(
             options.should_cache_fn.to_token_stream().to_string(),
             "keep"

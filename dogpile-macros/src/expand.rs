@@ -239,9 +239,9 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
             continue;
         }
         if i == keys_arg.index {
-            parts.push(render(model, quote!(__dogpile_element)));
+            parts.push(KeyPart::Render(quote!(__dogpile_element)));
         } else {
-            parts.push(quote!(::core::clone::Clone::clone(&__dogpile_fixed[#fixed_index])));
+            parts.push(KeyPart::Fixed(fixed_index));
             fixed_index += 1;
         }
     }
@@ -475,15 +475,23 @@ fn region(model: &Model) -> TokenStream {
     }
 }
 
-/// The keyed arguments of a single function, rendered.
-fn key_args(model: &Model) -> Vec<TokenStream> {
+/// One part of a key.
+enum KeyPart {
+    /// An argument to render: an expression of type `&T`.
+    Render(TokenStream),
+    /// An argument already rendered into `__dogpile_fixed[i]`.
+    Fixed(usize),
+}
+
+/// The keyed arguments of a single function.
+fn key_args(model: &Model) -> Vec<KeyPart> {
     model
         .args
         .iter()
         .filter(|arg| arg.keyed)
         .map(|arg| {
             let ident = &arg.ident;
-            render(model, quote_spanned!(arg.ty.span()=> &#ident))
+            KeyPart::Render(quote_spanned!(arg.ty.span()=> &#ident))
         })
         .collect()
 }
@@ -497,10 +505,29 @@ fn render(model: &Model, arg: TokenStream) -> TokenStream {
     }
 }
 
-/// An expression building the key from `args`, each an expression of type `String`.
-fn function_key(model: &Model, args: &[TokenStream]) -> TokenStream {
+/// A statement writing `part` into the empty buffer `__dogpile_args[index]`.
+fn write_part(model: &Model, part: &KeyPart, index: usize) -> TokenStream {
+    match (part, &model.options.to_str) {
+        (KeyPart::Render(arg), Some(to_str)) => {
+            quote_spanned!(to_str.span()=> __dogpile_args[#index] = (#to_str)(#arg);)
+        }
+        (KeyPart::Render(arg), None) => quote_spanned! {arg.span()=>
+            ::dogpile::__private::KeyArg::write_key_arg(#arg, &mut __dogpile_args[#index]);
+        },
+        (KeyPart::Fixed(fixed), _) => {
+            quote!(__dogpile_args[#index].push_str(&__dogpile_fixed[#fixed]);)
+        }
+    }
+}
+
+/// An expression building the key from `parts`.
+fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
     let options = &model.options;
-    let count = args.len();
+    let count = parts.len();
+    let writes = parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| write_part(model, part, index));
     let module = match model.shape.context {
         Context::Free => quote!(::core::module_path!()),
         Context::Associated | Context::Method(_) => quote!(::core::any::type_name::<Self>()),
@@ -527,20 +554,20 @@ fn function_key(model: &Model, args: &[TokenStream]) -> TokenStream {
     };
     let generate = match &options.function_key_generator {
         Some(generator) => {
-            quote_spanned!(generator.span()=> (#generator)(&__dogpile_function_key))
+            quote_spanned!(generator.span()=> (#generator)(__dogpile_function_key))
         }
-        None => quote!(__dogpile_region.function_key(&__dogpile_function_key)),
+        None => quote!(__dogpile_region.function_key(__dogpile_function_key)),
     };
     quote! {{
-        let __dogpile_args: [::std::string::String; #count] = [#(#args),*];
         #function_binding
-        let __dogpile_function_key = ::dogpile::FunctionKey {
-            module_path: #module,
-            function: #function,
-            namespace: #namespace,
-            args: &__dogpile_args,
-        };
-        #generate
+        ::dogpile::__private::function_key(
+            |__dogpile_function_key| #generate,
+            #module,
+            #function,
+            #namespace,
+            #count,
+            |__dogpile_args: &mut [::std::string::String]| { #(#writes)* },
+        )
     }}
 }
 
@@ -570,7 +597,7 @@ fn create_options(model: &Model) -> TokenStream {
 /// An expression of type `Expiration`.
 fn expiration_value(expiration: &ExpirationTime) -> TokenStream {
     match expiration {
-        ExpirationTime::Seconds(seconds) => quote_spanned! {seconds.span()=>
+        ExpirationTime::Seconds(seconds, span) => quote_spanned! {*span=>
             ::dogpile::__private::expiration(::core::time::Duration::from_secs(#seconds))
         },
         ExpirationTime::Never(span) => quote_spanned!(*span=> ::dogpile::Expiration::Never),
