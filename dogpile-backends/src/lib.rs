@@ -8,9 +8,13 @@
 use dogpile_core::{BuiltinBackend, BUILTIN_BACKENDS};
 use linkme::distributed_slice;
 
+#[cfg(feature = "memcached")]
+pub mod memcached;
 pub mod memory;
 pub mod null;
 
+#[cfg(feature = "memcached")]
+pub use memcached::MemcachedBackend;
 pub use memory::MemoryBackend;
 pub use null::NullBackend;
 
@@ -34,4 +38,17 @@ static MEMORY_SERIALIZED: BuiltinBackend = BuiltinBackend {
 static NULL: BuiltinBackend = BuiltinBackend {
     names: &["null", "dogpile.cache.null"],
     factory: null::null,
+};
+
+#[cfg(feature = "memcached")]
+#[distributed_slice(BUILTIN_BACKENDS)]
+static MEMCACHED: BuiltinBackend = BuiltinBackend {
+    names: &[
+        "memcached",
+        "dogpile.cache.memcached",
+        "dogpile.cache.pylibmc",
+        "dogpile.cache.bmemcached",
+        "dogpile.cache.pymemcache",
+    ],
+    factory: memcached::memcached,
 };

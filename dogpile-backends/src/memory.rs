@@ -4,19 +4,42 @@
 //! Unbounded by default, as dogpile's memory backend: a plain `RwLock<HashMap>`, so a hit
 //! pays for no eviction bookkeeping. With `max_entries` (or, for `memory_serialized`,
 //! `max_bytes`) the store is a [moka](https://docs.rs/moka) cache, whose TinyLFU policy
-//! evicts when the bound is reached.
+//! evicts when the bound is reached. moka applies its policy in batches: between two
+//! batches the store may briefly hold a few entries more than the bound, and after each
+//! batch (and whenever [`MemoryBackend::entry_count`] or
+//! [`MemoryBackend::weighted_size`] is read) it is within the bound again.
+//!
+//! A `MemoryBackend` is a handle: clones share one store, so a test or a second region can
+//! keep a clone of a backend given to [`CacheRegion::configure_backend`] and look at it.
+//!
+//! ```
+//! use dogpile_core::{CacheRegion, Result};
+//! use dogpile_backends::MemoryBackend;
+//!
+//! let backend = MemoryBackend::bounded(100)?;
+//! let region = CacheRegion::new();
+//! region.configure_backend(backend.clone(), None)?;
+//! for i in 0..1000 {
+//!     region.set(&format!("key{i}"), &i)?;
+//! }
+//! assert!(backend.entry_count() <= 100);
+//! # Ok::<(), dogpile_core::Error>(())
+//! ```
+//!
+//! [`CacheRegion::configure_backend`]: dogpile_core::CacheRegion::configure_backend
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use dogpile_core::{Arguments, Backend, Entry, Result};
+use dogpile_core::{Arguments, Backend, Entry, Error, Result};
 
 /// Arguments accepted by the memory backends.
 const ARGUMENTS: &[&str] = &["max_entries", "max_bytes"];
 
-/// The in-process store: see the [module docs](self).
+/// The in-process store: see the [module docs](self). Clones share one store.
+#[derive(Clone)]
 pub struct MemoryBackend {
-    store: Store,
+    store: Arc<Store>,
     serialized: bool,
 }
 
@@ -29,17 +52,25 @@ impl MemoryBackend {
     /// An unbounded store of typed values.
     pub fn new() -> Self {
         MemoryBackend {
-            store: Store::Unbounded(RwLock::default()),
+            store: Arc::new(Store::Unbounded(RwLock::default())),
             serialized: false,
         }
     }
 
     /// A store of typed values holding at most `max_entries` keys.
-    pub fn bounded(max_entries: u64) -> Self {
-        MemoryBackend {
-            store: Store::Bounded(moka::sync::Cache::new(max_entries)),
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](dogpile_core::Error::InvalidArgument) for 0 (use the
+    /// `null` backend to cache nothing).
+    pub fn bounded(max_entries: u64) -> Result<Self> {
+        Ok(MemoryBackend {
+            store: Arc::new(Store::Bounded(moka::sync::Cache::new(nonzero(
+                "memory",
+                "max_entries",
+                max_entries,
+            )?))),
             serialized: false,
-        }
+        })
     }
 
     /// The `memory` backend from its arguments: `max_entries` (optional).
@@ -51,10 +82,10 @@ impl MemoryBackend {
                 "typed values have no byte size; use max_entries, or the memory_serialized backend",
             ));
         }
-        Ok(match args.parse::<u64>("max_entries")? {
-            Some(max) => Self::bounded(max),
-            None => Self::new(),
-        })
+        match args.parse::<u64>("max_entries")? {
+            Some(max) => Self::bounded(nonzero(args.backend(), "max_entries", max)?),
+            None => Ok(Self::new()),
+        }
     }
 
     /// The `memory_serialized` backend from its arguments: `max_entries` or `max_bytes`
@@ -68,10 +99,14 @@ impl MemoryBackend {
             (Some(_), Some(_)) => {
                 return Err(args.invalid("max_bytes", "give max_entries or max_bytes, not both"))
             }
-            (Some(max), None) => Store::Bounded(moka::sync::Cache::new(max)),
+            (Some(max), None) => Store::Bounded(moka::sync::Cache::new(nonzero(
+                args.backend(),
+                "max_entries",
+                max,
+            )?)),
             (None, Some(max)) => Store::Bounded(
                 moka::sync::Cache::builder()
-                    .max_capacity(max)
+                    .max_capacity(nonzero(args.backend(), "max_bytes", max)?)
                     .weigher(|key: &String, entry: &Entry| {
                         u32::try_from(key.len() + entry.approximate_size()).unwrap_or(u32::MAX)
                     })
@@ -80,7 +115,7 @@ impl MemoryBackend {
             (None, None) => Store::Unbounded(RwLock::default()),
         };
         Ok(MemoryBackend {
-            store,
+            store: Arc::new(store),
             serialized: true,
         })
     }
@@ -88,7 +123,7 @@ impl MemoryBackend {
     /// How many entries the store holds now (for a bounded store, after pending evictions
     /// have run).
     pub fn entry_count(&self) -> u64 {
-        match &self.store {
+        match &*self.store {
             Store::Unbounded(map) => read(map).len() as u64,
             Store::Bounded(cache) => {
                 cache.run_pending_tasks();
@@ -97,9 +132,10 @@ impl MemoryBackend {
         }
     }
 
-    /// The total weight of a bounded store (bytes for `max_bytes`, entries otherwise).
+    /// The total weight of a bounded store, after pending evictions have run: bytes (keys
+    /// plus stored values) for `max_bytes`, entries otherwise.
     pub fn weighted_size(&self) -> u64 {
-        match &self.store {
+        match &*self.store {
             Store::Unbounded(map) => read(map).len() as u64,
             Store::Bounded(cache) => {
                 cache.run_pending_tasks();
@@ -107,6 +143,18 @@ impl MemoryBackend {
             }
         }
     }
+}
+
+/// `value`, unless it is 0.
+fn nonzero(backend: &str, argument: &str, value: u64) -> Result<u64> {
+    if value == 0 {
+        return Err(Error::invalid_argument(
+            backend,
+            argument,
+            "must be at least 1; use the null backend to cache nothing",
+        ));
+    }
+    Ok(value)
 }
 
 impl Default for MemoryBackend {
@@ -126,14 +174,14 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 
 impl Backend for MemoryBackend {
     fn get(&self, key: &str) -> Result<Option<Entry>> {
-        Ok(match &self.store {
+        Ok(match &*self.store {
             Store::Unbounded(map) => read(map).get(key).cloned(),
             Store::Bounded(cache) => cache.get(key),
         })
     }
 
     fn set(&self, key: &str, entry: Entry) -> Result<()> {
-        match &self.store {
+        match &*self.store {
             Store::Unbounded(map) => {
                 write(map).insert(key.to_owned(), entry);
             }
@@ -143,7 +191,7 @@ impl Backend for MemoryBackend {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        match &self.store {
+        match &*self.store {
             Store::Unbounded(map) => {
                 write(map).remove(key);
             }
@@ -153,7 +201,7 @@ impl Backend for MemoryBackend {
     }
 
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        Ok(match &self.store {
+        Ok(match &*self.store {
             Store::Unbounded(map) => {
                 let map = read(map);
                 keys.iter().map(|key| map.get(*key).cloned()).collect()
@@ -163,7 +211,7 @@ impl Backend for MemoryBackend {
     }
 
     fn set_multi(&self, items: Vec<(&str, Entry)>) -> Result<()> {
-        match &self.store {
+        match &*self.store {
             Store::Unbounded(map) => {
                 let mut map = write(map);
                 for (key, entry) in items {
@@ -173,6 +221,23 @@ impl Backend for MemoryBackend {
             Store::Bounded(cache) => {
                 for (key, entry) in items {
                     cache.insert(key.to_owned(), entry);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        match &*self.store {
+            Store::Unbounded(map) => {
+                let mut map = write(map);
+                for key in keys {
+                    map.remove(*key);
+                }
+            }
+            Store::Bounded(cache) => {
+                for key in keys {
+                    cache.invalidate(*key);
                 }
             }
         }

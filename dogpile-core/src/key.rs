@@ -102,17 +102,20 @@ pub fn sha1_mangle_key(key: &str) -> String {
 /// assert_eq!(mangle("short"), "short");
 /// assert_eq!(mangle("a rather long key").len(), 40);
 /// ```
-pub fn length_conditional_mangler<F>(limit: usize, mangler: F) -> KeyMangler
+pub fn length_conditional_mangler<F>(
+    limit: usize,
+    mangler: F,
+) -> impl Fn(&str) -> String + Send + Sync + 'static
 where
     F: Fn(&str) -> String + Send + Sync + 'static,
 {
-    Arc::new(move |key: &str| {
+    move |key: &str| {
         if key.len() >= limit {
             mangler(key)
         } else {
             key.to_owned()
         }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,542 @@
+//! The `memcached` backend (aliases `dogpile.cache.memcached`, `dogpile.cache.pylibmc`,
+//! `dogpile.cache.bmemcached`, `dogpile.cache.pymemcache`), on the
+//! [`memcache`](https://docs.rs/memcache) crate's binary protocol client.
+//!
+//! # Arguments
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `url` | required | one server or several, comma separated: `"127.0.0.1:11211, 10.0.0.2:11211"`, each `host[:port]` with or without `memcache://`; the port defaults to 11211 |
+//! | `memcached_expire_time` | none | server-side TTL of every value, in seconds (rounded up to whole seconds); make it longer than the region's expiration time, which the region checks itself |
+//! | `distributed_lock` | `false` | use a lock on the memcached servers as the dogpile lock, shared by every process (see below) |
+//! | `lock_timeout` | `30` | seconds after which memcached drops a lock whose holder never released it (a holder that died); `0` means never, as in dogpile |
+//! | `lock_sleep` | `0.1` | the longest pause, in seconds, between two tries of a waiting lock |
+//! | `lock_blocking_timeout` | `lock_timeout` + 2, or 30 when `lock_timeout` is 0 | how long, in seconds, a caller waits for the lock before the region gives up with `Error::LockTimeout` |
+//! | `pool_size` | `10` | connections per server, at most (opened as needed) |
+//! | `socket_timeout` | `3` | seconds a connection may take to connect, and to answer a command |
+//! | `dead_retry` | `5` | seconds a server that could not be reached is left alone: its commands fail at once meanwhile; `0` tries it on every command |
+//!
+//! Unknown arguments are rejected, and so are dogpile's client-specific ones (`binary`,
+//! `behaviors`, `min_compress_len`, `username`, ...), which have no meaning here.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use dogpile_core::{CacheRegion, RegionConfig};
+//!
+//! let region = CacheRegion::new();
+//! region.configure(
+//!     RegionConfig::new("memcached")
+//!         .expiration_time(Duration::from_secs(600))
+//!         .argument("url", "10.0.0.1:11211, 10.0.0.2:11211")
+//!         .argument("memcached_expire_time", 3600)
+//!         .argument("distributed_lock", true),
+//! )?;
+//! # Ok::<(), dogpile_core::Error>(())
+//! ```
+//!
+//! # Servers and keys
+//!
+//! Keys are spread over the servers by consistent hashing (a ketama ring, as libketama
+//! builds it): adding or removing one of `n` servers moves about `1/n` of the keys. A
+//! server that is down is not skipped: its keys fail (or, failing open, are computed
+//! uncached) rather than moving to another server and back.
+//!
+//! Keys that memcached cannot take (empty, over 250 bytes, with whitespace, control or
+//! non-ASCII characters) are stored under `~sha1~` + their SHA-1 ([`memcached_key`]), so
+//! any key works and none can inject a protocol command; other keys are stored as they
+//! are. Values are the region's bytes, unchanged, with flags 0.
+//!
+//! The client speaks memcached's binary protocol (as the `memcache` crate does by
+//! default), which memcached 1.6 still serves unless started with `-B ascii`.
+//!
+//! memcached refuses values larger than its item size limit, 1 MiB by default: to cache
+//! larger values, start it with a larger one (`memcached -I 8m`). The error for a value too
+//! large names the key and the server.
+//!
+//! # The distributed lock
+//!
+//! With `distributed_lock`, the dogpile lock on a key is the memcached key `_lock` + the
+//! key, taken with `add`, holding a token of its holder and dropped by memcached after
+//! `lock_timeout`. Release removes it only while it still holds the holder's token
+//! (through a CAS-guarded overwrite with an item that has already expired), so a lock
+//! that expired and was taken by another process is never removed by the old holder.
+//!
+//! # Failures
+//!
+//! Every error is an [`Error::Backend`](dogpile_core::Error::Backend) that names the
+//! server (`memcached at 10.0.0.1:11211`) and the command and key. A command never waits
+//! longer than about `socket_timeout` (twice, when a pooled connection turns out to be
+//! dead and a fresh one is tried). Connections are re-established when the server comes
+//! back, without restarting the program. `get_multi` takes one round trip per server;
+//! `set_multi` and `delete_multi` send one command per key.
+
+mod keys;
+mod lock;
+mod ring;
+mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dogpile_core::{Arguments, Backend, CacheBackend, CacheMutex, Result};
+
+pub use keys::{memcached_key, MANGLED_PREFIX, MAX_KEY_LEN};
+
+use keys::display_key;
+use lock::{LockSettings, MemcachedLock};
+use ring::Ring;
+use server::{PoolSettings, Server};
+
+/// The arguments this backend accepts.
+const ARGUMENTS: &[&str] = &[
+    "url",
+    "memcached_expire_time",
+    "distributed_lock",
+    "lock_timeout",
+    "lock_sleep",
+    "lock_blocking_timeout",
+    "pool_size",
+    "socket_timeout",
+    "dead_retry",
+];
+
+const DEFAULT_PORT: u16 = 11211;
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_LOCK_SLEEP: Duration = Duration::from_millis(100);
+const DEFAULT_POOL_SIZE: u32 = 10;
+const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(3);
+const DEFAULT_DEAD_RETRY: Duration = Duration::from_secs(5);
+
+/// Keys per `get_multi` request to one server: bounded so that a huge request can never
+/// fill both directions of the socket at once.
+const MULTI_GET_BATCH: usize = 100;
+
+/// memcached reads an expiry longer than this (30 days) as a Unix time.
+const MAX_RELATIVE_EXPTIME: u64 = 30 * 24 * 3600;
+
+/// A cache on one or more memcached servers: see the [module docs](self).
+pub struct MemcachedBackend {
+    cluster: Arc<Cluster>,
+    expire_time: Duration,
+    lock: Option<LockSettings>,
+}
+
+/// The servers and the ring that spreads keys over them.
+pub(crate) struct Cluster {
+    servers: Vec<Server>,
+    ring: Ring,
+}
+
+impl Cluster {
+    /// The server that holds `server_key` (a key already made safe by [`memcached_key`]).
+    pub(crate) fn server(&self, server_key: &str) -> &Server {
+        &self.servers[self.ring.server_for(server_key)]
+    }
+}
+
+impl MemcachedBackend {
+    /// The backend from its arguments (see the [module docs](self)). No connection is made
+    /// until the first command, so a server may be down when the region is configured.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](dogpile_core::Error::InvalidArgument) naming the argument
+    /// that is unknown, missing or malformed.
+    pub fn from_arguments(args: &Arguments) -> Result<Self> {
+        args.check_known(ARGUMENTS)?;
+        let settings = PoolSettings {
+            size: match args.parse::<u32>("pool_size")? {
+                Some(0) => return Err(args.invalid("pool_size", "must be at least 1")),
+                Some(size) => size,
+                None => DEFAULT_POOL_SIZE,
+            },
+            socket_timeout: positive(args, "socket_timeout")?.unwrap_or(DEFAULT_SOCKET_TIMEOUT),
+            dead_retry: args.seconds("dead_retry")?.unwrap_or(DEFAULT_DEAD_RETRY),
+        };
+        let names = server_names(args)?;
+        let servers = names
+            .iter()
+            .map(|name| {
+                Server::new(name.clone(), settings).map_err(|reason| {
+                    args.invalid("url", format!("cannot use server `{name}`: {reason}"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ring = Ring::new(&names);
+
+        let lock = if args.bool("distributed_lock")?.unwrap_or(false) {
+            let timeout = args
+                .seconds("lock_timeout")?
+                .unwrap_or(DEFAULT_LOCK_TIMEOUT);
+            let default_wait = if timeout.is_zero() {
+                Duration::from_secs(30)
+            } else {
+                // Past this, a dead holder's lock has expired on the server.
+                Duration::from_secs(u64::from(exptime(timeout).min(1 << 20)) + 2)
+            };
+            Some(LockSettings {
+                timeout,
+                sleep: positive(args, "lock_sleep")?.unwrap_or(DEFAULT_LOCK_SLEEP),
+                blocking_timeout: args
+                    .seconds("lock_blocking_timeout")?
+                    .unwrap_or(default_wait),
+            })
+        } else {
+            // Still checked, so that a typo fails at configure time.
+            args.seconds("lock_timeout")?;
+            positive(args, "lock_sleep")?;
+            args.seconds("lock_blocking_timeout")?;
+            None
+        };
+
+        Ok(MemcachedBackend {
+            cluster: Arc::new(Cluster { servers, ring }),
+            expire_time: args
+                .seconds("memcached_expire_time")?
+                .unwrap_or(Duration::ZERO),
+            lock,
+        })
+    }
+
+    /// The servers (`host:port`), in the order given.
+    pub fn servers(&self) -> Vec<&str> {
+        self.cluster.servers.iter().map(Server::name).collect()
+    }
+
+    /// The server (`host:port`) that holds `key`.
+    pub fn server_for(&self, key: &str) -> &str {
+        self.cluster.server(&memcached_key(key)).name()
+    }
+}
+
+impl CacheBackend for MemcachedBackend {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let server_key = memcached_key(key);
+        self.cluster
+            .server(&server_key)
+            .call(&|| format!("get of key {}", display_key(key)), &|client| {
+                client.get::<Vec<u8>>(&server_key)
+            })
+    }
+
+    fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        let server_key = memcached_key(key);
+        let ttl = exptime(self.expire_time);
+        self.cluster.server(&server_key).call(
+            &|| format!("set of key {} ({} bytes)", display_key(key), value.len()),
+            &|client| client.set(&server_key, value.as_slice(), ttl),
+        )
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let server_key = memcached_key(key);
+        self.cluster.server(&server_key).call(
+            &|| format!("delete of key {}", display_key(key)),
+            &|client| client.delete(&server_key).map(drop),
+        )
+    }
+
+    /// One request per server (per 100 keys), answered in one round trip.
+    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let server_keys: Vec<_> = keys.iter().map(|key| memcached_key(key)).collect();
+        let mut by_server: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (index, server_key) in server_keys.iter().enumerate() {
+            by_server
+                .entry(self.cluster.ring.server_for(server_key))
+                .or_default()
+                .push(index);
+        }
+        let mut values = vec![None; keys.len()];
+        for (server, indexes) in by_server {
+            let server = &self.cluster.servers[server];
+            for batch in indexes.chunks(MULTI_GET_BATCH) {
+                let batch_keys: Vec<&str> = batch.iter().map(|&i| &*server_keys[i]).collect();
+                let mut found = server.call(
+                    &|| {
+                        format!(
+                            "get_multi of {} keys (first {})",
+                            batch.len(),
+                            display_key(keys[batch[0]])
+                        )
+                    },
+                    &|client| client.gets::<Vec<u8>>(&batch_keys),
+                )?;
+                // Move each value out; a key asked for twice gets a copy.
+                let mut moved: HashMap<&str, usize> = HashMap::new();
+                for &index in batch {
+                    let server_key = &*server_keys[index];
+                    values[index] = match moved.get(server_key) {
+                        Some(&first) => values[first].clone(),
+                        None => {
+                            moved.insert(server_key, index);
+                            found.remove(server_key)
+                        }
+                    };
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
+        let settings = self.lock?;
+        Some(Box::new(MemcachedLock::new(
+            self.cluster.clone(),
+            key,
+            settings,
+        )))
+    }
+}
+
+impl fmt::Debug for MemcachedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemcachedBackend")
+            .field("servers", &self.servers())
+            .field("memcached_expire_time", &self.expire_time)
+            .field("distributed_lock", &self.lock.is_some())
+            .finish()
+    }
+}
+
+/// The `host:port` of every server in `url`.
+fn server_names(args: &Arguments) -> Result<Vec<String>> {
+    let urls = args.list("url").unwrap_or_default();
+    if urls.is_empty() {
+        args.require("url")?;
+        return Err(args.invalid("url", "names no server; give `host:port[, host:port...]`"));
+    }
+    let mut names: Vec<String> = Vec::with_capacity(urls.len());
+    for url in &urls {
+        let name = server_name(url).map_err(|reason| {
+            args.invalid(
+                "url",
+                format!("`{url}` {reason}; expected `host[:port]` or `memcache://host[:port]`"),
+            )
+        })?;
+        if names.contains(&name) {
+            return Err(args.invalid("url", format!("server `{name}` is named twice")));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+fn server_name(url: &str) -> std::result::Result<String, &'static str> {
+    let address = url
+        .strip_prefix("memcache://")
+        .or_else(|| url.strip_prefix("memcached://"))
+        .unwrap_or(url);
+    if address.contains("://") {
+        return Err("has an unsupported scheme");
+    }
+    let parsed = memcache::Url::parse(&format!("memcache://{address}"))
+        .map_err(|_| "is not a server address")?;
+    let host = match parsed.host_str() {
+        Some(host) if !host.is_empty() => host,
+        _ => return Err("names no host"),
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("has credentials, which this backend does not support");
+    }
+    if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() || parsed.fragment().is_some()
+    {
+        return Err("has a path or options (use the backend's arguments instead)");
+    }
+    Ok(format!("{host}:{}", parsed.port().unwrap_or(DEFAULT_PORT)))
+}
+
+fn positive(args: &Arguments, name: &str) -> Result<Option<Duration>> {
+    match args.seconds(name)? {
+        Some(d) if d.is_zero() => Err(args.invalid(name, "must be more than 0 seconds")),
+        other => Ok(other),
+    }
+}
+
+/// memcached's expiry for a TTL: whole seconds, rounded up; `0` for none. TTLs over 30
+/// days are sent as a Unix time, which is how memcached reads them.
+pub(crate) fn exptime(ttl: Duration) -> u32 {
+    if ttl.is_zero() {
+        return 0;
+    }
+    let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    if seconds <= MAX_RELATIVE_EXPTIME {
+        return seconds as u32;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    u32::try_from(now.saturating_add(seconds)).unwrap_or(u32::MAX)
+}
+
+/// Registration shim so the factory signature matches [`dogpile_core::BuiltinBackend`].
+pub(crate) fn memcached(args: &Arguments) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(MemcachedBackend::from_arguments(args)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pairs: &[(&str, &str)]) -> Arguments {
+        Arguments::new("memcached", pairs.iter().copied())
+    }
+
+    fn invalid_argument(pairs: &[(&str, &str)]) -> (String, String) {
+        match MemcachedBackend::from_arguments(&args(pairs)) {
+            Err(dogpile_core::Error::InvalidArgument {
+                argument, reason, ..
+            }) => (argument, reason),
+            Err(other) => panic!("expected InvalidArgument for {pairs:?}, got {other}"),
+            Ok(backend) => panic!("expected InvalidArgument for {pairs:?}, got {backend:?}"),
+        }
+    }
+
+    #[test]
+    fn urls_are_parsed_in_dogpile_forms() {
+        let backend = MemcachedBackend::from_arguments(&args(&[(
+            "url",
+            "127.0.0.1:11311, memcache://10.0.0.2, memcached://[::1]:11411,cache.local:1",
+        )]))
+        .unwrap();
+        assert_eq!(
+            backend.servers(),
+            [
+                "127.0.0.1:11311",
+                "10.0.0.2:11211",
+                "[::1]:11411",
+                "cache.local:1"
+            ]
+        );
+    }
+
+    /// Arguments, the argument the error must name, and a part of its reason.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+
+    #[test]
+    fn bad_arguments_are_named() {
+        let cases: &[Case<'_>] = &[
+            (&[], "url", "required"),
+            (&[("url", " , ")], "url", "no server"),
+            (&[("url", "redis://127.0.0.1:6379")], "url", "scheme"),
+            (&[("url", "127.0.0.1:99999")], "url", "not a server address"),
+            (&[("url", "127.0.0.1:1?timeout=3")], "url", "options"),
+            (&[("url", "u:p@127.0.0.1:1")], "url", "credentials"),
+            (&[("url", "a:1, memcache://a:1")], "url", "twice"),
+            (&[("url", "a"), ("binary", "true")], "binary", "unknown"),
+            (
+                &[("url", "a"), ("pool_size", "0")],
+                "pool_size",
+                "at least 1",
+            ),
+            (&[("url", "a"), ("pool_size", "many")], "pool_size", "many"),
+            (
+                &[("url", "a"), ("socket_timeout", "0")],
+                "socket_timeout",
+                "more than 0",
+            ),
+            (
+                &[("url", "a"), ("socket_timeout", "-1")],
+                "socket_timeout",
+                "-1",
+            ),
+            (
+                &[("url", "a"), ("dead_retry", "x")],
+                "dead_retry",
+                "seconds",
+            ),
+            (
+                &[("url", "a"), ("memcached_expire_time", "soon")],
+                "memcached_expire_time",
+                "soon",
+            ),
+            (
+                &[("url", "a"), ("distributed_lock", "maybe")],
+                "distributed_lock",
+                "boolean",
+            ),
+            (
+                &[
+                    ("url", "a"),
+                    ("distributed_lock", "true"),
+                    ("lock_timeout", "x"),
+                ],
+                "lock_timeout",
+                "seconds",
+            ),
+            (
+                &[("url", "a"), ("lock_timeout", "x")],
+                "lock_timeout",
+                "seconds",
+            ),
+            (
+                &[
+                    ("url", "a"),
+                    ("distributed_lock", "true"),
+                    ("lock_sleep", "0"),
+                ],
+                "lock_sleep",
+                "more than 0",
+            ),
+            (
+                &[("url", "a"), ("lock_blocking_timeout", "NaN")],
+                "lock_blocking_timeout",
+                "seconds",
+            ),
+        ];
+        for (pairs, argument, reason) in cases {
+            let (got_argument, got_reason) = invalid_argument(pairs);
+            assert_eq!(&got_argument, argument, "{pairs:?}: {got_reason}");
+            assert!(got_reason.contains(reason), "{pairs:?}: {got_reason}");
+        }
+    }
+
+    #[test]
+    fn lock_settings_defaults() {
+        let backend = MemcachedBackend::from_arguments(&args(&[
+            ("url", "a"),
+            ("distributed_lock", "yes"),
+            ("lock_timeout", "1.5"),
+        ]))
+        .unwrap();
+        let lock = backend.lock.unwrap();
+        assert_eq!(lock.timeout, Duration::from_millis(1500));
+        // Rounded up to memcached's 2 seconds, plus 2 for the server clock's granularity.
+        assert_eq!(lock.blocking_timeout, Duration::from_secs(4));
+        assert_eq!(lock.sleep, DEFAULT_LOCK_SLEEP);
+        let never = MemcachedBackend::from_arguments(&args(&[
+            ("url", "a"),
+            ("distributed_lock", "true"),
+            ("lock_timeout", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            never.lock.unwrap().blocking_timeout,
+            Duration::from_secs(30)
+        );
+        let off = MemcachedBackend::from_arguments(&args(&[("url", "a")])).unwrap();
+        assert!(off.lock.is_none() && CacheBackend::get_mutex(&off, "k").is_none());
+    }
+
+    #[test]
+    fn exptime_rounds_up_and_switches_to_unix_time_past_30_days() {
+        assert_eq!(exptime(Duration::ZERO), 0);
+        assert_eq!(exptime(Duration::from_millis(1)), 1);
+        assert_eq!(exptime(Duration::from_millis(1500)), 2);
+        assert_eq!(exptime(Duration::from_secs(3600)), 3600);
+        assert_eq!(
+            exptime(Duration::from_secs(MAX_RELATIVE_EXPTIME)),
+            2_592_000
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let absolute = u64::from(exptime(Duration::from_secs(MAX_RELATIVE_EXPTIME + 1)));
+        assert!(
+            (now + MAX_RELATIVE_EXPTIME..now + MAX_RELATIVE_EXPTIME + 10).contains(&absolute),
+            "{absolute}"
+        );
+        assert_eq!(exptime(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
+}
