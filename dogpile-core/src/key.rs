@@ -36,7 +36,13 @@ pub type FunctionKeyGenerator = Arc<dyn Fn(&FunctionKey<'_>) -> String + Send + 
 /// assert_eq!(default_function_key(&key), "myapp::tools:one|foo|3 4");
 /// ```
 pub fn default_function_key(key: &FunctionKey<'_>) -> String {
-    let mut out = function_key_prefix(key.module_path, key.function, key.namespace);
+    // One allocation of the exact size, no formatting machinery: this runs on every call
+    // of a memoized function, hits included.
+    let args_len: usize = key.args.iter().map(String::len).sum::<usize>() + key.args.len();
+    let mut out = String::with_capacity(
+        prefix_len(key.module_path, key.function, key.namespace) + args_len + 1,
+    );
+    push_prefix(&mut out, key.module_path, key.function, key.namespace);
     out.push('|');
     for (i, arg) in key.args.iter().enumerate() {
         if i > 0 {
@@ -50,12 +56,23 @@ pub fn default_function_key(key: &FunctionKey<'_>) -> String {
 /// The part of a function key before the arguments: `"{module}:{fn}"` or
 /// `"{module}:{fn}|{namespace}"`.
 pub fn function_key_prefix(module_path: &str, function: &str, namespace: Option<&str>) -> String {
-    let mut out = String::with_capacity(module_path.len() + function.len() + 16);
-    let _ = write!(out, "{module_path}:{function}");
-    if let Some(namespace) = namespace {
-        let _ = write!(out, "|{namespace}");
-    }
+    let mut out = String::with_capacity(prefix_len(module_path, function, namespace));
+    push_prefix(&mut out, module_path, function, namespace);
     out
+}
+
+fn prefix_len(module_path: &str, function: &str, namespace: Option<&str>) -> usize {
+    module_path.len() + 1 + function.len() + namespace.map_or(0, |n| n.len() + 1)
+}
+
+fn push_prefix(out: &mut String, module_path: &str, function: &str, namespace: Option<&str>) {
+    out.push_str(module_path);
+    out.push(':');
+    out.push_str(function);
+    if let Some(namespace) = namespace {
+        out.push('|');
+        out.push_str(namespace);
+    }
 }
 
 /// The lowercase hex SHA-1 of `key` (always 40 characters), as dogpile's `sha1_mangle_key`.

@@ -10,6 +10,7 @@ mod config;
 mod error;
 mod key;
 mod lock;
+mod macro_support;
 mod proxy;
 mod region;
 mod registry;
@@ -35,5 +36,6 @@ pub use value::{Cacheable, CachedValue, Entry, Metadata, VALUE_VERSION};
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::macro_support::*;
     pub use linkme;
 }

@@ -1,0 +1,682 @@
+//! Code generation from a checked [`Model`]: infallible.
+//!
+//! Generated code names everything by absolute path (`::dogpile::...`, `::core::...`,
+//! `::std::...`) and prefixes its locals with `__dogpile_`, so that nothing in the user's
+//! scope can change its meaning.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{Ident, ItemFn, Type};
+
+use crate::attr::{ExpirationTime, Flavor};
+use crate::model::{Context, Generic, Model, ReceiverKind};
+use crate::siblings::{returning, signature, Names, Receiver};
+
+/// The cached function, its siblings and the original body.
+pub(crate) fn expand(model: &Model) -> TokenStream {
+    let names = Names::of(&model.shape);
+    match model.shape.flavor {
+        Flavor::Single => single(model, &names),
+        Flavor::Multi => multi(model, &names),
+    }
+}
+
+fn single(model: &Model, names: &Names) -> TokenStream {
+    let shape = &model.shape;
+    let sig = &shape.item.sig;
+    let vis = &shape.item.vis;
+    let every = &shape.attrs.every;
+    let cached = &shape.attrs.cached;
+    let value = &model.returns.value;
+    let output = &shape.output;
+    let fn_name = &shape.name;
+
+    let region = region(model);
+    let key = function_key(model, &key_args(model));
+    let key_call = call_key(model, names);
+    let options = create_options(model);
+    let call = call_body(model, names, |arg| arg.ident.to_token_stream());
+    let cached_body = if model.returns.fallible {
+        quote! {
+            __dogpile_region.get_or_create_fail_open(&__dogpile_key, __dogpile_options, move || #call)
+        }
+    } else {
+        quote! {
+            ::dogpile::__private::unwrap_infallible(__dogpile_region.get_or_create_fail_open(
+                &__dogpile_key,
+                __dogpile_options,
+                move || ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call),
+            ))
+        }
+    };
+    let get = match &model.options.expiration_time {
+        None => quote!(__dogpile_region.get::<#value>(&__dogpile_key)),
+        Some(expiration) => {
+            let expiration = expiration_value(expiration);
+            quote! {
+                __dogpile_region.get_with::<#value>(
+                    &__dogpile_key,
+                    ::core::option::Option::Some(#expiration),
+                    false,
+                )
+            }
+        }
+    };
+    let refresh_body = if model.returns.fallible {
+        quote! {
+            match #call {
+                ::core::result::Result::Ok(__dogpile_value) => {
+                    __dogpile_region.set(&__dogpile_key, &__dogpile_value)?;
+                    ::core::result::Result::Ok(::core::result::Result::Ok(__dogpile_value))
+                }
+                ::core::result::Result::Err(__dogpile_error) => {
+                    ::core::result::Result::Ok(::core::result::Result::Err(__dogpile_error))
+                }
+            }
+        }
+    } else {
+        quote! {
+            let __dogpile_value = #call;
+            __dogpile_region.set(&__dogpile_key, &__dogpile_value)?;
+            ::core::result::Result::Ok(__dogpile_value)
+        }
+    };
+
+    let value_arg = &names.value;
+    let main_sig = signature(
+        sig,
+        sig.ident.clone(),
+        Receiver::Keep,
+        None,
+        sig.output.clone(),
+    );
+    let key_sig = signature(
+        sig,
+        names.key.clone(),
+        Receiver::Shared,
+        None,
+        returning(syn::parse_quote!(::std::string::String)),
+    );
+    let invalidate_sig = signature(
+        sig,
+        names.invalidate.clone(),
+        Receiver::Shared,
+        None,
+        returning(syn::parse_quote!(::dogpile::Result<()>)),
+    );
+    let refresh_sig = signature(
+        sig,
+        names.refresh.clone(),
+        Receiver::Keep,
+        None,
+        returning(syn::parse_quote!(::dogpile::Result<#output>)),
+    );
+    let set_sig = signature(
+        sig,
+        names.set.clone(),
+        Receiver::Shared,
+        Some(syn::parse_quote!(#value_arg: &#value)),
+        returning(syn::parse_quote!(::dogpile::Result<()>)),
+    );
+    let get_sig = signature(
+        sig,
+        names.get.clone(),
+        Receiver::Shared,
+        None,
+        returning(syn::parse_quote!(::dogpile::Result<::core::option::Option<#value>>)),
+    );
+
+    let doc_key = format!("The cache key of `{fn_name}` for these arguments.");
+    let doc_invalidate = format!("Removes the cached value of `{fn_name}` for these arguments.");
+    let doc_refresh = if model.returns.fallible {
+        format!(
+            "Runs the body of `{fn_name}` and caches its `Ok` value; the outer `Result` \
+             is the cache's, the inner one the body's."
+        )
+    } else {
+        format!("Runs the body of `{fn_name}`, caches its value and returns it.")
+    };
+    let doc_set = format!("Caches `{value_arg}` as the value of `{fn_name}` for these arguments.");
+    let doc_get = format!(
+        "The cached value of `{fn_name}` for these arguments, if a fresh one is cached; \
+         never runs the body."
+    );
+    let uncached = uncached(model, names);
+
+    quote! {
+        #(#cached)*
+        #(#every)*
+        #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #main_sig {
+            #region
+            let __dogpile_key: ::std::string::String = #key;
+            #options
+            #cached_body
+        }
+
+        #[doc = #doc_key]
+        #(#every)*
+        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #key_sig {
+            #region
+            #key
+        }
+
+        #[doc = #doc_invalidate]
+        #(#every)*
+        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #invalidate_sig {
+            #region
+            let __dogpile_key: ::std::string::String = #key_call;
+            __dogpile_region.delete(&__dogpile_key)
+        }
+
+        #[doc = #doc_refresh]
+        #(#every)*
+        #[allow(dead_code, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #refresh_sig {
+            #region
+            let __dogpile_key: ::std::string::String = #key;
+            #refresh_body
+        }
+
+        #[doc = #doc_set]
+        #(#every)*
+        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #set_sig {
+            #region
+            let __dogpile_key: ::std::string::String = #key_call;
+            __dogpile_region.set(&__dogpile_key, #value_arg)
+        }
+
+        #[doc = #doc_get]
+        #(#every)*
+        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #get_sig {
+            #region
+            let __dogpile_key: ::std::string::String = #key_call;
+            #get
+        }
+
+        #uncached
+    }
+}
+
+fn multi(model: &Model, names: &Names) -> TokenStream {
+    let shape = &model.shape;
+    let sig = &shape.item.sig;
+    let vis = &shape.item.vis;
+    let every = &shape.attrs.every;
+    let cached = &shape.attrs.cached;
+    let value = &model.returns.value;
+    let output = &shape.output;
+    let fn_name = &shape.name;
+    let Some(keys_arg) = &model.multi else {
+        // The model always has the keys argument for the multi form.
+        return TokenStream::new();
+    };
+    let keys_ident = &model.args[keys_arg.index].ident;
+    let keys_call = call_key(model, names);
+
+    let region = region(model);
+    // Other keyed arguments are rendered once, and are part of every element's key.
+    let fixed: Vec<TokenStream> = model
+        .args
+        .iter()
+        .enumerate()
+        .filter(|(i, arg)| arg.keyed && *i != keys_arg.index)
+        .map(|(_, arg)| {
+            let ident = &arg.ident;
+            render(model, quote_spanned!(arg.ty.span()=> &#ident))
+        })
+        .collect();
+    let fixed_count = fixed.len();
+    let mut parts = Vec::new();
+    let mut fixed_index = 0usize;
+    for (i, arg) in model.args.iter().enumerate() {
+        if !arg.keyed {
+            continue;
+        }
+        if i == keys_arg.index {
+            parts.push(KeyPart::Render(quote!(__dogpile_element)));
+        } else {
+            parts.push(KeyPart::Fixed(fixed_index));
+            fixed_index += 1;
+        }
+    }
+    let key = function_key(model, &parts);
+    let fixed = (fixed_count > 0).then(
+        || quote!(let __dogpile_fixed: [::std::string::String; #fixed_count] = [#(#fixed),*];),
+    );
+    let keys = quote! {
+        #fixed
+        let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_ident
+            .iter()
+            .map(|__dogpile_element| #key)
+            .collect();
+    };
+    let elements = if keys_arg.owned {
+        quote!(&#keys_ident[..])
+    } else {
+        quote!(#keys_ident)
+    };
+    let fn_name_str = fn_name.to_string();
+    let label = quote!(::core::concat!(::core::module_path!(), "::", #fn_name_str));
+    let options = create_options(model);
+
+    // In the creator, which may run twice (on disjoint keys) when the cache fails: the
+    // missing keys in place of the keys argument, other arguments passed again.
+    let missing = if keys_arg.owned {
+        quote!(__dogpile_missing)
+    } else {
+        quote!(&__dogpile_missing)
+    };
+    let call_again = call_body_again(model, names, keys_arg.index, &missing);
+    let cached_body = if model.returns.fallible {
+        quote! {
+            ::dogpile::__private::get_or_create_multi(
+                __dogpile_region,
+                #label,
+                &__dogpile_keys,
+                #elements,
+                __dogpile_options,
+                |__dogpile_missing| #call_again,
+            )
+        }
+    } else {
+        quote! {
+            ::dogpile::__private::unwrap_infallible(::dogpile::__private::get_or_create_multi(
+                __dogpile_region,
+                #label,
+                &__dogpile_keys,
+                #elements,
+                __dogpile_options,
+                |__dogpile_missing| {
+                    ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call_again)
+                },
+            ))
+        }
+    };
+    let call = call_body(model, names, |arg| arg.ident.to_token_stream());
+    let refresh_body = if model.returns.fallible {
+        quote! {
+            match #call {
+                ::core::result::Result::Ok(__dogpile_values) => ::core::result::Result::Ok(
+                    ::core::result::Result::Ok(::dogpile::__private::refresh_multi(
+                        __dogpile_region,
+                        #label,
+                        &__dogpile_keys,
+                        __dogpile_values,
+                    )?),
+                ),
+                ::core::result::Result::Err(__dogpile_error) => {
+                    ::core::result::Result::Ok(::core::result::Result::Err(__dogpile_error))
+                }
+            }
+        }
+    } else {
+        quote! {
+            ::dogpile::__private::refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call)
+        }
+    };
+
+    let values_arg = &names.value;
+    let main_sig = signature(
+        sig,
+        sig.ident.clone(),
+        Receiver::Keep,
+        None,
+        sig.output.clone(),
+    );
+    let keys_sig = signature(
+        sig,
+        names.key.clone(),
+        Receiver::Shared,
+        None,
+        returning(syn::parse_quote!(::std::vec::Vec<::std::string::String>)),
+    );
+    let invalidate_sig = signature(
+        sig,
+        names.invalidate.clone(),
+        Receiver::Shared,
+        None,
+        returning(syn::parse_quote!(::dogpile::Result<()>)),
+    );
+    let refresh_sig = signature(
+        sig,
+        names.refresh.clone(),
+        Receiver::Keep,
+        None,
+        returning(syn::parse_quote!(::dogpile::Result<#output>)),
+    );
+    let set_sig = signature(
+        sig,
+        names.set.clone(),
+        Receiver::Shared,
+        Some(syn::parse_quote!(#values_arg: &[#value])),
+        returning(syn::parse_quote!(::dogpile::Result<()>)),
+    );
+    let get_sig = signature(
+        sig,
+        names.get.clone(),
+        Receiver::Shared,
+        None,
+        returning(syn::parse_quote!(
+            ::dogpile::Result<::std::vec::Vec<::core::option::Option<#value>>>
+        )),
+    );
+
+    let doc_keys = format!("The cache keys of `{fn_name}`, one per element of `{keys_ident}`.");
+    let doc_invalidate =
+        format!("Removes the cached values of `{fn_name}` for the elements of `{keys_ident}`.");
+    let doc_refresh = format!(
+        "Runs the body of `{fn_name}` on every element of `{keys_ident}`, caches the values \
+         and returns them."
+    );
+    let doc_set = format!(
+        "Caches `{values_arg}[i]` as the value of `{fn_name}` for `{keys_ident}[i]`; the \
+         counts must match."
+    );
+    let doc_get = format!(
+        "The cached values of `{fn_name}` for the elements of `{keys_ident}`, in order \
+         (`None` where none is cached; judged by the region's expiration time); never runs \
+         the body."
+    );
+    let uncached = uncached(model, names);
+
+    quote! {
+        #(#cached)*
+        #(#every)*
+        #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #main_sig {
+            #region
+            #keys
+            #options
+            #cached_body
+        }
+
+        #[doc = #doc_keys]
+        #(#every)*
+        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #keys_sig {
+            #region
+            #keys
+            __dogpile_keys
+        }
+
+        #[doc = #doc_invalidate]
+        #(#every)*
+        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #invalidate_sig {
+            #region
+            let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
+            __dogpile_region.delete_multi(&__dogpile_keys)
+        }
+
+        #[doc = #doc_refresh]
+        #(#every)*
+        #[allow(dead_code, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #refresh_sig {
+            #region
+            #keys
+            #refresh_body
+        }
+
+        #[doc = #doc_set]
+        #(#every)*
+        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #set_sig {
+            #region
+            let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
+            ::dogpile::__private::set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg)
+        }
+
+        #[doc = #doc_get]
+        #(#every)*
+        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #get_sig {
+            #region
+            let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
+            __dogpile_region.get_multi::<#value, ::std::string::String>(&__dogpile_keys)
+        }
+
+        #uncached
+    }
+}
+
+/// `<fn>_uncached`: the function as written, renamed.
+fn uncached(model: &Model, names: &Names) -> TokenStream {
+    let shape = &model.shape;
+    let mut item: ItemFn = shape.item.clone();
+    item.sig.ident = names.uncached.clone();
+    let doc = format!(
+        "`{}` without the cache: its own body, run on every call.",
+        shape.name
+    );
+    item.attrs = Vec::new();
+    let every = &shape.attrs.every;
+    let body = &shape.attrs.body;
+    quote! {
+        #[doc = #doc]
+        #(#every)*
+        #[allow(dead_code)]
+        #(#body)*
+        #item
+    }
+}
+
+/// `let __dogpile_region: &CacheRegion = &REGION;`, spanned at the region's path so that a
+/// wrong type is reported there.
+fn region(model: &Model) -> TokenStream {
+    let path = &model.options.region;
+    quote_spanned! {path.span()=>
+        let __dogpile_region: &::dogpile::CacheRegion = &#path;
+    }
+}
+
+/// One part of a key.
+enum KeyPart {
+    /// An argument to render: an expression of type `&T`.
+    Render(TokenStream),
+    /// An argument already rendered into `__dogpile_fixed[i]`.
+    Fixed(usize),
+}
+
+/// The keyed arguments of a single function.
+fn key_args(model: &Model) -> Vec<KeyPart> {
+    model
+        .args
+        .iter()
+        .filter(|arg| arg.keyed)
+        .map(|arg| {
+            let ident = &arg.ident;
+            KeyPart::Render(quote_spanned!(arg.ty.span()=> &#ident))
+        })
+        .collect()
+}
+
+/// An expression rendering `arg`, an expression of type `&T`, into its part of the key:
+/// with the `to_str` option, or by `Display`.
+fn render(model: &Model, arg: TokenStream) -> TokenStream {
+    match &model.options.to_str {
+        Some(to_str) => quote_spanned!(to_str.span()=> (#to_str)(#arg)),
+        None => quote_spanned!(arg.span()=> ::dogpile::__private::KeyArg::key_arg(#arg)),
+    }
+}
+
+/// A statement writing `part` into the empty buffer `__dogpile_args[index]`.
+fn write_part(model: &Model, part: &KeyPart, index: usize) -> TokenStream {
+    match (part, &model.options.to_str) {
+        (KeyPart::Render(arg), Some(to_str)) => {
+            quote_spanned!(to_str.span()=> __dogpile_args[#index] = (#to_str)(#arg);)
+        }
+        (KeyPart::Render(arg), None) => quote_spanned! {arg.span()=>
+            ::dogpile::__private::KeyArg::write_key_arg(#arg, &mut __dogpile_args[#index]);
+        },
+        (KeyPart::Fixed(fixed), _) => {
+            quote!(__dogpile_args[#index].push_str(&__dogpile_fixed[#fixed]);)
+        }
+    }
+}
+
+/// An expression building the key from `parts`.
+fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
+    let options = &model.options;
+    let count = parts.len();
+    let writes = parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| write_part(model, part, index));
+    let module = match model.shape.context {
+        Context::Free => quote!(::core::module_path!()),
+        Context::Associated | Context::Method(_) => quote!(::core::any::type_name::<Self>()),
+    };
+    let name = model.shape.name.to_string();
+    let (function_binding, function) = if model.generics.is_empty() {
+        (TokenStream::new(), quote!(#name))
+    } else {
+        let format = format!("{name}::<{}>", vec!["{}"; model.generics.len()].join(", "));
+        let parts = model.generics.iter().map(|generic| match generic {
+            Generic::Type(ident) => quote!(::core::any::type_name::<#ident>()),
+            Generic::Const(ident) => quote!(#ident),
+        });
+        (
+            quote! {
+                let __dogpile_function = ::std::format!(#format, #(#parts),*);
+            },
+            quote!(&__dogpile_function),
+        )
+    };
+    let namespace = match &options.namespace {
+        Some(namespace) => quote!(::core::option::Option::Some(#namespace)),
+        None => quote!(::core::option::Option::None),
+    };
+    let generate = match &options.function_key_generator {
+        Some(generator) => {
+            quote_spanned!(generator.span()=> (#generator)(__dogpile_function_key))
+        }
+        None => quote!(__dogpile_region.function_key(__dogpile_function_key)),
+    };
+    quote! {{
+        #function_binding
+        ::dogpile::__private::function_key(
+            |__dogpile_function_key| #generate,
+            #module,
+            #function,
+            #namespace,
+            #count,
+            |__dogpile_args: &mut [::std::string::String]| { #(#writes)* },
+        )
+    }}
+}
+
+/// `let __dogpile_options = CreateOptions::new()...;`, with the options' expiration time
+/// and `should_cache_fn`.
+fn create_options(model: &Model) -> TokenStream {
+    let value = &model.returns.value;
+    let mut setup = TokenStream::new();
+    let mut options = quote!(::dogpile::CreateOptions::<#value>::new());
+    if let Some(expiration) = &model.options.expiration_time {
+        let expiration = expiration_value(expiration);
+        options.extend(quote!(.expiration_time(#expiration)));
+    }
+    if let Some(should_cache) = &model.options.should_cache_fn {
+        setup = quote_spanned! {should_cache.span()=>
+            let __dogpile_should_cache =
+                ::dogpile::__private::should_cache_fn::<#value, _>(#should_cache);
+        };
+        options.extend(quote!(.should_cache_fn(&__dogpile_should_cache)));
+    }
+    quote! {
+        #setup
+        let __dogpile_options = #options;
+    }
+}
+
+/// An expression of type `Expiration`.
+fn expiration_value(expiration: &ExpirationTime) -> TokenStream {
+    match expiration {
+        ExpirationTime::Seconds(seconds, span) => quote_spanned! {*span=>
+            ::dogpile::__private::expiration(::core::time::Duration::from_secs(#seconds))
+        },
+        ExpirationTime::Never(span) => quote_spanned!(*span=> ::dogpile::Expiration::Never),
+        ExpirationTime::Expr(expr) => {
+            quote_spanned!(expr.span()=> ::dogpile::__private::expiration(#expr))
+        }
+    }
+}
+
+/// A call of `<fn>_uncached` with the function's receiver and arguments, each argument
+/// given by `arg`.
+fn call_body(
+    model: &Model,
+    names: &Names,
+    arg: impl Fn(&crate::model::Arg) -> TokenStream,
+) -> TokenStream {
+    let args: Vec<TokenStream> = model.args.iter().map(arg).collect();
+    call_with(model, &names.uncached, quote!(self), &args)
+}
+
+/// A call of `<fn>_key` (`<fn>_keys`) with the function's arguments, from a sibling that
+/// needs them for nothing else.
+fn call_key(model: &Model, names: &Names) -> TokenStream {
+    let args: Vec<TokenStream> = model
+        .args
+        .iter()
+        .map(|arg| arg.ident.to_token_stream())
+        .collect();
+    call_with(model, &names.key, quote!(self), &args)
+}
+
+/// A call of `<fn>_uncached` from the multi form's creator, which may run twice: the keys
+/// argument replaced by `missing`; references passed again, `&mut` reborrowed, everything
+/// else cloned.
+fn call_body_again(
+    model: &Model,
+    names: &Names,
+    keys_index: usize,
+    missing: &TokenStream,
+) -> TokenStream {
+    let args: Vec<TokenStream> = model
+        .args
+        .iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            let ident = &arg.ident;
+            if i == keys_index {
+                return missing.clone();
+            }
+            match &arg.ty {
+                Type::Reference(r) if r.mutability.is_some() => quote!(&mut *#ident),
+                Type::Reference(_) => quote!(#ident),
+                ty => quote_spanned!(ty.span()=> ::core::clone::Clone::clone(&#ident)),
+            }
+        })
+        .collect();
+    let receiver = match model.shape.context {
+        Context::Method(ReceiverKind::Unique) => quote!(&mut *self),
+        _ => quote!(self),
+    };
+    call_with(model, &names.uncached, receiver, &args)
+}
+
+/// A call of the generated function `target` from another one.
+fn call_with(
+    model: &Model,
+    target: &Ident,
+    receiver: TokenStream,
+    args: &[TokenStream],
+) -> TokenStream {
+    let turbofish = if model.generics.is_empty() {
+        TokenStream::new()
+    } else {
+        let generics = model.generics.iter().map(Generic::ident);
+        quote!(::<#(#generics),*>)
+    };
+    match model.shape.context {
+        Context::Free => quote!(#target #turbofish(#(#args),*)),
+        Context::Associated => quote!(Self::#target #turbofish(#(#args),*)),
+        Context::Method(_) => quote!(Self::#target #turbofish(#receiver, #(#args),*)),
+    }
+}

@@ -1,0 +1,126 @@
+//! Names and signatures of the generated functions, shared by the expansion and the
+//! fallback (which declares the same functions with stub bodies).
+
+use proc_macro2::Span;
+use quote::format_ident;
+use syn::punctuated::Punctuated;
+use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
+
+use crate::attr::Flavor;
+use crate::model::Shape;
+
+/// The names of the generated functions.
+pub(crate) struct Names {
+    /// `<fn>_key` (`<fn>_keys` for the multi form).
+    pub(crate) key: Ident,
+    /// `invalidate_<fn>`.
+    pub(crate) invalidate: Ident,
+    /// `refresh_<fn>`.
+    pub(crate) refresh: Ident,
+    /// `set_<fn>`.
+    pub(crate) set: Ident,
+    /// `get_<fn>`.
+    pub(crate) get: Ident,
+    /// `<fn>_uncached`.
+    pub(crate) uncached: Ident,
+    /// The name of `set_<fn>`'s value argument: `value` (`values`), unless the function
+    /// has an argument of that name.
+    pub(crate) value: Ident,
+}
+
+impl Names {
+    pub(crate) fn of(shape: &Shape) -> Names {
+        let name = &shape.name;
+        let span = shape.item.sig.ident.span();
+        let (key, value) = match shape.flavor {
+            Flavor::Single => ("key", "value"),
+            Flavor::Multi => ("keys", "values"),
+        };
+        let taken = shape.item.sig.inputs.iter().any(|input| match input {
+            FnArg::Typed(typed) => matches!(&*typed.pat, Pat::Ident(p) if p.ident == value),
+            FnArg::Receiver(_) => false,
+        });
+        let value = if taken {
+            format_ident!("__dogpile_{}", value)
+        } else {
+            Ident::new(value, Span::call_site())
+        };
+        Names {
+            key: format_ident!("{}_{}", name, key, span = span),
+            invalidate: format_ident!("invalidate_{}", name, span = span),
+            refresh: format_ident!("refresh_{}", name, span = span),
+            set: format_ident!("set_{}", name, span = span),
+            get: format_ident!("get_{}", name, span = span),
+            uncached: format_ident!("{}_uncached", name, span = span),
+            value,
+        }
+    }
+}
+
+/// What a generated function does with the receiver of a method.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Receiver {
+    /// The method's own receiver (`mut` dropped).
+    Keep,
+    /// `&self`: functions that only build keys need no more.
+    Shared,
+}
+
+/// The signature of a generated function: `sig` renamed to `ident`, with the receiver as
+/// chosen, `leading` before the arguments, arguments bound to plain names (so that an
+/// unused `mut` does not warn), and returning `output`. Qualifiers (`async`, `const`, ...)
+/// are dropped: they only appear on functions the model refused, whose stubs are plain.
+pub(crate) fn signature(
+    sig: &Signature,
+    ident: Ident,
+    receiver: Receiver,
+    leading: Option<FnArg>,
+    output: ReturnType,
+) -> Signature {
+    let mut inputs = Punctuated::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(own) => {
+                let replaced = match receiver {
+                    Receiver::Keep => {
+                        let mut own = own.clone();
+                        if own.reference.is_none() {
+                            own.mutability = None;
+                        }
+                        FnArg::Receiver(own)
+                    }
+                    Receiver::Shared => syn::parse_quote!(&self),
+                };
+                inputs.push(replaced);
+            }
+            FnArg::Typed(typed) => {
+                let mut typed = typed.clone();
+                if let Pat::Ident(pat) = &mut *typed.pat {
+                    pat.by_ref = None;
+                    pat.mutability = None;
+                }
+                inputs.push(FnArg::Typed(typed));
+            }
+        }
+    }
+    if let Some(leading) = leading {
+        let at = usize::from(sig.receiver().is_some());
+        inputs.insert(at, leading);
+    }
+    Signature {
+        constness: None,
+        asyncness: None,
+        unsafety: None,
+        abi: None,
+        ident,
+        inputs,
+        variadic: None,
+        output,
+        ..sig.clone()
+    }
+}
+
+/// `-> ty`.
+pub(crate) fn returning(ty: Type) -> ReturnType {
+    ReturnType::Type(Default::default(), Box::new(ty))
+}

@@ -1,0 +1,17 @@
+use std::sync::LazyLock;
+
+use dogpile::{cache_on_arguments, CacheRegion};
+
+static REGION: LazyLock<CacheRegion> = LazyLock::new(CacheRegion::new);
+
+#[cache_on_arguments(region = "REGION")]
+async fn one(a: i32, b: i32) -> i32 {
+    a + b
+}
+
+fn main() {
+    let _ = one(1, 2);
+    let _: String = one_key(1, 2);
+    let _: dogpile::Result<()> = invalidate_one(1, 2);
+    let _ = &REGION;
+}
