@@ -68,6 +68,29 @@ impl CacheBackend for Down {
     }
 }
 
+/// Starts a `get_or_create` of `key` on another thread and returns once its creator is
+/// running; the creator returns `value` when the returned sender is used.
+fn creator_in_progress<T: dogpile::Cacheable>(
+    region: &Arc<CacheRegion>,
+    key: &'static str,
+    value: T,
+) -> (thread::JoinHandle<T>, mpsc::Sender<()>) {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let region = region.clone();
+    let creator = thread::spawn(move || {
+        region
+            .get_or_create(key, move || {
+                started_tx.send(()).unwrap();
+                release_rx.recv_timeout(PATIENCE).unwrap();
+                value
+            })
+            .unwrap()
+    });
+    started_rx.recv_timeout(PATIENCE).unwrap();
+    (creator, release_tx)
+}
+
 // ----- configuration ---------------------------------------------------------------------
 
 #[test]
@@ -504,21 +527,7 @@ fn soft_invalidation_serves_old_values_while_one_caller_regenerates() {
     );
 
     // While the regenerating caller is inside its creator, others get the old value.
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let regenerating = {
-        let region = region.clone();
-        thread::spawn(move || {
-            region
-                .get_or_create("k", move || {
-                    started_tx.send(()).unwrap();
-                    release_rx.recv_timeout(PATIENCE).unwrap();
-                    2u32
-                })
-                .unwrap()
-        })
-    };
-    started_rx.recv_timeout(PATIENCE).unwrap();
+    let (regenerating, release_tx) = creator_in_progress(&region, "k", 2u32);
     assert_eq!(
         region
             .get_or_create("k", || -> u32 { panic!("second creator") })
@@ -720,21 +729,7 @@ fn stale_readers_do_not_wait_for_the_creator() {
     region.set("k", &"old".to_string()).unwrap();
     clock.advance(2 * HOUR);
 
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let creator = {
-        let region = region.clone();
-        thread::spawn(move || {
-            region
-                .get_or_create("k", move || {
-                    started_tx.send(()).unwrap();
-                    release_rx.recv_timeout(PATIENCE).unwrap();
-                    "new".to_string()
-                })
-                .unwrap()
-        })
-    };
-    started_rx.recv_timeout(PATIENCE).unwrap();
+    let (creator, release_tx) = creator_in_progress(&region, "k", "new".to_string());
 
     // The creator is blocked: every reader must come back, with the stale value.
     let (done_tx, done_rx) = mpsc::channel();
@@ -794,21 +789,7 @@ fn without_serve_stale_readers_wait_for_the_fresh_value() {
 #[test]
 fn waiters_on_a_missing_key_get_the_new_value() {
     let region = Arc::new(region_on("memory", &clock()));
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let creator = {
-        let region = region.clone();
-        thread::spawn(move || {
-            region
-                .get_or_create("k", move || {
-                    started_tx.send(()).unwrap();
-                    release_rx.recv_timeout(PATIENCE).unwrap();
-                    42u32
-                })
-                .unwrap()
-        })
-    };
-    started_rx.recv_timeout(PATIENCE).unwrap();
+    let (creator, release_tx) = creator_in_progress(&region, "k", 42u32);
     let waiters: Vec<_> = (0..8)
         .map(|_| {
             let region = region.clone();
