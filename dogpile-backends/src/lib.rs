@@ -8,9 +8,13 @@
 use dogpile_core::{BuiltinBackend, BUILTIN_BACKENDS};
 use linkme::distributed_slice;
 
+#[cfg(feature = "file")]
+pub mod file;
 pub mod memory;
 pub mod null;
 
+#[cfg(feature = "file")]
+pub use file::FileBackend;
 pub use memory::MemoryBackend;
 pub use null::NullBackend;
 
@@ -34,4 +38,11 @@ static MEMORY_SERIALIZED: BuiltinBackend = BuiltinBackend {
 static NULL: BuiltinBackend = BuiltinBackend {
     names: &["null", "dogpile.cache.null"],
     factory: null::null,
+};
+
+#[cfg(feature = "file")]
+#[distributed_slice(BUILTIN_BACKENDS)]
+static FILE: BuiltinBackend = BuiltinBackend {
+    names: &["file", "dogpile.cache.dbm"],
+    factory: file::file,
 };
