@@ -252,6 +252,7 @@ fn writer() {
         Duration::from_secs(3600),
     );
     let shared: Vec<String> = (0..SHARED_KEYS).map(shared_key).collect();
+    let mut seen = vec![false; shared.len()];
     for i in 0..WRITER_ITERATIONS {
         region
             .set(
@@ -262,15 +263,19 @@ fn writer() {
         region
             .set(&own_key(id), &Stamp::new(id, i, body_len(i + 1)))
             .unwrap();
-        for (key, value) in shared
-            .iter()
-            .zip(region.get_multi::<Stamp, _>(&shared).unwrap())
-        {
-            if let Some(value) = value {
-                assert!(
-                    value.is_consistent(),
-                    "{key} holds a damaged value: {value:?}"
-                );
+        let values = region.get_multi::<Stamp, _>(&shared).unwrap();
+        for ((key, value), seen) in shared.iter().zip(values).zip(&mut seen) {
+            match value {
+                Some(value) => {
+                    assert!(
+                        value.is_consistent(),
+                        "{key} holds a damaged value: {value:?}"
+                    );
+                    *seen = true;
+                }
+                // Nobody deletes: a value once there can only be replaced. A miss means a
+                // reader saw a file half written (and the backend rejected it).
+                None => assert!(!*seen, "{key} vanished: a half-written value was read"),
             }
         }
         let own = region.get::<Stamp>(&own_key(id)).unwrap();
@@ -364,13 +369,24 @@ fn crasher() {
 }
 
 /// Keys that would escape the store if they were used as paths.
+///
+/// The absolute ones name bait files in the test's own directory (an `/etc/passwd` of its
+/// own) rather than the machine's: a broken backend must fail this test, not damage the
+/// machine it runs on (tests often run as root in containers). The relative ones climb at
+/// most into that directory.
 fn crafted_keys(root: &Path) -> Vec<String> {
+    let bait = root.join("parent/sibling/etc/passwd");
     vec![
         "../x".into(),
         "../../x".into(),
+        "../../../x".into(),
+        "../../../../x".into(),
         "../sibling/file.txt".into(),
-        "/etc/passwd".into(),
+        "../../../sibling/file.txt".into(),
+        bait.display().to_string(),
+        format!("{}/", bait.display()),
         root.join("outside").display().to_string(),
+        "etc/passwd".into(),
         "a\0b".into(),
         "\0".into(),
         "..".into(),
@@ -577,34 +593,32 @@ fn sigkill_mid_write_leaves_old_or_new_values() {
         );
         for i in 0..CRASH_KEYS {
             region
-                .set(&crash_key(i), &Stamp::new(0, 0, 300_000))
+                .set(&crash_key(i), &Stamp::new(0, 0, OLD_BODY))
                 .unwrap();
         }
     }
-    let mut rounds_with_a_write_in_flight = 0;
+    let mut kills_during_a_write = 0;
     for round in 1..=ROUNDS {
         let mut child = spawn("crasher", round, &store, dir.path(), "");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         // Let it write a while (a different amount each round), then kill it as soon as a
-        // write is under way: when a temporary file shows up.
+        // write is seen under way.
         let writes = 2 + round;
         for _ in 0..writes {
             let line = lines.next().expect("the crasher ended early").unwrap();
             assert!(line.starts_with("wrote "), "{line}");
         }
-        let deadline = Instant::now() + PATIENCE;
-        while partial_files(&store).is_empty() && Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !write_in_progress(&store) && Instant::now() < deadline {
             thread::yield_now();
+        }
+        if write_in_progress(&store) {
+            kills_during_a_write += 1;
         }
         child.kill().expect("SIGKILL the writer"); // SIGKILL on Unix
         let status = child.wait().unwrap();
         assert!(!status.success(), "the writer was killed, not finished");
-
-        let partial = partial_files(&store);
-        if !partial.is_empty() {
-            rounds_with_a_write_in_flight += 1;
-        }
         // The store opens, and every key holds its old value or one of its new ones.
         let region = region_on(
             &store,
@@ -620,7 +634,7 @@ fn sigkill_mid_write_leaves_old_or_new_values() {
                 value.is_consistent(),
                 "round {round}: {key} holds a damaged value"
             );
-            let old = value == Stamp::new(0, 0, 300_000);
+            let old = value == Stamp::new(0, 0, OLD_BODY);
             let new = value.writer == 1 && (value.iteration % 1_000_000) % CRASH_KEYS == i;
             assert!(
                 old || new,
@@ -629,12 +643,12 @@ fn sigkill_mid_write_leaves_old_or_new_values() {
         }
         region.set("after the crash", &round).unwrap();
         assert_eq!(region.get::<u32>("after the crash").unwrap(), Some(round));
+        region.delete("after the crash").unwrap();
     }
-    println!("    {rounds_with_a_write_in_flight} of {ROUNDS} kills landed during a write");
+    println!("    {kills_during_a_write} of {ROUNDS} kills landed during a write");
     assert!(
-        rounds_with_a_write_in_flight > 0,
-        "no kill landed during a write (no partial file was ever left), so this scenario \
-         tested nothing"
+        kills_during_a_write > 0,
+        "no kill landed during a write, so this scenario tested nothing"
     );
     // What the killed writers left is removed once it is old enough and nobody writes it.
     let long_ago = SystemTime::now() - Duration::from_secs(3600);
@@ -654,11 +668,13 @@ fn crafted_keys_stay_inside_the_store() {
     let root = tempfile::tempdir().unwrap();
     let parent = root.path().join("parent");
     let store = parent.join("store");
-    fs::create_dir_all(parent.join("sibling")).unwrap();
+    fs::create_dir_all(parent.join("sibling/etc")).unwrap();
     fs::write(parent.join("sibling/file.txt"), b"untouched").unwrap();
-    let passwd_before = fs::metadata("/etc/passwd")
-        .ok()
-        .map(|m| (m.len(), m.modified().ok()));
+    fs::write(
+        parent.join("sibling/etc/passwd"),
+        b"root:x:0:0::/root:/bin/sh\n",
+    )
+    .unwrap();
     let before = listing(root.path(), &store);
 
     let out = finish(
@@ -676,11 +692,11 @@ fn crafted_keys_stay_inside_the_store() {
         fs::read(parent.join("sibling/file.txt")).unwrap(),
         b"untouched"
     );
-    let passwd_after = fs::metadata("/etc/passwd")
-        .ok()
-        .map(|m| (m.len(), m.modified().ok()));
-    assert_eq!(passwd_before, passwd_after, "/etc/passwd changed");
-    assert!(!Path::new("/x").exists() && !root.path().join("outside").exists());
+    assert_eq!(
+        fs::read(parent.join("sibling/etc/passwd")).unwrap(),
+        b"root:x:0:0::/root:/bin/sh\n"
+    );
+    assert!(!root.path().join("outside").exists());
 
     // Inside the store, values live only under names made of hex digits.
     for entry in walk(&store.join("data"))
@@ -748,6 +764,19 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// The size of the old values of the crash scenario, larger than any file a complete write
+/// of the crasher leaves ([`crash_body_len`] and more).
+const OLD_BODY: usize = 600 * 1024;
+
+/// True when a write is visibly under way: a temporary file exists, or (were values written
+/// in place) a value file is smaller than any complete value of the crash scenario.
+fn write_in_progress(store: &Path) -> bool {
+    !partial_files(store).is_empty()
+        || walk(&store.join("data")).iter().any(|p| {
+            p.is_file() && fs::metadata(p).is_ok_and(|m| m.len() < crash_body_len(0) as u64)
+        })
 }
 
 /// Temporary files left in the store (by a writer killed mid-write).

@@ -60,7 +60,7 @@ impl MemoryBackend {
     /// A store of typed values holding at most `max_entries` keys.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](dogpile_core::Error::InvalidArgument) for 0 (use the
+    /// [`Error::InvalidArgument`] for 0 (use the
     /// `null` backend to cache nothing).
     pub fn bounded(max_entries: u64) -> Result<Self> {
         Ok(MemoryBackend {

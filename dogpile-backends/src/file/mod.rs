@@ -20,8 +20,10 @@
 //! # Layout
 //!
 //! `filename` names a **directory**, the store (created when missing; its parent must
-//! exist). A dogpile.cache configuration that names a dbm file such as
-//! `/var/cache/app.dbm` works unchanged: that path becomes the store's directory.
+//! exist; a relative path is taken from the current directory when the region is
+//! configured). A dogpile.cache configuration that names a dbm file such as
+//! `/var/cache/app.dbm` works unchanged: that path becomes the store's directory. A
+//! directory that holds other things is refused rather than filled with cache files.
 //!
 //! ```text
 //! <filename>/dogpile-file-store      marks the directory as a store, with its format version
@@ -44,8 +46,9 @@
 //! renamed over the key's file. A rename is atomic: readers, in this process or another,
 //! see the old file or the new one, never a mix, and need no lock at all. A process killed
 //! before the rename leaves only a temporary file, removed the next time a store is opened
-//! on the directory (once no process is writing it); killed after, it has written the
-//! new value in full. There is no shared index or log to repair, so the store always opens.
+//! on the directory (once it is a minute old and no process holds it open for writing);
+//! killed after, it has written the new value in full. There is no shared index or log to
+//! repair, so the store always opens.
 //!
 //! The embedded databases considered do not fit as well: redb and sled allow one process
 //! at a time; LMDB (heed) and SQLite are C libraries with their own map sizes, WAL files and
@@ -65,8 +68,11 @@
 //!   [`get_mutex`](CacheBackend::get_mutex) returns a lock on the key's own lock file, so
 //!   two processes racing on an expired key run the creator once between them. The locks
 //!   are `flock(2)` locks: the kernel releases the lock of a process that dies, so a killed
-//!   creator never leaves a key locked. Keys are locked separately, so a creator may read
-//!   other keys of the region.
+//!   creator never leaves a key locked, and the lock needs no timeout: a caller waiting for
+//!   a missing value waits as long as the creator runs, as with dogpile's dbm backend.
+//!   Keys are locked separately, so a creator may read other keys of the region. Within a
+//!   process, the region's own per-key lock is taken first, so only one thread per process
+//!   waits on the file.
 //! - **The reader/writer lock** (`rw_lockfile`, off by default) is dogpile's lock around
 //!   every operation: shared while reading, exclusive while writing. This layout does not
 //!   need it (renames are atomic); turn it on to serialize writers with a tool of your own
