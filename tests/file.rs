@@ -293,3 +293,24 @@ fn nothing_is_written_outside_the_store() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("store")]);
 }
+
+#[test]
+fn many_backends_opening_a_new_store_at_once_all_succeed() {
+    // As processes starting together do: one creates the directory and marks it as a
+    // store while the others look at it.
+    for round in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let barrier = Barrier::new(8);
+        thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    barrier.wait();
+                    if let Err(e) = dogpile::FileBackend::open(&store) {
+                        panic!("round {round}: {e}");
+                    }
+                });
+            }
+        });
+    }
+}

@@ -316,7 +316,10 @@ fn racer() {
                                 .append(true)
                                 .open(work.join("created"))
                                 .unwrap();
-                            writeln!(log, "process {id} thread {t}").unwrap();
+                            // One write: lines appended by several processes at once
+                            // do not interleave.
+                            log.write_all(format!("process {id} thread {t}\n").as_bytes())
+                                .unwrap();
                             thread::sleep(Duration::from_millis(300));
                             format!("new from process {id}")
                         })

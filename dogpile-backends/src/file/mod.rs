@@ -356,16 +356,8 @@ impl FileBackend {
     /// A new file in `tmp/`, exclusively locked while it is being written so that
     /// [`remove_stale_temp_files`](Self::remove_stale_temp_files) leaves it alone.
     fn create_temp(&self) -> Result<Temp> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
         loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = self
-                .tmp
-                .join(format!("{}-{n}-{nanos}{TMP_SUFFIX}", std::process::id()));
+            let path = self.tmp.join(unique_name());
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => {
                     // A fresh file nobody else has open: the lock is free.
@@ -433,6 +425,18 @@ impl Drop for Temp {
     }
 }
 
+/// A temporary file name that no other thread or process uses at the same time (unless a
+/// dead process with the same id left it: callers create it exclusively and retry).
+fn unique_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{n}-{nanos}{TMP_SUFFIX}", std::process::id())
+}
+
 fn io_error(name: &str, action: &str, path: &Path, e: io::Error) -> Error {
     Error::backend(
         name,
@@ -483,42 +487,59 @@ enum Claim {
 /// fills a home directory with cache files.
 fn claim(dir: &Path) -> std::result::Result<(), Claim> {
     let marker = dir.join(MARKER);
-    match fs::read_to_string(&marker) {
-        Ok(content) if content == MARKER_CONTENT => return Ok(()),
-        Ok(content) => {
-            return Err(Claim::Foreign(format!(
-                "holds a store of another format ({:?}); this version writes {:?}",
-                content.trim(),
-                MARKER_CONTENT.trim()
-            )))
+    // Twice at most: another process may put the marker there while this one looks.
+    for _ in 0..2 {
+        match fs::read_to_string(&marker) {
+            Ok(content) if content == MARKER_CONTENT => return Ok(()),
+            Ok(content) => {
+                return Err(Claim::Foreign(format!(
+                    "holds a store of another format ({:?}); this version writes {:?}",
+                    content.trim(),
+                    MARKER_CONTENT.trim()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Claim::Io("cannot read", marker, e)),
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Claim::Io("cannot read", marker, e)),
-    }
-    let entries = fs::read_dir(dir).map_err(|e| Claim::Io("cannot list", dir.to_owned(), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Claim::Io("cannot list", dir.to_owned(), e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        // Another process may be creating the store right now: its marker being written,
-        // or (marker just renamed) its subdirectories.
-        let ours = name.starts_with(&format!(".{MARKER}"))
-            || [DATA, TMP, LOCKS, RW_LOCK].contains(&&*name);
-        if !ours {
-            return Err(Claim::Foreign(format!(
-                "is not empty and is not a dogpile file store (it has no `{MARKER}` file); \
-                 give a new or empty directory"
-            )));
+        let listing_error = |e| Claim::Io("cannot list", dir.to_owned(), e);
+        let mut marked_meanwhile = false;
+        for entry in fs::read_dir(dir).map_err(listing_error)? {
+            let name = entry.map_err(listing_error)?.file_name();
+            let name = name.to_string_lossy();
+            if name == MARKER {
+                marked_meanwhile = true;
+                continue;
+            }
+            // Another process may be creating the store right now: its marker being
+            // written, or (marker just written) its subdirectories.
+            let ours = name.starts_with(&format!(".{MARKER}."))
+                || [DATA, TMP, LOCKS, RW_LOCK].contains(&&*name);
+            if !ours {
+                return Err(Claim::Foreign(format!(
+                    "is not empty and is not a dogpile file store (it has no `{MARKER}` \
+                     file); give a new or empty directory"
+                )));
+            }
         }
+        if marked_meanwhile {
+            continue;
+        }
+        // Write the marker atomically: a process killed here leaves no half-written one.
+        let partial = dir.join(format!(".{MARKER}.{}", unique_name()));
+        let written =
+            fs::write(&partial, MARKER_CONTENT).and_then(|()| fs::rename(&partial, &marker));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&partial);
+            return Err(Claim::Io("cannot create", marker, e));
+        }
+        return Ok(());
     }
-    // Write the marker atomically: a process killed here leaves no half-written marker.
-    let partial = dir.join(format!(".{MARKER}.{}{TMP_SUFFIX}", std::process::id()));
-    let written = fs::write(&partial, MARKER_CONTENT).and_then(|()| fs::rename(&partial, &marker));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&partial);
-        return Err(Claim::Io("cannot create", marker, e));
-    }
-    Ok(())
+    // The marker appeared, then was gone again: somebody is deleting the store.
+    Err(Claim::Io(
+        "cannot read",
+        marker,
+        io::Error::new(io::ErrorKind::NotFound, "the store is being deleted"),
+    ))
 }
 
 impl CacheBackend for FileBackend {
