@@ -269,3 +269,41 @@ fn memory_serialized_rejects_values_that_cannot_be_serialized() {
     let err = serialized.set("k", &Refuses).unwrap_err();
     assert!(matches!(err, dogpile::Error::Serialization { .. }), "{err}");
 }
+
+#[test]
+fn a_full_bounded_store_still_runs_one_creator_per_missing_key() {
+    // TinyLFU admits a new key only if it is asked for more often than the key it would
+    // evict. A key many callers wait for is, so the value they wait for stays readable
+    // and they do not create it again.
+    let backend = MemoryBackend::bounded(50).unwrap();
+    let region = CacheRegion::new();
+    region.configure_backend(backend.clone(), None).unwrap();
+    for round in 0..50 {
+        // Keep the store full, with some keys hotter than others.
+        for i in 0..200 {
+            region.set(&format!("filler{i}"), &i).unwrap();
+            let _ = region.get::<i32>(&format!("filler{}", i % 20)).unwrap();
+        }
+        let key = format!("k{round}");
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let barrier = Barrier::new(16);
+        thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    barrier.wait();
+                    let v = region
+                        .get_or_create(&key, || {
+                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            thread::sleep(std::time::Duration::from_millis(2));
+                            round
+                        })
+                        .unwrap();
+                    assert_eq!(v, round);
+                });
+            }
+        });
+        let calls = calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(calls, 1, "round {round}: the creator ran {calls} times");
+        assert!(backend.entry_count() <= 50);
+    }
+}

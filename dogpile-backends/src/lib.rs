@@ -8,6 +8,8 @@
 use dogpile_core::{BuiltinBackend, BUILTIN_BACKENDS};
 use linkme::distributed_slice;
 
+#[cfg(feature = "file")]
+pub mod file;
 #[cfg(feature = "memcached")]
 pub mod memcached;
 pub mod memory;
@@ -17,6 +19,8 @@ pub mod redis;
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisBackend;
+#[cfg(feature = "file")]
+pub use file::FileBackend;
 #[cfg(feature = "memcached")]
 pub use memcached::MemcachedBackend;
 pub use memory::MemoryBackend;
@@ -76,4 +80,11 @@ static REDIS_CLUSTER: BuiltinBackend = BuiltinBackend {
 static REDIS_SENTINEL: BuiltinBackend = BuiltinBackend {
     names: &["redis_sentinel", "dogpile.cache.redis_sentinel"],
     factory: self::redis::redis_sentinel,
+};
+
+#[cfg(feature = "file")]
+#[distributed_slice(BUILTIN_BACKENDS)]
+static FILE: BuiltinBackend = BuiltinBackend {
+    names: &["file", "dogpile.cache.dbm"],
+    factory: file::file,
 };

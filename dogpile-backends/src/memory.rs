@@ -9,6 +9,11 @@
 //! batch (and whenever [`MemoryBackend::entry_count`] or
 //! [`MemoryBackend::weighted_size`] is read) it is within the bound again.
 //!
+//! TinyLFU keeps the keys that are asked for most: when the store is full, a new key is
+//! admitted only if it has been asked for more often than the key it would evict. So a
+//! value `set` into a full store may be dropped at once, while a key that many callers
+//! wait for (the dogpile case) is kept and its creator still runs once.
+//!
 //! A `MemoryBackend` is a handle: clones share one store, so a test or a second region can
 //! keep a clone of a backend given to [`CacheRegion::configure_backend`] and look at it.
 //!
@@ -60,7 +65,7 @@ impl MemoryBackend {
     /// A store of typed values holding at most `max_entries` keys.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`](dogpile_core::Error::InvalidArgument) for 0 (use the
+    /// [`Error::InvalidArgument`] for 0 (use the
     /// `null` backend to cache nothing).
     pub fn bounded(max_entries: u64) -> Result<Self> {
         Ok(MemoryBackend {

@@ -31,8 +31,6 @@
 //!
 //! Values of up to 2.5 MiB are stored (memcached servers need `-I 4m` or so).
 
-#![allow(dead_code)]
-
 use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -961,6 +959,7 @@ pub fn many_threads_write_and_read(suite: &Suite) {
             let (c, shared, barrier) = (&c, &shared, &barrier);
             s.spawn(move || {
                 barrier.wait();
+                let mut seen = vec![false; shared.len()];
                 for i in 0..ITERATIONS {
                     // A key of this thread's own: reads what it wrote.
                     let own = c.key(&format!("t{t}i{i}"));
@@ -969,17 +968,21 @@ pub fn many_threads_write_and_read(suite: &Suite) {
                     assert_eq!(c.region.get::<Stamp>(&own).unwrap(), c.stored(stamp));
 
                     // Keys every thread writes: any read is some thread's complete value.
-                    let key = &shared[(t + i) as usize % shared.len()];
-                    c.region.set(key, &Stamp::new(t, i)).unwrap();
-                    for value in c
-                        .region
-                        .get_multi::<Stamp, _>(shared)
-                        .unwrap()
-                        .into_iter()
-                        .flatten()
-                    {
-                        assert!(c.stores, "null returned a value");
-                        assert!(value.is_consistent(), "mixed-up value {value:?}");
+                    let written = (t + i) as usize % shared.len();
+                    c.region.set(&shared[written], &Stamp::new(t, i)).unwrap();
+                    seen[written] = c.stores;
+                    let values = c.region.get_multi::<Stamp, _>(shared).unwrap();
+                    for ((value, seen), key) in values.into_iter().zip(&mut seen).zip(shared) {
+                        match value {
+                            Some(value) => {
+                                assert!(c.stores, "null returned a value");
+                                assert!(value.is_consistent(), "mixed-up value {value:?}");
+                                *seen = true;
+                            }
+                            // Nobody deletes these keys: once there, a value can only be
+                            // replaced. A miss means a half-written value was read.
+                            None => assert!(!*seen, "{key} vanished"),
+                        }
                     }
                     let made: Stamp = c
                         .region
