@@ -26,13 +26,18 @@ fn store(backend: &str, extra: &[(&str, &str)]) -> (RegionConfig, TempDir) {
 
 mod file {
     use super::*;
-    conformance_suite!(stores = true, config = || store("file", &[]));
+    conformance_suite!(
+        stores = true,
+        shared_lock = true,
+        config = || store("file", &[])
+    );
 }
 
 mod dbm_alias_with_rw_lock {
     use super::*;
     conformance_suite!(
         stores = true,
+        shared_lock = true,
         config = || store("dogpile.cache.dbm", &[("rw_lockfile", "true")])
     );
 }

@@ -19,6 +19,7 @@ mod conformance_redis_sentinel {
     // Sentinel setups default to the distributed lock.
     conformance_suite!(
         stores = true,
+        shared_lock = true,
         config = || RegionConfig::new("redis_sentinel")
             .argument("sentinels", RedisSentinel::shared().sentinel_addr())
             .argument("lock_sleep", 0.01)

@@ -77,6 +77,12 @@ macro_rules! conformance_suite {
             many_threads_write_and_read,
         );
     };
+    // For backends whose dogpile lock is shared by every region (and process) using the
+    // same store: a distributed lock, file locks.
+    (stores = $stores:expr, shared_lock = true, config = $config:expr $(,)?) => {
+        conformance_suite!(stores = $stores, config = $config);
+        conformance_suite!(@tests dogpile_lock_across_regions);
+    };
     (@tests $($name:ident),* $(,)?) => {
         $(
             #[test]
@@ -164,13 +170,14 @@ impl Suite {
     /// A fresh backend behind a region with a manual clock and [`EXPIRATION`].
     fn case(&self, test: &str) -> Case {
         let (config, guard) = (self.make)();
+        let config = config.expiration_time(EXPIRATION);
         let clock = Arc::new(ManualClock::new(SystemClock.now().floor()));
         let region = CacheRegion::builder()
             .name(format!("conformance::{test}"))
             .clock(clock.clone())
             .build();
         region
-            .configure(config.expiration_time(EXPIRATION))
+            .configure(config.clone())
             .unwrap_or_else(|e| panic!("configuring the backend under test failed: {e}"));
         static CASES: AtomicU64 = AtomicU64::new(0);
         let n = CASES.fetch_add(1, Ordering::Relaxed);
@@ -178,6 +185,7 @@ impl Suite {
             region,
             clock,
             prefix: format!("conformance:{}:{test}:{n}:", *RUN),
+            config,
             stores: self.stores,
             _guard: guard,
         }
@@ -200,6 +208,8 @@ struct Case {
     region: CacheRegion,
     clock: Arc<ManualClock>,
     prefix: String,
+    #[allow(dead_code)] // used by `shared_lock = true` suites only
+    config: RegionConfig,
     stores: bool,
     _guard: Guard,
 }
@@ -226,6 +236,20 @@ impl Case {
 
     fn advance(&self, seconds: u64) {
         self.clock.advance(Duration::from_secs(seconds));
+    }
+
+    /// A second region on the same store (the same configuration) and clock: it shares no
+    /// in-process lock with the first, only what the backend shares.
+    #[allow(dead_code)] // used by `shared_lock = true` suites only
+    fn second_region(&self) -> CacheRegion {
+        let region = CacheRegion::builder()
+            .name("conformance::second")
+            .clock(self.clock.clone())
+            .build();
+        region
+            .configure(self.config.clone())
+            .unwrap_or_else(|e| panic!("configuring a second region on the store failed: {e}"));
+        region
     }
 }
 
@@ -846,6 +870,55 @@ pub fn dogpile_lock_on_missing_key(suite: &Suite) {
                 "round {round}: null creates for every caller"
             );
         }
+    }
+}
+
+/// Two regions on one store, as two processes would have: only the backend's lock
+/// (distributed or file lock) keeps their callers from creating twice.
+#[allow(dead_code)] // used by `shared_lock = true` suites only
+pub fn dogpile_lock_across_regions(suite: &Suite) {
+    let c = suite.case("lock_across_regions");
+    let regions = [&c.region, &c.second_region()];
+    let k = c.key("k");
+    for round in 0..ROUNDS * 2 {
+        // Even rounds race on a missing key, odd rounds on an expired one.
+        if round % 2 == 0 {
+            c.region.delete(&k).unwrap();
+        } else {
+            c.advance(EXPIRATION.as_secs() + 1);
+        }
+        let calls = AtomicUsize::new(0);
+        let barrier = Barrier::new(THREADS);
+        let c = &c;
+        thread::scope(|s| {
+            for t in 0..THREADS {
+                let (region, k, calls, barrier) = (regions[t % 2], &k, &calls, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    region
+                        .get_or_create(k, || {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            c.pile_up();
+                            Stamp::new(t as u32, round)
+                        })
+                        .unwrap()
+                });
+            }
+        });
+        let calls = calls.load(Ordering::SeqCst);
+        assert_eq!(
+            calls, 1,
+            "round {round}: the creator ran {calls} times across two regions"
+        );
+        let stored = c
+            .region
+            .get::<Stamp>(&k)
+            .unwrap()
+            .expect("the created value is stored");
+        assert_eq!(
+            stored.iteration, round,
+            "round {round}: the new value is stored"
+        );
     }
 }
 
