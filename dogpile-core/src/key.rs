@@ -61,11 +61,16 @@ pub fn function_key_prefix(module_path: &str, function: &str, namespace: Option<
     out
 }
 
-fn prefix_len(module_path: &str, function: &str, namespace: Option<&str>) -> usize {
+pub(crate) fn prefix_len(module_path: &str, function: &str, namespace: Option<&str>) -> usize {
     module_path.len() + 1 + function.len() + namespace.map_or(0, |n| n.len() + 1)
 }
 
-fn push_prefix(out: &mut String, module_path: &str, function: &str, namespace: Option<&str>) {
+pub(crate) fn push_prefix(
+    out: &mut String,
+    module_path: &str,
+    function: &str,
+    namespace: Option<&str>,
+) {
     out.push_str(module_path);
     out.push(':');
     out.push_str(function);

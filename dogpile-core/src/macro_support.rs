@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::fmt::{Display, Write};
 
 use crate::error::{Error, Result};
-use crate::key::FunctionKey;
+use crate::key::{prefix_len, push_prefix, FunctionKey};
 use crate::region::{CacheRegion, CreateOptions, Expiration};
 use crate::value::Cacheable;
 
@@ -41,6 +41,68 @@ impl<T: Display + ?Sized> KeyArg for T {
     }
 }
 
+/// Where generated code writes the rendered arguments of a key, by position, in order.
+pub trait KeySlots {
+    /// The (empty) buffer for argument `index`; arguments are written in index order.
+    fn slot(&mut self, index: usize) -> &mut String;
+}
+
+/// One buffer per argument, for a key generator that receives them apart.
+struct SeparateArgs<'a>(&'a mut [String]);
+
+impl KeySlots for SeparateArgs<'_> {
+    fn slot(&mut self, index: usize) -> &mut String {
+        &mut self.0[index]
+    }
+}
+
+/// The arguments written straight into the key, separated by spaces: the layout of
+/// [`default_function_key`](crate::default_function_key).
+struct JoinedArgs<'a> {
+    key: &'a mut String,
+}
+
+impl KeySlots for JoinedArgs<'_> {
+    fn slot(&mut self, index: usize) -> &mut String {
+        if index > 0 {
+            self.key.push(' ');
+        }
+        self.key
+    }
+}
+
+/// Builds the key of one call with `region`'s function key generator. With the default
+/// generator (the common case) the key is written in one pass into one allocation, since
+/// this runs on every call of a memoized function, hits included.
+pub fn region_function_key<R>(
+    region: &CacheRegion,
+    module_path: &str,
+    function: &str,
+    namespace: Option<&str>,
+    count: usize,
+    render: R,
+) -> String
+where
+    R: FnOnce(&mut dyn KeySlots),
+{
+    if !region.uses_default_function_key() {
+        return function_key(
+            |key| region.function_key(key),
+            module_path,
+            function,
+            namespace,
+            count,
+            render,
+        );
+    }
+    let mut key =
+        String::with_capacity(prefix_len(module_path, function, namespace) + 1 + 8 * count);
+    push_prefix(&mut key, module_path, function, namespace);
+    key.push('|');
+    render(&mut JoinedArgs { key: &mut key });
+    key
+}
+
 thread_local! {
     /// Argument buffers reused by [`function_key`] on this thread.
     static KEY_ARGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
@@ -66,10 +128,10 @@ pub fn function_key<G, R>(
 ) -> String
 where
     G: FnOnce(&FunctionKey<'_>) -> String,
-    R: FnOnce(&mut [String]),
+    R: FnOnce(&mut dyn KeySlots),
 {
     let build = |args: &mut [String], render: R, generate: G| {
-        render(args);
+        render(&mut SeparateArgs(args));
         generate(&FunctionKey {
             module_path,
             function,

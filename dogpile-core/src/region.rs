@@ -100,6 +100,30 @@ struct Configured {
     stores_objects: bool,
 }
 
+/// The configuration in force during one operation, borrowed from the region without
+/// touching a reference count (the hit path stays free of shared-counter traffic).
+struct Current(arc_swap::Guard<Option<Arc<Configured>>>);
+
+impl Current {
+    fn into_arc(self) -> Arc<Configured> {
+        match arc_swap::Guard::into_inner(self.0) {
+            Some(cfg) => cfg,
+            None => unreachable!("a Current is only made from a configured state"),
+        }
+    }
+}
+
+impl std::ops::Deref for Current {
+    type Target = Configured;
+
+    fn deref(&self) -> &Configured {
+        match &*self.0 {
+            Some(cfg) => cfg,
+            None => unreachable!("a Current is only made from a configured state"),
+        }
+    }
+}
+
 /// What a read found, judged against expiration and invalidation.
 enum Lookup<T> {
     Fresh(CachedValue<T>),
@@ -352,12 +376,14 @@ impl CacheRegion {
         self.state.load().as_ref().and_then(|c| c.expiration)
     }
 
-    fn configured(&self) -> Result<Arc<Configured>> {
-        self.state
-            .load_full()
-            .ok_or_else(|| Error::RegionNotConfigured {
+    fn configured(&self) -> Result<Current> {
+        let state = self.state.load();
+        if state.is_none() {
+            return Err(Error::RegionNotConfigured {
                 region: self.name.clone(),
-            })
+            });
+        }
+        Ok(Current(state))
     }
 
     // ----- keys ----------------------------------------------------------------------
@@ -376,6 +402,13 @@ impl CacheRegion {
             Some(generator) => generator(key),
             None => default_function_key(key),
         }
+    }
+
+    /// True when function keys are built by [`default_function_key`] (no
+    /// `function_key_generator` was given), which lets memoized functions build them in
+    /// one pass.
+    pub(crate) fn uses_default_function_key(&self) -> bool {
+        self.function_key_generator.is_none()
     }
 
     /// True when some caller in this process holds the dogpile lock on `key`.
@@ -696,7 +729,7 @@ impl CacheRegion {
             (Some(stale), Some(runner)) => {
                 let region = RegionHandle {
                     name: self.name.clone(),
-                    cfg,
+                    cfg: cfg.into_arc(),
                     clock: self.clock.clone(),
                 };
                 runner.run(Box::new(move || {

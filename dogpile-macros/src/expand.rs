@@ -505,17 +505,17 @@ fn render(model: &Model, arg: TokenStream) -> TokenStream {
     }
 }
 
-/// A statement writing `part` into the empty buffer `__dogpile_args[index]`.
+/// A statement writing `part` into the key's `index`th argument slot.
 fn write_part(model: &Model, part: &KeyPart, index: usize) -> TokenStream {
     match (part, &model.options.to_str) {
         (KeyPart::Render(arg), Some(to_str)) => {
-            quote_spanned!(to_str.span()=> __dogpile_args[#index] = (#to_str)(#arg);)
+            quote_spanned!(to_str.span()=> __dogpile_args.slot(#index).push_str(&(#to_str)(#arg));)
         }
         (KeyPart::Render(arg), None) => quote_spanned! {arg.span()=>
-            ::dogpile::__private::KeyArg::write_key_arg(#arg, &mut __dogpile_args[#index]);
+            ::dogpile::__private::KeyArg::write_key_arg(#arg, __dogpile_args.slot(#index));
         },
         (KeyPart::Fixed(fixed), _) => {
-            quote!(__dogpile_args[#index].push_str(&__dogpile_fixed[#fixed]);)
+            quote!(__dogpile_args.slot(#index).push_str(&__dogpile_fixed[#fixed]);)
         }
     }
 }
@@ -552,22 +552,37 @@ fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
         Some(namespace) => quote!(::core::option::Option::Some(#namespace)),
         None => quote!(::core::option::Option::None),
     };
-    let generate = match &options.function_key_generator {
+    let render = quote! {
+        |__dogpile_args: &mut dyn ::dogpile::__private::KeySlots| { #(#writes)* }
+    };
+    let build = match &options.function_key_generator {
         Some(generator) => {
-            quote_spanned!(generator.span()=> (#generator)(__dogpile_function_key))
+            let generate = quote_spanned!(generator.span()=> (#generator)(__dogpile_function_key));
+            quote! {
+            ::dogpile::__private::function_key(
+                |__dogpile_function_key| #generate,
+                #module,
+                #function,
+                #namespace,
+                #count,
+                #render,
+            )
+            }
         }
-        None => quote!(__dogpile_region.function_key(__dogpile_function_key)),
+        None => quote! {
+            ::dogpile::__private::region_function_key(
+                __dogpile_region,
+                #module,
+                #function,
+                #namespace,
+                #count,
+                #render,
+            )
+        },
     };
     quote! {{
         #function_binding
-        ::dogpile::__private::function_key(
-            |__dogpile_function_key| #generate,
-            #module,
-            #function,
-            #namespace,
-            #count,
-            |__dogpile_args: &mut [::std::string::String]| { #(#writes)* },
-        )
+        #build
     }}
 }
 
