@@ -48,27 +48,18 @@ fn memcached_get(conn: &mut BufReader<TcpStream>, key: &str) -> Option<Vec<u8>> 
     Some(data)
 }
 
-fn redis(c: &mut Criterion) {
-    let server = RedisServer::start();
-    let dogpile = region(RegionConfig::new("redis").argument("url", server.url()));
+/// The region's hit and multi-key benchmarks for one backend, after `bare`'s single GET.
+fn compare(c: &mut Criterion, group: &str, config: RegionConfig, mut bare: impl FnMut()) {
+    let dogpile = region(config);
     dogpile.set(KEY, &value()).unwrap();
     let keys: Vec<String> = (0..100)
         .map(|i| format!("network_hits:multi|{i}"))
         .collect();
     let items: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), value())).collect();
     dogpile.set_multi(&items).unwrap();
-    let mut bare = server.client();
 
-    let mut group = c.benchmark_group("redis hit");
-    group.bench_function("bare GET, one connection", |b| {
-        b.iter(|| {
-            let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(black_box(KEY))
-                .query(&mut bare)
-                .unwrap();
-            bytes
-        })
-    });
+    let mut group = c.benchmark_group(group);
+    group.bench_function("bare get, one connection", |b| b.iter(&mut bare));
     group.bench_function("region get_or_create", |b| {
         b.iter(|| dogpile.get_or_create(black_box(KEY), value).unwrap())
     });
@@ -85,40 +76,30 @@ fn redis(c: &mut Criterion) {
     group.finish();
 }
 
+fn redis(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let mut bare = server.client();
+    let config = RegionConfig::new("redis").argument("url", server.url());
+    compare(c, "redis hit", config, || {
+        let bytes: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(black_box(KEY))
+            .query(&mut bare)
+            .unwrap();
+        assert!(bytes.is_some(), "the bare client reads the same key");
+    });
+}
+
 fn memcached(c: &mut Criterion) {
     let server = MemcachedServer::start();
-    let dogpile = region(RegionConfig::new("memcached").argument("url", server.addr()));
-    dogpile.set(KEY, &value()).unwrap();
-    let keys: Vec<String> = (0..100)
-        .map(|i| format!("network_hits:multi|{i}"))
-        .collect();
-    let items: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), value())).collect();
-    dogpile.set_multi(&items).unwrap();
     let mut bare = BufReader::new(TcpStream::connect(server.addr()).unwrap());
     bare.get_ref().set_nodelay(true).unwrap();
-    assert!(
-        memcached_get(&mut bare, KEY).is_some(),
-        "the bare client reads the same key"
-    );
-
-    let mut group = c.benchmark_group("memcached hit");
-    group.bench_function("bare get, one connection", |b| {
-        b.iter(|| memcached_get(&mut bare, black_box(KEY)))
+    let config = RegionConfig::new("memcached").argument("url", server.addr());
+    compare(c, "memcached hit", config, || {
+        assert!(
+            memcached_get(&mut bare, black_box(KEY)).is_some(),
+            "the bare client reads the same key"
+        );
     });
-    group.bench_function("region get_or_create", |b| {
-        b.iter(|| dogpile.get_or_create(black_box(KEY), value).unwrap())
-    });
-    group.bench_function("region get_multi, 100 keys", |b| {
-        b.iter(|| dogpile.get_multi::<String, _>(black_box(&keys)).unwrap())
-    });
-    group.bench_function("region get, 100 single keys", |b| {
-        b.iter(|| {
-            keys.iter()
-                .map(|k| dogpile.get::<String>(k).unwrap())
-                .collect::<Vec<_>>()
-        })
-    });
-    group.finish();
 }
 
 criterion_group!(benches, redis, memcached);
