@@ -11,7 +11,7 @@ use syn::{Ident, ItemFn, Type};
 
 use crate::attr::{ExpirationTime, Flavor};
 use crate::model::{Context, Generic, Model, ReceiverKind};
-use crate::siblings::{returning, signature, Names, Receiver};
+use crate::siblings::{signature, KeySignatures, Names, Receiver, ValueSignatures};
 
 /// The cached function, its siblings and the original body.
 pub(crate) fn expand(model: &Model) -> TokenStream {
@@ -29,7 +29,6 @@ fn single(model: &Model, names: &Names) -> TokenStream {
     let every = &shape.attrs.every;
     let cached = &shape.attrs.cached;
     let value = &model.returns.value;
-    let output = &shape.output;
     let fn_name = &shape.name;
 
     let region = region(model);
@@ -91,41 +90,15 @@ fn single(model: &Model, names: &Names) -> TokenStream {
         None,
         sig.output.clone(),
     );
-    let key_sig = signature(
-        sig,
-        names.key.clone(),
-        Receiver::Shared,
-        None,
-        returning(syn::parse_quote!(::std::string::String)),
-    );
-    let invalidate_sig = signature(
-        sig,
-        names.invalidate.clone(),
-        Receiver::Shared,
-        None,
-        returning(syn::parse_quote!(::dogpile::Result<()>)),
-    );
-    let refresh_sig = signature(
-        sig,
-        names.refresh.clone(),
-        Receiver::Keep,
-        None,
-        returning(syn::parse_quote!(::dogpile::Result<#output>)),
-    );
-    let set_sig = signature(
-        sig,
-        names.set.clone(),
-        Receiver::Shared,
-        Some(syn::parse_quote!(#value_arg: &#value)),
-        returning(syn::parse_quote!(::dogpile::Result<()>)),
-    );
-    let get_sig = signature(
-        sig,
-        names.get.clone(),
-        Receiver::Shared,
-        None,
-        returning(syn::parse_quote!(::dogpile::Result<::core::option::Option<#value>>)),
-    );
+    let KeySignatures {
+        key: key_sig,
+        invalidate: invalidate_sig,
+    } = KeySignatures::of(shape, names);
+    let ValueSignatures {
+        refresh: refresh_sig,
+        set: set_sig,
+        get: get_sig,
+    } = ValueSignatures::of(shape, names, value);
 
     let doc_key = format!("The cache key of `{fn_name}` for these arguments.");
     let doc_invalidate = format!("Removes the cached value of `{fn_name}` for these arguments.");
@@ -210,7 +183,6 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
     let every = &shape.attrs.every;
     let cached = &shape.attrs.cached;
     let value = &model.returns.value;
-    let output = &shape.output;
     let fn_name = &shape.name;
     let Some(keys_arg) = &model.multi else {
         // The model always has the keys argument for the multi form.
@@ -329,43 +301,15 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
         None,
         sig.output.clone(),
     );
-    let keys_sig = signature(
-        sig,
-        names.key.clone(),
-        Receiver::Shared,
-        None,
-        returning(syn::parse_quote!(::std::vec::Vec<::std::string::String>)),
-    );
-    let invalidate_sig = signature(
-        sig,
-        names.invalidate.clone(),
-        Receiver::Shared,
-        None,
-        returning(syn::parse_quote!(::dogpile::Result<()>)),
-    );
-    let refresh_sig = signature(
-        sig,
-        names.refresh.clone(),
-        Receiver::Keep,
-        None,
-        returning(syn::parse_quote!(::dogpile::Result<#output>)),
-    );
-    let set_sig = signature(
-        sig,
-        names.set.clone(),
-        Receiver::Shared,
-        Some(syn::parse_quote!(#values_arg: &[#value])),
-        returning(syn::parse_quote!(::dogpile::Result<()>)),
-    );
-    let get_sig = signature(
-        sig,
-        names.get.clone(),
-        Receiver::Shared,
-        None,
-        returning(syn::parse_quote!(
-            ::dogpile::Result<::std::vec::Vec<::core::option::Option<#value>>>
-        )),
-    );
+    let KeySignatures {
+        key: keys_sig,
+        invalidate: invalidate_sig,
+    } = KeySignatures::of(shape, names);
+    let ValueSignatures {
+        refresh: refresh_sig,
+        set: set_sig,
+        get: get_sig,
+    } = ValueSignatures::of(shape, names, value);
 
     let doc_keys = format!("The cache keys of `{fn_name}`, one per element of `{keys_ident}`.");
     let doc_invalidate =

@@ -6,9 +6,8 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Error, Signature};
 
-use crate::attr::Flavor;
 use crate::model::Shape;
-use crate::siblings::{returning, signature, Names, Receiver};
+use crate::siblings::{signature, KeySignatures, Names, Receiver, ValueSignatures};
 
 /// The error, the function unchanged, and stub siblings.
 pub(crate) fn expand(shape: &Shape, error: Error) -> TokenStream {
@@ -27,63 +26,15 @@ pub(crate) fn expand(shape: &Shape, error: Error) -> TokenStream {
         }
     };
 
-    let keys_type: syn::Type = match shape.flavor {
-        Flavor::Single => syn::parse_quote!(::std::string::String),
-        Flavor::Multi => syn::parse_quote!(::std::vec::Vec<::std::string::String>),
-    };
-    let mut stubs = vec![
-        stub(signature(
-            sig,
-            names.key.clone(),
-            Receiver::Shared,
-            None,
-            returning(keys_type),
-        )),
-        stub(signature(
-            sig,
-            names.invalidate.clone(),
-            Receiver::Shared,
-            None,
-            returning(syn::parse_quote!(::dogpile::Result<()>)),
-        )),
-    ];
+    let keys = KeySignatures::of(shape, &names);
+    let mut stubs = vec![stub(keys.key), stub(keys.invalidate)];
     // Without a cacheable return type, the value's type is unknown: the functions that
     // name it are left out.
     if let Some(returns) = &shape.returns {
-        let value = &returns.value;
-        let output = &shape.output;
-        let value_arg = &names.value;
-        let (set_arg, got): (syn::FnArg, syn::Type) = match shape.flavor {
-            Flavor::Single => (
-                syn::parse_quote!(#value_arg: &#value),
-                syn::parse_quote!(::core::option::Option<#value>),
-            ),
-            Flavor::Multi => (
-                syn::parse_quote!(#value_arg: &[#value]),
-                syn::parse_quote!(::std::vec::Vec<::core::option::Option<#value>>),
-            ),
-        };
-        stubs.push(stub(signature(
-            sig,
-            names.refresh.clone(),
-            Receiver::Keep,
-            None,
-            returning(syn::parse_quote!(::dogpile::Result<#output>)),
-        )));
-        stubs.push(stub(signature(
-            sig,
-            names.set.clone(),
-            Receiver::Shared,
-            Some(set_arg),
-            returning(syn::parse_quote!(::dogpile::Result<()>)),
-        )));
-        stubs.push(stub(signature(
-            sig,
-            names.get.clone(),
-            Receiver::Shared,
-            None,
-            returning(syn::parse_quote!(::dogpile::Result<#got>)),
-        )));
+        let values = ValueSignatures::of(shape, &names, &returns.value);
+        stubs.push(stub(values.refresh));
+        stubs.push(stub(values.set));
+        stubs.push(stub(values.get));
         stubs.push(stub(signature(
             sig,
             names.uncached.clone(),

@@ -121,6 +121,88 @@ pub(crate) fn signature(
 }
 
 /// `-> ty`.
-pub(crate) fn returning(ty: Type) -> ReturnType {
+fn returning(ty: Type) -> ReturnType {
     ReturnType::Type(Default::default(), Box::new(ty))
+}
+
+/// The signatures of the siblings that build keys: `<fn>_key` (`<fn>_keys`) and
+/// `invalidate_<fn>`.
+pub(crate) struct KeySignatures {
+    pub(crate) key: Signature,
+    pub(crate) invalidate: Signature,
+}
+
+/// The signatures of the siblings that name the cached value's type.
+pub(crate) struct ValueSignatures {
+    pub(crate) refresh: Signature,
+    pub(crate) set: Signature,
+    pub(crate) get: Signature,
+}
+
+impl KeySignatures {
+    pub(crate) fn of(shape: &Shape, names: &Names) -> KeySignatures {
+        let sig = &shape.item.sig;
+        let keys_type: Type = match shape.flavor {
+            Flavor::Single => syn::parse_quote!(::std::string::String),
+            Flavor::Multi => syn::parse_quote!(::std::vec::Vec<::std::string::String>),
+        };
+        KeySignatures {
+            key: signature(
+                sig,
+                names.key.clone(),
+                Receiver::Shared,
+                None,
+                returning(keys_type),
+            ),
+            invalidate: signature(
+                sig,
+                names.invalidate.clone(),
+                Receiver::Shared,
+                None,
+                returning(syn::parse_quote!(::dogpile::Result<()>)),
+            ),
+        }
+    }
+}
+
+impl ValueSignatures {
+    /// For a function whose cached value is `value`.
+    pub(crate) fn of(shape: &Shape, names: &Names, value: &Type) -> ValueSignatures {
+        let sig = &shape.item.sig;
+        let output = &shape.output;
+        let value_arg = &names.value;
+        let (set_arg, got): (FnArg, Type) = match shape.flavor {
+            Flavor::Single => (
+                syn::parse_quote!(#value_arg: &#value),
+                syn::parse_quote!(::core::option::Option<#value>),
+            ),
+            Flavor::Multi => (
+                syn::parse_quote!(#value_arg: &[#value]),
+                syn::parse_quote!(::std::vec::Vec<::core::option::Option<#value>>),
+            ),
+        };
+        ValueSignatures {
+            refresh: signature(
+                sig,
+                names.refresh.clone(),
+                Receiver::Keep,
+                None,
+                returning(syn::parse_quote!(::dogpile::Result<#output>)),
+            ),
+            set: signature(
+                sig,
+                names.set.clone(),
+                Receiver::Shared,
+                Some(set_arg),
+                returning(syn::parse_quote!(::dogpile::Result<()>)),
+            ),
+            get: signature(
+                sig,
+                names.get.clone(),
+                Receiver::Shared,
+                None,
+                returning(syn::parse_quote!(::dogpile::Result<#got>)),
+            ),
+        }
+    }
 }
