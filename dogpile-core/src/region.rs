@@ -917,13 +917,18 @@ impl CacheRegion {
 
         // Unique keys, sorted by mangled key: locks are always taken in this order, so two
         // multi calls can never wait on each other in a cycle.
-        let mut unique: Vec<(String, &str)> = keys
+        let inputs: Vec<String> = keys
             .iter()
-            .map(|k| (self.mangle(k.as_ref()).into_owned(), k.as_ref()))
+            .map(|k| self.mangle(k.as_ref()).into_owned())
+            .collect();
+        let mut unique: Vec<(&str, &str)> = inputs
+            .iter()
+            .zip(keys)
+            .map(|(mangled, k)| (mangled.as_str(), k.as_ref()))
             .collect();
         unique.sort();
         unique.dedup_by(|a, b| a.0 == b.0);
-        let mangled: Vec<&str> = unique.iter().map(|(m, _)| m.as_str()).collect();
+        let mangled: Vec<&str> = unique.iter().map(|(m, _)| *m).collect();
 
         let read_all = |keys: &[&str]| -> Result<Vec<Lookup<T>>> {
             Ok(keys
@@ -998,10 +1003,10 @@ impl CacheRegion {
         }
         drop(locked);
 
-        keys.iter()
-            .map(|k| {
-                let key = self.mangle(k.as_ref());
-                found.get(&*key).cloned().ok_or_else(|| {
+        inputs
+            .iter()
+            .map(|key| {
+                found.get(key.as_str()).cloned().ok_or_else(|| {
                     Error::backend(
                         &cfg.backend_name,
                         format!("no value produced for key `{key}`"),
