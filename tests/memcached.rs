@@ -87,6 +87,13 @@ fn backend(url: &str, arguments: &[(&str, &str)]) -> MemcachedBackend {
     MemcachedBackend::from_arguments(&Arguments::new("memcached", all)).unwrap()
 }
 
+
+/// Waits for `mutex` as the region does, up to the lock's own wait limit.
+fn acquire_waiting(mutex: &dyn dogpile::CacheMutex) -> dogpile::Result<bool> {
+    let limit = mutex.wait_limit().unwrap_or(Duration::from_secs(30));
+    dogpile::acquire_until(mutex, Instant::now() + limit)
+}
+
 #[test]
 fn keys_memcached_cannot_take_round_trip_and_inject_nothing() {
     let server = MemcachedServer::start();
@@ -414,17 +421,17 @@ fn distributed_lock_is_exclusive_and_released_only_by_its_holder() {
     );
     let a = backend.get_mutex("key").unwrap();
     let b = backend.get_mutex("key").unwrap();
-    assert!(!a.locked().unwrap());
-    assert!(a.acquire(false).unwrap());
-    assert!(b.locked().unwrap());
-    assert!(!b.acquire(false).unwrap());
+    assert!(server.raw_get("_lockkey").is_none());
+    assert!(a.try_acquire().unwrap());
+    assert!(server.raw_get("_lockkey").is_some());
+    assert!(!b.try_acquire().unwrap());
     // dogpile's lock key, with lock_timeout as its TTL.
     assert!(server.raw_get("_lockkey").is_some());
     assert!(matches!(server.ttl("_lockkey"), Some(29..=30)));
 
     // A waiting acquire gives up after lock_blocking_timeout.
     let started = Instant::now();
-    assert!(!b.acquire(true).unwrap());
+    assert!(!acquire_waiting(&*b).unwrap());
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
@@ -433,31 +440,31 @@ fn distributed_lock_is_exclusive_and_released_only_by_its_holder() {
 
     // A release by a handle that does not hold the lock changes nothing.
     b.release().unwrap();
-    assert!(b.locked().unwrap());
+    assert!(server.raw_get("_lockkey").is_some());
     // The holder's release frees it at once for the next one.
     a.release().unwrap();
-    assert!(!a.locked().unwrap());
-    assert!(b.acquire(false).unwrap());
+    assert!(server.raw_get("_lockkey").is_none());
+    assert!(b.try_acquire().unwrap());
     b.release().unwrap();
 
     // A holder whose lock expired (removed here, as the TTL would) and was taken by
     // another process must not remove the other process's lock.
-    assert!(a.acquire(false).unwrap());
+    assert!(a.try_acquire().unwrap());
     let token_a = server.raw_get("_lockkey").unwrap();
     server.raw_delete("_lockkey");
-    assert!(b.acquire(false).unwrap());
+    assert!(b.try_acquire().unwrap());
     let token_b = server.raw_get("_lockkey").unwrap();
     assert_ne!(token_a, token_b);
     a.release().unwrap();
     assert_eq!(server.raw_get("_lockkey"), Some(token_b));
-    assert!(b.locked().unwrap());
+    assert!(server.raw_get("_lockkey").is_some());
     b.release().unwrap();
     assert_eq!(server.raw_get("_lockkey"), None);
 
     // Long keys get a legal lock key too.
     let long = "l".repeat(300);
     let lock = backend.get_mutex(&long).unwrap();
-    assert!(lock.acquire(false).unwrap());
+    assert!(lock.try_acquire().unwrap());
     assert!(server
         .keys()
         .contains(&*memcached_key(&format!("_lock{long}"))));
@@ -472,13 +479,13 @@ fn a_waiting_lock_is_taken_as_soon_as_it_is_released() {
         &[("distributed_lock", "true"), ("lock_sleep", "0.05")],
     ));
     let holder = backend.get_mutex("k").unwrap();
-    assert!(holder.acquire(false).unwrap());
+    assert!(holder.try_acquire().unwrap());
     let waiter = {
         let backend = backend.clone();
         thread::spawn(move || {
             let lock = backend.get_mutex("k").unwrap();
             let started = Instant::now();
-            let acquired = lock.acquire(true).unwrap();
+            let acquired = acquire_waiting(&*lock).unwrap();
             lock.release().unwrap();
             (acquired, started.elapsed())
         })

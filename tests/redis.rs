@@ -80,6 +80,17 @@ fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
         .map_or(0, |calls| calls.parse().expect("calls count"))
 }
 
+
+fn exists(conn: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query(conn).unwrap()
+}
+
+/// Waits for `mutex` as the region does, up to the lock's own wait limit.
+fn acquire_waiting(mutex: &dyn dogpile::CacheMutex) -> dogpile::Result<bool> {
+    let limit = mutex.wait_limit().unwrap_or(Duration::from_secs(30));
+    dogpile::acquire_until(mutex, Instant::now() + limit)
+}
+
 #[test]
 fn registered_under_both_names() {
     let server = RedisServer::shared();
@@ -507,8 +518,8 @@ fn lock_uses_the_lock_prefixed_key_and_excludes_other_holders() {
     let key = unique("locked");
 
     let a = one.get_mutex(&key).expect("distributed_lock gives a mutex");
-    assert!(!a.locked().unwrap());
-    assert!(a.acquire(false).unwrap());
+    assert!(!exists(&mut bare, &format!("_lock{key}")));
+    assert!(a.try_acquire().unwrap());
     let pttl: i64 = redis::cmd("PTTL")
         .arg(format!("_lock{key}"))
         .query(&mut bare)
@@ -519,11 +530,11 @@ fn lock_uses_the_lock_prefixed_key_and_excludes_other_holders() {
     );
 
     let b = other.get_mutex(&key).unwrap();
-    assert!(b.locked().unwrap());
-    assert!(!b.acquire(false).unwrap());
+    assert!(exists(&mut bare, &format!("_lock{key}")));
+    assert!(!b.try_acquire().unwrap());
     let started = Instant::now();
     assert!(
-        !b.acquire(true).unwrap(),
+        !acquire_waiting(&*b).unwrap(),
         "a waiting acquire gives up after lock_blocking_timeout"
     );
     let waited = started.elapsed();
@@ -533,8 +544,8 @@ fn lock_uses_the_lock_prefixed_key_and_excludes_other_holders() {
     );
 
     a.release().unwrap();
-    assert!(!b.locked().unwrap());
-    assert!(b.acquire(false).unwrap());
+    assert!(!exists(&mut bare, &format!("_lock{key}")));
+    assert!(b.try_acquire().unwrap());
     b.release().unwrap();
 
     // Releasing what one does not hold is harmless.
@@ -542,7 +553,7 @@ fn lock_uses_the_lock_prefixed_key_and_excludes_other_holders() {
 
     let prefixed = lock_backend(server, &[("lock_prefix", "dl:")]);
     let c = prefixed.get_mutex(&key).unwrap();
-    assert!(c.acquire(false).unwrap());
+    assert!(c.try_acquire().unwrap());
     let exists: bool = redis::cmd("EXISTS")
         .arg(format!("dl:{key}"))
         .query(&mut bare)
@@ -568,13 +579,13 @@ fn waiting_acquire_wakes_soon_after_release_on_another_thread() {
     let backend = lock_backend(server, &[("lock_sleep", "0.05")]);
     let key = unique("handoff");
     let holder = backend.get_mutex(&key).unwrap();
-    assert!(holder.acquire(true).unwrap());
+    assert!(acquire_waiting(&*holder).unwrap());
     let waiter = {
         let backend = backend.clone();
         let key = key.clone();
         thread::spawn(move || {
             let mutex = backend.get_mutex(&key).unwrap();
-            let got = mutex.acquire(true).unwrap();
+            let got = acquire_waiting(&*mutex).unwrap();
             mutex.release().unwrap();
             got
         })
@@ -596,7 +607,7 @@ fn an_expired_holder_never_releases_the_next_holders_lock() {
     let lock_key = format!("_lock{key}");
 
     let a = backend.get_mutex(&key).unwrap();
-    assert!(a.acquire(false).unwrap());
+    assert!(a.try_acquire().unwrap());
     // Wait for A's lock to expire on the server.
     let started = Instant::now();
     while redis::cmd("EXISTS")
@@ -611,14 +622,14 @@ fn an_expired_holder_never_releases_the_next_holders_lock() {
         thread::sleep(Duration::from_millis(10));
     }
     let b = backend.get_mutex(&key).unwrap();
-    assert!(b.acquire(false).unwrap(), "B takes the expired lock");
+    assert!(b.try_acquire().unwrap(), "B takes the expired lock");
     let b_token: Option<String> = redis::cmd("GET").arg(&lock_key).query(&mut bare).unwrap();
 
     a.release().unwrap();
     let still: Option<String> = redis::cmd("GET").arg(&lock_key).query(&mut bare).unwrap();
     assert!(still.is_some(), "A's release deleted B's lock");
     assert_eq!(still, b_token);
-    assert!(b.locked().unwrap());
+    assert!(exists(&mut bare, &format!("_lock{key}")));
     b.release().unwrap();
     let gone: Option<String> = redis::cmd("GET").arg(&lock_key).query(&mut bare).unwrap();
     assert_eq!(gone, None, "B's own release deletes its lock");

@@ -362,7 +362,7 @@ fn killed_holder_lock_expires() -> Outcome {
     ))
     .map_err(|e| e.to_string())?;
     let probe = other.get_mutex(key).ok_or("no mutex")?;
-    let taken = probe.acquire(false).map_err(|e| e.to_string())?;
+    let taken = probe.try_acquire().map_err(|e| e.to_string())?;
     let lock_exists: bool = query(&mut conn, redis::cmd("EXISTS").arg(format!("_lock{key}")))?;
 
     child.kill().map_err(|e| e.to_string())?; // SIGKILL: no release, no unwinding

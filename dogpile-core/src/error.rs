@@ -68,9 +68,14 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
-    /// A lock could not be acquired in time.
-    #[error("timed out after {waited:?} waiting for the dogpile lock on key `{key}`")]
+    /// The call's time budget ran out while it waited for the dogpile lock.
+    #[error(
+        "timed out after {waited:?} waiting for the dogpile lock on key `{key}` of region \
+         `{region}` (the call's time_budget, or the backend's lock_blocking_timeout)"
+    )]
     LockTimeout {
+        /// The region's name.
+        region: String,
         /// The cache key.
         key: String,
         /// How long the caller waited.

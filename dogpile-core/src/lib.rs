@@ -7,6 +7,7 @@
 mod backend;
 mod clock;
 mod config;
+mod engine;
 mod error;
 mod key;
 mod lock;
@@ -25,9 +26,11 @@ pub use key::{
     default_function_key, function_key_prefix, length_conditional_mangler, sha1_mangle_key,
     FunctionKey, FunctionKeyGenerator, KeyMangler,
 };
-pub use lock::{CacheMutex, LockHandle};
+pub use lock::{acquire_until, lock_token, Backoff, CacheMutex, LockHandle, DEFAULT_RETRY_PAUSE};
 pub use proxy::{wrap, ProxyBackend};
-pub use region::{make_region, CacheRegion, CreateOptions, Expiration, RegionBuilder};
+pub use region::{
+    make_region, CacheRegion, CreateOptions, Expiration, RegionBuilder, DEFAULT_TIME_BUDGET,
+};
 pub use registry::{
     register_backend, registered_backends, BackendFactory, BuiltinBackend, BUILTIN_BACKENDS,
 };

@@ -187,8 +187,9 @@ pub fn expiration(expiration: impl Into<Expiration>) -> Expiration {
 ///
 /// `keys[i]` is the cache key of `elements[i]`. `body` is the function's own body: it gets
 /// the elements that need a value, in the caller's order and without repeats, and returns
-/// their values in the same order. When the cache fails, the error is logged and the body
-/// computes what the cache could not give, never twice for the same element.
+/// their values in the same order. The region's engine fails open (backend errors are
+/// misses and warnings); only an unconfigured region is left to fall back on, and then the
+/// body computes every element, once.
 pub fn get_or_create_multi<K, T, E, F>(
     region: &CacheRegion,
     function: &str,
@@ -211,12 +212,9 @@ where
         first.entry(key.as_str()).or_insert(i);
     }
 
-    // What the body made inside the region's creator, kept in case the region fails after
-    // calling it (a failed write), so that the fallback need not call it again.
-    let mut created: Vec<(usize, T)> = Vec::new();
     let mut body_error: Option<E> = None;
     let mut miscounted: Option<(Vec<usize>, Vec<T>)> = None;
-    let outcome = region.get_or_create_multi_with(keys, options, |missing: &[&str]| {
+    let creator = |missing: &[&str]| {
         let Some(indices) = missing
             .iter()
             .map(|key| first.get(key).copied())
@@ -244,16 +242,11 @@ where
                 for (&j, value) in order.iter().zip(values) {
                     slots[j] = Some(value);
                 }
-                let values: Vec<T> = slots.into_iter().flatten().collect();
-                created = indices
-                    .iter()
-                    .copied()
-                    .zip(values.iter().cloned())
-                    .collect();
-                values
+                slots.into_iter().flatten().collect()
             }
         }
-    });
+    };
+    let outcome = region.get_or_create_multi_inner(keys, &options, creator, true);
     if let Some(error) = body_error {
         return Err(error);
     }
@@ -266,20 +259,13 @@ where
     }
     tracing::warn!(function, %error, "cache unavailable; computing the values uncached");
 
-    let mut values: HashMap<usize, T> = created.into_iter().collect();
-    let mut needed: Vec<usize> = first
-        .values()
-        .copied()
-        .filter(|i| !values.contains_key(i))
-        .collect();
+    let mut needed: Vec<usize> = first.values().copied().collect();
     needed.sort_unstable();
-    if !needed.is_empty() {
-        let made = body(needed.iter().map(|&i| elements[i].clone()).collect())?;
-        if made.len() != needed.len() {
-            return uncached_after_miscount(function, elements, &needed, made, body);
-        }
-        values.extend(needed.into_iter().zip(made));
+    let made = body(needed.iter().map(|&i| elements[i].clone()).collect())?;
+    if made.len() != needed.len() {
+        return uncached_after_miscount(function, elements, &needed, made, body);
     }
+    let values: HashMap<usize, T> = needed.into_iter().zip(made).collect();
     let assembled: Option<Vec<T>> = keys
         .iter()
         .map(|key| first.get(key.as_str()).and_then(|i| values.get(i)).cloned())

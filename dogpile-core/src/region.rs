@@ -1,11 +1,10 @@
 //! [`CacheRegion`]: the front end to one backend, and the dogpile lock algorithm.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
@@ -14,11 +13,14 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendChoice, RegionConfig};
 use crate::error::{Error, Result};
 use crate::key::{default_function_key, FunctionKey, FunctionKeyGenerator, KeyMangler};
-use crate::lock::{KeyLocks, LockHandle};
+use crate::engine::{
+    read_outcome, store_outcome, Budget, Freshness, Locked, Lookup, Machine, Rules, Step,
+};
+use crate::lock::{acquire_until, Handed, KeyLocks, LocalWait, LockHandle};
 use crate::proxy::wrap;
 use crate::registry::create_backend;
 use crate::runner::AsyncCreationRunner;
-use crate::value::{encode, Cacheable, CachedValue, Entry, Metadata};
+use crate::value::{encode, Cacheable, CachedValue, Entry};
 
 /// How long a value stays fresh, per call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,7 @@ impl From<Duration> for Expiration {
 pub struct CreateOptions<'a, T> {
     expiration: Option<Expiration>,
     should_cache: Option<&'a (dyn Fn(&T) -> bool + 'a)>,
+    time_budget: Option<Duration>,
 }
 
 impl<'a, T> CreateOptions<'a, T> {
@@ -56,6 +59,7 @@ impl<'a, T> CreateOptions<'a, T> {
         CreateOptions {
             expiration: None,
             should_cache: None,
+            time_budget: None,
         }
     }
 
@@ -69,6 +73,13 @@ impl<'a, T> CreateOptions<'a, T> {
     /// is returned either way.
     pub fn should_cache_fn(mut self, should_cache: &'a (dyn Fn(&T) -> bool + 'a)) -> Self {
         self.should_cache = Some(should_cache);
+        self
+    }
+
+    /// Overrides the region's [`time_budget`](RegionBuilder::time_budget) for this call:
+    /// how long it may wait in all, for the in-process lock and the distributed lock.
+    pub fn time_budget(mut self, budget: Duration) -> Self {
+        self.time_budget = Some(budget);
         self
     }
 
@@ -88,6 +99,7 @@ impl<T> fmt::Debug for CreateOptions<'_, T> {
         f.debug_struct("CreateOptions")
             .field("expiration", &self.expiration)
             .field("should_cache_fn", &self.should_cache.is_some())
+            .field("time_budget", &self.time_budget)
             .finish()
     }
 }
@@ -105,9 +117,9 @@ struct Configured {
 struct Current(arc_swap::Guard<Option<Arc<Configured>>>);
 
 impl Current {
-    fn into_arc(self) -> Arc<Configured> {
-        match arc_swap::Guard::into_inner(self.0) {
-            Some(cfg) => cfg,
+    fn to_arc(&self) -> Arc<Configured> {
+        match &*self.0 {
+            Some(cfg) => cfg.clone(),
             None => unreachable!("a Current is only made from a configured state"),
         }
     }
@@ -122,24 +134,6 @@ impl std::ops::Deref for Current {
             None => unreachable!("a Current is only made from a configured state"),
         }
     }
-}
-
-/// What a read found, judged against expiration and invalidation.
-enum Lookup<T> {
-    Fresh(CachedValue<T>),
-    Stale(CachedValue<T>),
-    Missing,
-}
-
-/// Where `get_or_create` stands once the lock question is settled.
-enum Decision<T> {
-    /// A value to return, no creation needed.
-    Done(T),
-    /// This caller holds the lock and must create; `stale` is what it may serve meanwhile.
-    Create {
-        handle: Option<LockHandle>,
-        stale: Option<T>,
-    },
 }
 
 /// A front end to one cache backend, with a default expiration time and the dogpile lock.
@@ -173,12 +167,16 @@ pub struct CacheRegion {
     clock: Arc<dyn Clock>,
     serve_stale: bool,
     fail_open: bool,
+    time_budget: Duration,
     state: ArcSwapOption<Configured>,
     configure_lock: Mutex<()>,
     invalidated_at: AtomicU64,
     hard_invalidated: AtomicBool,
     locks: Arc<KeyLocks>,
 }
+
+/// The default [`time_budget`](RegionBuilder::time_budget) of a region: 30 seconds.
+pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(30);
 
 /// A new, unconfigured region with default options (dogpile's `make_region()`).
 pub fn make_region() -> CacheRegion {
@@ -243,6 +241,18 @@ impl RegionBuilder {
         self
     }
 
+    /// How long one `get_or_create` call may wait in all: for this process's dogpile lock
+    /// and the backend's distributed lock, however many callers are queued ahead of it.
+    /// When it runs out the call fails with [`Error::LockTimeout`] (failing open, it
+    /// computes the value without the lock). Default [`DEFAULT_TIME_BUDGET`] (30 s).
+    ///
+    /// Backend round trips are bounded by the backend's own `socket_timeout`; a server
+    /// found down is marked down for `dead_retry`, so later calls fail at once.
+    pub fn time_budget(mut self, budget: Duration) -> Self {
+        self.region.time_budget = budget;
+        self
+    }
+
     /// The region, not yet configured.
     pub fn build(self) -> CacheRegion {
         self.region
@@ -266,6 +276,7 @@ impl CacheRegion {
             clock: Arc::new(SystemClock),
             serve_stale: true,
             fail_open: false,
+            time_budget: DEFAULT_TIME_BUDGET,
             state: ArcSwapOption::empty(),
             configure_lock: Mutex::new(()),
             invalidated_at: AtomicU64::new(0),
@@ -437,29 +448,37 @@ impl CacheRegion {
         Ok(cfg.backend.get(key)?.and_then(|e| self.decode(key, e)))
     }
 
+    /// Reads many keys in one backend call.
+    ///
+    /// # Errors
+    /// The backend's, and [`Error::Backend`] when it answers with a different number of
+    /// values than it was asked keys (the lists are never paired up wrongly).
+    fn read_multi<T: Cacheable>(
+        &self,
+        cfg: &Configured,
+        keys: &[&str],
+    ) -> Result<Vec<Option<CachedValue<T>>>> {
+        let entries = cfg.backend.get_multi(keys)?;
+        if entries.len() != keys.len() {
+            return Err(Error::backend(
+                &cfg.backend_name,
+                format!(
+                    "get_multi answered {} values for {} keys",
+                    entries.len(),
+                    keys.len()
+                ),
+            ));
+        }
+        Ok(keys
+            .iter()
+            .zip(entries)
+            .map(|(key, entry)| entry.and_then(|e| self.decode(key, e)))
+            .collect())
+    }
+
     fn invalidation(&self) -> Option<(f64, bool)> {
         let at = f64::from_bits(self.invalidated_at.load(Ordering::SeqCst));
         (at > 0.0).then(|| (at, self.hard_invalidated.load(Ordering::SeqCst)))
-    }
-
-    fn judge<T>(&self, value: Option<CachedValue<T>>, expiration: Option<Duration>) -> Lookup<T> {
-        let Some(value) = value else {
-            return Lookup::Missing;
-        };
-        let ct = value.metadata.ct;
-        if let Some((at, hard)) = self.invalidation() {
-            if ct < at {
-                return if hard {
-                    Lookup::Missing
-                } else {
-                    Lookup::Stale(value)
-                };
-            }
-        }
-        match expiration {
-            Some(exp) if self.clock.now() - ct > exp.as_secs_f64() => Lookup::Stale(value),
-            _ => Lookup::Fresh(value),
-        }
     }
 
     fn resolve_expiration(
@@ -516,8 +535,7 @@ impl CacheRegion {
         if ignore_expiration {
             return Ok(value);
         }
-        let expiration = self.resolve_expiration(&cfg, expiration);
-        Ok(match self.judge(value, expiration) {
+        Ok(match self.freshness(&cfg, expiration).judge(value) {
             Lookup::Fresh(value) => Some(value),
             Lookup::Stale(_) | Lookup::Missing => None,
         })
@@ -527,7 +545,7 @@ impl CacheRegion {
     pub fn set<T: Cacheable>(&self, key: &str, value: &T) -> Result<()> {
         let cfg = self.configured()?;
         let key = self.mangle(key);
-        let entry = encode_entry(&cfg, &key, value, self.clock.now())?;
+        let entry = entry_for(&cfg, &key, value, self.clock.now()).0?;
         cfg.backend.set(&key, entry)
     }
 
@@ -545,16 +563,13 @@ impl CacheRegion {
         let cfg = self.configured()?;
         let mangled: Vec<_> = keys.iter().map(|k| self.mangle(k.as_ref())).collect();
         let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
-        let entries = cfg.backend.get_multi(&refs)?;
-        Ok(refs
-            .iter()
-            .zip(entries)
-            .map(|(key, entry)| {
-                let value = entry.and_then(|e| self.decode(key, e));
-                match self.judge(value, cfg.expiration) {
-                    Lookup::Fresh(value) => Some(value.payload),
-                    _ => None,
-                }
+        let freshness = self.freshness(&cfg, None);
+        Ok(self
+            .read_multi(&cfg, &refs)?
+            .into_iter()
+            .map(|value| match freshness.judge(value) {
+                Lookup::Fresh(value) => Some(value.payload),
+                _ => None,
             })
             .collect())
     }
@@ -570,7 +585,7 @@ impl CacheRegion {
         let entries = mangled
             .iter()
             .zip(items)
-            .map(|(key, (_, value))| Ok((&**key, encode_entry(&cfg, key, value, now)?)))
+            .map(|(key, (_, value))| Ok((&**key, entry_for(&cfg, key, value, now).0?)))
             .collect::<Result<Vec<_>>>()?;
         cfg.backend.set_multi(entries)
     }
@@ -615,11 +630,19 @@ impl CacheRegion {
     /// - Fresh value: returned, no lock taken.
     /// - Stale value: one caller takes the lock and runs `creator`; every other caller gets
     ///   the stale value at once (unless the region was built with `serve_stale(false)`).
-    /// - No value: one caller runs `creator`; the others wait, then get its value.
+    /// - No value: one caller runs `creator`; the others wait, then get its value: callers
+    ///   of this process are handed it directly, without reading the backend again.
     ///
     /// `creator` runs once per key per expiry, however many threads race. If it panics,
     /// the lock is released and a waiting caller takes over. A creator may read other keys
     /// of the same region; it must not call `get_or_create` for its own key.
+    ///
+    /// # Time budget
+    /// All of a call's waiting (for this process's lock, for the backend's distributed
+    /// lock) ends by one deadline, the region's [`time_budget`](RegionBuilder::time_budget)
+    /// (30 s unless set), or [`CreateOptions::time_budget`]: a caller queued behind others
+    /// never pays their waits in turn. When it runs out the call fails with
+    /// [`Error::LockTimeout`]; failing open, it computes the value without the lock.
     pub fn get_or_create<T: Cacheable, F: FnOnce() -> T>(
         &self,
         key: &str,
@@ -661,7 +684,9 @@ impl CacheRegion {
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {
-        match self.create_inner(key, &options, creator, self.fail_open) {
+        let cfg = self.configured()?;
+        let mut creator = Some(Inline(creator));
+        match self.drive(&cfg, &self.mangle(key), &options, &mut creator, self.rules(false)) {
             Ok(value) => Ok(value),
             Err(CreateError::Cache(error)) => Err(error.into()),
             Err(CreateError::Creator(error)) => Err(error),
@@ -681,26 +706,26 @@ impl CacheRegion {
         T: Cacheable,
         F: FnOnce() -> Result<T, E>,
     {
-        let mut creator = Some(creator);
-        let outcome = self.create_inner(
-            key,
-            &options,
-            || {
-                creator
-                    .take()
-                    .map_or_else(|| unreachable!("the creator runs once"), |f| f())
-            },
-            true,
-        );
+        let mut creator = Some(Inline(creator));
+        let outcome = match self.configured() {
+            Ok(cfg) => {
+                let rules = Rules {
+                    fail_open: true,
+                    ..self.rules(false)
+                };
+                self.drive(&cfg, &self.mangle(key), &options, &mut creator, rules)
+            }
+            Err(error) => Err(CreateError::Cache(error)),
+        };
         match outcome {
             Ok(value) => Ok(value),
             Err(CreateError::Creator(error)) => Err(error),
+            // Failing open, the only cache error is an unconfigured region (read, lock and
+            // write failures are misses or warnings), and it comes before the creator runs.
             Err(CreateError::Cache(error)) => {
                 tracing::warn!(region = %self.name, key, %error, "cache unavailable; computing the value uncached");
                 match creator.take() {
-                    Some(creator) => creator(),
-                    // Failing open, a cache error is only ever returned before the creator
-                    // runs (every later error is logged and ignored).
+                    Some(creator) => creator.create(),
                     None => unreachable!("fail-open cache error after the creator ran"),
                 }
             }
@@ -717,173 +742,171 @@ impl CacheRegion {
         T: Cacheable,
         F: FnOnce() -> T + Send + 'static,
     {
-        let options = CreateOptions::new();
         let cfg = self.configured()?;
-        let mangled = self.mangle(key).into_owned();
-        let decision = self.decide::<T>(&cfg, &mangled, &options, false)?;
-        let (handle, stale) = match decision {
-            Decision::Done(value) => return Ok(value),
-            Decision::Create { handle, stale } => (handle, stale),
-        };
-        match (stale, &self.runner) {
-            (Some(stale), Some(runner)) => {
-                let region = RegionHandle {
-                    name: self.name.clone(),
-                    cfg: cfg.into_arc(),
-                    clock: self.clock.clone(),
-                };
-                runner.run(Box::new(move || {
-                    let _handle = handle;
-                    let value = creator();
-                    let now = region.clock.now();
-                    let stored = encode_entry(&region.cfg, &mangled, &value, now)
-                        .and_then(|entry| region.cfg.backend.set(&mangled, entry));
-                    if let Err(error) = stored {
-                        tracing::warn!(region = %region.name, key = %mangled, %error, "background regeneration could not store its value");
+        let mut creator = Some(Detachable(creator));
+        let rules = self.rules(self.runner.is_some());
+        let options = CreateOptions::new();
+        self.drive(&cfg, &self.mangle(key), &options, &mut creator, rules)
+            .map_err(|e| match e {
+                CreateError::Cache(e) | CreateError::Creator(e) => e,
+            })
+    }
+
+    fn rules(&self, background: bool) -> Rules {
+        Rules {
+            serve_stale: self.serve_stale,
+            fail_open: self.fail_open,
+            background,
+        }
+    }
+
+    fn freshness(&self, cfg: &Configured, expiration: Option<Expiration>) -> Freshness<'_> {
+        Freshness {
+            clock: &*self.clock,
+            expiration: self.resolve_expiration(cfg, expiration),
+            invalidated: self.invalidation(),
+        }
+    }
+
+    /// The blocking driver of the [engine](crate::engine): steps one key's machine, doing
+    /// what each step asks with blocking I/O and waits.
+    fn drive<T, E, C>(
+        &self,
+        cfg: &Current,
+        key: &str,
+        options: &CreateOptions<'_, T>,
+        creator: &mut Option<C>,
+        rules: Rules,
+    ) -> Result<T, CreateError<E>>
+    where
+        T: Cacheable,
+        C: Creator<T, E>,
+    {
+        let mut machine = Machine::new(
+            &self.name,
+            key,
+            self.freshness(cfg, options.expiration),
+            rules,
+        );
+        let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
+        let mut handle = None;
+        let mut step = machine.read(self.read(cfg, key));
+        loop {
+            step = match step {
+                Step::Return(value) => return Ok(value),
+                Step::Fail(error) => return Err(CreateError::Cache(error)),
+                Step::Read => machine.read(self.read(cfg, key)),
+                Step::TryLock | Step::WaitLock => {
+                    let wait = matches!(step, Step::WaitLock);
+                    let locked;
+                    (locked, handle) = self.lock(cfg, key, wait, &mut budget);
+                    machine.locked(locked)
+                }
+                Step::Create => {
+                    let Some(creator) = creator.take() else {
+                        unreachable!("the engine asks for one creation per call")
+                    };
+                    let value = creator.create().map_err(CreateError::Creator)?;
+                    let should_cache = options.should_cache(&value);
+                    let stored = store(cfg, self.clock.now(), key, &value, should_cache, handle.take());
+                    machine.stored(value, stored)
+                }
+                Step::Background(stale) => {
+                    let job = creator.take().and_then(|c| c.detach().ok());
+                    match (job, &self.runner) {
+                        (Some(job), Some(runner)) => {
+                            self.regenerate_in_background(runner, cfg, key, job, handle.take());
+                            return Ok(stale);
+                        }
+                        _ => unreachable!("the background rule is only set with a runner and a detachable creator"),
                     }
-                }));
-                Ok(stale)
-            }
-            _ => self
-                .create_and_store(
-                    &cfg,
-                    &mangled,
-                    &options,
-                    || Ok::<T, Error>(creator()),
-                    handle,
-                    false,
-                )
-                .map_err(|e| match e {
-                    CreateError::Cache(e) | CreateError::Creator(e) => e,
-                }),
-        }
-    }
-
-    fn create_inner<T, E, F>(
-        &self,
-        key: &str,
-        options: &CreateOptions<'_, T>,
-        creator: F,
-        fail_open: bool,
-    ) -> Result<T, CreateError<E>>
-    where
-        T: Cacheable,
-        F: FnOnce() -> Result<T, E>,
-    {
-        let cfg = self.configured().map_err(CreateError::Cache)?;
-        let mangled = self.mangle(key);
-        match self.decide::<T>(&cfg, &mangled, options, fail_open) {
-            Ok(Decision::Done(value)) => Ok(value),
-            Ok(Decision::Create { handle, .. }) => {
-                self.create_and_store(&cfg, &mangled, options, creator, handle, fail_open)
-            }
-            Err(error) => Err(CreateError::Cache(error)),
-        }
-    }
-
-    /// Steps 1 to 3 of the dogpile lock (SPEC 3.3): return a fresh value, serve a stale one
-    /// while somebody else regenerates, or hand this caller the lock to create.
-    fn decide<T: Cacheable>(
-        &self,
-        cfg: &Configured,
-        key: &str,
-        options: &CreateOptions<'_, T>,
-        fail_open: bool,
-    ) -> Result<Decision<T>> {
-        let expiration = self.resolve_expiration(cfg, options.expiration);
-        let read = |cx: &str| -> Result<Lookup<T>> {
-            match self.read(cfg, key) {
-                Ok(value) => Ok(self.judge(value, expiration)),
-                Err(error) if fail_open => {
-                    tracing::warn!(region = %self.name, key, %error, "cache read failed ({cx}); treating it as a miss");
-                    Ok(Lookup::Missing)
                 }
-                Err(error) => Err(error),
-            }
-        };
-        // `Ok(None)`: another caller holds the lock. `Ok(Some(None))`: failing open
-        // without a lock.
-        let lock = |wait: bool| -> Result<Option<Option<LockHandle>>> {
-            match self.lock(cfg, key, wait) {
-                Ok(handle) => Ok(handle.map(Some)),
-                Err(error) if fail_open => {
-                    tracing::warn!(region = %self.name, key, %error, "dogpile lock unavailable; creating without it");
-                    Ok(Some(None))
-                }
-                Err(error) => Err(error),
-            }
-        };
-
-        let stale = match read("first read")? {
-            Lookup::Fresh(value) => return Ok(Decision::Done(value.payload)),
-            Lookup::Stale(value) if self.serve_stale => {
-                let Some(handle) = lock(false)? else {
-                    // Another caller is regenerating: serve the stale value meanwhile.
-                    return Ok(Decision::Done(value.payload));
-                };
-                return Ok(match read("re-read under the lock")? {
-                    Lookup::Fresh(value) => Decision::Done(value.payload),
-                    _ => Decision::Create {
-                        handle,
-                        stale: Some(value.payload),
-                    },
-                });
-            }
-            Lookup::Stale(value) => Some(value.payload),
-            Lookup::Missing => None,
-        };
-        let handle = lock(true)?.flatten();
-        Ok(match read("re-read after waiting")? {
-            Lookup::Fresh(value) => Decision::Done(value.payload),
-            _ => Decision::Create { handle, stale },
-        })
-    }
-
-    /// Takes the dogpile lock on `key`; `Ok(None)` when `wait` is false and somebody else
-    /// holds it. Waiting ends in [`Error::LockTimeout`] when a distributed lock gives up.
-    fn lock(&self, cfg: &Configured, key: &str, wait: bool) -> Result<Option<LockHandle>> {
-        let started = Instant::now();
-        match self.locks.lock(key, cfg.backend.get_mutex(key), wait)? {
-            None if wait => Err(Error::LockTimeout {
-                key: key.to_owned(),
-                waited: started.elapsed(),
-            }),
-            handle => Ok(handle),
+            };
         }
     }
 
-    fn create_and_store<T, E, F>(
+    /// Hands `job` and the held lock to the runner, which creates, stores and releases.
+    fn regenerate_in_background<T: Cacheable>(
         &self,
-        cfg: &Configured,
+        runner: &Arc<dyn AsyncCreationRunner>,
+        cfg: &Current,
         key: &str,
-        options: &CreateOptions<'_, T>,
-        creator: F,
+        job: Box<dyn FnOnce() -> T + Send>,
         handle: Option<LockHandle>,
-        fail_open: bool,
-    ) -> Result<T, CreateError<E>>
-    where
-        T: Cacheable,
-        F: FnOnce() -> Result<T, E>,
-    {
-        let value = creator().map_err(CreateError::Creator)?;
-        if options.should_cache(&value) {
-            let stored = encode_entry(cfg, key, &value, self.clock.now())
-                .and_then(|entry| cfg.backend.set(key, entry));
-            match stored {
-                Ok(()) => {}
-                Err(error) if fail_open => {
-                    tracing::warn!(region = %self.name, key, %error, "cache write failed; returning the value uncached");
+    ) {
+        let name = self.name.clone();
+        let cfg = cfg.to_arc();
+        let clock = self.clock.clone();
+        let key = key.to_owned();
+        runner.run(Box::new(move || {
+            let value = job();
+            let stored = store(&cfg, clock.now(), &key, &value, true, handle);
+            // Nobody is left to tell: a failed store is a warning.
+            let _ = store_outcome(&name, &key, true, stored);
+        }));
+    }
+
+    /// Takes the dogpile lock on `key` (this process's first, then the backend's
+    /// distributed lock, if any): at once or not at all, or waiting until the budget's
+    /// deadline (and the distributed lock's own wait limit).
+    fn lock<T: Cacheable>(
+        &self,
+        cfg: &Configured,
+        key: &str,
+        wait: bool,
+        budget: &mut Budget,
+    ) -> (Locked<T>, Option<LockHandle>) {
+        let local = if wait {
+            let deadline = budget.deadline();
+            loop {
+                match self.locks.waiter(key).wait_until(deadline) {
+                    LocalWait::Held(guard) => break guard,
+                    LocalWait::HandedOff(value) => {
+                        if let Some(value) = value.downcast_ref::<CachedValue<T>>() {
+                            return (Locked::HandedOff(value.payload.clone()), None);
+                        }
+                        // A value of another type under this key: not for this caller,
+                        // who takes the lock and reads for itself.
+                    }
+                    LocalWait::TimedOut => return (Locked::TimedOut(budget.spent()), None),
                 }
-                Err(error) => return Err(CreateError::Cache(error)),
             }
+        } else {
+            match self.locks.try_acquire(key) {
+                Some(guard) => guard,
+                None => return (Locked::Busy, None),
+            }
+        };
+        let Some(mutex) = cfg.backend.get_mutex(key) else {
+            return (Locked::Held, Some(LockHandle::new(key, Some(local), None)));
+        };
+        let acquired = if wait {
+            let mut deadline = budget.deadline();
+            if let Some(limit) = mutex.wait_limit() {
+                deadline = deadline.min(budget.started() + limit);
+            }
+            acquire_until(&*mutex, deadline)
+        } else {
+            mutex.try_acquire()
+        };
+        match acquired {
+            Ok(true) => (
+                Locked::Held,
+                Some(LockHandle::new(key, Some(local), Some(mutex))),
+            ),
+            Ok(false) if wait => (Locked::TimedOut(budget.spent()), None),
+            Ok(false) => (Locked::Busy, None),
+            Err(error) => (
+                Locked::DistributedFailed(error),
+                Some(LockHandle::new(key, Some(local), None)),
+            ),
         }
-        drop(handle);
-        Ok(value)
     }
 
     /// The values of many keys, in order; `creator` receives only the keys that need a
     /// value (absent or expired, and not being regenerated by another caller), and returns
-    /// their values in the same order. One dogpile lock per key.
+    /// their values in the same order. One dogpile lock per key, taken in key order (so two
+    /// multi calls never wait on each other in a cycle), within one time budget.
     ///
     /// # Errors
     /// Backend errors, and [`Error::InvalidArgument`] when `creator` returns a different
@@ -909,14 +932,30 @@ impl CacheRegion {
         K: AsRef<str>,
         F: FnOnce(&[&str]) -> Vec<T>,
     {
+        self.get_or_create_multi_inner(keys, &options, creator, self.fail_open)
+    }
+
+    /// The blocking multi driver: one engine machine per distinct key, their reads batched
+    /// into one `get_multi` (and their stores into one `set_multi`), their locks taken in
+    /// key order.
+    pub(crate) fn get_or_create_multi_inner<T, K, F>(
+        &self,
+        keys: &[K],
+        options: &CreateOptions<'_, T>,
+        creator: F,
+        fail_open: bool,
+    ) -> Result<Vec<T>>
+    where
+        T: Cacheable,
+        K: AsRef<str>,
+        F: FnOnce(&[&str]) -> Vec<T>,
+    {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let cfg = self.configured()?;
-        let expiration = self.resolve_expiration(&cfg, options.expiration);
 
-        // Unique keys, sorted by mangled key: locks are always taken in this order, so two
-        // multi calls can never wait on each other in a cycle.
+        // Distinct keys, sorted by mangled key: locks are always taken in this order.
         let inputs: Vec<String> = keys
             .iter()
             .map(|k| self.mangle(k.as_ref()).into_owned())
@@ -928,117 +967,215 @@ impl CacheRegion {
             .collect();
         unique.sort();
         unique.dedup_by(|a, b| a.0 == b.0);
-        let mangled: Vec<&str> = unique.iter().map(|(m, _)| *m).collect();
 
-        let read_all = |keys: &[&str]| -> Result<Vec<Lookup<T>>> {
-            Ok(keys
-                .iter()
-                .zip(cfg.backend.get_multi(keys)?)
-                .map(|(key, entry)| self.judge(entry.and_then(|e| self.decode(key, e)), expiration))
-                .collect())
+        let rules = Rules {
+            fail_open,
+            ..self.rules(false)
         };
+        let freshness = self.freshness(&cfg, options.expiration);
+        let mut machines: Vec<Machine<'_, T>> = unique
+            .iter()
+            .map(|(key, _)| Machine::new(&self.name, key, freshness, rules))
+            .collect();
+        let mut steps: Vec<Step<T>> = machines.iter().map(|_| Step::Read).collect();
+        let mut handles: Vec<Option<LockHandle>> = machines.iter().map(|_| None).collect();
+        let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
 
-        let mut found: HashMap<&str, T> = HashMap::new();
-        let mut locked: Vec<(usize, LockHandle)> = Vec::new();
-        for (i, lookup) in read_all(&mangled)?.into_iter().enumerate() {
-            let key = mangled[i];
-            match lookup {
-                Lookup::Fresh(value) => {
-                    found.insert(key, value.payload);
-                }
-                Lookup::Stale(value) if self.serve_stale => match self.lock(&cfg, key, false)? {
-                    Some(handle) => locked.push((i, handle)),
+        loop {
+            let reading: Vec<usize> = (0..steps.len())
+                .filter(|&i| matches!(steps[i], Step::Read))
+                .collect();
+            if !reading.is_empty() {
+                let keys: Vec<&str> = reading.iter().map(|&i| unique[i].0).collect();
+                let what = format!("{} keys", keys.len());
+                match read_outcome(&self.name, &what, fail_open, self.read_multi(&cfg, &keys))? {
+                    Some(values) => {
+                        for (&i, value) in reading.iter().zip(values) {
+                            steps[i] = machines[i].read(Ok(value));
+                        }
+                    }
                     None => {
-                        found.insert(key, value.payload);
-                    }
-                },
-                _ => {
-                    if let Some(handle) = self.lock(&cfg, key, true)? {
-                        locked.push((i, handle));
+                        for &i in &reading {
+                            steps[i] = machines[i].read(Ok(None));
+                        }
                     }
                 }
+                continue;
+            }
+            let locking: Vec<usize> = (0..steps.len())
+                .filter(|&i| matches!(steps[i], Step::TryLock | Step::WaitLock))
+                .collect();
+            if locking.is_empty() {
+                break;
+            }
+            for i in locking {
+                let wait = matches!(steps[i], Step::WaitLock);
+                let locked;
+                (locked, handles[i]) = self.lock(&cfg, unique[i].0, wait, &mut budget);
+                steps[i] = machines[i].locked(locked);
             }
         }
 
-        if !locked.is_empty() {
-            // Re-read under the locks: another caller may have just made some values.
-            let locked_keys: Vec<&str> = locked.iter().map(|(i, _)| mangled[*i]).collect();
-            let mut to_create = Vec::new();
-            for ((i, _), lookup) in locked.iter().zip(read_all(&locked_keys)?) {
-                match lookup {
-                    Lookup::Fresh(value) => {
-                        found.insert(mangled[*i], value.payload);
-                    }
-                    _ => to_create.push(*i),
+        let mut values: Vec<Option<T>> = Vec::with_capacity(steps.len());
+        let mut creating = Vec::new();
+        for (i, step) in steps.into_iter().enumerate() {
+            match step {
+                Step::Return(value) => {
+                    handles[i] = None;
+                    values.push(Some(value));
                 }
-            }
-            if !to_create.is_empty() {
-                let originals: Vec<&str> = to_create.iter().map(|&i| unique[i].1).collect();
-                let created = creator(&originals);
-                if created.len() != originals.len() {
-                    return Err(Error::invalid_argument(
-                        format!("region `{}`", self.name),
-                        "creator",
-                        format!(
-                            "get_or_create_multi's creator returned {} values for {} keys",
-                            created.len(),
-                            originals.len()
-                        ),
-                    ));
+                Step::Create => {
+                    creating.push(i);
+                    values.push(None);
                 }
-                let now = self.clock.now();
-                let mut entries = Vec::new();
-                for (&i, value) in to_create.iter().zip(&created) {
-                    if options.should_cache(value) {
-                        entries.push((mangled[i], encode_entry(&cfg, mangled[i], value, now)?));
-                    }
-                }
-                if !entries.is_empty() {
-                    cfg.backend.set_multi(entries)?;
-                }
-                for (&i, value) in to_create.iter().zip(created) {
-                    found.insert(mangled[i], value);
+                Step::Fail(error) => return Err(error),
+                Step::Read | Step::TryLock | Step::WaitLock | Step::Background(_) => {
+                    unreachable!("every multi step is settled before creating")
                 }
             }
         }
-        drop(locked);
+        if !creating.is_empty() {
+            let originals: Vec<&str> = creating.iter().map(|&i| unique[i].1).collect();
+            let created = creator(&originals);
+            if created.len() != originals.len() {
+                return Err(Error::invalid_argument(
+                    format!("region `{}`", self.name),
+                    "creator",
+                    format!(
+                        "get_or_create_multi's creator returned {} values for {} keys",
+                        created.len(),
+                        originals.len()
+                    ),
+                ));
+            }
+            let now = self.clock.now();
+            let mut entries = Vec::new();
+            let mut handed = Vec::new();
+            for (&i, value) in creating.iter().zip(&created) {
+                if options.should_cache(value) {
+                    let (entry, object) = entry_for(&cfg, unique[i].0, value, now);
+                    match entry {
+                        Ok(entry) => entries.push((unique[i].0, entry)),
+                        Err(error) => store_outcome(&self.name, unique[i].0, fail_open, Err(error))?,
+                    }
+                    handed.push((i, object));
+                }
+            }
+            let stored = if entries.is_empty() {
+                Ok(())
+            } else {
+                cfg.backend.set_multi(entries)
+            };
+            for (i, object) in handed {
+                if let Some(handle) = handles[i].take() {
+                    handle.hand_off(object);
+                }
+            }
+            let what = format!("{} keys", creating.len());
+            store_outcome(&self.name, &what, fail_open, stored)?;
+            for (&i, value) in creating.iter().zip(created) {
+                values[i] = Some(value);
+            }
+        }
+        drop(handles);
 
+        let index: HashMap<&str, usize> =
+            unique.iter().enumerate().map(|(i, (key, _))| (*key, i)).collect();
         inputs
             .iter()
             .map(|key| {
-                found.get(key.as_str()).cloned().ok_or_else(|| {
-                    Error::backend(
-                        &cfg.backend_name,
-                        format!("no value produced for key `{key}`"),
-                    )
-                })
+                index
+                    .get(key.as_str())
+                    .and_then(|&i| values[i].clone())
+                    .ok_or_else(|| {
+                        Error::backend(
+                            &cfg.backend_name,
+                            format!("no value produced for key `{key}`"),
+                        )
+                    })
             })
             .collect()
     }
 }
 
-/// What a background job needs of its region.
-struct RegionHandle {
-    name: String,
-    cfg: Arc<Configured>,
-    clock: Arc<dyn Clock>,
+/// Makes the value of a `get_or_create` call: inline in the caller, or detached for the
+/// background runner.
+trait Creator<T, E>: Sized {
+    fn create(self) -> Result<T, E>;
+
+    /// A job the runner can own, or `self` back when this creator borrows from its caller.
+    fn detach(self) -> Result<Box<dyn FnOnce() -> T + Send>, Self> {
+        Err(self)
+    }
 }
 
-/// The entry `cfg`'s backend stores for `payload`: the typed object itself for object
-/// stores, dogpile's byte format for every other.
-fn encode_entry<T: Cacheable>(cfg: &Configured, key: &str, payload: &T, ct: f64) -> Result<Entry> {
-    if cfg.stores_objects {
-        let object: Arc<dyn Any + Send + Sync> = Arc::new(CachedValue::new(payload.clone(), ct));
-        Ok(Entry::Object(object))
-    } else {
-        encode(payload, &Metadata::new(ct), key).map(Entry::Bytes)
+/// A creator that may borrow from the caller.
+struct Inline<F>(F);
+
+impl<T, E, F: FnOnce() -> Result<T, E>> Creator<T, E> for Inline<F> {
+    fn create(self) -> Result<T, E> {
+        (self.0)()
     }
+}
+
+/// A creator the background runner can own.
+struct Detachable<F>(F);
+
+impl<T, F: FnOnce() -> T + Send + 'static> Creator<T, Error> for Detachable<F> {
+    fn create(self) -> Result<T, Error> {
+        Ok((self.0)())
+    }
+
+    fn detach(self) -> Result<Box<dyn FnOnce() -> T + Send>, Self> {
+        Ok(Box::new(self.0))
+    }
+}
+
+/// The entry `cfg`'s backend stores for `payload` (the typed object itself for object
+/// stores, dogpile's byte format for every other), and the object handed to waiters.
+fn entry_for<T: Cacheable>(
+    cfg: &Configured,
+    key: &str,
+    payload: &T,
+    ct: f64,
+) -> (Result<Entry>, Handed) {
+    let object: Arc<CachedValue<T>> = Arc::new(CachedValue::new(payload.clone(), ct));
+    let entry = if cfg.stores_objects {
+        Ok(Entry::Object(object.clone()))
+    } else {
+        encode(payload, &object.metadata, key).map(Entry::Bytes)
+    };
+    (entry, object)
+}
+
+/// Stores a created value (when `should_cache`), hands it to this process's waiters and
+/// releases the lock; the store's outcome is for [`Machine::stored`] to judge.
+fn store<T: Cacheable>(
+    cfg: &Configured,
+    now: f64,
+    key: &str,
+    value: &T,
+    should_cache: bool,
+    handle: Option<LockHandle>,
+) -> Result<()> {
+    if !should_cache {
+        // Not cached, so not handed off either: waiters read and create for themselves.
+        drop(handle);
+        return Ok(());
+    }
+    let (entry, object) = entry_for(cfg, key, value, now);
+    let stored = entry.and_then(|entry| cfg.backend.set(key, entry));
+    if let Some(handle) = handle {
+        handle.hand_off(object);
+    }
+    stored
 }
 
 enum CreateError<E> {
     Cache(Error),
     Creator(E),
 }
+
 
 impl fmt::Debug for CacheRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1052,6 +1189,7 @@ impl fmt::Debug for CacheRegion {
             )
             .field("serve_stale", &self.serve_stale)
             .field("fail_open", &self.fail_open)
+            .field("time_budget", &self.time_budget)
             .finish()
     }
 }

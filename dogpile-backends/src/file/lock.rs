@@ -9,6 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use dogpile_core::{CacheMutex, Error, Result};
 use fs4::FileExt;
@@ -94,7 +95,7 @@ fn still_at(_file: &File, _path: &Path) -> io::Result<bool> {
 }
 
 impl CacheMutex for KeyFileLock {
-    fn acquire(&self, wait: bool) -> Result<bool> {
+    fn try_acquire(&self) -> Result<bool> {
         let mut held = self.held();
         if held.is_some() {
             // This handle holds it already.
@@ -102,14 +103,10 @@ impl CacheMutex for KeyFileLock {
         }
         loop {
             let file = self.open().map_err(|e| self.error("cannot open", e))?;
-            if wait {
-                FileExt::lock(&file).map_err(|e| self.error("cannot lock", e))?;
-            } else {
-                match FileExt::try_lock(&file) {
-                    Ok(()) => {}
-                    Err(TryLockError::WouldBlock) => return Ok(false),
-                    Err(TryLockError::Error(e)) => return Err(self.error("cannot lock", e)),
-                }
+            match FileExt::try_lock(&file) {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Ok(false),
+                Err(TryLockError::Error(e)) => return Err(self.error("cannot lock", e)),
             }
             // The previous holder may have deleted this file just before unlocking it: a
             // lock on a deleted file excludes nobody. Start again on the current file.
@@ -118,6 +115,11 @@ impl CacheMutex for KeyFileLock {
                 return Ok(true);
             }
         }
+    }
+
+    /// Local file locks are cheap to try: a waiting caller tries every 20 ms at most.
+    fn retry_pause(&self) -> Duration {
+        Duration::from_millis(20)
     }
 
     fn release(&self) -> Result<()> {
@@ -139,21 +141,6 @@ impl CacheMutex for KeyFileLock {
         unlocked.map_err(|e| self.error("cannot unlock", e))
     }
 
-    fn locked(&self) -> Result<bool> {
-        if self.held().is_some() {
-            return Ok(true);
-        }
-        let file = match File::open(&self.path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(self.error("cannot open", e)),
-        };
-        match FileExt::try_lock_shared(&file) {
-            Ok(()) => Ok(false),
-            Err(TryLockError::WouldBlock) => Ok(true),
-            Err(TryLockError::Error(e)) => Err(self.error("cannot probe", e)),
-        }
-    }
 }
 
 impl Drop for KeyFileLock {
@@ -184,9 +171,23 @@ pub(super) fn lock_rw(path: &Path, exclusive: bool) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dogpile_core::acquire_until;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Barrier;
     use std::thread;
+    use std::time::Instant;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    /// True when some handle holds the lock: a third handle cannot take it.
+    fn locked(dir: &Path) -> bool {
+        let probe = lock(dir);
+        let free = probe.try_acquire().unwrap();
+        probe.release().unwrap();
+        !free
+    }
 
     fn lock(dir: &Path) -> KeyFileLock {
         KeyFileLock::new(dir.join("k.lock"), "file store at test")
@@ -196,30 +197,30 @@ mod tests {
     fn excludes_other_handles_and_is_released() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (lock(dir.path()), lock(dir.path()));
-        assert!(!a.locked().unwrap());
-        assert!(a.acquire(false).unwrap());
-        assert!(a.acquire(false).unwrap(), "the holder's own handle");
-        assert!(a.locked().unwrap() && b.locked().unwrap());
-        assert!(!b.acquire(false).unwrap());
+        assert!(!locked(dir.path()));
+        assert!(a.try_acquire().unwrap());
+        assert!(a.try_acquire().unwrap(), "the holder's own handle");
+        assert!(locked(dir.path()));
+        assert!(!b.try_acquire().unwrap());
         a.release().unwrap();
         a.release().unwrap(); // releasing what is not held is a no-op
-        assert!(!b.locked().unwrap());
         assert!(!dir.path().join("k.lock").exists(), "lock file deleted");
-        assert!(b.acquire(false).unwrap());
-        assert!(!a.acquire(false).unwrap());
+        assert!(!locked(dir.path()));
+        assert!(b.try_acquire().unwrap());
+        assert!(!a.try_acquire().unwrap());
         drop(b); // dropping a held lock releases it
-        assert!(a.acquire(true).unwrap());
+        assert!(acquire_until(&a, far()).unwrap());
     }
 
     #[test]
     fn released_from_another_thread() {
         let dir = tempfile::tempdir().unwrap();
         let a = lock(dir.path());
-        assert!(a.acquire(true).unwrap());
+        assert!(acquire_until(&a, far()).unwrap());
         thread::scope(|s| {
             s.spawn(|| a.release().unwrap()).join().unwrap();
         });
-        assert!(lock(dir.path()).acquire(false).unwrap());
+        assert!(lock(dir.path()).try_acquire().unwrap());
     }
 
     #[test]
@@ -237,9 +238,9 @@ mod tests {
                     for i in 0..50 {
                         let handle = lock(dir.path());
                         let got = if i % 3 == 0 {
-                            handle.acquire(false).unwrap()
+                            handle.try_acquire().unwrap()
                         } else {
-                            handle.acquire(true).unwrap()
+                            acquire_until(&handle, far()).unwrap()
                         };
                         if got {
                             assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");

@@ -9,17 +9,16 @@
 //!   guarded by that CAS id, with an item that has already expired. memcached has no
 //!   compare-and-delete, and this is one: a lock that expired and was taken by another
 //!   process has another CAS id, so the old holder never removes it;
-//! - a waiting `acquire` backs off with a bounded, jittered sleep (at most `lock_sleep`)
-//!   and gives up after `lock_blocking_timeout`, returning `Ok(false)` (the region
-//!   reports [`dogpile_core::Error::LockTimeout`]). dogpile's backoff grows without bound.
+//! - a waiting caller (the region's backoff, [`dogpile_core::Backoff`]) pauses at most
+//!   `lock_sleep` between tries and gives up after `lock_blocking_timeout` counted from
+//!   the start of its call, or sooner when its time budget runs out (the region reports
+//!   [`dogpile_core::Error::LockTimeout`]). dogpile's backoff grows without bound.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dogpile_core::{CacheMutex, Result};
+use dogpile_core::{lock_token, CacheMutex, Result};
 use memcache::{CommandError, MemcacheError};
 
 use super::keys::{display_key, memcached_key};
@@ -28,9 +27,6 @@ use super::{exptime, Cluster};
 /// An absolute expiry time long past (memcached reads any expiry over 30 days as a Unix
 /// time): an item stored with it has expired at once.
 const EXPIRED: u32 = 30 * 24 * 3600 + 1;
-
-/// The first pause between two tries of a waiting `acquire`; it doubles up to `lock_sleep`.
-const FIRST_SLEEP: Duration = Duration::from_millis(5);
 
 /// How the distributed lock behaves.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +55,7 @@ impl MemcachedLock {
             cluster,
             key: key.to_owned(),
             lock_key: memcached_key(&format!("_lock{key}")).into_owned(),
-            token: new_token(),
+            token: lock_token(),
             settings,
             held: AtomicBool::new(false),
         }
@@ -87,26 +83,21 @@ impl MemcachedLock {
 }
 
 impl CacheMutex for MemcachedLock {
-    fn acquire(&self, wait: bool) -> Result<bool> {
-        let deadline = Instant::now() + self.settings.blocking_timeout;
-        let mut pause = FIRST_SLEEP.min(self.settings.sleep);
-        loop {
-            if self.try_add()? {
-                self.held.store(true, Ordering::Release);
-                return Ok(true);
-            }
-            if !wait {
-                return Ok(false);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                tracing::warn!(key = %display_key(&self.key), waited = ?self.settings.blocking_timeout,
-                    "gave up waiting for the memcached dogpile lock (lock_blocking_timeout)");
-                return Ok(false);
-            }
-            std::thread::sleep(jitter(pause).min(deadline - now));
-            pause = (pause * 2).min(self.settings.sleep);
+    fn try_acquire(&self) -> Result<bool> {
+        if self.held.load(Ordering::Acquire) {
+            return Ok(true);
         }
+        let won = self.try_add()?;
+        self.held.store(won, Ordering::Release);
+        Ok(won)
+    }
+
+    fn retry_pause(&self) -> Duration {
+        self.settings.sleep
+    }
+
+    fn wait_limit(&self) -> Option<Duration> {
+        Some(self.settings.blocking_timeout)
     }
 
     fn release(&self) -> Result<()> {
@@ -130,58 +121,4 @@ impl CacheMutex for MemcachedLock {
         Ok(())
     }
 
-    fn locked(&self) -> Result<bool> {
-        self.cluster
-            .server(&self.lock_key)
-            .call(&self.what("check"), &|client| {
-                Ok(client.get::<Vec<u8>>(&self.lock_key)?.is_some())
-            })
-    }
-}
-
-/// A token no other holder, in this process or another, has.
-fn new_token() -> String {
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:x}.{sequence:x}.{:016x}",
-        std::process::id(),
-        random_u64()
-    )
-}
-
-/// A random number from the standard library's randomly keyed hasher.
-fn random_u64() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
-}
-
-/// `pause` scaled by a random factor in [0.5, 1), so waiting processes spread out.
-fn jitter(pause: Duration) -> Duration {
-    pause.mul_f64(0.5 + (random_u64() >> 11) as f64 / (1u64 << 54) as f64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_unique() {
-        let tokens: std::collections::HashSet<_> = (0..10_000).map(|_| new_token()).collect();
-        assert_eq!(tokens.len(), 10_000);
-    }
-
-    #[test]
-    fn jitter_stays_between_half_and_all_of_the_pause() {
-        let pause = Duration::from_millis(100);
-        for _ in 0..1000 {
-            let slept = jitter(pause);
-            assert!(slept >= pause / 2 && slept < pause, "{slept:?}");
-        }
-    }
 }

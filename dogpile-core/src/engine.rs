@@ -1,0 +1,412 @@
+//! The dogpile algorithm (SPEC 3.3), written once, as decisions that do no I/O.
+//!
+//! A [`Machine`] is one call's decisions about one key. A driver asks it what to do next (a
+//! [`Step`]), does that (reads the backend, takes or waits for the lock, runs the creator,
+//! stores), and feeds what happened back. The blocking driver in `region.rs` is a loop over
+//! these steps; an async driver is the same loop with `.await` where it waits and calls the
+//! backend. The multi form runs one machine per key and batches their reads. Background
+//! regeneration is one more rule ([`Step::Background`]), and so would be probabilistic early
+//! recomputation: a rule in [`Machine::read`] that, for a fresh value close to expiry, answers
+//! like it does for a stale one.
+//!
+//! ```text
+//! start ─► Read ─┬─ fresh ───────────────────────────────► Return(value)
+//!                ├─ stale (serve_stale) ─► TryLock ─┬─ busy ──► Return(stale)
+//!                │                                   └─ held ──► Read (again)
+//!                └─ missing, or stale ───► WaitLock ─┬─ handed a value ──► Return(it)
+//!                                                    ├─ timed out ──► Fail(LockTimeout),
+//!                                                    │                or Create (fail open)
+//!                                                    └─ held ──► Read (again)
+//! Read again ─┬─ fresh ──► Return(value)
+//!             └─ else ───► Create, or Background(stale) with a runner and a stale value
+//! Create ─► (driver stores) ─► stored ─► Return(value), or Fail(error) unless failing open
+//! ```
+
+use std::time::{Duration, Instant};
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::value::CachedValue;
+
+/// What a read found, judged against expiration and invalidation.
+pub(crate) enum Lookup<T> {
+    Fresh(CachedValue<T>),
+    Stale(CachedValue<T>),
+    Missing,
+}
+
+/// How values are judged fresh, stale or absent during one call.
+#[derive(Clone, Copy)]
+pub(crate) struct Freshness<'a> {
+    pub(crate) clock: &'a dyn Clock,
+    pub(crate) expiration: Option<Duration>,
+    /// The region's invalidation: values created before this time (Unix seconds) are
+    /// stale, or absent when `hard`.
+    pub(crate) invalidated: Option<(f64, bool)>,
+}
+
+impl Freshness<'_> {
+    pub(crate) fn judge<T>(&self, value: Option<CachedValue<T>>) -> Lookup<T> {
+        let Some(value) = value else {
+            return Lookup::Missing;
+        };
+        let ct = value.metadata.ct;
+        if let Some((at, hard)) = self.invalidated {
+            if ct < at {
+                return if hard {
+                    Lookup::Missing
+                } else {
+                    Lookup::Stale(value)
+                };
+            }
+        }
+        match self.expiration {
+            Some(exp) if self.clock.now() - ct > exp.as_secs_f64() => Lookup::Stale(value),
+            _ => Lookup::Fresh(value),
+        }
+    }
+}
+
+/// The rules of one call.
+#[derive(Clone, Copy)]
+pub(crate) struct Rules {
+    /// A caller that finds a stale value returns it while another regenerates.
+    pub(crate) serve_stale: bool,
+    /// Backend errors are misses (reads), or ignored (lock, writes).
+    pub(crate) fail_open: bool,
+    /// The winner on a stale value hands the creator to the background runner.
+    pub(crate) background: bool,
+}
+
+/// One call's time budget: all of its waiting (the in-process lock, the distributed lock)
+/// ends by one deadline. Its clock starts when the call first finds it must lock or wait,
+/// so a fresh hit never reads it; the read before is bounded by the backend's own timeout.
+pub(crate) struct Budget {
+    length: Duration,
+    started: Option<Instant>,
+}
+
+impl Budget {
+    pub(crate) fn new(length: Duration) -> Self {
+        Budget {
+            length,
+            started: None,
+        }
+    }
+
+    /// When the budget's clock started (now, if it had not).
+    pub(crate) fn started(&mut self) -> Instant {
+        *self.started.get_or_insert_with(Instant::now)
+    }
+
+    /// When the call's waiting must end.
+    pub(crate) fn deadline(&mut self) -> Instant {
+        let started = self.started();
+        started.checked_add(self.length).unwrap_or(started + Duration::from_secs(86_400 * 365))
+    }
+
+    /// How long the call has waited so far.
+    pub(crate) fn spent(&mut self) -> Duration {
+        self.started().elapsed()
+    }
+}
+
+/// What the driver does next.
+pub(crate) enum Step<T> {
+    /// Read the key from the backend, then feed [`Machine::read`].
+    Read,
+    /// Take the key's lock if it is free, then feed [`Machine::locked`].
+    TryLock,
+    /// Wait for the key's lock until the call's [`Budget`] deadline, then feed
+    /// [`Machine::locked`].
+    WaitLock,
+    /// Run the creator (holding the lock, if [`Machine::locked`] got it), store its value,
+    /// then feed [`Machine::stored`].
+    Create,
+    /// Hand the creator and the held lock to the background runner; return this stale value.
+    Background(T),
+    /// The call's answer.
+    Return(T),
+    /// The call fails.
+    Fail(Error),
+}
+
+/// What taking the lock came to.
+pub(crate) enum Locked<T> {
+    /// This caller holds the lock (and the distributed lock, if the backend has one).
+    Held,
+    /// This caller holds the in-process lock, but the distributed lock failed.
+    DistributedFailed(Error),
+    /// Somebody else holds it (only from [`Step::TryLock`]).
+    Busy,
+    /// The holder created a value while this caller waited, and handed it over.
+    HandedOff(T),
+    /// The deadline passed while waiting.
+    TimedOut(Duration),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing read yet.
+    First,
+    /// Read again while holding the lock.
+    Locked,
+}
+
+/// One call's decisions about one key.
+pub(crate) struct Machine<'a, T> {
+    region: &'a str,
+    key: &'a str,
+    freshness: Freshness<'a>,
+    rules: Rules,
+    phase: Phase,
+    stale: Option<T>,
+}
+
+impl<'a, T> Machine<'a, T> {
+    /// A machine for `key`; its first step is always [`Step::Read`].
+    #[inline]
+    pub(crate) fn new(
+        region: &'a str,
+        key: &'a str,
+        freshness: Freshness<'a>,
+        rules: Rules,
+    ) -> Self {
+        Machine {
+            region,
+            key,
+            freshness,
+            rules,
+            phase: Phase::First,
+            stale: None,
+        }
+    }
+
+    /// Feeds what a read returned.
+    #[inline]
+    pub(crate) fn read(&mut self, read: Result<Option<CachedValue<T>>>) -> Step<T> {
+        let value = match read_outcome(self.region, self.key, self.rules.fail_open, read) {
+            Ok(value) => value.flatten(),
+            Err(error) => return Step::Fail(error),
+        };
+        let lookup = self.freshness.judge(value);
+        match (self.phase, lookup) {
+            (_, Lookup::Fresh(value)) => Step::Return(value.payload),
+            (Phase::First, Lookup::Stale(value)) => {
+                self.stale = Some(value.payload);
+                if self.rules.serve_stale {
+                    Step::TryLock
+                } else {
+                    Step::WaitLock
+                }
+            }
+            (Phase::First, Lookup::Missing) => Step::WaitLock,
+            (Phase::Locked, _) => self.create(),
+        }
+    }
+
+    /// Feeds what taking the lock came to.
+    pub(crate) fn locked(&mut self, locked: Locked<T>) -> Step<T> {
+        match locked {
+            Locked::Held => {
+                self.phase = Phase::Locked;
+                Step::Read
+            }
+            Locked::DistributedFailed(error) if self.rules.fail_open => {
+                tracing::warn!(region = %self.region, key = %self.key, %error,
+                    "distributed dogpile lock unavailable; creating under this process's lock only");
+                self.create()
+            }
+            Locked::DistributedFailed(error) => Step::Fail(error),
+            Locked::Busy => match self.stale.take() {
+                Some(stale) => Step::Return(stale),
+                // Only a stale value makes a caller try rather than wait.
+                None => Step::WaitLock,
+            },
+            Locked::HandedOff(value) => Step::Return(value),
+            Locked::TimedOut(waited) if self.rules.fail_open => {
+                tracing::warn!(region = %self.region, key = %self.key, ?waited,
+                    "time budget spent waiting for the dogpile lock; creating without it");
+                Step::Create
+            }
+            Locked::TimedOut(waited) => Step::Fail(Error::LockTimeout {
+                region: self.region.to_owned(),
+                key: self.key.to_owned(),
+                waited,
+            }),
+        }
+    }
+
+    fn create(&mut self) -> Step<T> {
+        match self.stale.take() {
+            Some(stale) if self.rules.background => Step::Background(stale),
+            _ => Step::Create,
+        }
+    }
+
+    /// Feeds what storing a created value came to; `value` is the created value.
+    pub(crate) fn stored(&self, value: T, stored: Result<()>) -> Step<T> {
+        match store_outcome(self.region, self.key, self.rules.fail_open, stored) {
+            Ok(()) => Step::Return(value),
+            Err(error) => Step::Fail(error),
+        }
+    }
+}
+
+/// What a failed read means: an error, or (failing open) a logged warning and a miss
+/// (`Ok(None)`).
+pub(crate) fn read_outcome<V>(
+    region: &str,
+    key: &str,
+    fail_open: bool,
+    read: Result<V>,
+) -> Result<Option<V>> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(error) if fail_open => {
+            tracing::warn!(region = %region, key = %key, %error,
+                "cache read failed; treating it as a miss");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// What a failed store means: an error, or (failing open, or in the background where
+/// nobody is left to tell) a logged warning.
+pub(crate) fn store_outcome(
+    region: &str,
+    key: &str,
+    fail_open: bool,
+    stored: Result<()>,
+) -> Result<()> {
+    match stored {
+        Ok(()) => Ok(()),
+        Err(error) if fail_open => {
+            tracing::warn!(region = %region, key = %key, %error,
+                "cache write failed; returning the value uncached");
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn rules(serve_stale: bool, fail_open: bool, background: bool) -> Rules {
+        Rules {
+            serve_stale,
+            fail_open,
+            background,
+        }
+    }
+
+    fn machine<'a>(clock: &'a ManualClock, rules: Rules) -> Machine<'a, u32> {
+        let freshness = Freshness {
+            clock,
+            expiration: Some(Duration::from_secs(10)),
+            invalidated: None,
+        };
+        Machine::new("r", "k", freshness, rules)
+    }
+
+    fn value(ct: f64, v: u32) -> Result<Option<CachedValue<u32>>> {
+        Ok(Some(CachedValue::new(v, ct)))
+    }
+
+    #[test]
+    fn fresh_returns_without_a_lock() {
+        let clock = ManualClock::new(100.0);
+        let mut m = machine(&clock, rules(true, false, false));
+        assert!(matches!(m.read(value(95.0, 1)), Step::Return(1)));
+    }
+
+    #[test]
+    fn stale_tries_the_lock_and_serves_stale_when_busy() {
+        let clock = ManualClock::new(100.0);
+        let mut m = machine(&clock, rules(true, false, false));
+        assert!(matches!(m.read(value(50.0, 1)), Step::TryLock));
+        assert!(matches!(m.locked(Locked::Busy), Step::Return(1)));
+    }
+
+    #[test]
+    fn winner_on_stale_rereads_then_creates_or_returns_what_another_made() {
+        let clock = ManualClock::new(100.0);
+        let mut m = machine(&clock, rules(true, false, false));
+        m.read(value(50.0, 1));
+        assert!(matches!(m.locked(Locked::Held), Step::Read));
+        assert!(matches!(m.read(value(50.0, 1)), Step::Create));
+
+        let mut m = machine(&clock, rules(true, false, false));
+        m.read(value(50.0, 1));
+        m.locked(Locked::Held);
+        assert!(matches!(m.read(value(99.0, 2)), Step::Return(2)));
+    }
+
+    #[test]
+    fn missing_waits_and_a_hand_off_is_the_answer() {
+        let clock = ManualClock::new(100.0);
+        let mut m = machine(&clock, rules(true, false, false));
+        assert!(matches!(m.read(Ok(None)), Step::WaitLock));
+        assert!(matches!(m.locked(Locked::HandedOff(3)), Step::Return(3)));
+    }
+
+    #[test]
+    fn without_serve_stale_a_stale_value_waits() {
+        let clock = ManualClock::new(100.0);
+        let mut m = machine(&clock, rules(false, false, false));
+        assert!(matches!(m.read(value(50.0, 1)), Step::WaitLock));
+    }
+
+    #[test]
+    fn a_timeout_fails_or_creates_when_failing_open() {
+        let clock = ManualClock::new(100.0);
+        let mut m = machine(&clock, rules(true, false, false));
+        m.read(Ok(None));
+        match m.locked(Locked::TimedOut(Duration::from_secs(1))) {
+            Step::Fail(Error::LockTimeout { region, key, .. }) => {
+                assert_eq!((region.as_str(), key.as_str()), ("r", "k"));
+            }
+            _ => panic!("expected a LockTimeout"),
+        }
+        let mut m = machine(&clock, rules(true, true, false));
+        m.read(Ok(None));
+        assert!(matches!(
+            m.locked(Locked::TimedOut(Duration::from_secs(1))),
+            Step::Create
+        ));
+    }
+
+    #[test]
+    fn backend_errors_fail_or_are_misses_when_failing_open() {
+        let clock = ManualClock::new(100.0);
+        let down = || Err(Error::backend("b", "down"));
+        let mut m = machine(&clock, rules(true, false, false));
+        assert!(matches!(m.read(down()), Step::Fail(_)));
+        let mut m = machine(&clock, rules(true, true, false));
+        assert!(matches!(m.read(down()), Step::WaitLock));
+        assert!(matches!(
+            m.locked(Locked::DistributedFailed(Error::backend("b", "down"))),
+            Step::Create
+        ));
+        assert!(matches!(m.stored(4, Err(Error::backend("b", "down"))), Step::Return(4)));
+        let m = machine(&clock, rules(true, false, false));
+        assert!(matches!(m.stored(4, Err(Error::backend("b", "down"))), Step::Fail(_)));
+    }
+
+    #[test]
+    fn background_rule_applies_to_a_stale_winner_only() {
+        let clock = ManualClock::new(100.0);
+        let mut m = machine(&clock, rules(true, false, true));
+        m.read(value(50.0, 1));
+        m.locked(Locked::Held);
+        assert!(matches!(m.read(value(50.0, 1)), Step::Background(1)));
+        let mut m = machine(&clock, rules(true, false, true));
+        m.read(Ok(None));
+        m.locked(Locked::Held);
+        assert!(matches!(m.read(Ok(None)), Step::Create));
+    }
+}
