@@ -130,7 +130,10 @@ fn waiters_are_handed_the_value_even_when_storing_it_fails() {
         };
         assert_eq!(calls.load(SeqCst), 1, "one creator call for the whole wave");
         let failed = results.iter().filter(|(r, _)| r.is_err()).count();
-        assert!(failed <= 1, "only the creator's own call reports the failed write");
+        assert!(
+            failed <= 1,
+            "only the creator's own call reports the failed write"
+        );
         for (result, _) in &results {
             match result {
                 Ok(value) => assert_eq!(*value, 7),
@@ -236,7 +239,11 @@ fn a_per_call_budget_overrides_the_region_and_fail_open_computes_without_the_loc
     assert!(started.elapsed() < Duration::from_secs(5));
     let computed: Result<u32, std::convert::Infallible> =
         region.get_or_create_fail_open("k", CreateOptions::new().time_budget(budget), || Ok(3));
-    assert_eq!(computed.unwrap(), 3, "failing open, the value is computed without the lock");
+    assert_eq!(
+        computed.unwrap(),
+        3,
+        "failing open, the value is computed without the lock"
+    );
     release_tx.send(()).unwrap();
     assert_eq!(holder.join().unwrap().unwrap(), 1);
 }
@@ -324,7 +331,11 @@ fn a_multi_call_hands_its_values_to_single_key_waiters() {
                 }
             })
         };
-        assert_eq!(calls.load(SeqCst), 1, "`a` is created once, by the multi or a single");
+        assert_eq!(
+            calls.load(SeqCst),
+            1,
+            "`a` is created once, by the multi or a single"
+        );
         // Only calls that wrote report the failed write: the creator of `a`, and the multi
         // call (which writes `b` in any case).
         assert!(results.iter().filter(|(r, _)| r.is_err()).count() <= 2);

@@ -87,7 +87,6 @@ fn backend(url: &str, arguments: &[(&str, &str)]) -> MemcachedBackend {
     MemcachedBackend::from_arguments(&Arguments::new("memcached", all)).unwrap()
 }
 
-
 /// Waits for `mutex` as the region does, up to the lock's own wait limit.
 fn acquire_waiting(mutex: &dyn dogpile::CacheMutex) -> dogpile::Result<bool> {
     let limit = mutex.wait_limit().unwrap_or(Duration::from_secs(30));

@@ -80,7 +80,6 @@ fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
         .map_or(0, |calls| calls.parse().expect("calls count"))
 }
 
-
 fn exists(conn: &mut redis::Connection, key: &str) -> bool {
     redis::cmd("EXISTS").arg(key).query(conn).unwrap()
 }

@@ -79,7 +79,6 @@ fn keys_on_every_master(per_master: usize) -> BTreeMap<u16, Vec<String>> {
     by_master
 }
 
-
 #[test]
 fn registered_under_both_names_and_startup_nodes_works() {
     let cluster = RedisCluster::shared();

@@ -102,7 +102,9 @@ impl Budget {
     /// When the call's waiting must end.
     pub(crate) fn deadline(&mut self) -> Instant {
         let started = self.started();
-        started.checked_add(self.length).unwrap_or(started + Duration::from_secs(86_400 * 365))
+        started
+            .checked_add(self.length)
+            .unwrap_or(started + Duration::from_secs(86_400 * 365))
     }
 
     /// How long the call has waited so far.
@@ -392,9 +394,15 @@ mod tests {
             m.locked(Locked::DistributedFailed(Error::backend("b", "down"))),
             Step::Create
         ));
-        assert!(matches!(m.stored(4, Err(Error::backend("b", "down"))), Step::Return(4)));
+        assert!(matches!(
+            m.stored(4, Err(Error::backend("b", "down"))),
+            Step::Return(4)
+        ));
         let m = machine(&clock, rules(true, false, false));
-        assert!(matches!(m.stored(4, Err(Error::backend("b", "down"))), Step::Fail(_)));
+        assert!(matches!(
+            m.stored(4, Err(Error::backend("b", "down"))),
+            Step::Fail(_)
+        ));
     }
 
     #[test]

@@ -11,11 +11,11 @@ use arc_swap::ArcSwapOption;
 use crate::backend::Backend;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendChoice, RegionConfig};
-use crate::error::{Error, Result};
-use crate::key::{default_function_key, FunctionKey, FunctionKeyGenerator, KeyMangler};
 use crate::engine::{
     read_outcome, store_outcome, Budget, Freshness, Locked, Lookup, Machine, Rules, Step,
 };
+use crate::error::{Error, Result};
+use crate::key::{default_function_key, FunctionKey, FunctionKeyGenerator, KeyMangler};
 use crate::lock::{acquire_until, Handed, KeyLocks, LocalWait, LockHandle};
 use crate::proxy::wrap;
 use crate::registry::create_backend;
@@ -686,7 +686,13 @@ impl CacheRegion {
     {
         let cfg = self.configured()?;
         let mut creator = Some(Inline(creator));
-        match self.drive(&cfg, &self.mangle(key), &options, &mut creator, self.rules(false)) {
+        match self.drive(
+            &cfg,
+            &self.mangle(key),
+            &options,
+            &mut creator,
+            self.rules(false),
+        ) {
             Ok(value) => Ok(value),
             Err(CreateError::Cache(error)) => Err(error.into()),
             Err(CreateError::Creator(error)) => Err(error),
@@ -808,7 +814,14 @@ impl CacheRegion {
                     };
                     let value = creator.create().map_err(CreateError::Creator)?;
                     let should_cache = options.should_cache(&value);
-                    let stored = store(cfg, self.clock.now(), key, &value, should_cache, handle.take());
+                    let stored = store(
+                        cfg,
+                        self.clock.now(),
+                        key,
+                        &value,
+                        should_cache,
+                        handle.take(),
+                    );
                     machine.stored(value, stored)
                 }
                 Step::Background(stale) => {
@@ -1056,7 +1069,9 @@ impl CacheRegion {
                     let (entry, object) = entry_for(&cfg, unique[i].0, value, now);
                     match entry {
                         Ok(entry) => entries.push((unique[i].0, entry)),
-                        Err(error) => store_outcome(&self.name, unique[i].0, fail_open, Err(error))?,
+                        Err(error) => {
+                            store_outcome(&self.name, unique[i].0, fail_open, Err(error))?
+                        }
                     }
                     handed.push((i, object));
                 }
@@ -1079,8 +1094,11 @@ impl CacheRegion {
         }
         drop(handles);
 
-        let index: HashMap<&str, usize> =
-            unique.iter().enumerate().map(|(i, (key, _))| (*key, i)).collect();
+        let index: HashMap<&str, usize> = unique
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _))| (*key, i))
+            .collect();
         inputs
             .iter()
             .map(|key| {
@@ -1175,7 +1193,6 @@ enum CreateError<E> {
     Cache(Error),
     Creator(E),
 }
-
 
 impl fmt::Debug for CacheRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -140,7 +140,6 @@ impl CacheMutex for KeyFileLock {
         deleted.map_err(|e| self.error("cannot delete", e))?;
         unlocked.map_err(|e| self.error("cannot unlock", e))
     }
-
 }
 
 impl Drop for KeyFileLock {

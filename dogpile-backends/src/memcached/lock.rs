@@ -120,5 +120,4 @@ impl CacheMutex for MemcachedLock {
         }
         Ok(())
     }
-
 }

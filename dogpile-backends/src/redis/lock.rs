@@ -110,7 +110,6 @@ impl CacheMutex for RedisLock {
         }
         Ok(())
     }
-
 }
 
 fn millis(duration: Duration) -> u64 {
