@@ -175,23 +175,32 @@ fn with_the_backend_down_a_failing_open_function_runs_once_per_wave() {
     }
 }
 
+/// Starts a `get_or_create` of `key` on another thread and returns once its creator runs;
+/// the creator returns `value` when the returned sender is used.
+fn creating(
+    region: &Arc<CacheRegion>,
+    key: &'static str,
+    value: u32,
+) -> (thread::JoinHandle<dogpile::Result<u32>>, mpsc::Sender<()>) {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let region = region.clone();
+    let holder = thread::spawn(move || {
+        region.get_or_create(key, move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv_timeout(PATIENCE).unwrap();
+            value
+        })
+    });
+    started_rx.recv_timeout(PATIENCE).unwrap();
+    (holder, release_tx)
+}
+
 #[test]
 fn queued_callers_share_one_budget_instead_of_paying_it_in_turn() {
     let store = Store::default();
     let region = region_on(&store, Some(Duration::from_millis(300)));
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let holder = {
-        let region = region.clone();
-        thread::spawn(move || {
-            region.get_or_create("slow", || {
-                started_tx.send(()).unwrap();
-                release_rx.recv_timeout(PATIENCE).unwrap();
-                1u32
-            })
-        })
-    };
-    started_rx.recv_timeout(PATIENCE).unwrap();
+    let (holder, release_tx) = creating(&region, "slow", 1);
     let results = {
         let region = region.clone();
         race(6, move |_| region.get_or_create("slow", || 2u32))
@@ -217,19 +226,7 @@ fn queued_callers_share_one_budget_instead_of_paying_it_in_turn() {
 fn a_per_call_budget_overrides_the_region_and_fail_open_computes_without_the_lock() {
     let store = Store::default();
     let region = region_on(&store, None);
-    let (started_tx, started_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let holder = {
-        let region = region.clone();
-        thread::spawn(move || {
-            region.get_or_create("k", || {
-                started_tx.send(()).unwrap();
-                release_rx.recv_timeout(PATIENCE).unwrap();
-                1u32
-            })
-        })
-    };
-    started_rx.recv_timeout(PATIENCE).unwrap();
+    let (holder, release_tx) = creating(&region, "k", 1);
     let budget = Duration::from_millis(100);
     let started = Instant::now();
     let error = region
