@@ -252,6 +252,11 @@ impl Backend for MemoryBackend {
     fn stores_objects(&self) -> bool {
         !self.serialized
     }
+
+    /// In memory: async callers call it directly, sharing the one store with sync callers.
+    fn nonblocking(&self) -> bool {
+        true
+    }
 }
 
 /// Registration shim so the factory signature matches [`dogpile_core::BuiltinBackend`].

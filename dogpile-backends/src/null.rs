@@ -2,23 +2,32 @@
 
 use std::sync::Arc;
 
-use dogpile_core::{Arguments, Backend, CacheBackend, Result};
+use dogpile_core::{Arguments, Backend, Entry, Result};
 
 /// Stores nothing; every get is a miss.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NullBackend;
 
-impl CacheBackend for NullBackend {
-    fn get(&self, _key: &str) -> Result<Option<Vec<u8>>> {
+impl Backend for NullBackend {
+    fn get(&self, _key: &str) -> Result<Option<Entry>> {
         Ok(None)
     }
 
-    fn set(&self, _key: &str, _value: Vec<u8>) -> Result<()> {
+    fn set(&self, _key: &str, _entry: Entry) -> Result<()> {
         Ok(())
     }
 
     fn delete(&self, _key: &str) -> Result<()> {
         Ok(())
+    }
+
+    fn nonblocking(&self) -> bool {
+        true
+    }
+
+    /// Caching off: no dogpile lock, every caller creates.
+    fn stores_nothing(&self) -> bool {
+        true
     }
 }
 

@@ -67,6 +67,12 @@ pub trait CacheBackend: Send + Sync + 'static {
     fn get_mutex(&self, _key: &str) -> Option<Box<dyn CacheMutex>> {
         None
     }
+
+    /// True when no call ever blocks (no I/O): async callers then call this backend
+    /// directly instead of on tokio's blocking pool. Default false.
+    fn nonblocking(&self) -> bool {
+        false
+    }
 }
 
 /// What a region talks to: a store of [`Entry`] values.
@@ -111,6 +117,27 @@ pub trait Backend: Send + Sync + 'static {
     fn stores_objects(&self) -> bool {
         false
     }
+
+    /// True for a store that keeps nothing (the null backend): the region then takes no
+    /// dogpile lock, and every caller creates its own value, as with caching switched off.
+    fn stores_nothing(&self) -> bool {
+        false
+    }
+
+    /// True when no call ever blocks (no I/O, no waiting beyond a short in-memory lock):
+    /// the region's async methods then call it directly on the task. False (the default)
+    /// sends each async call to tokio's blocking pool.
+    fn nonblocking(&self) -> bool {
+        false
+    }
+
+    /// This backend's native async twin, which the region's async methods use instead of
+    /// this one (redis: the multiplexed async connection). `None` (the default): see
+    /// [`nonblocking`](Backend::nonblocking).
+    #[cfg(feature = "tokio")]
+    fn async_backend(&self) -> Option<std::sync::Arc<dyn crate::AsyncBackend>> {
+        None
+    }
 }
 
 impl<B: CacheBackend> Backend for B {
@@ -148,5 +175,9 @@ impl<B: CacheBackend> Backend for B {
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
         CacheBackend::get_mutex(self, key)
+    }
+
+    fn nonblocking(&self) -> bool {
+        CacheBackend::nonblocking(self)
     }
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::lock::{KeyGuard, LocalWait};
 use crate::value::CachedValue;
 
 /// What a read found, judged against expiration and invalidation.
@@ -76,6 +77,9 @@ pub(crate) struct Rules {
     pub(crate) fail_open: bool,
     /// The winner on a stale value hands the creator to the background runner.
     pub(crate) background: bool,
+    /// Values need the dogpile lock; false for a store that keeps nothing, where every
+    /// caller creates its own.
+    pub(crate) lock: bool,
 }
 
 /// One call's time budget: all of its waiting (the in-process lock, the distributed lock)
@@ -194,6 +198,7 @@ impl<'a, T> Machine<'a, T> {
         let lookup = self.freshness.judge(value);
         match (self.phase, lookup) {
             (_, Lookup::Fresh(value)) => Step::Return(value.payload),
+            (Phase::First, _) if !self.rules.lock => Step::Create,
             (Phase::First, Lookup::Stale(value)) => {
                 self.stale = Some(value.payload);
                 if self.rules.serve_stale {
@@ -255,6 +260,153 @@ impl<'a, T> Machine<'a, T> {
     }
 }
 
+/// The bookkeeping of a multi call: one [`Machine`] per distinct key, in key order, and the
+/// lock handle (of the driver's kind `H`) each holds. Drivers batch the reads of every key
+/// at [`Step::Read`] into one backend call, take the locks in key order, and create every
+/// key at [`Step::Create`] with one creator call.
+pub(crate) struct Batch<'a, T, H> {
+    machines: Vec<Machine<'a, T>>,
+    steps: Vec<Step<T>>,
+    handles: Vec<Option<H>>,
+}
+
+/// A multi call once every key is settled: the values found, and the keys to create with
+/// the lock handles held for them.
+pub(crate) struct Settled<T, H> {
+    /// One slot per key; `None` for the keys in `creating`.
+    pub(crate) values: Vec<Option<T>>,
+    /// The keys to create, as indices, with their lock handles.
+    pub(crate) creating: Vec<(usize, Option<H>)>,
+}
+
+impl<'a, T, H> Batch<'a, T, H> {
+    /// A batch over distinct `keys` (sorted, so that locks are taken in one order).
+    pub(crate) fn new(
+        region: &'a str,
+        keys: &[&'a str],
+        freshness: Freshness<'a>,
+        rules: Rules,
+    ) -> Self {
+        Batch {
+            machines: keys
+                .iter()
+                .map(|key| Machine::new(region, key, freshness, rules))
+                .collect(),
+            steps: keys.iter().map(|_| Step::Read).collect(),
+            handles: keys.iter().map(|_| None).collect(),
+        }
+    }
+
+    /// The keys whose machines want a read.
+    pub(crate) fn reads(&self) -> Vec<usize> {
+        (0..self.steps.len())
+            .filter(|&i| matches!(self.steps[i], Step::Read))
+            .collect()
+    }
+
+    /// Feeds one batched read of the keys at `indices`: their values in order, or `None`
+    /// when the read failed and the call fails open (see [`read_outcome`]).
+    pub(crate) fn read(&mut self, indices: &[usize], values: Option<Vec<Option<CachedValue<T>>>>) {
+        let mut values = values.map(Vec::into_iter);
+        for &i in indices {
+            let value = values.as_mut().and_then(Iterator::next).flatten();
+            self.steps[i] = self.machines[i].read(Ok(value));
+        }
+    }
+
+    /// The keys whose machines want the lock, in key order, and whether they wait for it.
+    pub(crate) fn locks(&self) -> Vec<(usize, bool)> {
+        (0..self.steps.len())
+            .filter_map(|i| match self.steps[i] {
+                Step::TryLock => Some((i, false)),
+                Step::WaitLock => Some((i, true)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Feeds what taking key `i`'s lock came to.
+    pub(crate) fn locked(&mut self, i: usize, locked: Locked<T>, handle: Option<H>) {
+        self.handles[i] = handle;
+        self.steps[i] = self.machines[i].locked(locked);
+    }
+
+    /// Once no key wants a read or a lock: the values, and the keys to create. Keys that
+    /// need no creation give their lock back here.
+    ///
+    /// # Errors
+    /// The first key's failure; the whole call fails.
+    pub(crate) fn settle(self) -> Result<Settled<T, H>> {
+        let mut values = Vec::with_capacity(self.steps.len());
+        let mut creating = Vec::new();
+        for (i, (step, handle)) in self.steps.into_iter().zip(self.handles).enumerate() {
+            match step {
+                Step::Return(value) => values.push(Some(value)),
+                Step::Create => {
+                    creating.push((i, handle));
+                    values.push(None);
+                }
+                Step::Fail(error) => return Err(error),
+                Step::Read | Step::TryLock | Step::WaitLock | Step::Background(_) => {
+                    unreachable!("a batch settles only when every key is settled")
+                }
+            }
+        }
+        Ok(Settled { values, creating })
+    }
+}
+
+/// What waiting for the in-process lock came to, for a caller that wants a `T`: go on to
+/// the distributed lock with the guard (`Ok`), or the lock step's outcome (`Err`). `None`: a
+/// value of another type was handed off under this key; the caller waits again, and then
+/// takes the lock and reads for itself.
+pub(crate) fn local_outcome<T: Clone + 'static>(
+    wait: LocalWait,
+    budget: &mut Budget,
+) -> Option<std::result::Result<KeyGuard, Locked<T>>> {
+    match wait {
+        LocalWait::Held(guard) => Some(Ok(guard)),
+        LocalWait::HandedOff(value) => value
+            .downcast_ref::<CachedValue<T>>()
+            .map(|value| Err(Locked::HandedOff(value.payload.clone()))),
+        LocalWait::TimedOut => Some(Err(Locked::TimedOut(budget.spent()))),
+    }
+}
+
+/// When a caller's wait for a distributed lock ends: at its budget's deadline, or sooner
+/// at the lock's own wait limit, counted from the start of the budget.
+pub(crate) fn distributed_deadline(budget: &mut Budget, limit: Option<Duration>) -> Instant {
+    let deadline = budget.deadline();
+    match limit {
+        Some(limit) => deadline.min(budget.started() + limit),
+        None => deadline,
+    }
+}
+
+/// Which locks a caller keeps after trying the distributed one.
+pub(crate) enum Keep {
+    /// Both locks.
+    Both,
+    /// The in-process lock only (the distributed lock failed).
+    LocalOnly,
+    /// Neither.
+    Neither,
+}
+
+/// What trying (or waiting for) the distributed lock came to.
+pub(crate) fn distributed_outcome<T>(
+    acquired: Result<bool>,
+    wait: bool,
+    budget: &mut Budget,
+) -> (Locked<T>, Keep) {
+    match acquired {
+        Ok(true) => (Locked::Held, Keep::Both),
+        Ok(false) if wait => (Locked::TimedOut(budget.spent()), Keep::Neither),
+        Ok(false) => (Locked::Busy, Keep::Neither),
+        Err(error) => (Locked::DistributedFailed(error), Keep::LocalOnly),
+    }
+}
+
 /// What a failed read means: an error, or (failing open) a logged warning and a miss
 /// (`Ok(None)`).
 pub(crate) fn read_outcome<V>(
@@ -303,6 +455,7 @@ mod tests {
             serve_stale,
             fail_open,
             background,
+            lock: true,
         }
     }
 

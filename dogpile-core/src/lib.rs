@@ -4,6 +4,10 @@
 //! with the backends and the `#[cache_on_arguments]` macro.
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod async_backend;
+#[cfg(feature = "tokio")]
+mod async_region;
 mod backend;
 mod clock;
 mod config;
@@ -18,6 +22,12 @@ mod registry;
 mod runner;
 mod value;
 
+#[cfg(feature = "tokio")]
+pub use async_backend::{acquire_until_async, AsyncBackend, AsyncCacheBackend, AsyncCacheMutex};
+/// The attribute that implements [`AsyncCacheBackend`] and [`AsyncCacheMutex`]
+/// (re-exported from the `async-trait` crate).
+#[cfg(feature = "tokio")]
+pub use async_trait::async_trait;
 pub use backend::{Backend, CacheBackend};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Arguments, RegionConfig};

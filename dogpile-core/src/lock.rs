@@ -326,7 +326,7 @@ pub(crate) struct KeyGuard {
 
 impl KeyGuard {
     /// Releases the lock, handing `value` to the callers waiting on the key.
-    fn hand_off(self, value: Handed) {
+    pub(crate) fn hand_off(self, value: Handed) {
         let mut slot = lock_ignoring_poison(&self.lock.slot);
         slot.handed = Some(value);
         slot.handoffs += 1;

@@ -108,4 +108,8 @@ impl Backend for Proxied {
     fn stores_objects(&self) -> bool {
         self.next.stores_objects()
     }
+
+    fn stores_nothing(&self) -> bool {
+        self.next.stores_nothing()
+    }
 }

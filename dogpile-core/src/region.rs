@@ -12,11 +12,12 @@ use crate::backend::Backend;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendChoice, RegionConfig};
 use crate::engine::{
-    read_outcome, store_outcome, Budget, Freshness, Locked, Lookup, Machine, Rules, Step,
+    distributed_deadline, distributed_outcome, local_outcome, read_outcome, store_outcome, Batch,
+    Budget, Freshness, Keep, Locked, Lookup, Machine, Rules, Settled, Step,
 };
 use crate::error::{Error, Result};
 use crate::key::{default_function_key, FunctionKey, FunctionKeyGenerator, KeyMangler};
-use crate::lock::{acquire_until, Handed, KeyLocks, LocalWait, LockHandle};
+use crate::lock::{acquire_until, Handed, KeyLocks, LockHandle};
 use crate::proxy::wrap;
 use crate::registry::create_backend;
 use crate::runner::AsyncCreationRunner;
@@ -48,9 +49,9 @@ impl From<Duration> for Expiration {
 ///     .should_cache_fn(&keep_non_empty);
 /// ```
 pub struct CreateOptions<'a, T> {
-    expiration: Option<Expiration>,
-    should_cache: Option<&'a (dyn Fn(&T) -> bool + 'a)>,
-    time_budget: Option<Duration>,
+    pub(crate) expiration: Option<Expiration>,
+    pub(crate) should_cache: Option<&'a (dyn Fn(&T) -> bool + Sync + 'a)>,
+    pub(crate) time_budget: Option<Duration>,
 }
 
 impl<'a, T> CreateOptions<'a, T> {
@@ -71,7 +72,7 @@ impl<'a, T> CreateOptions<'a, T> {
 
     /// Stores a newly created value only when `should_cache` returns true for it; the value
     /// is returned either way.
-    pub fn should_cache_fn(mut self, should_cache: &'a (dyn Fn(&T) -> bool + 'a)) -> Self {
+    pub fn should_cache_fn(mut self, should_cache: &'a (dyn Fn(&T) -> bool + Sync + 'a)) -> Self {
         self.should_cache = Some(should_cache);
         self
     }
@@ -83,7 +84,7 @@ impl<'a, T> CreateOptions<'a, T> {
         self
     }
 
-    fn should_cache(&self, value: &T) -> bool {
+    pub(crate) fn should_cache(&self, value: &T) -> bool {
         self.should_cache.is_none_or(|f| f(value))
     }
 }
@@ -105,19 +106,23 @@ impl<T> fmt::Debug for CreateOptions<'_, T> {
 }
 
 /// The configured part of a region: swapped in whole by `configure`.
-struct Configured {
-    backend: Arc<dyn Backend>,
-    backend_name: String,
-    expiration: Option<Duration>,
-    stores_objects: bool,
+pub(crate) struct Configured {
+    pub(crate) backend: Arc<dyn Backend>,
+    /// The async path to `backend` (see `async_backend.rs`).
+    #[cfg(feature = "tokio")]
+    pub(crate) async_backend: Arc<dyn crate::AsyncBackend>,
+    pub(crate) backend_name: String,
+    pub(crate) expiration: Option<Duration>,
+    pub(crate) stores_objects: bool,
+    pub(crate) stores_nothing: bool,
 }
 
 /// The configuration in force during one operation, borrowed from the region without
 /// touching a reference count (the hit path stays free of shared-counter traffic).
-struct Current(arc_swap::Guard<Option<Arc<Configured>>>);
+pub(crate) struct Current(arc_swap::Guard<Option<Arc<Configured>>>);
 
 impl Current {
-    fn to_arc(&self) -> Arc<Configured> {
+    pub(crate) fn to_arc(&self) -> Arc<Configured> {
         match &*self.0 {
             Some(cfg) => cfg.clone(),
             None => unreachable!("a Current is only made from a configured state"),
@@ -160,19 +165,19 @@ impl std::ops::Deref for Current {
 /// # Ok::<(), dogpile_core::Error>(())
 /// ```
 pub struct CacheRegion {
-    name: String,
-    key_mangler: Option<KeyMangler>,
-    function_key_generator: Option<FunctionKeyGenerator>,
-    runner: Option<Arc<dyn AsyncCreationRunner>>,
-    clock: Arc<dyn Clock>,
-    serve_stale: bool,
-    fail_open: bool,
-    time_budget: Duration,
-    state: ArcSwapOption<Configured>,
-    configure_lock: Mutex<()>,
-    invalidated_at: AtomicU64,
-    hard_invalidated: AtomicBool,
-    locks: Arc<KeyLocks>,
+    pub(crate) name: String,
+    pub(crate) key_mangler: Option<KeyMangler>,
+    pub(crate) function_key_generator: Option<FunctionKeyGenerator>,
+    pub(crate) runner: Option<Arc<dyn AsyncCreationRunner>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) serve_stale: bool,
+    pub(crate) fail_open: bool,
+    pub(crate) time_budget: Duration,
+    pub(crate) state: ArcSwapOption<Configured>,
+    pub(crate) configure_lock: Mutex<()>,
+    pub(crate) invalidated_at: AtomicU64,
+    pub(crate) hard_invalidated: AtomicBool,
+    pub(crate) locks: Arc<KeyLocks>,
 }
 
 /// The default [`time_budget`](RegionBuilder::time_budget) of a region: 30 seconds.
@@ -343,6 +348,9 @@ impl CacheRegion {
         tracing::debug!(region = %self.name, backend = %backend_name, "region configured");
         self.state.store(Some(Arc::new(Configured {
             stores_objects: backend.stores_objects(),
+            stores_nothing: backend.stores_nothing(),
+            #[cfg(feature = "tokio")]
+            async_backend: crate::async_backend::async_path(&backend),
             backend,
             backend_name,
             expiration: config.expiration_time,
@@ -387,7 +395,7 @@ impl CacheRegion {
         self.state.load().as_ref().and_then(|c| c.expiration)
     }
 
-    fn configured(&self) -> Result<Current> {
+    pub(crate) fn configured(&self) -> Result<Current> {
         let state = self.state.load();
         if state.is_none() {
             return Err(Error::RegionNotConfigured {
@@ -399,7 +407,7 @@ impl CacheRegion {
 
     // ----- keys ----------------------------------------------------------------------
 
-    fn mangle<'k>(&self, key: &'k str) -> std::borrow::Cow<'k, str> {
+    pub(crate) fn mangle<'k>(&self, key: &'k str) -> std::borrow::Cow<'k, str> {
         match &self.key_mangler {
             Some(mangler) => mangler(key).into(),
             None => key.into(),
@@ -429,7 +437,7 @@ impl CacheRegion {
 
     // ----- reading and judging values ------------------------------------------------
 
-    fn decode<T: Cacheable>(&self, key: &str, entry: Entry) -> Option<CachedValue<T>> {
+    pub(crate) fn decode<T: Cacheable>(&self, key: &str, entry: Entry) -> Option<CachedValue<T>> {
         let problem = match entry {
             Entry::Object(object) => match object.downcast_ref::<CachedValue<T>>() {
                 Some(value) => return Some(value.clone()),
@@ -453,12 +461,26 @@ impl CacheRegion {
     /// # Errors
     /// The backend's, and [`Error::Backend`] when it answers with a different number of
     /// values than it was asked keys (the lists are never paired up wrongly).
-    fn read_multi<T: Cacheable>(
+    pub(crate) fn read_multi<T: Cacheable>(
         &self,
         cfg: &Configured,
         keys: &[&str],
     ) -> Result<Vec<Option<CachedValue<T>>>> {
         let entries = cfg.backend.get_multi(keys)?;
+        self.decode_multi(cfg, keys, entries)
+    }
+
+    /// Decodes what a `get_multi` answered.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the backend answered a different number of values than it
+    /// was asked keys (the lists are never paired up wrongly).
+    pub(crate) fn decode_multi<T: Cacheable>(
+        &self,
+        cfg: &Configured,
+        keys: &[&str],
+        entries: Vec<Option<Entry>>,
+    ) -> Result<Vec<Option<CachedValue<T>>>> {
         if entries.len() != keys.len() {
             return Err(Error::backend(
                 &cfg.backend_name,
@@ -476,12 +498,12 @@ impl CacheRegion {
             .collect())
     }
 
-    fn invalidation(&self) -> Option<(f64, bool)> {
+    pub(crate) fn invalidation(&self) -> Option<(f64, bool)> {
         let at = f64::from_bits(self.invalidated_at.load(Ordering::SeqCst));
         (at > 0.0).then(|| (at, self.hard_invalidated.load(Ordering::SeqCst)))
     }
 
-    fn resolve_expiration(
+    pub(crate) fn resolve_expiration(
         &self,
         cfg: &Configured,
         expiration: Option<Expiration>,
@@ -691,7 +713,7 @@ impl CacheRegion {
             &self.mangle(key),
             &options,
             &mut creator,
-            self.rules(false),
+            self.rules(&cfg, false),
         ) {
             Ok(value) => Ok(value),
             Err(CreateError::Cache(error)) => Err(error.into()),
@@ -717,7 +739,7 @@ impl CacheRegion {
             Ok(cfg) => {
                 let rules = Rules {
                     fail_open: true,
-                    ..self.rules(false)
+                    ..self.rules(&cfg, false)
                 };
                 self.drive(&cfg, &self.mangle(key), &options, &mut creator, rules)
             }
@@ -750,7 +772,7 @@ impl CacheRegion {
     {
         let cfg = self.configured()?;
         let mut creator = Some(Detachable(creator));
-        let rules = self.rules(self.runner.is_some());
+        let rules = self.rules(&cfg, self.runner.is_some());
         let options = CreateOptions::new();
         self.drive(&cfg, &self.mangle(key), &options, &mut creator, rules)
             .map_err(|e| match e {
@@ -758,15 +780,20 @@ impl CacheRegion {
             })
     }
 
-    fn rules(&self, background: bool) -> Rules {
+    pub(crate) fn rules(&self, cfg: &Configured, background: bool) -> Rules {
         Rules {
             serve_stale: self.serve_stale,
             fail_open: self.fail_open,
             background,
+            lock: !cfg.stores_nothing,
         }
     }
 
-    fn freshness(&self, cfg: &Configured, expiration: Option<Expiration>) -> Freshness<'_> {
+    pub(crate) fn freshness(
+        &self,
+        cfg: &Configured,
+        expiration: Option<Expiration>,
+    ) -> Freshness<'_> {
         Freshness {
             clock: &*self.clock,
             expiration: self.resolve_expiration(cfg, expiration),
@@ -872,16 +899,11 @@ impl CacheRegion {
         let local = if wait {
             let deadline = budget.deadline();
             loop {
-                match self.locks.waiter(key).wait_until(deadline) {
-                    LocalWait::Held(guard) => break guard,
-                    LocalWait::HandedOff(value) => {
-                        if let Some(value) = value.downcast_ref::<CachedValue<T>>() {
-                            return (Locked::HandedOff(value.payload.clone()), None);
-                        }
-                        // A value of another type under this key: not for this caller,
-                        // who takes the lock and reads for itself.
-                    }
-                    LocalWait::TimedOut => return (Locked::TimedOut(budget.spent()), None),
+                let waited = self.locks.waiter(key).wait_until(deadline);
+                match local_outcome(waited, budget) {
+                    Some(Ok(guard)) => break guard,
+                    Some(Err(locked)) => return (locked, None),
+                    None => continue,
                 }
             }
         } else {
@@ -894,26 +916,17 @@ impl CacheRegion {
             return (Locked::Held, Some(LockHandle::new(key, Some(local), None)));
         };
         let acquired = if wait {
-            let mut deadline = budget.deadline();
-            if let Some(limit) = mutex.wait_limit() {
-                deadline = deadline.min(budget.started() + limit);
-            }
-            acquire_until(&*mutex, deadline)
+            acquire_until(&*mutex, distributed_deadline(budget, mutex.wait_limit()))
         } else {
             mutex.try_acquire()
         };
-        match acquired {
-            Ok(true) => (
-                Locked::Held,
-                Some(LockHandle::new(key, Some(local), Some(mutex))),
-            ),
-            Ok(false) if wait => (Locked::TimedOut(budget.spent()), None),
-            Ok(false) => (Locked::Busy, None),
-            Err(error) => (
-                Locked::DistributedFailed(error),
-                Some(LockHandle::new(key, Some(local), None)),
-            ),
-        }
+        let (locked, keep) = distributed_outcome(acquired, wait, budget);
+        let handle = match keep {
+            Keep::Both => Some(LockHandle::new(key, Some(local), Some(mutex))),
+            Keep::LocalOnly => Some(LockHandle::new(key, Some(local), None)),
+            Keep::Neither => None,
+        };
+        (locked, handle)
     }
 
     /// The values of many keys, in order; `creator` receives only the keys that need a
@@ -968,136 +981,145 @@ impl CacheRegion {
         }
         let cfg = self.configured()?;
 
-        // Distinct keys, sorted by mangled key: locks are always taken in this order.
-        let inputs: Vec<String> = keys
-            .iter()
-            .map(|k| self.mangle(k.as_ref()).into_owned())
-            .collect();
-        let mut unique: Vec<(&str, &str)> = inputs
-            .iter()
-            .zip(keys)
-            .map(|(mangled, k)| (mangled.as_str(), k.as_ref()))
-            .collect();
-        unique.sort();
-        unique.dedup_by(|a, b| a.0 == b.0);
+        let (inputs, unique) = self.distinct_keys(keys);
 
         let rules = Rules {
             fail_open,
-            ..self.rules(false)
+            ..self.rules(&cfg, false)
         };
+        let distinct: Vec<&str> = unique.iter().map(|(key, _)| key.as_str()).collect();
         let freshness = self.freshness(&cfg, options.expiration);
-        let mut machines: Vec<Machine<'_, T>> = unique
-            .iter()
-            .map(|(key, _)| Machine::new(&self.name, key, freshness, rules))
-            .collect();
-        let mut steps: Vec<Step<T>> = machines.iter().map(|_| Step::Read).collect();
-        let mut handles: Vec<Option<LockHandle>> = machines.iter().map(|_| None).collect();
+        let mut batch = Batch::new(&self.name, &distinct, freshness, rules);
         let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
-
         loop {
-            let reading: Vec<usize> = (0..steps.len())
-                .filter(|&i| matches!(steps[i], Step::Read))
-                .collect();
+            let reading = batch.reads();
             if !reading.is_empty() {
-                let keys: Vec<&str> = reading.iter().map(|&i| unique[i].0).collect();
-                let what = format!("{} keys", keys.len());
-                match read_outcome(&self.name, &what, fail_open, self.read_multi(&cfg, &keys))? {
-                    Some(values) => {
-                        for (&i, value) in reading.iter().zip(values) {
-                            steps[i] = machines[i].read(Ok(value));
-                        }
-                    }
-                    None => {
-                        for &i in &reading {
-                            steps[i] = machines[i].read(Ok(None));
-                        }
-                    }
-                }
+                let keys: Vec<&str> = reading.iter().map(|&i| distinct[i]).collect();
+                let read = self.read_multi(&cfg, &keys);
+                batch.read(
+                    &reading,
+                    read_outcome(&self.name, keys[0], fail_open, read)?,
+                );
                 continue;
             }
-            let locking: Vec<usize> = (0..steps.len())
-                .filter(|&i| matches!(steps[i], Step::TryLock | Step::WaitLock))
-                .collect();
+            let locking = batch.locks();
             if locking.is_empty() {
                 break;
             }
-            for i in locking {
-                let wait = matches!(steps[i], Step::WaitLock);
-                let locked;
-                (locked, handles[i]) = self.lock(&cfg, unique[i].0, wait, &mut budget);
-                steps[i] = machines[i].locked(locked);
+            for (i, wait) in locking {
+                let (locked, handle) = self.lock(&cfg, distinct[i], wait, &mut budget);
+                batch.locked(i, locked, handle);
             }
         }
-
-        let mut values: Vec<Option<T>> = Vec::with_capacity(steps.len());
-        let mut creating = Vec::new();
-        for (i, step) in steps.into_iter().enumerate() {
-            match step {
-                Step::Return(value) => {
-                    handles[i] = None;
-                    values.push(Some(value));
-                }
-                Step::Create => {
-                    creating.push(i);
-                    values.push(None);
-                }
-                Step::Fail(error) => return Err(error),
-                Step::Read | Step::TryLock | Step::WaitLock | Step::Background(_) => {
-                    unreachable!("every multi step is settled before creating")
-                }
-            }
-        }
+        let Settled {
+            mut values,
+            creating,
+        } = batch.settle()?;
         if !creating.is_empty() {
-            let originals: Vec<&str> = creating.iter().map(|&i| unique[i].1).collect();
-            let created = creator(&originals);
-            if created.len() != originals.len() {
-                return Err(Error::invalid_argument(
-                    format!("region `{}`", self.name),
-                    "creator",
-                    format!(
-                        "get_or_create_multi's creator returned {} values for {} keys",
-                        created.len(),
-                        originals.len()
-                    ),
-                ));
-            }
-            let now = self.clock.now();
-            let mut entries = Vec::new();
-            let mut handed = Vec::new();
-            for (&i, value) in creating.iter().zip(&created) {
-                if options.should_cache(value) {
-                    let (entry, object) = entry_for(&cfg, unique[i].0, value, now);
-                    match entry {
-                        Ok(entry) => entries.push((unique[i].0, entry)),
-                        Err(error) => {
-                            store_outcome(&self.name, unique[i].0, fail_open, Err(error))?
-                        }
-                    }
-                    handed.push((i, object));
-                }
-            }
+            let (indices, handles): (Vec<usize>, Vec<Option<LockHandle>>) =
+                creating.into_iter().unzip();
+            let originals: Vec<&str> = indices.iter().map(|&i| unique[i].1.as_str()).collect();
+            let created = self.check_created(creator(&originals), originals.len())?;
+            let keys: Vec<&str> = indices.iter().map(|&i| distinct[i]).collect();
+            let (entries, objects) =
+                self.encode_created(&cfg, &keys, &created, options, fail_open)?;
             let stored = if entries.is_empty() {
                 Ok(())
             } else {
                 cfg.backend.set_multi(entries)
             };
-            for (i, object) in handed {
-                if let Some(handle) = handles[i].take() {
-                    handle.hand_off(object);
+            for (handle, object) in handles.into_iter().zip(objects) {
+                match (handle, object) {
+                    (Some(handle), Some(object)) => handle.hand_off(object),
+                    (handle, _) => drop(handle),
                 }
             }
-            let what = format!("{} keys", creating.len());
-            store_outcome(&self.name, &what, fail_open, stored)?;
-            for (&i, value) in creating.iter().zip(created) {
+            for (i, value) in indices.into_iter().zip(created) {
                 values[i] = Some(value);
             }
+            store_outcome(&self.name, keys[0], fail_open, stored)?;
         }
-        drop(handles);
+        self.assemble(&cfg, &inputs, &distinct, values)
+    }
 
-        let index: HashMap<&str, usize> = unique
+    /// The mangled keys of a multi call in the caller's order, and its distinct keys
+    /// (mangled, as given) sorted by mangled key: the one order in which locks are taken,
+    /// so that two multi calls never wait on each other in a cycle.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn distinct_keys<K: AsRef<str>>(
+        &self,
+        keys: &[K],
+    ) -> (Vec<String>, Vec<(String, String)>) {
+        let inputs: Vec<String> = keys
+            .iter()
+            .map(|k| self.mangle(k.as_ref()).into_owned())
+            .collect();
+        let mut unique: Vec<(String, String)> = inputs
+            .iter()
+            .zip(keys)
+            .map(|(mangled, k)| (mangled.clone(), k.as_ref().to_owned()))
+            .collect();
+        unique.sort();
+        unique.dedup_by(|a, b| a.0 == b.0);
+        (inputs, unique)
+    }
+
+    /// The values a multi call's creator returned, checked against how many it was asked.
+    pub(crate) fn check_created<T>(&self, created: Vec<T>, asked: usize) -> Result<Vec<T>> {
+        if created.len() == asked {
+            return Ok(created);
+        }
+        Err(Error::invalid_argument(
+            format!("region `{}`", self.name),
+            "creator",
+            format!(
+                "get_or_create_multi's creator returned {} values for {asked} keys",
+                created.len()
+            ),
+        ))
+    }
+
+    /// What a multi call stores for its created values (those `should_cache` keeps), and
+    /// what it hands to the callers waiting on each key (`None`: nothing, not cached).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn encode_created<'k, T: Cacheable>(
+        &self,
+        cfg: &Configured,
+        keys: &[&'k str],
+        created: &[T],
+        options: &CreateOptions<'_, T>,
+        fail_open: bool,
+    ) -> Result<(Vec<(&'k str, Entry)>, Vec<Option<Handed>>)> {
+        let now = self.clock.now();
+        let mut entries = Vec::with_capacity(keys.len());
+        let mut objects = Vec::with_capacity(keys.len());
+        for (&key, value) in keys.iter().zip(created) {
+            if !options.should_cache(value) {
+                objects.push(None);
+                continue;
+            }
+            let (entry, object) = entry_for(cfg, key, value, now);
+            match entry {
+                Ok(entry) => entries.push((key, entry)),
+                Err(error) => store_outcome(&self.name, key, fail_open, Err(error))?,
+            }
+            objects.push(Some(object));
+        }
+        Ok((entries, objects))
+    }
+
+    /// The values in the caller's order (and repeats) from the distinct keys' values.
+    pub(crate) fn assemble<T: Clone>(
+        &self,
+        cfg: &Configured,
+        inputs: &[String],
+        distinct: &[&str],
+        values: Vec<Option<T>>,
+    ) -> Result<Vec<T>> {
+        let index: HashMap<&str, usize> = distinct
             .iter()
             .enumerate()
-            .map(|(i, (key, _))| (*key, i))
+            .map(|(i, key)| (*key, i))
             .collect();
         inputs
             .iter()
@@ -1151,7 +1173,7 @@ impl<T, F: FnOnce() -> T + Send + 'static> Creator<T, Error> for Detachable<F> {
 
 /// The entry `cfg`'s backend stores for `payload` (the typed object itself for object
 /// stores, dogpile's byte format for every other), and the object handed to waiters.
-fn entry_for<T: Cacheable>(
+pub(crate) fn entry_for<T: Cacheable>(
     cfg: &Configured,
     key: &str,
     payload: &T,
@@ -1189,7 +1211,7 @@ fn store<T: Cacheable>(
     stored
 }
 
-enum CreateError<E> {
+pub(crate) enum CreateError<E> {
     Cache(Error),
     Creator(E),
 }
