@@ -220,6 +220,20 @@ fn wrong_type_is_miss(
     }
 }
 
+/// A reply to a multi-key read must hold one value per key: any other count is a broken
+/// server (or a reply out of step with its request), and the connection is dropped (a
+/// parse error marks it broken).
+fn reply_count(asked: usize, values: Vec<Option<Vec<u8>>>) -> RedisResult<Vec<Option<Vec<u8>>>> {
+    if values.len() == asked {
+        return Ok(values);
+    }
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Parse,
+        "wrong number of values in the reply",
+        format!("asked for {asked} keys, got {} values", values.len()),
+    )))
+}
+
 impl RedisBackend {
     fn new(shared: Shared) -> Self {
         RedisBackend {
@@ -295,17 +309,20 @@ impl CacheBackend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.shared.run("MGET", |conn| match conn {
-            Conn::Server(conn) => redis::cmd("MGET").arg(keys).query(conn),
-            Conn::Cluster(conn) => {
-                // MGET across slots would be split per slot, one round trip each: a
-                // pipeline of GETs is one round trip per node, all nodes at once.
-                let mut pipe = cluster_pipe();
-                for key in keys {
-                    pipe.cmd("GET").arg(*key);
+        self.shared.run("MGET", |conn| {
+            let values: Vec<Option<Vec<u8>>> = match conn {
+                Conn::Server(conn) => redis::cmd("MGET").arg(keys).query(conn)?,
+                Conn::Cluster(conn) => {
+                    // MGET across slots would be split per slot, one round trip each: a
+                    // pipeline of GETs is one round trip per node, all nodes at once.
+                    let mut pipe = cluster_pipe();
+                    for key in keys {
+                        pipe.cmd("GET").arg(*key);
+                    }
+                    pipe.query(conn)?
                 }
-                pipe.query(conn)
-            }
+            };
+            reply_count(keys.len(), values)
         })
     }
 
