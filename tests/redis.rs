@@ -650,3 +650,96 @@ fn region_reports_lock_timeout_when_the_lock_stays_held() {
     }
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// What `tracing` wrote, for tests that look at logs.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn passwords_never_appear_in_debug_output_errors_or_logs() {
+    // Every thread's logs (r2d2 connects on its own threads), at every level.
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with_writer(move || writer.clone())
+        .try_init()
+        .expect("this test is the only one of this binary to install a subscriber");
+    let secret = "hunter2";
+    let shown = |what: &str, text: String| {
+        assert!(!text.contains(secret), "{what} shows the password: {text}");
+        text
+    };
+    let server = RedisServer::shared();
+    let dead = format!("127.0.0.1:{}", ports::free_port());
+    for url in [
+        format!("redis://:{secret}@{dead}/0"),
+        format!("redis://user:{secret}@{dead}"),
+    ] {
+        let config = RegionConfig::new("redis")
+            .argument("url", &url)
+            .argument("socket_timeout", "0.2");
+        let debug = shown("RegionConfig Debug", format!("{config:?}"));
+        assert!(debug.contains("<redacted>"), "{debug}");
+        let args = Arguments::new("redis", [("url", url.as_str())]);
+        shown("Arguments Debug", format!("{args:?} {args:#?}"));
+        let backend = RedisBackend::from_arguments(&args).unwrap();
+        shown("RedisBackend Debug", format!("{backend:?}"));
+        let region = make_region();
+        region.configure(config).unwrap();
+        let err = region.get::<u8>("k").unwrap_err();
+        shown("a connection error", format!("{err} {err:?}"));
+    }
+    // The password argument, against a real server that has none (AUTH fails).
+    let config = RegionConfig::new("redis")
+        .argument("url", server.url())
+        .argument("username", "someone")
+        .argument("password", secret);
+    shown("RegionConfig Debug", format!("{config:?}"));
+    let region = make_region();
+    region.configure(config).unwrap();
+    let err = region.get::<u8>("k").unwrap_err();
+    shown("an AUTH error", format!("{err} {err:?}"));
+
+    // Malformed URLs with a password: the configure error hides it.
+    for (backend, argument, url) in [
+        ("redis", "url", format!("redis://:{secret}@host:notaport")),
+        ("redis", "url", format!("http://user:{secret}@host:6379")),
+        (
+            "redis_cluster",
+            "url",
+            format!("redis://{dead},redis://u:{secret}@host:notaport"),
+        ),
+        (
+            "redis_sentinel",
+            "sentinels",
+            format!("redis://u:{secret}@host:notaport"),
+        ),
+    ] {
+        let err = make_region()
+            .configure(RegionConfig::new(backend).argument(argument, &url))
+            .unwrap_err();
+        let text = shown("a configure error", format!("{err} {err:?}"));
+        assert!(
+            matches!(&err, Error::InvalidArgument { argument: named, .. } if named == argument),
+            "{text}"
+        );
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("redis"),
+        "the failures above were logged: {logs}"
+    );
+    shown("the logs", logs);
+}

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dogpile_core::{Arguments, Result};
+use dogpile_core::{Arguments, Error, Result};
 use redis::cluster::ClusterClientBuilder;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
@@ -165,9 +165,11 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
                     );
                 }
             }
-            url.trim()
-                .into_connection_info()
-                .map_err(|e| args.invalid("url", format!("`{url}` is not a redis URL: {e}")))?
+            url.trim().into_connection_info().map_err(|e| {
+                // `shown`: the URL's password never reaches the message.
+                let url = args.shown("url").unwrap_or_default();
+                args.invalid("url", format!("`{url}` is not a redis URL: {e}"))
+            })?
         }
         None => {
             let host = args.get("host").unwrap_or("localhost").trim();
@@ -228,6 +230,16 @@ fn node_url(node: &str) -> String {
     }
 }
 
+/// Node `n` (from 0) of `argument` is not an address. The message shows the list with
+/// its passwords redacted, never the node's raw text.
+fn not_a_node(args: &Arguments, argument: &str, n: usize, error: &redis::RedisError) -> Error {
+    let list = args.shown(argument).unwrap_or_default();
+    args.invalid(
+        argument,
+        format!("node {} of `{list}` is not a node address: {error}", n + 1),
+    )
+}
+
 /// `redis_cluster`: the nodes from `url` (comma separated) or `startup_nodes`.
 pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
     args.check_known(&known(&["url", "startup_nodes"]))?;
@@ -252,10 +264,10 @@ pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
         return Err(args.invalid(argument, "names no node"));
     }
     let mut infos = Vec::with_capacity(nodes.len());
-    for node in &nodes {
+    for (n, node) in nodes.iter().enumerate() {
         let info = node_url(node)
             .into_connection_info()
-            .map_err(|e| args.invalid(argument, format!("`{node}` is not a node address: {e}")))?;
+            .map_err(|e| not_a_node(args, argument, n, &e))?;
         infos.push(info);
     }
     let describe = format!(
@@ -313,10 +325,10 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
         return Err(args.invalid("sentinels", "names no Sentinel node"));
     }
     let mut addrs = Vec::with_capacity(sentinels.len());
-    for node in &sentinels {
-        let info = node_url(node).into_connection_info().map_err(|e| {
-            args.invalid("sentinels", format!("`{node}` is not a node address: {e}"))
-        })?;
+    for (n, node) in sentinels.iter().enumerate() {
+        let info = node_url(node)
+            .into_connection_info()
+            .map_err(|e| not_a_node(args, "sentinels", n, &e))?;
         addrs.push(info.addr().clone());
     }
     let service = args
