@@ -743,3 +743,46 @@ fn passwords_never_appear_in_debug_output_errors_or_logs() {
     );
     shown("the logs", logs);
 }
+
+/// A recursive type, as trees in applications are.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Nested(Vec<Nested>);
+
+#[test]
+fn a_value_nested_too_deep_is_a_miss_and_a_warning_not_a_stack_overflow() {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let server = RedisServer::shared();
+    let key = unique("deep");
+    // 10_000 arrays inside each other: written by another program, or by a newer one.
+    let mut bytes = br#"{"ct":1.0,"v":2}|"#.to_vec();
+    bytes.extend(std::iter::repeat_n(0x91u8, 9_999));
+    bytes.push(0x90);
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(bytes)
+        .exec(&mut server.client())
+        .unwrap();
+    let url = server.url();
+    // On a 2 MiB thread, Rust's default for spawned threads.
+    let (value, logs) = thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let logs = CapturedLogs::default();
+            let writer = logs.clone();
+            let _guard = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .set_default();
+            let region = region_on(&url, &[]);
+            let value = region.get::<Nested>(&key).unwrap();
+            let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+            (value, logs)
+        })
+        .unwrap()
+        .join()
+        .expect("decoding a deep value must not crash the thread");
+    assert_eq!(value, None, "too deep is a miss");
+    assert!(
+        logs.contains("WARN") && logs.contains("depth limit exceeded"),
+        "a warning says why: {logs}"
+    );
+}
