@@ -312,6 +312,8 @@ fn bad_arguments_are_rejected_naming_the_argument() {
     expect_invalid(&[("socket_timeout", "0")], "socket_timeout");
     expect_invalid(&[("connection_pool", "0")], "connection_pool");
     expect_invalid(&[("connection_pool", "-3")], "connection_pool");
+    expect_invalid(&[("pool_size", "0")], "pool_size");
+    expect_invalid(&[("pool_size", "2"), ("connection_pool", "2")], "pool_size");
     expect_invalid(&[("redis_expiration_time", "-1")], "redis_expiration_time");
     expect_invalid(&[("distributed_lock", "maybe")], "distributed_lock");
     expect_invalid(&[("thread_local_lock", "sometimes")], "thread_local_lock");
@@ -785,4 +787,36 @@ fn a_value_nested_too_deep_is_a_miss_and_a_warning_not_a_stack_overflow() {
         logs.contains("WARN") && logs.contains("depth limit exceeded"),
         "a warning says why: {logs}"
     );
+}
+
+#[test]
+fn pool_size_is_another_name_for_connection_pool() {
+    for name in ["connection_pool", "pool_size"] {
+        // An own server, so that its client count is this region's.
+        let server = RedisServer::start();
+        let region = Arc::new(region_on(&server.url(), &[(name, "2")]));
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (region, barrier) = (region.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..100u32 {
+                        region.set(&format!("pool-{t}-{i}"), &i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut bare = server.client();
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut bare).unwrap();
+        // Ours, plus the bare connection asking.
+        let pooled = clients.lines().count() - 1;
+        assert!(
+            (1..=2).contains(&pooled),
+            "{name} = 2: {pooled} connections\n{clients}"
+        );
+    }
 }

@@ -17,6 +17,7 @@ const COMMON: &[&str] = &[
     "password",
     "socket_timeout",
     "connection_pool",
+    "pool_size",
     "redis_expiration_time",
     "distributed_lock",
     "lock_timeout",
@@ -67,11 +68,22 @@ fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
     if timeout.is_zero() {
         return Err(args.invalid("socket_timeout", "must be greater than zero"));
     }
-    let pool_size = args
-        .parse::<u32>("connection_pool")?
-        .unwrap_or(DEFAULT_POOL_SIZE);
+    // `pool_size` is memcached's name for the same thing, accepted here too.
+    let (pool_argument, pool_size) = match (
+        args.parse::<u32>("connection_pool")?,
+        args.parse::<u32>("pool_size")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(args.invalid(
+                "pool_size",
+                "give either `connection_pool` or `pool_size` (the same setting), not both",
+            ))
+        }
+        (None, Some(size)) => ("pool_size", size),
+        (size, None) => ("connection_pool", size.unwrap_or(DEFAULT_POOL_SIZE)),
+    };
     if pool_size == 0 {
-        return Err(args.invalid("connection_pool", "must be at least 1"));
+        return Err(args.invalid(pool_argument, "must be at least 1"));
     }
     let expiration = args
         .seconds("redis_expiration_time")?

@@ -50,7 +50,7 @@
 //! | argument | default | meaning |
 //! |---|---|---|
 //! | `socket_timeout` | `2` | seconds; bounds connecting, each read and write, and the wait for a pooled connection, so a server that is down or hung gives `Error::Backend` within about this time, never a hang |
-//! | `connection_pool` | `16` | the most connections kept (per region); no connection is made before the first operation, so configuring a region does not need the server up |
+//! | `connection_pool` (or `pool_size`, memcached's name) | `16` | the most connections kept (per region); no connection is made before the first operation, so configuring a region does not need the server up |
 //! | `redis_expiration_time` | none | seconds; a server-side TTL on every value (`SET .. PX`), visible with `TTL`. Make it longer than the region's expiration time plus the creator's run time, or stale values vanish and readers block |
 //! | `distributed_lock` | `false` (`true` for `redis_sentinel`, as dogpile.cache) | use a dogpile lock in redis, shared by every process, instead of only the per-process lock |
 //! | `lock_timeout` | `30` | seconds; the lock key's TTL. A holder that dies loses the lock after this; a creator running longer may see a second creator start |
