@@ -313,6 +313,7 @@ fn bad_arguments_are_rejected_naming_the_argument() {
     expect_invalid(&[("connection_pool", "0")], "connection_pool");
     expect_invalid(&[("connection_pool", "-3")], "connection_pool");
     expect_invalid(&[("pool_size", "0")], "pool_size");
+    expect_invalid(&[("dead_retry", "-1")], "dead_retry");
     expect_invalid(&[("pool_size", "2"), ("connection_pool", "2")], "pool_size");
     expect_invalid(&[("redis_expiration_time", "-1")], "redis_expiration_time");
     expect_invalid(&[("distributed_lock", "maybe")], "distributed_lock");
@@ -393,13 +394,18 @@ fn assert_backend_error<T: std::fmt::Debug>(
 fn server_down_gives_backend_errors_in_time_and_a_restart_recovers() {
     let mut server = RedisServer::start();
     let timeout = Duration::from_millis(200);
-    let region = region_on(&server.url(), &[("socket_timeout", "0.2")]);
+    // Every command tries the server (no dead_retry: that has its own test).
+    let region = region_on(
+        &server.url(),
+        &[("socket_timeout", "0.2"), ("dead_retry", "0")],
+    );
     let fail_open_region = CacheRegion::builder().fail_open(true).build();
     fail_open_region
         .configure(
             RegionConfig::new("redis")
                 .argument("url", server.url())
-                .argument("socket_timeout", "0.2"),
+                .argument("socket_timeout", "0.2")
+                .argument("dead_retry", "0"),
         )
         .unwrap();
     region.set("before", &1u32).unwrap();
@@ -442,7 +448,11 @@ fn server_down_gives_backend_errors_in_time_and_a_restart_recovers() {
 #[test]
 fn a_hung_server_gives_backend_errors_in_time_and_works_again_when_it_resumes() {
     let server = RedisServer::start();
-    let region = region_on(&server.url(), &[("socket_timeout", "0.2")]);
+    // Every command tries the server (no dead_retry: that has its own test).
+    let region = region_on(
+        &server.url(),
+        &[("socket_timeout", "0.2"), ("dead_retry", "0")],
+    );
     region.set("k", &1u32).unwrap();
     server.freeze(true);
     let limit = Duration::from_secs(2);
@@ -672,11 +682,13 @@ fn passwords_never_appear_in_debug_output_errors_or_logs() {
     // Every thread's logs (r2d2 connects on its own threads), at every level.
     let logs = CapturedLogs::default();
     let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-        .with_writer(move || writer.clone())
-        .try_init()
-        .expect("this test is the only one of this binary to install a subscriber");
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .expect("this test is the only one of this binary to install a global subscriber");
     let secret = "hunter2";
     let shown = |what: &str, text: String| {
         assert!(!text.contains(secret), "{what} shows the password: {text}");
@@ -817,6 +829,109 @@ fn pool_size_is_another_name_for_connection_pool() {
         assert!(
             (1..=2).contains(&pooled),
             "{name} = 2: {pooled} connections\n{clients}"
+        );
+    }
+}
+
+/// 8 threads behind a barrier each call `op` `calls` times; returns each call's time and
+/// outcome (`true`: Ok), per thread.
+fn timed_calls(
+    region: &Arc<CacheRegion>,
+    calls: usize,
+    op: fn(&CacheRegion, usize) -> bool,
+) -> Vec<Vec<(Duration, bool)>> {
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (region, barrier) = (region.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                (0..calls)
+                    .map(|i| {
+                        let started = Instant::now();
+                        let ok = op(&region, i);
+                        (started.elapsed(), ok)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn a_server_found_down_fails_fast_for_dead_retry_then_is_used_again() {
+    let socket_timeout = Duration::from_millis(500);
+    let dead_retry = Duration::from_secs(2);
+    let mut server = RedisServer::start();
+    let region = Arc::new(region_on(
+        &server.url(),
+        &[("socket_timeout", "0.5"), ("dead_retry", "2")],
+    ));
+    region.set("k", &1u32).unwrap();
+    let get = |region: &CacheRegion, _: usize| region.get::<u32>("k").is_ok();
+
+    for (how, hang) in [("hung (SIGSTOP)", true), ("killed", false)] {
+        if hang {
+            server.freeze(true);
+        } else {
+            server.stop();
+        }
+        let started = Instant::now();
+        let calls = timed_calls(&region, 10, get);
+        let all = started.elapsed();
+        for thread_calls in &calls {
+            assert!(
+                thread_calls.iter().all(|(_, ok)| !ok),
+                "{how}: every call fails"
+            );
+            // The first call of a thread may pay the timeout (they all start at once); the
+            // ones after it find the server marked down.
+            let (first, rest) = thread_calls.split_first().unwrap();
+            assert!(
+                first.0 < socket_timeout * 3,
+                "{how}: first call {:?}",
+                first.0
+            );
+            for (took, _) in rest {
+                assert!(
+                    *took < socket_timeout / 5,
+                    "{how}: a call after the failure took {took:?}: {thread_calls:?}"
+                );
+            }
+        }
+        assert!(
+            all < socket_timeout * 3,
+            "{how}: 80 calls took {all:?}, more than one failed round trip"
+        );
+        // The error says why.
+        let err = region.get::<u32>("k").unwrap_err().to_string();
+        assert!(
+            err.contains("dead_retry") && err.contains(&server.addr()),
+            "{err}"
+        );
+
+        // The server comes back; once dead_retry has passed, calls succeed again, with no
+        // restart of the program.
+        if hang {
+            server.freeze(false);
+        } else {
+            server.restart();
+            region.set("k", &1u32).ok();
+        }
+        let back = Instant::now();
+        while region.get::<u32>("k").is_err() {
+            assert!(
+                back.elapsed() < dead_retry + socket_timeout * 4,
+                "{how}: not used again after dead_retry"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        region.set("k", &1u32).unwrap();
+        let calls = timed_calls(&region, 10, get);
+        assert!(
+            calls.iter().flatten().all(|(_, ok)| *ok),
+            "{how}: after recovery every call succeeds"
         );
     }
 }

@@ -10,6 +10,7 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use super::pool::{ClusterConnector, Pool, Server, ServerConnector};
 use super::{Pools, Shared};
+use crate::health::{Health, DEFAULT_DEAD_RETRY};
 
 /// Arguments every redis backend accepts.
 const COMMON: &[&str] = &[
@@ -59,6 +60,8 @@ struct Common {
     pool_size: u32,
     expiration: Option<Duration>,
     lock: Option<LockSettings>,
+    /// Zero when the flavour has no `dead_retry` (a cluster).
+    dead_retry: Duration,
 }
 
 fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
@@ -91,6 +94,7 @@ fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
     if expiration.is_some_and(|ttl| ttl < Duration::from_millis(1)) {
         return Err(args.invalid("redis_expiration_time", "must be at least 0.001 seconds"));
     }
+    let dead_retry = args.seconds("dead_retry")?.unwrap_or(DEFAULT_DEAD_RETRY);
     // Parsed so that a malformed value is reported; the lock handle works from any thread
     // whatever its value (see the module docs).
     args.bool("thread_local_lock")?;
@@ -132,6 +136,7 @@ fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
         password: args.get("password").map(str::to_owned),
         timeout,
         pool_size,
+        dead_retry,
         expiration,
         lock: distributed.then_some(LockSettings {
             prefix,
@@ -165,7 +170,7 @@ fn with_credentials(info: ConnectionInfo, db: Option<i64>, common: &Common) -> C
 
 /// `redis`: one server, from `url` or `host`/`port`/`db`.
 pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
-    args.check_known(&known(&["url", "host", "port", "db"]))?;
+    args.check_known(&known(&["url", "host", "port", "db", "dead_retry"]))?;
     let common = common(args, false)?;
     let db = args.parse::<i64>("db")?;
     let info = match args.get("url") {
@@ -224,8 +229,15 @@ fn describe_server(backend: &str, addr: &ConnectionAddr, db: i64) -> String {
     }
 }
 
+/// The backend's shared state. A cluster is never marked down as a whole (its client
+/// handles its nodes), so it has no `dead_retry`.
 fn settings(describe: String, pools: Pools, common: Common) -> Shared {
+    let dead_retry = match pools {
+        Pools::Server(_) => common.dead_retry,
+        Pools::Cluster(_) => Duration::ZERO,
+    };
     Shared {
+        health: Health::new(describe.clone(), dead_retry, common.timeout * 2),
         describe,
         pools,
         expiration: common.expiration,
@@ -323,6 +335,7 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
         "service_name",
         "db",
         "sentinel_password",
+        "dead_retry",
     ]))?;
     // As dogpile.cache: Sentinel setups default to the distributed lock.
     let common = common(args, true)?;

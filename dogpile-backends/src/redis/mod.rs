@@ -35,6 +35,7 @@
 //! | `host`, `port` | `localhost`, `6379` | the server, when no `url` is given |
 //! | `db` | `0` (or the URL's) | the database number |
 //! | `username`, `password` | (or the URL's) | credentials (ACL user, `AUTH`) |
+//! | `dead_retry` | `5` | seconds a server found unreachable (a failed connection, a timeout) is left alone: its commands fail at once meanwhile instead of each waiting `socket_timeout`; then one caller tries it again, and the first success marks it up. `0` tries it on every command (memcached's argument of the same name) |
 //!
 //! `redis_cluster`: `url`, the cluster's nodes as a comma-separated list of URLs or
 //! `host:port` (`startup_nodes` is a synonym); one reachable node is enough to discover the
@@ -42,7 +43,7 @@
 //!
 //! `redis_sentinel`: `sentinels`, the Sentinel nodes (`host:port`, comma separated),
 //! `service_name` (default `mymaster`), `db`, `username`/`password` (for the master),
-//! `sentinel_password`. Reads and writes go to the current master; after a failover the
+//! `sentinel_password`, `dead_retry` (as `redis`, for the master). Reads and writes go to the current master; after a failover the
 //! connections to the old master are dropped and new ones found through Sentinel.
 //!
 //! All of them:
@@ -97,6 +98,7 @@ use redis::{ConnectionLike, FromRedisValue, RedisResult};
 
 use self::config::LockSettings;
 use self::pool::{ClusterConnector, Failure, Pool, ServerConnector};
+use crate::health::Health;
 
 /// A redis, Redis Cluster or Sentinel-managed redis store: see the [module docs](self).
 ///
@@ -139,6 +141,9 @@ pub(crate) struct Shared {
     pub(crate) expiration: Option<Duration>,
     /// The distributed lock, when `distributed_lock` is on.
     pub(crate) lock: Option<LockSettings>,
+    /// Up, or down for `dead_retry` (one server; a cluster's nodes are the cluster
+    /// client's business).
+    pub(crate) health: Health,
 }
 
 impl Shared {
@@ -149,7 +154,15 @@ impl Shared {
         mut op: impl FnMut(Conn<'_>) -> RedisResult<T>,
     ) -> Result<T> {
         let outcome = match &self.pools {
-            Pools::Server(pool) => pool.run(|conn| op(Conn::Server(conn))),
+            Pools::Server(pool) => self.health.check().map_err(Failure::Down).and_then(|()| {
+                let outcome = pool.run(|conn| op(Conn::Server(conn)));
+                match &outcome {
+                    Err(failure) if pool.unreachable(failure) => self.health.mark_down(failure),
+                    Err(Failure::Redis(error)) if error.is_unrecoverable_error() => {}
+                    _ => self.health.mark_up(),
+                }
+                outcome
+            }),
             Pools::Cluster(pool) => pool.run(|conn| op(Conn::Cluster(conn))),
         };
         outcome.map_err(|failure| {

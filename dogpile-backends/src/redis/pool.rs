@@ -16,6 +16,8 @@ use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::sentinel::SentinelClient;
 use redis::{ConnectionLike, RedisError, RedisResult};
 
+use crate::health::MarkedDown;
+
 /// Opens one connection of a kind.
 pub(crate) trait Connect: Send + Sync + 'static {
     /// The connection type.
@@ -119,6 +121,8 @@ pub(crate) enum Failure {
     Checkout(r2d2::Error),
     /// The command failed.
     Redis(RedisError),
+    /// The server is marked down (`dead_retry`): not tried.
+    Down(MarkedDown),
 }
 
 impl std::fmt::Display for Failure {
@@ -126,6 +130,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Checkout(error) => write!(f, "no connection: {error}"),
             Failure::Redis(error) => error.fmt(f),
+            Failure::Down(down) => down.fmt(f),
         }
     }
 }
@@ -135,6 +140,7 @@ impl std::error::Error for Failure {
         match self {
             Failure::Checkout(error) => Some(error),
             Failure::Redis(error) => Some(error),
+            Failure::Down(_) => None,
         }
     }
 }
@@ -189,6 +195,18 @@ impl<C: Connect> Pool<C> {
                     return Err(Failure::Redis(error));
                 }
             }
+        }
+    }
+}
+
+impl<C: Connect> Pool<C> {
+    /// `failure` says that the server cannot be reached (it is down or hung), rather than
+    /// that it answered with an error or that every connection is busy.
+    pub(crate) fn unreachable(&self, failure: &Failure) -> bool {
+        match failure {
+            Failure::Checkout(_) => self.pool.state().connections < self.pool.max_size(),
+            Failure::Redis(error) => error.is_io_error(),
+            Failure::Down(_) => false,
         }
     }
 }
