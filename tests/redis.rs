@@ -465,8 +465,10 @@ fn a_hung_server_gives_backend_errors_in_time_and_works_again_when_it_resumes() 
     });
     server.freeze(false);
     // The timed-out connections were dropped; fresh ones work (no late reply is read as
-    // the answer to a later command).
-    assert_eq!(region.get::<u32>("k").unwrap(), Some(1));
+    // the answer to a later command). The set that timed out may still have reached the
+    // server, which runs it when it resumes (as with any client): 1 or 2, never garbage.
+    let resumed = region.get::<u32>("k").unwrap();
+    assert!(matches!(resumed, Some(1 | 2)), "{resumed:?}");
     region.set("k", &3u32).unwrap();
     assert_eq!(region.get::<u32>("k").unwrap(), Some(3));
     assert_eq!(region.get::<u32>("missing").unwrap(), None);
@@ -920,10 +922,10 @@ fn a_server_found_down_fails_fast_for_dead_retry_then_is_used_again() {
             region.set("k", &1u32).ok();
         }
         let back = Instant::now();
-        while region.get::<u32>("k").is_err() {
+        while let Err(error) = region.get::<u32>("k") {
             assert!(
                 back.elapsed() < dead_retry + socket_timeout * 4,
-                "{how}: not used again after dead_retry"
+                "{how}: not used again after dead_retry: {error}"
             );
             thread::sleep(Duration::from_millis(50));
         }

@@ -8,6 +8,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
+use super::connection::Limits;
 use super::pool::{ClusterConnector, Pool, Server, ServerConnector};
 use super::{Pools, Shared};
 use crate::health::{Health, DEFAULT_DEAD_RETRY};
@@ -19,6 +20,7 @@ const COMMON: &[&str] = &[
     "socket_timeout",
     "connection_pool",
     "pool_size",
+    "max_value_size",
     "redis_expiration_time",
     "distributed_lock",
     "lock_timeout",
@@ -30,6 +32,11 @@ const COMMON: &[&str] = &[
 
 /// The default `socket_timeout`.
 pub(crate) const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default `max_value_size`: 16 MiB (redis itself takes up to 512 MiB, which no cache
+/// should read into memory on one call).
+pub(crate) const DEFAULT_MAX_VALUE_SIZE: usize = 16 << 20;
+/// Bytes a reply may take beyond `max_value_size`, for the framing around its values.
+const REPLY_FRAMING: usize = 4096;
 /// The default `connection_pool` size.
 pub(crate) const DEFAULT_POOL_SIZE: u32 = 16;
 /// The default `lock_timeout`.
@@ -62,6 +69,17 @@ struct Common {
     lock: Option<LockSettings>,
     /// Zero when the flavour has no `dead_retry` (a cluster).
     dead_retry: Duration,
+    max_value_size: usize,
+}
+
+impl Common {
+    fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            // Room for the framing around the values (`$<length>\r\n`, ...).
+            max_reply: self.max_value_size.saturating_add(REPLY_FRAMING),
+        }
+    }
 }
 
 fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
@@ -95,6 +113,12 @@ fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
         return Err(args.invalid("redis_expiration_time", "must be at least 0.001 seconds"));
     }
     let dead_retry = args.seconds("dead_retry")?.unwrap_or(DEFAULT_DEAD_RETRY);
+    let max_value_size = args
+        .parse::<usize>("max_value_size")?
+        .unwrap_or(DEFAULT_MAX_VALUE_SIZE);
+    if max_value_size == 0 {
+        return Err(args.invalid("max_value_size", "must be at least 1 (bytes)"));
+    }
     // Parsed so that a malformed value is reported; the lock handle works from any thread
     // whatever its value (see the module docs).
     args.bool("thread_local_lock")?;
@@ -137,6 +161,7 @@ fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
         timeout,
         pool_size,
         dead_retry,
+        max_value_size,
         expiration,
         lock: distributed.then_some(LockSettings {
             prefix,
@@ -212,8 +237,8 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
         )
     })?;
     let connector = ServerConnector {
-        server: Server::Direct(client),
-        timeout: common.timeout,
+        server: Server::Direct(client.get_connection_info().clone()),
+        limits: common.limits(),
     };
     Ok(settings(
         describe,
@@ -238,6 +263,7 @@ fn settings(describe: String, pools: Pools, common: Common) -> Shared {
     };
     Shared {
         health: Health::new(describe.clone(), dead_retry, common.timeout * 2),
+        max_value_size: common.max_value_size,
         describe,
         pools,
         expiration: common.expiration,
@@ -388,7 +414,7 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
         .map_err(|e| args.invalid("sentinels", e.to_string()))?;
     let connector = ServerConnector {
         server: Server::Sentinel(Mutex::new(client)),
-        timeout: common.timeout,
+        limits: common.limits(),
     };
     let pools = Pools::Server(Pool::new(connector, common.pool_size, common.timeout));
     Ok(settings(describe, pools, common))

@@ -86,6 +86,7 @@
 //! not dogpile's format.
 
 mod config;
+mod connection;
 mod lock;
 mod pool;
 
@@ -119,7 +120,7 @@ pub(crate) enum Pools {
 
 /// A checked-out connection.
 pub(crate) enum Conn<'a> {
-    Server(&'a mut redis::Connection),
+    Server(&'a mut connection::Connection),
     Cluster(&'a mut ClusterConnection),
 }
 
@@ -141,6 +142,8 @@ pub(crate) struct Shared {
     pub(crate) expiration: Option<Duration>,
     /// The distributed lock, when `distributed_lock` is on.
     pub(crate) lock: Option<LockSettings>,
+    /// The largest value stored or read (`max_value_size`).
+    pub(crate) max_value_size: usize,
     /// Up, or down for `dead_retry` (one server; a cluster's nodes are the cluster
     /// client's business).
     pub(crate) health: Health,
@@ -183,6 +186,21 @@ impl Shared {
         cmd: &redis::Cmd,
     ) -> Result<T> {
         self.run(what, |mut conn| cmd.query(conn.as_dyn()))
+    }
+
+    /// A value larger than `max_value_size` is refused: it could never be read back.
+    fn check_size(&self, key: &str, value: &[u8]) -> Result<()> {
+        if value.len() <= self.max_value_size {
+            return Ok(());
+        }
+        Err(Error::backend(
+            &self.describe,
+            format!(
+                "SET of key {key:?}: the value is {} bytes, more than max_value_size ({} bytes)",
+                value.len(),
+                self.max_value_size
+            ),
+        ))
     }
 
     /// `SET key value`, with the server TTL if there is one.
@@ -308,6 +326,7 @@ impl CacheBackend for RedisBackend {
     }
 
     fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        self.shared.check_size(key, &value)?;
         let cmd = self.shared.set_cmd(key, &value);
         self.shared.query("SET", &cmd)
     }
@@ -344,6 +363,9 @@ impl CacheBackend for RedisBackend {
             return Ok(());
         }
         let shared = &self.shared;
+        for (key, value) in &items {
+            shared.check_size(key, value)?;
+        }
         shared.run("SET (pipeline)", |conn| match conn {
             Conn::Server(conn) => {
                 let mut pipe = redis::pipe();
