@@ -57,6 +57,8 @@ fn backend(server: &FakeRedis) -> RedisBackend {
         [
             ("url", server.url()),
             ("socket_timeout", SOCKET_TIMEOUT.as_secs_f64().to_string()),
+            // Every case is a fresh failure: the server is not marked down after one.
+            ("dead_retry", "0".to_owned()),
         ],
     ))
     .expect("build a redis backend")
@@ -137,4 +139,126 @@ fn a_short_mget_reply_is_an_error_naming_the_server() {
         vec![Some(b"a".to_vec()), None]
     );
     assert_eq!(server.accepted(), 2, "a new connection after the failure");
+}
+
+/// `hostile` answers the first GET; the call fails in bounds, and the next GET gets the
+/// right answer on a new connection.
+fn get_survives(what: &str, hostile: impl FnOnce() -> Answer + Send + 'static) -> String {
+    let _one = one_at_a_time();
+    let server = hostile_once("GET", hostile, b"$4\r\ngood\r\n");
+    let backend = backend(&server);
+    let message = expect_bounded_failure(what, &server, || backend.get("k"));
+    assert_eq!(
+        backend.get("k").unwrap().as_deref(),
+        Some(&b"good"[..]),
+        "{what}: the next call gets its own answer"
+    );
+    assert_eq!(
+        server.accepted(),
+        2,
+        "{what}: the connection that saw the failure was not used again"
+    );
+    message
+}
+
+#[test]
+fn a_trickled_reply_ends_at_the_deadline() {
+    // A byte every 0.2 s: each read gets a byte well within socket_timeout, the whole
+    // reply (13 bytes) would take 2.6 s.
+    let message = get_survives("trickled reply", || {
+        Answer::Trickle(b"$5\r\nhello\r\n".to_vec(), Duration::from_millis(200))
+    });
+    assert!(message.contains("socket_timeout"), "{message}");
+}
+
+#[test]
+fn an_endless_line_is_cut_short() {
+    let message = get_survives("endless status line", || {
+        Answer::Endless(b"+".to_vec(), b'a')
+    });
+    assert!(message.contains("line too long"), "{message}");
+}
+
+#[test]
+fn a_huge_announced_length_is_refused_before_it_is_read() {
+    let message = get_survives("a bulk string announcing 1 GB", || {
+        Answer::Endless(b"$1000000000\r\n".to_vec(), b'x')
+    });
+    assert!(message.contains("max_value_size"), "{message}");
+    let message = get_survives("an array announcing a billion elements", || {
+        Answer::Endless(b"*1000000000\r\n".to_vec(), b'x')
+    });
+    assert!(message.contains("max_value_size"), "{message}");
+}
+
+#[test]
+fn a_value_within_the_limit_followed_by_garbage_is_an_error() {
+    // 15 MB announced (under the default 16 MiB), sent, then no end of line.
+    let message = get_survives("a 15 MB bulk string without its end", || {
+        Answer::Endless(b"$15000000\r\n".to_vec(), b'x')
+    });
+    assert!(message.contains("end of line"), "{message}");
+}
+
+#[test]
+fn a_truncated_reply_ends_at_the_deadline_or_at_the_close() {
+    let message = get_survives("truncated reply, then silence", || {
+        Answer::Stall(b"$10\r\nabc".to_vec())
+    });
+    assert!(message.contains("socket_timeout"), "{message}");
+    let message = get_survives("truncated reply, then close", || {
+        Answer::Close(b"$10\r\nabc".to_vec())
+    });
+    assert!(message.contains("closed the connection"), "{message}");
+    get_survives("no reply at all", || Answer::Stall(Vec::new()));
+}
+
+#[test]
+fn garbage_and_extra_replies_drop_the_connection() {
+    get_survives("an unknown reply type", || {
+        Answer::Bytes(b"?what\r\n".to_vec())
+    });
+    get_survives("a malformed length", || Answer::Bytes(b"$ten\r\n".to_vec()));
+    // Two replies to one command: the second must never answer the next command.
+    let message = get_survives("two replies for one command", || {
+        Answer::Bytes(b"$3\r\none\r\n$3\r\ntwo\r\n".to_vec())
+    });
+    assert!(message.contains("after the reply"), "{message}");
+}
+
+#[test]
+fn max_value_size_bounds_reads_and_writes() {
+    let _one = one_at_a_time();
+    let server = hostile_once(
+        "GET",
+        || {
+            Answer::Bytes(
+                b"$2000\r\n"
+                    .iter()
+                    .copied()
+                    .chain([b'x'; 2000])
+                    .chain(*b"\r\n")
+                    .collect(),
+            )
+        },
+        b"$4\r\ngood\r\n",
+    );
+    let small = RedisBackend::from_arguments(&Arguments::new(
+        "redis",
+        [
+            ("url", server.url()),
+            ("socket_timeout", "0.5".to_owned()),
+            ("max_value_size", "1000".to_owned()),
+            ("dead_retry", "0".to_owned()),
+        ],
+    ))
+    .unwrap();
+    let err = small.get("k").unwrap_err().to_string();
+    assert!(err.contains("max_value_size"), "{err}");
+    let err = small.set("k", vec![0; 1001]).unwrap_err().to_string();
+    assert!(
+        err.contains("max_value_size") && err.contains("\"k\""),
+        "{err}"
+    );
+    assert_eq!(small.get("k").unwrap().as_deref(), Some(&b"good"[..]));
 }

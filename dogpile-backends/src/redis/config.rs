@@ -35,8 +35,6 @@ pub(crate) const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
 /// The default `max_value_size`: 16 MiB (redis itself takes up to 512 MiB, which no cache
 /// should read into memory on one call).
 pub(crate) const DEFAULT_MAX_VALUE_SIZE: usize = 16 << 20;
-/// Bytes a reply may take beyond `max_value_size`, for the framing around its values.
-const REPLY_FRAMING: usize = 4096;
 /// The default `connection_pool` size.
 pub(crate) const DEFAULT_POOL_SIZE: u32 = 16;
 /// The default `lock_timeout`.
@@ -76,8 +74,7 @@ impl Common {
     fn limits(&self) -> Limits {
         Limits {
             timeout: self.timeout,
-            // Room for the framing around the values (`$<length>\r\n`, ...).
-            max_reply: self.max_value_size.saturating_add(REPLY_FRAMING),
+            max_value_size: self.max_value_size,
         }
     }
 }

@@ -34,10 +34,14 @@ use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult, 
 pub(crate) struct Limits {
     /// The longest a call (connecting included) may take.
     pub(crate) timeout: Duration,
-    /// The most reply bytes one call may read.
-    pub(crate) max_reply: usize,
+    /// The largest value, and (with [`REPLY_FRAMING`] more) the most reply bytes, one call
+    /// may read.
+    pub(crate) max_value_size: usize,
 }
 
+/// Bytes a reply may take beyond `max_value_size`, for the framing around its values
+/// (`$<length>\r\n`, ...).
+const REPLY_FRAMING: usize = 4096;
 /// How deeply a reply may nest arrays (the backend's replies nest at most two deep).
 const MAX_NESTING: usize = 8;
 /// The longest status, error or integer line read.
@@ -210,7 +214,7 @@ impl Connection {
         }
         let mut call = Call {
             deadline,
-            budget: self.limits.max_reply,
+            budget: self.limits.max_value_size.saturating_add(REPLY_FRAMING),
         };
         let outcome = self.exchange(packed, skip, count, &mut call);
         if outcome.is_err() {
@@ -297,7 +301,7 @@ impl Connection {
     /// Reads more bytes into `buf`, at most `want` (and at least one), before the deadline.
     fn fill(&mut self, call: &mut Call, want: usize) -> RedisResult<()> {
         if call.budget == 0 {
-            return Err(too_large(self.limits.max_reply));
+            return Err(too_large(self.limits.max_value_size));
         }
         if let Some(t) = Self::timeout_for(self.read_timeout, self.limits.timeout, call)? {
             self.stream.set_timeouts(Some(t), None)?;
@@ -368,8 +372,8 @@ impl Connection {
     /// Exactly `n` bytes and the `\r\n` after them.
     fn bulk(&mut self, n: usize, call: &mut Call) -> RedisResult<Vec<u8>> {
         let buffered = self.buf.len() - self.start;
-        if n + 2 > buffered + call.budget {
-            return Err(too_large(self.limits.max_reply));
+        if n > self.limits.max_value_size || n + 2 > buffered + call.budget {
+            return Err(too_large(self.limits.max_value_size));
         }
         while self.buf.len() - self.start < n + 2 {
             self.compact();
@@ -416,7 +420,8 @@ impl Connection {
                 -1 => Ok(Value::Nil),
                 n if n < 0 => Err(protocol("negative bulk string length", n.to_string())),
                 n => {
-                    let n = usize::try_from(n).map_err(|_| too_large(self.limits.max_reply))?;
+                    let n =
+                        usize::try_from(n).map_err(|_| too_large(self.limits.max_value_size))?;
                     self.bulk(n, call).map(Value::BulkString)
                 }
             },
@@ -430,7 +435,7 @@ impl Connection {
                     let n = usize::try_from(n).unwrap_or(usize::MAX);
                     // Each element takes at least 3 bytes (`:0\r\n` is 4).
                     if n.saturating_mul(3) > self.buf.len() - self.start + call.budget {
-                        return Err(too_large(self.limits.max_reply));
+                        return Err(too_large(self.limits.max_value_size));
                     }
                     let mut items = Vec::with_capacity(n.min(1024));
                     for _ in 0..n {

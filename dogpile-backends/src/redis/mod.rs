@@ -50,7 +50,8 @@
 //!
 //! | argument | default | meaning |
 //! |---|---|---|
-//! | `socket_timeout` | `2` | seconds; bounds connecting, each read and write, and the wait for a pooled connection, so a server that is down or hung gives `Error::Backend` within about this time, never a hang |
+//! | `socket_timeout` | `2` | seconds; bounds the wait for a pooled connection (connecting included) and then each call as a whole, from sending the command to the last byte of its reply, whatever the server sends (trickled, truncated or endless replies), so a server that is down, hung or hostile gives `Error::Backend` within about twice this time, never a hang (`redis_cluster`: each read and write, through the `redis` crate) |
+//! | `max_value_size` | `16777216` (16 MiB) | bytes; the largest value read or stored, and (with a little room for framing) the most one call reads, all values of a `get_multi` together. A reply announcing more is refused before it is read, so a broken or hostile server cannot make a call allocate more; a `set` of a larger value fails naming the key. Redis itself allows 512 MiB; raise this if you cache values over 16 MiB (`redis` and `redis_sentinel`) |
 //! | `connection_pool` (or `pool_size`, memcached's name) | `16` | the most connections kept (per region); no connection is made before the first operation, so configuring a region does not need the server up |
 //! | `redis_expiration_time` | none | seconds; a server-side TTL on every value (`SET .. PX`), visible with `TTL`. Make it longer than the region's expiration time plus the creator's run time, or stale values vanish and readers block |
 //! | `distributed_lock` | `false` (`true` for `redis_sentinel`, as dogpile.cache) | use a dogpile lock in redis, shared by every process, instead of only the per-process lock |
@@ -79,7 +80,8 @@
 //! # Errors and faults
 //!
 //! Every error names the backend and its server(s), e.g. `redis at 127.0.0.1:7001`. A
-//! connection that failed with an I/O error is dropped; an operation that finds a pooled
+//! connection that saw any failure (an I/O error, a timeout, a reply that is malformed,
+//! too large, short or followed by extra bytes) is dropped, never used again; an operation that finds a pooled
 //! connection closed by the server (a restart) is retried on a fresh one, so the same
 //! region works again as soon as the server is back. A value of another type than a string
 //! under a cache key (written by another program) reads as a miss, as does a string that is
