@@ -8,7 +8,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
-use super::connection::Limits;
+use super::connection::{Limits, Tls};
 use super::pool::{ClusterConnector, Pool, Server, ServerConnector};
 use super::{Pools, Shared};
 use crate::health::{Health, DEFAULT_DEAD_RETRY};
@@ -192,7 +192,11 @@ fn with_credentials(info: ConnectionInfo, db: Option<i64>, common: &Common) -> C
 
 /// `redis`: one server, from `url` or `host`/`port`/`db`.
 pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
-    args.check_known(&known(&["url", "host", "port", "db", "dead_retry"]))?;
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut own = vec!["url", "host", "port", "db", "dead_retry"];
+    #[cfg(feature = "tls")]
+    own.extend_from_slice(super::tls::ARGUMENTS);
+    args.check_known(&known(&own))?;
     let common = common(args, false)?;
     let db = args.parse::<i64>("db")?;
     let info = match args.get("url") {
@@ -236,12 +240,40 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     let connector = ServerConnector {
         server: Server::Direct(client.get_connection_info().clone()),
         limits: common.limits(),
+        tls: tls_config(args, client.get_connection_info().addr())?,
     };
     Ok(settings(
         describe,
         Pools::Server(Pool::new(connector, common.pool_size, common.timeout)),
         common,
     ))
+}
+
+/// The TLS configuration for a `rediss://` address; the `ssl_*` arguments are refused for
+/// a plain one (they would have no effect).
+#[cfg(feature = "tls")]
+fn tls_config(args: &Arguments, addr: &ConnectionAddr) -> Result<Tls> {
+    match addr {
+        ConnectionAddr::TcpTls { insecure, .. } => {
+            super::tls::client_config(args, *insecure).map(Some)
+        }
+        _ => match super::tls::ARGUMENTS
+            .iter()
+            .find(|name| args.get(name).is_some())
+        {
+            Some(name) => Err(args.invalid(
+                name,
+                "applies to TLS connections only: give a `rediss://` URL",
+            )),
+            None => Ok(None),
+        },
+    }
+}
+
+/// Without the `tls` feature, `rediss://` URLs are refused when they are parsed.
+#[cfg(not(feature = "tls"))]
+fn tls_config(_args: &Arguments, _addr: &ConnectionAddr) -> Result<Tls> {
+    Ok(())
 }
 
 fn describe_server(backend: &str, addr: &ConnectionAddr, db: i64) -> String {
@@ -412,6 +444,8 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
     let connector = ServerConnector {
         server: Server::Sentinel(Mutex::new(client)),
         limits: common.limits(),
+        // Masters are reached over plain TCP.
+        tls: Tls::default(),
     };
     let pools = Pools::Server(Pool::new(connector, common.pool_size, common.timeout));
     Ok(settings(describe, pools, common))

@@ -51,24 +51,42 @@ const CHUNK: usize = 16 * 1024;
 /// The most read at a time into a bulk string (memory grows with what arrives).
 const MAX_READ: usize = 256 * 1024;
 
+/// The TLS client configuration of a `rediss://` server (`None`: plain connections only).
+#[cfg(feature = "tls")]
+pub(crate) type Tls = Option<std::sync::Arc<rustls::ClientConfig>>;
+/// Without the `tls` feature there is nothing to configure.
+#[cfg(not(feature = "tls"))]
+pub(crate) type Tls = ();
+
 /// The byte stream under a connection.
 enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+fn set_socket_timeouts(
+    s: &TcpStream,
+    read: Option<Duration>,
+    write: Option<Duration>,
+) -> io::Result<()> {
+    if let Some(t) = read {
+        s.set_read_timeout(Some(t))?;
+    }
+    if let Some(t) = write {
+        s.set_write_timeout(Some(t))?;
+    }
+    Ok(())
 }
 
 impl Stream {
     fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => {
-                if let Some(t) = read {
-                    s.set_read_timeout(Some(t))?;
-                }
-                if let Some(t) = write {
-                    s.set_write_timeout(Some(t))?;
-                }
-            }
+            Stream::Tcp(s) => set_socket_timeouts(s, read, write)?,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => set_socket_timeouts(&s.sock, read, write)?,
             #[cfg(unix)]
             Stream::Unix(s) => {
                 if let Some(t) = read {
@@ -85,6 +103,8 @@ impl Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
         }
@@ -93,6 +113,8 @@ impl Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.write(buf),
         }
@@ -101,6 +123,8 @@ impl Stream {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush(),
             #[cfg(unix)]
             Stream::Unix(s) => s.flush(),
         }
@@ -142,10 +166,25 @@ fn protocol(what: &'static str, detail: String) -> RedisError {
 impl Connection {
     /// Connects to `info`'s server, authenticates and selects its database, all within
     /// `limits.timeout`.
-    pub(crate) fn open(info: &ConnectionInfo, limits: Limits) -> RedisResult<Connection> {
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    pub(crate) fn open(
+        info: &ConnectionInfo,
+        limits: Limits,
+        tls: &Tls,
+    ) -> RedisResult<Connection> {
         let deadline = Instant::now() + limits.timeout;
         let stream = match info.addr() {
             ConnectionAddr::Tcp(host, port) => Stream::Tcp(connect_tcp(host, *port, deadline)?),
+            #[cfg(feature = "tls")]
+            ConnectionAddr::TcpTls { host, port, .. } if tls.is_some() => {
+                let config = tls.clone().expect("checked by the guard");
+                let tcp = connect_tcp(host, *port, deadline)?;
+                let conn = rustls::ClientConnection::new(config, super::tls::server_name(host)?)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let mut stream = rustls::StreamOwned::new(conn, tcp);
+                handshake(&mut stream, deadline)?;
+                Stream::Tls(Box::new(stream))
+            }
             #[cfg(unix)]
             ConnectionAddr::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
             other => {
@@ -469,6 +508,26 @@ fn too_large(max: usize) -> RedisError {
         "reply larger than max_value_size",
         format!("more than {max} bytes; raise max_value_size if such values are expected"),
     )
+}
+
+/// Completes the TLS handshake before `deadline`.
+#[cfg(feature = "tls")]
+fn handshake(
+    stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    deadline: Instant,
+) -> RedisResult<()> {
+    while stream.conn.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        set_socket_timeouts(&stream.sock, Some(left), Some(left))?;
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(deadline_error)?;
+    }
+    Ok(())
 }
 
 fn connect_tcp(host: &str, port: u16, deadline: Instant) -> RedisResult<TcpStream> {

@@ -31,10 +31,13 @@
 //!
 //! | argument | default | meaning |
 //! |---|---|---|
-//! | `url` | | `redis://[user][:password@]host[:port][/db]`, or `redis+unix:///path`. Not with `host`/`port`. (`rediss://` needs TLS, which this build does not include.) |
+//! | `url` | | `redis://[user][:password@]host[:port][/db]`, `rediss://...` for TLS (`rediss://...#insecure`: the certificate is not checked), or `redis+unix:///path`. Not with `host`/`port` |
 //! | `host`, `port` | `localhost`, `6379` | the server, when no `url` is given |
 //! | `db` | `0` (or the URL's) | the database number |
 //! | `username`, `password` | (or the URL's) | credentials (ACL user, `AUTH`) |
+//! | `ssl_ca_certs` | the system's CAs | with `rediss://`: a PEM file of the CA certificates that the server's certificate must chain to (a private CA, as hosted services and self-signed setups use) |
+//! | `ssl_certfile`, `ssl_keyfile` | | with `rediss://`: the client certificate (PEM, with its chain) and its private key, for servers that require one (`tls-auth-clients yes`) |
+//! | `ssl_cert_reqs` | `required` | with `rediss://`: `none` accepts any server certificate (encrypted, but open to a man in the middle; as `#insecure`) |
 //! | `dead_retry` | `5` | seconds a server found unreachable (a failed connection, a timeout) is left alone: its commands fail at once meanwhile instead of each waiting `socket_timeout`; then one caller tries it again, and the first success marks it up. `0` tries it on every command (memcached's argument of the same name) |
 //!
 //! `redis_cluster`: `url`, the cluster's nodes as a comma-separated list of URLs or
@@ -60,6 +63,11 @@
 //! | `lock_blocking_timeout` | `lock_timeout + 1` | seconds; a waiting acquire gives up after this, and the region returns `Error::LockTimeout` |
 //! | `lock_prefix` | `_lock` | the lock key is this prefix + the cache key; 2 to 10 of letters, digits, `_ - . :` |
 //! | `thread_local_lock` | | accepted for compatibility with dogpile.cache configurations, and has no effect: the lock handle here is never bound to a thread (dogpile needs `false` to release a lock from the background runner's thread; this port always can) |
+//!
+//! TLS (the `tls` feature, on by default) is rustls with the ring provider; the `ssl_*`
+//! names are redis-py's, as dogpile.cache passes them through. `redis_cluster` passes
+//! `rediss://` node URLs to the `redis` crate's own TLS (the system's CAs, no `ssl_*`
+//! arguments; not tested here); `redis_sentinel` masters are reached over plain TCP.
 //!
 //! # The distributed lock
 //!
@@ -91,6 +99,8 @@ mod config;
 mod connection;
 mod lock;
 mod pool;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -18,7 +18,7 @@ use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::sentinel::SentinelClient;
 use redis::{ConnectionInfo, ConnectionLike, RedisError, RedisResult};
 
-use super::connection::{Connection, Limits};
+use super::connection::{Connection, Limits, Tls};
 
 use crate::health::MarkedDown;
 
@@ -43,6 +43,7 @@ pub(crate) enum Server {
 pub(crate) struct ServerConnector {
     pub(crate) server: Server,
     pub(crate) limits: Limits,
+    pub(crate) tls: Tls,
 }
 
 impl Connect for ServerConnector {
@@ -50,13 +51,13 @@ impl Connect for ServerConnector {
 
     fn connect(&self) -> RedisResult<Connection> {
         match &self.server {
-            Server::Direct(info) => Connection::open(info, self.limits),
+            Server::Direct(info) => Connection::open(info, self.limits, &self.tls),
             Server::Sentinel(sentinel) => {
                 let client = sentinel
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .get_client()?;
-                Connection::open(client.get_connection_info(), self.limits)
+                Connection::open(client.get_connection_info(), self.limits, &self.tls)
             }
         }
     }
