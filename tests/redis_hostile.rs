@@ -174,7 +174,7 @@ fn a_trickled_reply_ends_at_the_deadline() {
 #[test]
 fn an_endless_line_is_cut_short() {
     let message = get_survives("endless status line", || {
-        Answer::Endless(b"+".to_vec(), b'a')
+        Answer::Endless(b"+".to_vec(), b"a")
     });
     assert!(message.contains("line too long"), "{message}");
 }
@@ -182,11 +182,16 @@ fn an_endless_line_is_cut_short() {
 #[test]
 fn a_huge_announced_length_is_refused_before_it_is_read() {
     let message = get_survives("a bulk string announcing 1 GB", || {
-        Answer::Endless(b"$1000000000\r\n".to_vec(), b'x')
+        Answer::Endless(b"$1000000000\r\n".to_vec(), b"x")
     });
     assert!(message.contains("max_value_size"), "{message}");
     let message = get_survives("an array announcing a billion elements", || {
-        Answer::Endless(b"*1000000000\r\n".to_vec(), b'x')
+        Answer::Endless(b"*1000000000\r\n".to_vec(), b"x")
+    });
+    assert!(message.contains("max_value_size"), "{message}");
+    // A million one-byte strings: few bytes on the wire, far more as values in memory.
+    let message = get_survives("an array of a million small strings", || {
+        Answer::Endless(b"*1000000\r\n".to_vec(), b"$1\r\nx\r\n")
     });
     assert!(message.contains("max_value_size"), "{message}");
 }
@@ -195,7 +200,7 @@ fn a_huge_announced_length_is_refused_before_it_is_read() {
 fn a_value_within_the_limit_followed_by_garbage_is_an_error() {
     // 15 MB announced (under the default 16 MiB), sent, then no end of line.
     let message = get_survives("a 15 MB bulk string without its end", || {
-        Answer::Endless(b"$15000000\r\n".to_vec(), b'x')
+        Answer::Endless(b"$15000000\r\n".to_vec(), b"x")
     });
     assert!(message.contains("end of line"), "{message}");
 }

@@ -16,8 +16,9 @@ pub enum Answer {
     Bytes(Vec<u8>),
     /// These bytes, one every `interval`.
     Trickle(Vec<u8>, Duration),
-    /// These bytes, then `filler` bytes without end (until the client goes away).
-    Endless(Vec<u8>, u8),
+    /// These bytes, then the `pattern` bytes over and over, without end (until the client
+    /// goes away).
+    Endless(Vec<u8>, &'static [u8]),
     /// These bytes, then nothing more: the connection stays open and silent.
     Stall(Vec<u8>),
     /// These bytes, then the connection is closed.
@@ -94,8 +95,13 @@ fn serve(stream: TcpStream, answer: &Answerer) {
                 thread::sleep(interval);
                 writer.write_all(&[*byte]).is_ok()
             }),
-            Answer::Endless(head, filler) => {
-                let chunk = vec![filler; 64 * 1024];
+            Answer::Endless(head, pattern) => {
+                let chunk: Vec<u8> = pattern
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(64 * 1024 / pattern.len() * pattern.len())
+                    .collect();
                 if writer.write_all(&head).is_ok() {
                     while writer.write_all(&chunk).is_ok() {}
                 }

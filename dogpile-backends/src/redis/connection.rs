@@ -19,6 +19,12 @@
 //! - a connection that saw any failure closes itself ([`is_open`] is false from then
 //!   on), so the pool drops it and no later call can read a late reply as its own.
 //!
+//! Other designs weighed: the crate's async connection under a tokio timeout would bound
+//! time but not memory, and sync calls would need an internal runtime (a thread hop per
+//! call, and `block_on` panics inside a caller's own tokio runtime). This connection
+//! uses no runtime: a sync call inside an async task blocks its thread as any blocking
+//! I/O does, and is bounded like any other.
+//!
 //! [`is_open`]: redis::ConnectionLike::is_open
 
 use std::io::{self, Read, Write};
@@ -42,6 +48,9 @@ pub(crate) struct Limits {
 /// Bytes a reply may take beyond `max_value_size`, for the framing around its values
 /// (`$<length>\r\n`, ...).
 const REPLY_FRAMING: usize = 4096;
+/// What holding one reply value costs beyond its bytes (the `Value` and the allocation
+/// of its data), counted against the budget.
+const VALUE_COST: usize = std::mem::size_of::<Value>() + 32;
 /// How deeply a reply may nest arrays (the backend's replies nest at most two deep).
 const MAX_NESTING: usize = 8;
 /// The longest status, error or integer line read.
@@ -439,6 +448,12 @@ impl Connection {
 
     /// One reply value.
     fn value(&mut self, call: &mut Call, depth: usize) -> RedisResult<Value> {
+        // A value costs memory beyond its bytes on the wire: a million `$1\r\nx\r\n`
+        // would take 7 MB to send and several times that to hold.
+        call.budget = call
+            .budget
+            .checked_sub(VALUE_COST)
+            .ok_or_else(|| too_large(self.limits.max_value_size))?;
         let line = self.line(call)?;
         let Some((&kind, rest)) = line.split_first() else {
             return Err(protocol("empty reply line", String::new()));
@@ -472,8 +487,8 @@ impl Connection {
                         return Err(protocol("reply nested too deep", depth.to_string()));
                     }
                     let n = usize::try_from(n).unwrap_or(usize::MAX);
-                    // Each element takes at least 3 bytes (`:0\r\n` is 4).
-                    if n.saturating_mul(3) > self.buf.len() - self.start + call.budget {
+                    // Each element costs at least VALUE_COST of the budget.
+                    if n.saturating_mul(VALUE_COST) > call.budget {
                         return Err(too_large(self.limits.max_value_size));
                     }
                     let mut items = Vec::with_capacity(n.min(1024));
