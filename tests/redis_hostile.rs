@@ -267,3 +267,31 @@ fn max_value_size_bounds_reads_and_writes() {
     );
     assert_eq!(small.get("k").unwrap().as_deref(), Some(&b"good"[..]));
 }
+
+#[test]
+fn a_server_that_never_reads_cannot_hold_a_large_write() {
+    let _one = one_at_a_time();
+    // Accepts connections and never reads from them: the socket buffers fill and every
+    // write blocks.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let backend = RedisBackend::from_arguments(&Arguments::new(
+        "redis",
+        [
+            ("url", format!("redis://{addr}")),
+            ("socket_timeout", "0.5".to_owned()),
+        ],
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let err = backend.set("k", vec![7; 15 << 20]).unwrap_err().to_string();
+    let took = started.elapsed();
+    assert!(err.contains("socket_timeout"), "{err}");
+    assert!(took < SOCKET_TIMEOUT * 2, "a 15 MB write took {took:?}");
+}
