@@ -172,9 +172,14 @@ impl Shared {
             Pools::Server(pool) => self.health.check().map_err(Failure::Down).and_then(|()| {
                 let outcome = pool.run(|conn| op(Conn::Server(conn)));
                 match &outcome {
+                    Ok(_) => self.health.mark_up(),
                     Err(failure) if pool.unreachable(failure) => self.health.mark_down(failure),
-                    Err(Failure::Redis(error)) if error.is_unrecoverable_error() => {}
-                    _ => self.health.mark_up(),
+                    // The server answered (an error reply, a value of another type).
+                    Err(Failure::Redis(error)) if !error.is_unrecoverable_error() => {
+                        self.health.mark_up()
+                    }
+                    // A malformed reply, or every connection busy: says nothing either way.
+                    Err(_) => {}
                 }
                 outcome
             }),
