@@ -10,6 +10,8 @@ use linkme::distributed_slice;
 
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "redis")]
+mod health;
 #[cfg(feature = "memcached")]
 pub mod memcached;
 pub mod memory;

@@ -1,5 +1,6 @@
 //! Region configuration: [`RegionConfig`] and the backend [`Arguments`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -204,14 +205,50 @@ impl fmt::Debug for RegionConfig {
     }
 }
 
-fn redacted(arguments: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+/// What stands for a secret in Debug output, errors and logs.
+const REDACTED: &str = "<redacted>";
+
+fn redacted(arguments: &BTreeMap<String, String>) -> BTreeMap<&str, Cow<'_, str>> {
     arguments
         .iter()
-        .map(|(k, v)| {
-            let secret = k.contains("password");
-            (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
-        })
+        .map(|(k, v)| (k.as_str(), redact(k, v)))
         .collect()
+}
+
+/// `value` of argument `name` as it may be shown: a password argument entirely replaced,
+/// and the password of every URL in it (`redis://user:secret@host`) replaced.
+fn redact<'a>(name: &str, value: &'a str) -> Cow<'a, str> {
+    if name.contains("password") {
+        return Cow::Borrowed(REDACTED);
+    }
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(scheme_end) = rest.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_len = rest[authority_start..]
+            .find(|c: char| matches!(c, '/' | '?' | '#' | ',') || c.is_whitespace())
+            .unwrap_or(rest.len() - authority_start);
+        let authority = &rest[authority_start..authority_start + authority_len];
+        let password = authority.rfind('@').and_then(|at| {
+            let colon = authority[..at].find(':')?;
+            Some((authority_start + colon + 1, authority_start + at))
+        });
+        let consumed = authority_start + authority_len;
+        match password {
+            Some((start, end)) => {
+                out.push_str(&rest[..start]);
+                out.push_str(REDACTED);
+                out.push_str(&rest[end..consumed]);
+            }
+            None => out.push_str(&rest[..consumed]),
+        }
+        rest = &rest[consumed..];
+    }
+    if out.is_empty() {
+        return Cow::Borrowed(value);
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 /// The arguments a backend is built from: string values, parsed on request, each error
@@ -247,6 +284,13 @@ impl Arguments {
     /// The raw string value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
+    }
+
+    /// The value of `name` as it may appear in error messages, Debug output and logs:
+    /// a password argument (any name containing `password`) is `<redacted>`, and so is the
+    /// password of every URL in the value (`redis://user:<redacted>@host`).
+    pub fn shown(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.get(name).map(|value| redact(name, value))
     }
 
     /// The raw string value of `name`, or an error saying it is required.
@@ -377,6 +421,46 @@ mod tests {
             err.contains("unknown argument") && err.contains("flag, n"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn debug_output_and_shown_values_hide_passwords() {
+        let pairs = [
+            ("url", "redis://:hunter2@cache:6379/0"),
+            (
+                "startup_nodes",
+                "redis://u:hunter3@a:1,rediss://v:hunter4@b:2/1?x=y",
+            ),
+            ("password", "hunter5"),
+            ("sentinel_password", "hunter6"),
+            ("other", "redis://user@host:1 and http://no-secret/"),
+            ("at_in_path", "redis://host:1/a:b@c"),
+        ];
+        let a = args(&pairs);
+        let mut config = RegionConfig::new("redis");
+        for (k, v) in pairs {
+            config = config.argument(k, v);
+        }
+        for shown in [format!("{a:?}"), format!("{config:?}"), format!("{a:#?}")] {
+            for secret in ["hunter2", "hunter3", "hunter4", "hunter5", "hunter6"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(
+                shown.contains("redis://:<redacted>@cache:6379/0"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("redis://user@host:1 and http://no-secret/"),
+                "{shown}"
+            );
+            assert!(shown.contains("redis://host:1/a:b@c"), "{shown}");
+        }
+        assert_eq!(
+            a.shown("startup_nodes").unwrap(),
+            "redis://u:<redacted>@a:1,rediss://v:<redacted>@b:2/1?x=y"
+        );
+        assert_eq!(a.shown("password").unwrap(), "<redacted>");
+        assert_eq!(a.shown("missing"), None);
     }
 
     #[test]

@@ -20,6 +20,16 @@ use crate::error::{Error, Result};
 /// The format version dogpile.cache writes in `v` (its `value_version`).
 pub const VALUE_VERSION: u32 = 2;
 
+/// How deeply a stored payload may nest (arrays, maps and extension values inside each
+/// other) to be decoded; a deeper one does not decode, so the region treats it as a miss
+/// and logs a warning.
+///
+/// Decoding recurses once per level. Measured in a debug build on a thread with a 2 MiB
+/// stack (Rust's default for spawned threads), a `serde_json::Value` overflowed the stack
+/// between 550 and 600 levels, and rmp-serde's own default limit (1024) let that happen.
+/// 128 leaves a margin of four for types with larger frames.
+pub const MAX_DEPTH: usize = 128;
+
 /// Any type a region can cache: serializable, cloneable, shareable between threads.
 ///
 /// Implemented for every type that meets the bounds; there is nothing to implement.
@@ -86,9 +96,12 @@ impl<T: Cacheable> CachedValue<T> {
                 metadata.v
             ));
         }
-        let payload = rmp_serde::from_slice(&bytes[bar + 1..]).map_err(|e| {
+        let mut payload = rmp_serde::Deserializer::from_read_ref(&bytes[bar + 1..]);
+        // rmp-serde counts the top level too: MAX_DEPTH levels pass.
+        payload.set_max_depth(MAX_DEPTH + 1);
+        let payload = T::deserialize(&mut payload).map_err(|e| {
             format!(
-                "payload does not decode as {}: {e}",
+                "payload does not decode as {} (nested at most {MAX_DEPTH} deep): {e}",
                 std::any::type_name::<T>()
             )
         })?;
@@ -197,6 +210,46 @@ mod tests {
         assert_eq!(as_map["id"], 5);
         assert_eq!(as_map["name"], "ed");
         assert_eq!(CachedValue::<User>::from_bytes(&bytes).unwrap(), value);
+    }
+
+    /// A recursive type, as a tree or JSON-like value in an application would be.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Nested(Vec<Nested>);
+
+    /// dogpile's bytes of `Nested` values `depth` deep.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut bytes = br#"{"ct":1.0,"v":2}|"#.to_vec();
+        bytes.extend(std::iter::repeat_n(0x91, depth - 1)); // an array of one, ...
+        bytes.push(0x90); // ... around an empty array
+        bytes
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_limit_are_errors_not_stack_overflows() {
+        // On a 2 MiB thread, as a spawned thread has by default. Without the limit, the
+        // 10_000 levels overflow its stack (debug builds overflow from about 600).
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let at_limit = CachedValue::<Nested>::from_bytes(&nested(MAX_DEPTH)).unwrap();
+                let mut depth = 0;
+                let mut level = &at_limit.payload;
+                while let Some(inner) = level.0.first() {
+                    depth += 1;
+                    level = inner;
+                }
+                assert_eq!(depth, MAX_DEPTH - 1);
+                for depth in [MAX_DEPTH + 1, 600, 10_000] {
+                    let err = CachedValue::<Nested>::from_bytes(&nested(depth)).unwrap_err();
+                    assert!(err.contains("depth limit exceeded"), "{depth}: {err}");
+                    let err =
+                        CachedValue::<serde_json::Value>::from_bytes(&nested(depth)).unwrap_err();
+                    assert!(err.contains("depth limit exceeded"), "{depth}: {err}");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

@@ -26,6 +26,95 @@ pub struct RedisServer {
     dir: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// Serves TLS only (on `port`), with certificates made for the test in `dir`.
+    tls: bool,
+}
+
+/// Whether a TLS server asks clients for a certificate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// Clients may connect without one.
+    Optional,
+    /// Clients must present one signed by the test CA.
+    Required,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl to make test certificates: {e}"));
+    assert!(
+        output.status.success(),
+        "openssl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Makes, in `dir`, a test CA (`ca.crt`), a server certificate for 127.0.0.1 and
+/// localhost (`server.crt`, `server.key`) and a client certificate (`client.crt`,
+/// `client.key`), both signed by the CA; and `other-ca.crt`, a CA that signed nothing.
+fn make_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (name, cn) in [("ca", "dogpile test CA"), ("other-ca", "another CA")] {
+        let (key, crt, subj) = (
+            format!("{name}.key"),
+            format!("{name}.crt"),
+            format!("/CN={cn}"),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+        openssl(dir, &args);
+    }
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, crt, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        fs::write(dir.join(&extfile), ext).expect("write an openssl extension file");
+        let subj = format!("/CN=dogpile test {name}");
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &args);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ],
+        );
+    }
 }
 
 fn temp_dir(what: &str) -> PathBuf {
@@ -53,9 +142,61 @@ impl RedisServer {
             dir: temp_dir("redis"),
             args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
+            tls: false,
         };
         server.launch();
         server
+    }
+
+    /// A server that speaks TLS only (`--port 0 --tls-port PORT`), with a certificate for
+    /// 127.0.0.1 signed by a CA made for it ([`RedisServer::tls_file`]).
+    pub fn start_tls(client_certs: ClientCerts) -> RedisServer {
+        let dir = temp_dir("redis-tls");
+        make_certificates(&dir);
+        let file = |name: &str| dir.join(name).to_str().expect("UTF-8 temp path").to_owned();
+        let auth = match client_certs {
+            ClientCerts::Optional => "optional",
+            ClientCerts::Required => "yes",
+        };
+        let args = vec![
+            "--tls-cert-file".to_owned(),
+            file("server.crt"),
+            "--tls-key-file".to_owned(),
+            file("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            file("ca.crt"),
+            "--tls-auth-clients".to_owned(),
+            auth.to_owned(),
+        ];
+        let mut server = RedisServer {
+            port: free_port(),
+            dir,
+            args,
+            child: None,
+            tls: true,
+        };
+        server.launch();
+        server
+    }
+
+    /// One TLS server (client certificates optional) shared by every test of this binary.
+    pub fn shared_tls() -> &'static RedisServer {
+        static SHARED: OnceLock<RedisServer> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let server = RedisServer::start_tls(ClientCerts::Optional);
+            keep_until_exit(&server);
+            server
+        })
+    }
+
+    /// The path of a certificate file of a TLS server: `ca.crt`, `client.crt`,
+    /// `client.key`, `other-ca.crt`, ...
+    pub fn tls_file(&self, name: &str) -> String {
+        self.dir
+            .join(name)
+            .to_str()
+            .expect("UTF-8 temp path")
+            .to_owned()
     }
 
     /// One server shared by every test of this binary; stopped when the process exits.
@@ -75,8 +216,16 @@ impl RedisServer {
     fn launch(&mut self) {
         let log = fs::File::create(self.log_path())
             .unwrap_or_else(|e| panic!("cannot create the redis-server log file: {e}"));
+        let (plain_port, tls_port) = match self.tls {
+            true => (
+                "0".to_owned(),
+                vec!["--tls-port".to_owned(), self.port.to_string()],
+            ),
+            false => (self.port.to_string(), vec![]),
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+            .args(["--port", &plain_port])
+            .args(&tls_port)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -123,6 +272,11 @@ impl RedisServer {
     }
 
     fn ping(&self) -> redis::RedisResult<()> {
+        if self.tls {
+            // Listening is enough: the tests' own TLS handshakes are what they test.
+            std::net::TcpStream::connect(self.addr())?;
+            return Ok(());
+        }
         let mut conn = redis::Client::open(self.url())?
             .get_connection_with_timeout(Duration::from_millis(500))?;
         redis::cmd("PING").query(&mut conn)
@@ -137,9 +291,10 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `redis://127.0.0.1:PORT`
+    /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS server)
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The process id of the running server.
@@ -405,6 +560,7 @@ impl RedisSentinel {
             dir,
             args: vec![],
             child: None,
+            tls: false,
         };
         sentinel.launch_sentinel(&conf);
         let setup = RedisSentinel {

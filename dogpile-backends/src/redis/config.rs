@@ -3,13 +3,15 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dogpile_core::{Arguments, Result};
+use dogpile_core::{Arguments, Error, Result};
 use redis::cluster::ClusterClientBuilder;
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
+use super::connection::{Limits, Tls};
 use super::pool::{ClusterConnector, Pool, Server, ServerConnector};
 use super::{Pools, Shared};
+use crate::health::{Health, DEFAULT_DEAD_RETRY};
 
 /// Arguments every redis backend accepts.
 const COMMON: &[&str] = &[
@@ -17,6 +19,8 @@ const COMMON: &[&str] = &[
     "password",
     "socket_timeout",
     "connection_pool",
+    "pool_size",
+    "max_value_size",
     "redis_expiration_time",
     "distributed_lock",
     "lock_timeout",
@@ -28,6 +32,9 @@ const COMMON: &[&str] = &[
 
 /// The default `socket_timeout`.
 pub(crate) const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default `max_value_size`: 16 MiB (redis itself takes up to 512 MiB, which no cache
+/// should read into memory on one call).
+pub(crate) const DEFAULT_MAX_VALUE_SIZE: usize = 16 << 20;
 /// The default `connection_pool` size.
 pub(crate) const DEFAULT_POOL_SIZE: u32 = 16;
 /// The default `lock_timeout`.
@@ -58,6 +65,18 @@ struct Common {
     pool_size: u32,
     expiration: Option<Duration>,
     lock: Option<LockSettings>,
+    /// Zero when the flavour has no `dead_retry` (a cluster).
+    dead_retry: Duration,
+    max_value_size: usize,
+}
+
+impl Common {
+    fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            max_value_size: self.max_value_size,
+        }
+    }
 }
 
 fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
@@ -67,17 +86,35 @@ fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
     if timeout.is_zero() {
         return Err(args.invalid("socket_timeout", "must be greater than zero"));
     }
-    let pool_size = args
-        .parse::<u32>("connection_pool")?
-        .unwrap_or(DEFAULT_POOL_SIZE);
+    // `pool_size` is memcached's name for the same thing, accepted here too.
+    let (pool_argument, pool_size) = match (
+        args.parse::<u32>("connection_pool")?,
+        args.parse::<u32>("pool_size")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(args.invalid(
+                "pool_size",
+                "give either `connection_pool` or `pool_size` (the same setting), not both",
+            ))
+        }
+        (None, Some(size)) => ("pool_size", size),
+        (size, None) => ("connection_pool", size.unwrap_or(DEFAULT_POOL_SIZE)),
+    };
     if pool_size == 0 {
-        return Err(args.invalid("connection_pool", "must be at least 1"));
+        return Err(args.invalid(pool_argument, "must be at least 1"));
     }
     let expiration = args
         .seconds("redis_expiration_time")?
         .filter(|ttl| !ttl.is_zero());
     if expiration.is_some_and(|ttl| ttl < Duration::from_millis(1)) {
         return Err(args.invalid("redis_expiration_time", "must be at least 0.001 seconds"));
+    }
+    let dead_retry = args.seconds("dead_retry")?.unwrap_or(DEFAULT_DEAD_RETRY);
+    let max_value_size = args
+        .parse::<usize>("max_value_size")?
+        .unwrap_or(DEFAULT_MAX_VALUE_SIZE);
+    if max_value_size == 0 {
+        return Err(args.invalid("max_value_size", "must be at least 1 (bytes)"));
     }
     // Parsed so that a malformed value is reported; the lock handle works from any thread
     // whatever its value (see the module docs).
@@ -120,6 +157,8 @@ fn common(args: &Arguments, distributed_lock_default: bool) -> Result<Common> {
         password: args.get("password").map(str::to_owned),
         timeout,
         pool_size,
+        dead_retry,
+        max_value_size,
         expiration,
         lock: distributed.then_some(LockSettings {
             prefix,
@@ -153,7 +192,11 @@ fn with_credentials(info: ConnectionInfo, db: Option<i64>, common: &Common) -> C
 
 /// `redis`: one server, from `url` or `host`/`port`/`db`.
 pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
-    args.check_known(&known(&["url", "host", "port", "db"]))?;
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut own = vec!["url", "host", "port", "db", "dead_retry"];
+    #[cfg(feature = "tls")]
+    own.extend_from_slice(super::tls::ARGUMENTS);
+    args.check_known(&known(&own))?;
     let common = common(args, false)?;
     let db = args.parse::<i64>("db")?;
     let info = match args.get("url") {
@@ -165,9 +208,11 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
                     );
                 }
             }
-            url.trim()
-                .into_connection_info()
-                .map_err(|e| args.invalid("url", format!("`{url}` is not a redis URL: {e}")))?
+            url.trim().into_connection_info().map_err(|e| {
+                // `shown`: the URL's password never reaches the message.
+                let url = args.shown("url").unwrap_or_default();
+                args.invalid("url", format!("`{url}` is not a redis URL: {e}"))
+            })?
         }
         None => {
             let host = args.get("host").unwrap_or("localhost").trim();
@@ -193,14 +238,42 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
         )
     })?;
     let connector = ServerConnector {
-        server: Server::Direct(client),
-        timeout: common.timeout,
+        server: Server::Direct(client.get_connection_info().clone()),
+        limits: common.limits(),
+        tls: tls_config(args, client.get_connection_info().addr())?,
     };
     Ok(settings(
         describe,
         Pools::Server(Pool::new(connector, common.pool_size, common.timeout)),
         common,
     ))
+}
+
+/// The TLS configuration for a `rediss://` address; the `ssl_*` arguments are refused for
+/// a plain one (they would have no effect).
+#[cfg(feature = "tls")]
+fn tls_config(args: &Arguments, addr: &ConnectionAddr) -> Result<Tls> {
+    match addr {
+        ConnectionAddr::TcpTls { insecure, .. } => {
+            super::tls::client_config(args, *insecure).map(Some)
+        }
+        _ => match super::tls::ARGUMENTS
+            .iter()
+            .find(|name| args.get(name).is_some())
+        {
+            Some(name) => Err(args.invalid(
+                name,
+                "applies to TLS connections only: give a `rediss://` URL",
+            )),
+            None => Ok(None),
+        },
+    }
+}
+
+/// Without the `tls` feature, `rediss://` URLs are refused when they are parsed.
+#[cfg(not(feature = "tls"))]
+fn tls_config(_args: &Arguments, _addr: &ConnectionAddr) -> Result<Tls> {
+    Ok(())
 }
 
 fn describe_server(backend: &str, addr: &ConnectionAddr, db: i64) -> String {
@@ -210,8 +283,16 @@ fn describe_server(backend: &str, addr: &ConnectionAddr, db: i64) -> String {
     }
 }
 
+/// The backend's shared state. A cluster is never marked down as a whole (its client
+/// handles its nodes), so it has no `dead_retry`.
 fn settings(describe: String, pools: Pools, common: Common) -> Shared {
+    let dead_retry = match pools {
+        Pools::Server(_) => common.dead_retry,
+        Pools::Cluster(_) => Duration::ZERO,
+    };
     Shared {
+        health: Health::new(describe.clone(), dead_retry, common.timeout * 2),
+        max_value_size: common.max_value_size,
         describe,
         pools,
         expiration: common.expiration,
@@ -226,6 +307,16 @@ fn node_url(node: &str) -> String {
     } else {
         format!("redis://{node}")
     }
+}
+
+/// Node `n` (from 0) of `argument` is not an address. The message shows the list with
+/// its passwords redacted, never the node's raw text.
+fn not_a_node(args: &Arguments, argument: &str, n: usize, error: &redis::RedisError) -> Error {
+    let list = args.shown(argument).unwrap_or_default();
+    args.invalid(
+        argument,
+        format!("node {} of `{list}` is not a node address: {error}", n + 1),
+    )
 }
 
 /// `redis_cluster`: the nodes from `url` (comma separated) or `startup_nodes`.
@@ -252,10 +343,10 @@ pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
         return Err(args.invalid(argument, "names no node"));
     }
     let mut infos = Vec::with_capacity(nodes.len());
-    for node in &nodes {
+    for (n, node) in nodes.iter().enumerate() {
         let info = node_url(node)
             .into_connection_info()
-            .map_err(|e| args.invalid(argument, format!("`{node}` is not a node address: {e}")))?;
+            .map_err(|e| not_a_node(args, argument, n, &e))?;
         infos.push(info);
     }
     let describe = format!(
@@ -299,6 +390,7 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
         "service_name",
         "db",
         "sentinel_password",
+        "dead_retry",
     ]))?;
     // As dogpile.cache: Sentinel setups default to the distributed lock.
     let common = common(args, true)?;
@@ -313,10 +405,10 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
         return Err(args.invalid("sentinels", "names no Sentinel node"));
     }
     let mut addrs = Vec::with_capacity(sentinels.len());
-    for node in &sentinels {
-        let info = node_url(node).into_connection_info().map_err(|e| {
-            args.invalid("sentinels", format!("`{node}` is not a node address: {e}"))
-        })?;
+    for (n, node) in sentinels.iter().enumerate() {
+        let info = node_url(node)
+            .into_connection_info()
+            .map_err(|e| not_a_node(args, "sentinels", n, &e))?;
         addrs.push(info.addr().clone());
     }
     let service = args
@@ -351,7 +443,9 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
         .map_err(|e| args.invalid("sentinels", e.to_string()))?;
     let connector = ServerConnector {
         server: Server::Sentinel(Mutex::new(client)),
-        timeout: common.timeout,
+        limits: common.limits(),
+        // Masters are reached over plain TCP.
+        tls: Tls::default(),
     };
     let pools = Pools::Server(Pool::new(connector, common.pool_size, common.timeout));
     Ok(settings(describe, pools, common))

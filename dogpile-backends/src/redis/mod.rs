@@ -31,10 +31,14 @@
 //!
 //! | argument | default | meaning |
 //! |---|---|---|
-//! | `url` | | `redis://[user][:password@]host[:port][/db]`, or `redis+unix:///path`. Not with `host`/`port`. (`rediss://` needs TLS, which this build does not include.) |
+//! | `url` | | `redis://[user][:password@]host[:port][/db]`, `rediss://...` for TLS (`rediss://...#insecure`: the certificate is not checked), or `redis+unix:///path`. Not with `host`/`port` |
 //! | `host`, `port` | `localhost`, `6379` | the server, when no `url` is given |
 //! | `db` | `0` (or the URL's) | the database number |
 //! | `username`, `password` | (or the URL's) | credentials (ACL user, `AUTH`) |
+//! | `ssl_ca_certs` | the system's CAs | with `rediss://`: a PEM file of the CA certificates that the server's certificate must chain to (a private CA, as hosted services and self-signed setups use) |
+//! | `ssl_certfile`, `ssl_keyfile` | | with `rediss://`: the client certificate (PEM, with its chain) and its private key, for servers that require one (`tls-auth-clients yes`) |
+//! | `ssl_cert_reqs` | `required` | with `rediss://`: `none` accepts any server certificate (encrypted, but open to a man in the middle; as `#insecure`) |
+//! | `dead_retry` | `5` | seconds a server found unreachable (a failed connection, a timeout) is left alone: its commands fail at once meanwhile instead of each waiting `socket_timeout`; then one caller tries it again, and the first success marks it up. `0` tries it on every command (memcached's argument of the same name) |
 //!
 //! `redis_cluster`: `url`, the cluster's nodes as a comma-separated list of URLs or
 //! `host:port` (`startup_nodes` is a synonym); one reachable node is enough to discover the
@@ -42,15 +46,16 @@
 //!
 //! `redis_sentinel`: `sentinels`, the Sentinel nodes (`host:port`, comma separated),
 //! `service_name` (default `mymaster`), `db`, `username`/`password` (for the master),
-//! `sentinel_password`. Reads and writes go to the current master; after a failover the
+//! `sentinel_password`, `dead_retry` (as `redis`, for the master). Reads and writes go to the current master; after a failover the
 //! connections to the old master are dropped and new ones found through Sentinel.
 //!
 //! All of them:
 //!
 //! | argument | default | meaning |
 //! |---|---|---|
-//! | `socket_timeout` | `2` | seconds; bounds connecting, each read and write, and the wait for a pooled connection, so a server that is down or hung gives `Error::Backend` within about this time, never a hang |
-//! | `connection_pool` | `16` | the most connections kept (per region); no connection is made before the first operation, so configuring a region does not need the server up |
+//! | `socket_timeout` | `2` | seconds; bounds the wait for a pooled connection (connecting included) and then each call as a whole, from sending the command to the last byte of its reply, whatever the server sends (trickled, truncated or endless replies), so a server that is down, hung or hostile gives `Error::Backend` within about twice this time, never a hang (`redis_cluster`: each read and write, through the `redis` crate) |
+//! | `max_value_size` | `16777216` (16 MiB) | bytes; the largest value read or stored, and (with a little room for framing) the most one call reads, all values of a `get_multi` together. A reply announcing more is refused before it is read, so a broken or hostile server cannot make a call allocate more; a `set` of a larger value fails naming the key. Redis itself allows 512 MiB; raise this if you cache values over 16 MiB (`redis` and `redis_sentinel`) |
+//! | `connection_pool` (or `pool_size`, memcached's name) | `16` | the most connections kept (per region); no connection is made before the first operation, so configuring a region does not need the server up |
 //! | `redis_expiration_time` | none | seconds; a server-side TTL on every value (`SET .. PX`), visible with `TTL`. Make it longer than the region's expiration time plus the creator's run time, or stale values vanish and readers block |
 //! | `distributed_lock` | `false` (`true` for `redis_sentinel`, as dogpile.cache) | use a dogpile lock in redis, shared by every process, instead of only the per-process lock |
 //! | `lock_timeout` | `30` | seconds; the lock key's TTL. A holder that dies loses the lock after this; a creator running longer may see a second creator start |
@@ -58,6 +63,11 @@
 //! | `lock_blocking_timeout` | `lock_timeout + 1` | seconds; a waiting acquire gives up after this, and the region returns `Error::LockTimeout` |
 //! | `lock_prefix` | `_lock` | the lock key is this prefix + the cache key; 2 to 10 of letters, digits, `_ - . :` |
 //! | `thread_local_lock` | | accepted for compatibility with dogpile.cache configurations, and has no effect: the lock handle here is never bound to a thread (dogpile needs `false` to release a lock from the background runner's thread; this port always can) |
+//!
+//! TLS (the `tls` feature, on by default) is rustls with the ring provider; the `ssl_*`
+//! names are redis-py's, as dogpile.cache passes them through. `redis_cluster` passes
+//! `rediss://` node URLs to the `redis` crate's own TLS (the system's CAs, no `ssl_*`
+//! arguments; not tested here); `redis_sentinel` masters are reached over plain TCP.
 //!
 //! # The distributed lock
 //!
@@ -78,15 +88,19 @@
 //! # Errors and faults
 //!
 //! Every error names the backend and its server(s), e.g. `redis at 127.0.0.1:7001`. A
-//! connection that failed with an I/O error is dropped; an operation that finds a pooled
+//! connection that saw any failure (an I/O error, a timeout, a reply that is malformed,
+//! too large, short or followed by extra bytes) is dropped, never used again; an operation that finds a pooled
 //! connection closed by the server (a restart) is retried on a fresh one, so the same
 //! region works again as soon as the server is back. A value of another type than a string
 //! under a cache key (written by another program) reads as a miss, as does a string that is
 //! not dogpile's format.
 
 mod config;
+mod connection;
 mod lock;
 mod pool;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +111,7 @@ use redis::{ConnectionLike, FromRedisValue, RedisResult};
 
 use self::config::LockSettings;
 use self::pool::{ClusterConnector, Failure, Pool, ServerConnector};
+use crate::health::Health;
 
 /// A redis, Redis Cluster or Sentinel-managed redis store: see the [module docs](self).
 ///
@@ -117,7 +132,7 @@ pub(crate) enum Pools {
 
 /// A checked-out connection.
 pub(crate) enum Conn<'a> {
-    Server(&'a mut redis::Connection),
+    Server(&'a mut connection::Connection),
     Cluster(&'a mut ClusterConnection),
 }
 
@@ -139,6 +154,11 @@ pub(crate) struct Shared {
     pub(crate) expiration: Option<Duration>,
     /// The distributed lock, when `distributed_lock` is on.
     pub(crate) lock: Option<LockSettings>,
+    /// The largest value stored or read (`max_value_size`).
+    pub(crate) max_value_size: usize,
+    /// Up, or down for `dead_retry` (one server; a cluster's nodes are the cluster
+    /// client's business).
+    pub(crate) health: Health,
 }
 
 impl Shared {
@@ -149,7 +169,20 @@ impl Shared {
         mut op: impl FnMut(Conn<'_>) -> RedisResult<T>,
     ) -> Result<T> {
         let outcome = match &self.pools {
-            Pools::Server(pool) => pool.run(|conn| op(Conn::Server(conn))),
+            Pools::Server(pool) => self.health.check().map_err(Failure::Down).and_then(|()| {
+                let outcome = pool.run(|conn| op(Conn::Server(conn)));
+                match &outcome {
+                    Ok(_) => self.health.mark_up(),
+                    Err(failure) if pool.unreachable(failure) => self.health.mark_down(failure),
+                    // The server answered (an error reply, a value of another type).
+                    Err(Failure::Redis(error)) if !error.is_unrecoverable_error() => {
+                        self.health.mark_up()
+                    }
+                    // A malformed reply, or every connection busy: says nothing either way.
+                    Err(_) => {}
+                }
+                outcome
+            }),
             Pools::Cluster(pool) => pool.run(|conn| op(Conn::Cluster(conn))),
         };
         outcome.map_err(|failure| {
@@ -170,6 +203,21 @@ impl Shared {
         cmd: &redis::Cmd,
     ) -> Result<T> {
         self.run(what, |mut conn| cmd.query(conn.as_dyn()))
+    }
+
+    /// A value larger than `max_value_size` is refused: it could never be read back.
+    fn check_size(&self, key: &str, value: &[u8]) -> Result<()> {
+        if value.len() <= self.max_value_size {
+            return Ok(());
+        }
+        Err(Error::backend(
+            &self.describe,
+            format!(
+                "SET of key {key:?}: the value is {} bytes, more than max_value_size ({} bytes)",
+                value.len(),
+                self.max_value_size
+            ),
+        ))
     }
 
     /// `SET key value`, with the server TTL if there is one.
@@ -218,6 +266,20 @@ fn wrong_type_is_miss(
         }
         reply => reply,
     }
+}
+
+/// A reply to a multi-key read must hold one value per key: any other count is a broken
+/// server (or a reply out of step with its request), and the connection is dropped (a
+/// parse error marks it broken).
+fn reply_count(asked: usize, values: Vec<Option<Vec<u8>>>) -> RedisResult<Vec<Option<Vec<u8>>>> {
+    if values.len() == asked {
+        return Ok(values);
+    }
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Parse,
+        "wrong number of values in the reply",
+        format!("asked for {asked} keys, got {} values", values.len()),
+    )))
 }
 
 impl RedisBackend {
@@ -281,6 +343,7 @@ impl CacheBackend for RedisBackend {
     }
 
     fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        self.shared.check_size(key, &value)?;
         let cmd = self.shared.set_cmd(key, &value);
         self.shared.query("SET", &cmd)
     }
@@ -295,17 +358,20 @@ impl CacheBackend for RedisBackend {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.shared.run("MGET", |conn| match conn {
-            Conn::Server(conn) => redis::cmd("MGET").arg(keys).query(conn),
-            Conn::Cluster(conn) => {
-                // MGET across slots would be split per slot, one round trip each: a
-                // pipeline of GETs is one round trip per node, all nodes at once.
-                let mut pipe = cluster_pipe();
-                for key in keys {
-                    pipe.cmd("GET").arg(*key);
+        self.shared.run("MGET", |conn| {
+            let values: Vec<Option<Vec<u8>>> = match conn {
+                Conn::Server(conn) => redis::cmd("MGET").arg(keys).query(conn)?,
+                Conn::Cluster(conn) => {
+                    // MGET across slots would be split per slot, one round trip each: a
+                    // pipeline of GETs is one round trip per node, all nodes at once.
+                    let mut pipe = cluster_pipe();
+                    for key in keys {
+                        pipe.cmd("GET").arg(*key);
+                    }
+                    pipe.query(conn)?
                 }
-                pipe.query(conn)
-            }
+            };
+            reply_count(keys.len(), values)
         })
     }
 
@@ -314,6 +380,9 @@ impl CacheBackend for RedisBackend {
             return Ok(());
         }
         let shared = &self.shared;
+        for (key, value) in &items {
+            shared.check_size(key, value)?;
+        }
         shared.run("SET (pipeline)", |conn| match conn {
             Conn::Server(conn) => {
                 let mut pipe = redis::pipe();

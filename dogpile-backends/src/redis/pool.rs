@@ -3,18 +3,24 @@
 //! An r2d2 pool of connections that
 //! - never pings the server on checkout (a hit costs one round trip, as on a bare
 //!   connection);
-//! - connects, reads and writes with the backend's `socket_timeout`, so a server that is down
-//!   or hung gives an error, never a hang;
+//! - connects, and runs each call on one server, within the backend's `socket_timeout` and
+//!   `max_value_size` (see the `connection` module), so a server that is down, hung or
+//!   hostile gives an error, never a hang or a huge allocation (a cluster's connections
+//!   are the `redis` crate's, bounded per read only);
 //! - drops a connection after an I/O error, and retries an operation that failed on a
-//!   *reused* connection the server had closed (a restarted server), so the program recovers
+//!   connection that waited in the pool and that the server had closed (a restarted server), so the program recovers
 //!   without a restart and without showing the stale connections to its callers.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::sentinel::SentinelClient;
-use redis::{ConnectionLike, RedisError, RedisResult};
+use redis::{ConnectionInfo, ConnectionLike, RedisError, RedisResult};
+
+use super::connection::{Connection, Limits, Tls};
+
+use crate::health::MarkedDown;
 
 /// Opens one connection of a kind.
 pub(crate) trait Connect: Send + Sync + 'static {
@@ -28,32 +34,32 @@ pub(crate) trait Connect: Send + Sync + 'static {
 /// One redis server, given directly or found through Sentinel.
 pub(crate) enum Server {
     /// A server at a known address.
-    Direct(redis::Client),
+    Direct(ConnectionInfo),
     /// The current master of a Sentinel service.
     Sentinel(Mutex<SentinelClient>),
 }
 
-/// Connects to [`Server`]s.
+/// Connects to [`Server`]s, with connections bounded by `limits`.
 pub(crate) struct ServerConnector {
     pub(crate) server: Server,
-    pub(crate) timeout: Duration,
+    pub(crate) limits: Limits,
+    pub(crate) tls: Tls,
 }
 
 impl Connect for ServerConnector {
-    type Conn = redis::Connection;
+    type Conn = Connection;
 
-    fn connect(&self) -> RedisResult<redis::Connection> {
-        let client = match &self.server {
-            Server::Direct(client) => client.clone(),
-            Server::Sentinel(sentinel) => sentinel
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .get_client()?,
-        };
-        let conn = client.get_connection_with_timeout(self.timeout)?;
-        conn.set_read_timeout(Some(self.timeout))?;
-        conn.set_write_timeout(Some(self.timeout))?;
-        Ok(conn)
+    fn connect(&self) -> RedisResult<Connection> {
+        match &self.server {
+            Server::Direct(info) => Connection::open(info, self.limits, &self.tls),
+            Server::Sentinel(sentinel) => {
+                let client = sentinel
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .get_client()?;
+                Connection::open(client.get_connection_info(), self.limits, &self.tls)
+            }
+        }
     }
 }
 
@@ -73,8 +79,9 @@ pub(crate) struct Tracked<C> {
     conn: C,
     /// An error left the connection in an unknown state: the pool drops it.
     broken: bool,
-    /// It served an operation before (so the server may have closed it meanwhile).
-    used: bool,
+    /// When it was opened: one opened before the checkout began waited in the pool, and
+    /// the server may have closed it meanwhile.
+    opened: Instant,
 }
 
 /// The r2d2 manager of [`Tracked`] connections.
@@ -88,7 +95,7 @@ impl<C: Connect> r2d2::ManageConnection for Manager<C> {
         Ok(Tracked {
             conn: self.0.connect()?,
             broken: false,
-            used: false,
+            opened: Instant::now(),
         })
     }
 
@@ -119,6 +126,8 @@ pub(crate) enum Failure {
     Checkout(r2d2::Error),
     /// The command failed.
     Redis(RedisError),
+    /// The server is marked down (`dead_retry`): not tried.
+    Down(MarkedDown),
 }
 
 impl std::fmt::Display for Failure {
@@ -126,6 +135,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Checkout(error) => write!(f, "no connection: {error}"),
             Failure::Redis(error) => error.fmt(f),
+            Failure::Down(down) => down.fmt(f),
         }
     }
 }
@@ -135,6 +145,7 @@ impl std::error::Error for Failure {
         match self {
             Failure::Checkout(error) => Some(error),
             Failure::Redis(error) => Some(error),
+            Failure::Down(_) => None,
         }
     }
 }
@@ -161,7 +172,7 @@ impl<C: Connect> Pool<C> {
 
     /// Runs `op` on a pooled connection.
     ///
-    /// When `op` fails on a connection that served earlier operations because the server
+    /// When `op` fails on a connection that waited in the pool because the server
     /// dropped it (a restart) or demoted itself (a Sentinel failover), the connection is
     /// discarded and `op` runs again on another one: at most once per pooled connection plus
     /// one, so a pool full of connections to a restarted server is flushed in one call.
@@ -171,8 +182,9 @@ impl<C: Connect> Pool<C> {
     ) -> Result<T, Failure> {
         let mut retries = self.pool.max_size();
         loop {
+            let checkout = Instant::now();
             let mut pooled = self.pool.get().map_err(Failure::Checkout)?;
-            let reused = std::mem::replace(&mut pooled.used, true);
+            let reused = pooled.opened < checkout;
             match op(&mut pooled.conn) {
                 Ok(value) => return Ok(value),
                 Err(error) => {
@@ -189,6 +201,18 @@ impl<C: Connect> Pool<C> {
                     return Err(Failure::Redis(error));
                 }
             }
+        }
+    }
+}
+
+impl<C: Connect> Pool<C> {
+    /// `failure` says that the server cannot be reached (it is down or hung), rather than
+    /// that it answered with an error or that every connection is busy.
+    pub(crate) fn unreachable(&self, failure: &Failure) -> bool {
+        match failure {
+            Failure::Checkout(_) => self.pool.state().connections < self.pool.max_size(),
+            Failure::Redis(error) => error.is_io_error(),
+            Failure::Down(_) => false,
         }
     }
 }

@@ -1,0 +1,297 @@
+//! The `redis` backend against a hostile fake server (a `TcpListener` thread in this
+//! process): each case ends within twice `socket_timeout`, grows memory by less than
+//! 64 MB (counted by this binary's allocator), never panics, and leaves no broken
+//! connection in the pool (the next call opens a new connection and gets the right
+//! answer).
+
+#[path = "support/fake_redis.rs"]
+mod fake_redis;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use dogpile::backends::RedisBackend;
+use dogpile::{Arguments, CacheBackend, Error};
+use fake_redis::{Answer, FakeRedis};
+
+/// Counts the bytes allocated now and the most allocated at once since the last reset.
+struct Counting;
+
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only adds counting.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            let now = ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// One hostile case at a time, so that the peak measured is this case's.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const SOCKET_TIMEOUT: Duration = Duration::from_millis(500);
+const MEMORY_LIMIT: usize = 64 << 20;
+
+fn backend(server: &FakeRedis) -> RedisBackend {
+    RedisBackend::from_arguments(&Arguments::new(
+        "redis",
+        [
+            ("url", server.url()),
+            ("socket_timeout", SOCKET_TIMEOUT.as_secs_f64().to_string()),
+            // Every case is a fresh failure: the server is not marked down after one.
+            ("dead_retry", "0".to_owned()),
+        ],
+    ))
+    .expect("build a redis backend")
+}
+
+/// Runs `op`, which must fail with `Error::Backend` naming `server`, within twice the
+/// socket timeout and below the memory limit.
+fn expect_bounded_failure<T: std::fmt::Debug>(
+    what: &str,
+    server: &FakeRedis,
+    op: impl FnOnce() -> dogpile::Result<T>,
+) -> String {
+    let base = ALLOCATED.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    let started = Instant::now();
+    let outcome = op();
+    let took = started.elapsed();
+    let grew = PEAK.load(Ordering::SeqCst).saturating_sub(base);
+    let message = match outcome {
+        Err(Error::Backend { backend, source }) => {
+            assert!(
+                backend.contains(&server.addr()),
+                "{what}: the error must name the server: {backend}: {source}"
+            );
+            format!("{backend}: {source}")
+        }
+        other => panic!("{what}: expected Error::Backend, got {other:?}"),
+    };
+    assert!(
+        took < SOCKET_TIMEOUT * 2,
+        "{what} took {took:?}, more than twice socket_timeout ({message})"
+    );
+    assert!(
+        grew < MEMORY_LIMIT,
+        "{what} grew memory by {} MB ({message})",
+        grew >> 20
+    );
+    message
+}
+
+/// A fake server whose first answer to `command` is `hostile` and every later one is
+/// `good`.
+fn hostile_once(
+    command: &'static str,
+    hostile: impl FnOnce() -> Answer + Send + 'static,
+    good: &'static [u8],
+) -> FakeRedis {
+    let hostile = Arc::new(Mutex::new(Some(hostile)));
+    FakeRedis::start(move |args| {
+        if args[0].eq_ignore_ascii_case(command.as_bytes()) {
+            if let Some(hostile) = hostile.lock().unwrap().take() {
+                return hostile();
+            }
+        }
+        Answer::Bytes(good.to_vec())
+    })
+}
+
+#[test]
+fn a_short_mget_reply_is_an_error_naming_the_server() {
+    let _one = one_at_a_time();
+    // Two keys asked, one value answered.
+    let server = hostile_once(
+        "MGET",
+        || Answer::Bytes(b"*1\r\n$3\r\nabc\r\n".to_vec()),
+        b"*2\r\n$1\r\na\r\n$-1\r\n",
+    );
+    let backend = backend(&server);
+    let message =
+        expect_bounded_failure("short MGET", &server, || backend.get_multi(&["k1", "k2"]));
+    assert!(
+        message.contains("asked for 2 keys, got 1 values"),
+        "{message}"
+    );
+    // The connection that saw the short reply is not used again.
+    assert_eq!(
+        backend.get_multi(&["k1", "k2"]).unwrap(),
+        vec![Some(b"a".to_vec()), None]
+    );
+    assert_eq!(server.accepted(), 2, "a new connection after the failure");
+}
+
+/// `hostile` answers the first GET; the call fails in bounds, and the next GET gets the
+/// right answer on a new connection.
+fn get_survives(what: &str, hostile: impl FnOnce() -> Answer + Send + 'static) -> String {
+    let _one = one_at_a_time();
+    let server = hostile_once("GET", hostile, b"$4\r\ngood\r\n");
+    let backend = backend(&server);
+    let message = expect_bounded_failure(what, &server, || backend.get("k"));
+    assert_eq!(
+        backend.get("k").unwrap().as_deref(),
+        Some(&b"good"[..]),
+        "{what}: the next call gets its own answer"
+    );
+    assert_eq!(
+        server.accepted(),
+        2,
+        "{what}: the connection that saw the failure was not used again"
+    );
+    message
+}
+
+#[test]
+fn a_trickled_reply_ends_at_the_deadline() {
+    // A byte every 0.2 s: each read gets a byte well within socket_timeout, the whole
+    // reply (13 bytes) would take 2.6 s.
+    let message = get_survives("trickled reply", || {
+        Answer::Trickle(b"$5\r\nhello\r\n".to_vec(), Duration::from_millis(200))
+    });
+    assert!(message.contains("socket_timeout"), "{message}");
+}
+
+#[test]
+fn an_endless_line_is_cut_short() {
+    let message = get_survives("endless status line", || {
+        Answer::Endless(b"+".to_vec(), b"a")
+    });
+    assert!(message.contains("line too long"), "{message}");
+}
+
+#[test]
+fn a_huge_announced_length_is_refused_before_it_is_read() {
+    let message = get_survives("a bulk string announcing 1 GB", || {
+        Answer::Endless(b"$1000000000\r\n".to_vec(), b"x")
+    });
+    assert!(message.contains("max_value_size"), "{message}");
+    let message = get_survives("an array announcing a billion elements", || {
+        Answer::Endless(b"*1000000000\r\n".to_vec(), b"x")
+    });
+    assert!(message.contains("max_value_size"), "{message}");
+    // A million one-byte strings: few bytes on the wire, far more as values in memory.
+    let message = get_survives("an array of a million small strings", || {
+        Answer::Endless(b"*1000000\r\n".to_vec(), b"$1\r\nx\r\n")
+    });
+    assert!(message.contains("max_value_size"), "{message}");
+}
+
+#[test]
+fn a_value_within_the_limit_followed_by_garbage_is_an_error() {
+    // 15 MB announced (under the default 16 MiB), sent, then no end of line.
+    let message = get_survives("a 15 MB bulk string without its end", || {
+        Answer::Endless(b"$15000000\r\n".to_vec(), b"x")
+    });
+    assert!(message.contains("end of line"), "{message}");
+}
+
+#[test]
+fn a_truncated_reply_ends_at_the_deadline_or_at_the_close() {
+    let message = get_survives("truncated reply, then silence", || {
+        Answer::Stall(b"$10\r\nabc".to_vec())
+    });
+    assert!(message.contains("socket_timeout"), "{message}");
+    let message = get_survives("truncated reply, then close", || {
+        Answer::Close(b"$10\r\nabc".to_vec())
+    });
+    assert!(message.contains("closed the connection"), "{message}");
+    get_survives("no reply at all", || Answer::Stall(Vec::new()));
+}
+
+#[test]
+fn garbage_and_extra_replies_drop_the_connection() {
+    get_survives("an unknown reply type", || {
+        Answer::Bytes(b"?what\r\n".to_vec())
+    });
+    get_survives("a malformed length", || Answer::Bytes(b"$ten\r\n".to_vec()));
+    // Two replies to one command: the second must never answer the next command.
+    let message = get_survives("two replies for one command", || {
+        Answer::Bytes(b"$3\r\none\r\n$3\r\ntwo\r\n".to_vec())
+    });
+    assert!(message.contains("after the reply"), "{message}");
+}
+
+#[test]
+fn max_value_size_bounds_reads_and_writes() {
+    let _one = one_at_a_time();
+    let server = hostile_once(
+        "GET",
+        || {
+            Answer::Bytes(
+                b"$2000\r\n"
+                    .iter()
+                    .copied()
+                    .chain([b'x'; 2000])
+                    .chain(*b"\r\n")
+                    .collect(),
+            )
+        },
+        b"$4\r\ngood\r\n",
+    );
+    let small = RedisBackend::from_arguments(&Arguments::new(
+        "redis",
+        [
+            ("url", server.url()),
+            ("socket_timeout", "0.5".to_owned()),
+            ("max_value_size", "1000".to_owned()),
+            ("dead_retry", "0".to_owned()),
+        ],
+    ))
+    .unwrap();
+    let err = small.get("k").unwrap_err().to_string();
+    assert!(err.contains("max_value_size"), "{err}");
+    let err = small.set("k", vec![0; 1001]).unwrap_err().to_string();
+    assert!(
+        err.contains("max_value_size") && err.contains("\"k\""),
+        "{err}"
+    );
+    assert_eq!(small.get("k").unwrap().as_deref(), Some(&b"good"[..]));
+}
+
+#[test]
+fn a_server_that_never_reads_cannot_hold_a_large_write() {
+    let _one = one_at_a_time();
+    // Accepts connections and never reads from them: the socket buffers fill and every
+    // write blocks.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let backend = RedisBackend::from_arguments(&Arguments::new(
+        "redis",
+        [
+            ("url", format!("redis://{addr}")),
+            ("socket_timeout", "0.5".to_owned()),
+        ],
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let err = backend.set("k", vec![7; 15 << 20]).unwrap_err().to_string();
+    let took = started.elapsed();
+    assert!(err.contains("socket_timeout"), "{err}");
+    assert!(took < SOCKET_TIMEOUT * 2, "a 15 MB write took {took:?}");
+}
