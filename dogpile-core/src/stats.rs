@@ -1,0 +1,509 @@
+//! What a region did: [`RegionStats`], counted without a shared hot spot, and fed to the
+//! [`metrics`](https://docs.rs/metrics) crate facade.
+//!
+//! Each region keeps its counts in stripes, one cache line each; a thread always counts in
+//! the same stripe (threads are given stripes in turn), so threads on different cores do
+//! not write the same cache line, and a hit costs one uncontended atomic add. A
+//! [snapshot](RegionStats) sums the stripes: it is exact once the counted operations have
+//! returned, and a sum of counts taken one after the other while operations run.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature (on by default), every count also goes to the `metrics`
+//! facade, labelled `region` with the region's name, so any exporter (Prometheus,
+//! OpenTelemetry, StatsD, ...) installed by the application picks it up. Without an
+//! installed recorder this costs a branch per count.
+//!
+//! | metric | kind | counts |
+//! |---|---|---|
+//! | `dogpile_hits_total` | counter | fresh values returned from the cache |
+//! | `dogpile_misses_total` | counter | lookups that found no usable value (absent, expired for `get`, undecodable) |
+//! | `dogpile_stale_served_total` | counter | stale values returned while another caller regenerates |
+//! | `dogpile_creations_total` | counter | creator calls that returned a value |
+//! | `dogpile_creation_errors_total` | counter | creator calls that failed |
+//! | `dogpile_backend_errors_total` | counter | backend operations that failed |
+//! | `dogpile_lock_waits_total` | counter | callers that waited for another caller's creation |
+//! | `dogpile_creation_seconds` | histogram | how long each creator call took |
+//! | `dogpile_lock_wait_seconds` | histogram | how long each lock wait took |
+//!
+//! A region registers its metrics with the recorder in force at its first counted
+//! operation, so install the exporter before the cache is first used (as for any library
+//! instrumented with `metrics`).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+/// A snapshot of what a region did since it was made.
+///
+/// `get` and `get_or_create` both count hits and misses; a stale value served while another
+/// caller regenerates counts in `stale_served`, not in `hits`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegionStats {
+    /// Fresh values returned from the cache.
+    pub hits: u64,
+    /// Lookups that found no usable value.
+    pub misses: u64,
+    /// Stale values returned while another caller regenerated them.
+    pub stale_served: u64,
+    /// Creator calls that returned a value.
+    pub creations: u64,
+    /// Creator calls that failed.
+    pub creation_errors: u64,
+    /// Backend operations that failed.
+    pub backend_errors: u64,
+    /// Callers that waited for another caller's creation.
+    pub lock_waits: u64,
+    /// Total time spent in creators (successful or not); kept in nanoseconds, so it wraps
+    /// after 584 years.
+    pub creation_time: Duration,
+    /// Total time callers spent waiting for the dogpile lock.
+    pub lock_wait_time: Duration,
+}
+
+impl RegionStats {
+    /// `hits / (hits + misses + stale_served)`: the share of lookups answered with a fresh
+    /// value; `None` before the first lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let lookups = self.hits + self.misses + self.stale_served;
+        (lookups > 0).then(|| self.hits as f64 / lookups as f64)
+    }
+}
+
+/// One stripe: every count of a region, on its own cache line(s).
+#[derive(Default)]
+struct Stripe {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale_served: AtomicU64,
+    creations: AtomicU64,
+    creation_errors: AtomicU64,
+    backend_errors: AtomicU64,
+    lock_waits: AtomicU64,
+    creation_nanos: AtomicU64,
+    lock_wait_nanos: AtomicU64,
+}
+
+/// Counts what one region does: held by the region, called by its operations.
+pub struct StatsRecorder {
+    stripes: Box<[CachePadded<Stripe>]>,
+    #[cfg(feature = "metrics")]
+    metrics: metrics_handles::Lazy,
+}
+
+impl StatsRecorder {
+    /// A recorder for the region named `region` (the `region` label of its metrics).
+    pub fn new(region: &str) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = region;
+        StatsRecorder {
+            stripes: (0..stripe_count()).map(|_| Default::default()).collect(),
+            #[cfg(feature = "metrics")]
+            metrics: metrics_handles::Lazy::new(region),
+        }
+    }
+
+    #[inline]
+    fn stripe(&self) -> &Stripe {
+        // The stripe count is a power of two.
+        &self.stripes[thread_index() & (self.stripes.len() - 1)]
+    }
+
+    /// A fresh value was returned from the cache.
+    #[inline]
+    pub fn hit(&self) {
+        self.stripe().hits.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.get().hits.increment(1);
+    }
+
+    /// A lookup found no usable value.
+    #[inline]
+    pub fn miss(&self) {
+        self.stripe().misses.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.get().misses.increment(1);
+    }
+
+    /// A stale value was returned while another caller regenerates it.
+    #[inline]
+    pub fn stale_served(&self) {
+        self.stripe().stale_served.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.get().stale_served.increment(1);
+    }
+
+    /// A creator returned a value after running for `elapsed`.
+    pub fn creation(&self, elapsed: Duration) {
+        let stripe = self.stripe();
+        stripe.creations.fetch_add(1, Relaxed);
+        stripe.creation_nanos.fetch_add(nanos(elapsed), Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            let metrics = self.metrics.get();
+            metrics.creations.increment(1);
+            metrics.creation_seconds.record(elapsed.as_secs_f64());
+        }
+    }
+
+    /// A creator failed after running for `elapsed`.
+    pub fn creation_error(&self, elapsed: Duration) {
+        let stripe = self.stripe();
+        stripe.creation_errors.fetch_add(1, Relaxed);
+        stripe.creation_nanos.fetch_add(nanos(elapsed), Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            let metrics = self.metrics.get();
+            metrics.creation_errors.increment(1);
+            metrics.creation_seconds.record(elapsed.as_secs_f64());
+        }
+    }
+
+    /// A backend operation failed.
+    pub fn backend_error(&self) {
+        self.stripe().backend_errors.fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.get().backend_errors.increment(1);
+    }
+
+    /// A caller waited `elapsed` for the dogpile lock held by another caller.
+    pub fn lock_wait(&self, elapsed: Duration) {
+        let stripe = self.stripe();
+        stripe.lock_waits.fetch_add(1, Relaxed);
+        stripe.lock_wait_nanos.fetch_add(nanos(elapsed), Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            let metrics = self.metrics.get();
+            metrics.lock_waits.increment(1);
+            metrics.lock_wait_seconds.record(elapsed.as_secs_f64());
+        }
+    }
+
+    /// The counts so far, summed over the stripes.
+    pub fn snapshot(&self) -> RegionStats {
+        let mut stats = RegionStats::default();
+        let (mut creation_nanos, mut lock_wait_nanos) = (0u64, 0u64);
+        for stripe in self.stripes.iter() {
+            stats.hits += stripe.hits.load(Relaxed);
+            stats.misses += stripe.misses.load(Relaxed);
+            stats.stale_served += stripe.stale_served.load(Relaxed);
+            stats.creations += stripe.creations.load(Relaxed);
+            stats.creation_errors += stripe.creation_errors.load(Relaxed);
+            stats.backend_errors += stripe.backend_errors.load(Relaxed);
+            stats.lock_waits += stripe.lock_waits.load(Relaxed);
+            creation_nanos = creation_nanos.saturating_add(stripe.creation_nanos.load(Relaxed));
+            lock_wait_nanos = lock_wait_nanos.saturating_add(stripe.lock_wait_nanos.load(Relaxed));
+        }
+        stats.creation_time = Duration::from_nanos(creation_nanos);
+        stats.lock_wait_time = Duration::from_nanos(lock_wait_nanos);
+        stats
+    }
+}
+
+impl std::fmt::Debug for StatsRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsRecorder")
+            .field("stripes", &self.stripes.len())
+            .field("stats", &self.snapshot())
+            .finish()
+    }
+}
+
+fn nanos(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Stripes per region: four per core (so that threads given stripes in turn rarely share
+/// one while running at once), a power of two, at most 64.
+fn stripe_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores * 4).next_power_of_two().min(64)
+    })
+}
+
+/// This thread's number, given in turn at its first count.
+#[inline]
+fn thread_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    INDEX.with(|index| match index.get() {
+        usize::MAX => {
+            let given = NEXT.fetch_add(1, Relaxed) & (usize::MAX >> 1);
+            index.set(given);
+            given
+        }
+        given => given,
+    })
+}
+
+#[cfg(feature = "metrics")]
+mod metrics_handles {
+    use std::sync::OnceLock;
+
+    use metrics::{Counter, Histogram, Unit};
+
+    /// The handles of one region's metrics, looked up once.
+    pub(super) struct Handles {
+        pub(super) hits: Counter,
+        pub(super) misses: Counter,
+        pub(super) stale_served: Counter,
+        pub(super) creations: Counter,
+        pub(super) creation_errors: Counter,
+        pub(super) backend_errors: Counter,
+        pub(super) lock_waits: Counter,
+        pub(super) creation_seconds: Histogram,
+        pub(super) lock_wait_seconds: Histogram,
+    }
+
+    /// Handles registered at the first count, with the recorder in force then.
+    pub(super) struct Lazy {
+        region: String,
+        handles: OnceLock<Handles>,
+    }
+
+    impl Lazy {
+        pub(super) fn new(region: &str) -> Self {
+            Lazy {
+                region: region.to_owned(),
+                handles: OnceLock::new(),
+            }
+        }
+
+        #[inline]
+        pub(super) fn get(&self) -> &Handles {
+            self.handles.get_or_init(|| register(&self.region))
+        }
+    }
+
+    fn register(region: &str) -> Handles {
+        describe();
+        let region = region.to_owned();
+        Handles {
+            hits: metrics::counter!("dogpile_hits_total", "region" => region.clone()),
+            misses: metrics::counter!("dogpile_misses_total", "region" => region.clone()),
+            stale_served: metrics::counter!("dogpile_stale_served_total", "region" => region.clone()),
+            creations: metrics::counter!("dogpile_creations_total", "region" => region.clone()),
+            creation_errors: metrics::counter!("dogpile_creation_errors_total", "region" => region.clone()),
+            backend_errors: metrics::counter!("dogpile_backend_errors_total", "region" => region.clone()),
+            lock_waits: metrics::counter!("dogpile_lock_waits_total", "region" => region.clone()),
+            creation_seconds: metrics::histogram!("dogpile_creation_seconds", "region" => region.clone()),
+            lock_wait_seconds: metrics::histogram!("dogpile_lock_wait_seconds", "region" => region),
+        }
+    }
+
+    fn describe() {
+        use metrics::{describe_counter, describe_histogram};
+        describe_counter!("dogpile_hits_total", "fresh values returned from the cache");
+        describe_counter!(
+            "dogpile_misses_total",
+            "cache lookups that found no usable value"
+        );
+        describe_counter!(
+            "dogpile_stale_served_total",
+            "stale values returned while another caller regenerates them"
+        );
+        describe_counter!(
+            "dogpile_creations_total",
+            "creator calls that returned a value"
+        );
+        describe_counter!("dogpile_creation_errors_total", "creator calls that failed");
+        describe_counter!(
+            "dogpile_backend_errors_total",
+            "cache backend operations that failed"
+        );
+        describe_counter!(
+            "dogpile_lock_waits_total",
+            "callers that waited for another caller's creation"
+        );
+        describe_histogram!(
+            "dogpile_creation_seconds",
+            Unit::Seconds,
+            "how long each creator call took"
+        );
+        describe_histogram!(
+            "dogpile_lock_wait_seconds",
+            Unit::Seconds,
+            "how long each wait for the dogpile lock took"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+
+    #[test]
+    fn counts_each_kind_and_sums_durations() {
+        let stats = StatsRecorder::new("t");
+        assert_eq!(stats.snapshot(), RegionStats::default());
+        assert_eq!(stats.snapshot().hit_ratio(), None);
+        for _ in 0..3 {
+            stats.hit();
+        }
+        stats.miss();
+        stats.stale_served();
+        stats.creation(Duration::from_millis(5));
+        stats.creation(Duration::from_millis(7));
+        stats.creation_error(Duration::from_millis(1));
+        stats.backend_error();
+        stats.backend_error();
+        stats.lock_wait(Duration::from_micros(250));
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            snapshot,
+            RegionStats {
+                hits: 3,
+                misses: 1,
+                stale_served: 1,
+                creations: 2,
+                creation_errors: 1,
+                backend_errors: 2,
+                lock_waits: 1,
+                creation_time: Duration::from_millis(13),
+                lock_wait_time: Duration::from_micros(250),
+            }
+        );
+        assert_eq!(snapshot.hit_ratio(), Some(0.6));
+    }
+
+    #[test]
+    fn no_count_is_lost_across_threads() {
+        const THREADS: usize = 16;
+        const PER_THREAD: u64 = 10_000;
+        for _ in 0..5 {
+            let stats = Arc::new(StatsRecorder::new("t"));
+            let barrier = Arc::new(Barrier::new(THREADS));
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let (stats, barrier) = (stats.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        for _ in 0..PER_THREAD {
+                            stats.hit();
+                            stats.lock_wait(Duration::from_nanos(3));
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            let snapshot = stats.snapshot();
+            assert_eq!(snapshot.hits, THREADS as u64 * PER_THREAD);
+            assert_eq!(snapshot.lock_waits, THREADS as u64 * PER_THREAD);
+            assert_eq!(
+                snapshot.lock_wait_time,
+                Duration::from_nanos(3 * THREADS as u64 * PER_THREAD)
+            );
+        }
+    }
+
+    #[test]
+    fn threads_count_in_distinct_stripes() {
+        let stats = Arc::new(StatsRecorder::new("t"));
+        let stripes = stats.stripes.len();
+        assert!(stripes.is_power_of_two() && stripes >= 4, "{stripes}");
+        // Threads are given stripes in turn: as many threads as stripes, each counting
+        // once, leave no stripe with two counts unless another thread of the test binary
+        // took a number in between.
+        let threads: Vec<_> = (0..stripes)
+            .map(|_| {
+                let stats = stats.clone();
+                std::thread::spawn(move || stats.hit())
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let used = stats
+            .stripes
+            .iter()
+            .filter(|s| s.hits.load(Relaxed) > 0)
+            .count();
+        assert!(used > 1, "all threads counted in one stripe");
+        assert_eq!(stats.snapshot().hits, stripes as u64);
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn counts_reach_the_metrics_recorder_labelled_by_region() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        use metrics_util::MetricKind;
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let (users, orders) = metrics::with_local_recorder(&recorder, || {
+            let users = StatsRecorder::new("users");
+            let orders = StatsRecorder::new("orders");
+            users.hit();
+            users.hit();
+            users.miss();
+            users.stale_served();
+            users.creation(Duration::from_millis(20));
+            users.creation_error(Duration::from_millis(10));
+            users.backend_error();
+            users.lock_wait(Duration::from_millis(2));
+            orders.hit();
+            (users, orders)
+        });
+        // The handles were registered at the first count: later counts, outside the
+        // closure, still reach the same recorder.
+        users.hit();
+        orders.miss();
+
+        let values: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let (kind, key) = key.into_parts();
+                let labels: Vec<_> = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                (kind, key.name().to_owned(), labels.join(","), value)
+            })
+            .collect();
+        let find = |name: &str, region: &str| {
+            let label = format!("region={region}");
+            values
+                .iter()
+                .find(|(_, n, l, _)| n == name && *l == label)
+                .map(|(kind, _, _, value)| (*kind, value))
+                .unwrap_or_else(|| panic!("no {name}{{{label}}} in {values:?}"))
+        };
+        let counter = |name: &str, region: &str| match find(name, region) {
+            (MetricKind::Counter, DebugValue::Counter(n)) => *n,
+            other => panic!("{name} is not a counter: {other:?}"),
+        };
+        let histogram = |name: &str, region: &str| match find(name, region) {
+            (MetricKind::Histogram, DebugValue::Histogram(values)) => {
+                values.iter().map(|v| v.into_inner()).collect::<Vec<_>>()
+            }
+            other => panic!("{name} is not a histogram: {other:?}"),
+        };
+        assert_eq!(counter("dogpile_hits_total", "users"), 3);
+        assert_eq!(counter("dogpile_misses_total", "users"), 1);
+        assert_eq!(counter("dogpile_stale_served_total", "users"), 1);
+        assert_eq!(counter("dogpile_creations_total", "users"), 1);
+        assert_eq!(counter("dogpile_creation_errors_total", "users"), 1);
+        assert_eq!(counter("dogpile_backend_errors_total", "users"), 1);
+        assert_eq!(counter("dogpile_lock_waits_total", "users"), 1);
+        assert_eq!(histogram("dogpile_creation_seconds", "users"), [0.02, 0.01]);
+        assert_eq!(histogram("dogpile_lock_wait_seconds", "users"), [0.002]);
+        assert_eq!(counter("dogpile_hits_total", "orders"), 1);
+        assert_eq!(counter("dogpile_misses_total", "orders"), 1);
+        // The striped counts agree with what the recorder saw.
+        assert_eq!(users.snapshot().hits, 3);
+    }
+}
