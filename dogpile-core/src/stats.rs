@@ -1,34 +1,7 @@
 //! What a region did: [`RegionStats`], counted without a shared hot spot, and fed to the
 //! [`metrics`](https://docs.rs/metrics) crate facade.
 //!
-//! Each region keeps its counts in stripes, one cache line each; a thread always counts in
-//! the same stripe (threads are given stripes in turn), so threads on different cores do
-//! not write the same cache line, and a hit costs one uncontended atomic add. A
-//! [snapshot](RegionStats) sums the stripes: it is exact once the counted operations have
-//! returned, and a sum of counts taken one after the other while operations run.
-//!
-//! # Metrics
-//!
-//! With the `metrics` feature (on by default), every count also goes to the `metrics`
-//! facade, labelled `region` with the region's name, so any exporter (Prometheus,
-//! OpenTelemetry, StatsD, ...) installed by the application picks it up. Without an
-//! installed recorder this costs a branch per count.
-//!
-//! | metric | kind | counts |
-//! |---|---|---|
-//! | `dogpile_hits_total` | counter | fresh values returned from the cache |
-//! | `dogpile_misses_total` | counter | lookups that found no usable value (absent, expired for `get`, undecodable) |
-//! | `dogpile_stale_served_total` | counter | stale values returned while another caller regenerates |
-//! | `dogpile_creations_total` | counter | creator calls that returned a value |
-//! | `dogpile_creation_errors_total` | counter | creator calls that failed |
-//! | `dogpile_backend_errors_total` | counter | backend operations that failed |
-//! | `dogpile_lock_waits_total` | counter | callers that waited for another caller's creation |
-//! | `dogpile_creation_seconds` | histogram | how long each creator call took |
-//! | `dogpile_lock_wait_seconds` | histogram | how long each lock wait took |
-//!
-//! A region registers its metrics with the recorder in force at its first counted
-//! operation, so install the exporter before the cache is first used (as for any library
-//! instrumented with `metrics`).
+//! See [`RegionStats`] for what is counted, how, and the names of the metrics.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -37,10 +10,39 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-/// A snapshot of what a region did since it was made.
+/// A snapshot of what a region did since it was made (`CacheRegion::stats`).
 ///
 /// `get` and `get_or_create` both count hits and misses; a stale value served while another
 /// caller regenerates counts in `stale_served`, not in `hits`.
+///
+/// Each region keeps its counts in stripes, one cache line each; a thread always counts in
+/// the same stripe (threads are given stripes in turn), so threads on different cores do
+/// not write the same cache line, and a hit costs one uncontended atomic add. A
+/// snapshot sums the stripes: it is exact once the counted operations have
+/// returned, and a sum of counts taken one after the other while operations run.
+///
+/// # Metrics
+///
+/// With the `metrics` feature (on by default), every count also goes to the `metrics`
+/// facade, labelled `region` with the region's name, so any exporter (Prometheus,
+/// OpenTelemetry, StatsD, ...) installed by the application picks it up. Without an
+/// installed recorder this costs a branch per count.
+///
+/// | metric | kind | counts |
+/// |---|---|---|
+/// | `dogpile_hits_total` | counter | fresh values returned from the cache |
+/// | `dogpile_misses_total` | counter | lookups that found no usable value (absent, expired for `get`, undecodable) |
+/// | `dogpile_stale_served_total` | counter | stale values returned while another caller regenerates |
+/// | `dogpile_creations_total` | counter | creator calls that returned a value |
+/// | `dogpile_creation_errors_total` | counter | creator calls that failed |
+/// | `dogpile_backend_errors_total` | counter | backend operations that failed |
+/// | `dogpile_lock_waits_total` | counter | callers that waited for another caller's creation |
+/// | `dogpile_creation_seconds` | histogram | how long each creator call took |
+/// | `dogpile_lock_wait_seconds` | histogram | how long each lock wait took |
+///
+/// A region registers its metrics with the recorder in force at its first counted
+/// operation, so install the exporter before the cache is first used (as for any library
+/// instrumented with `metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RegionStats {
