@@ -65,11 +65,19 @@
 //! no `tracing` subscriber).
 #![warn(missing_docs)]
 
-/// The backends, one module each with its arguments: [`memory`](backends::memory)
-/// (also `memory_serialized`), [`null`](backends::null), and behind the features of the
-/// same names [`file`](backends::file), [`memcached`](backends::memcached) and
-/// [`redis`](backends::redis) (also `redis_cluster` and `redis_sentinel`).
 pub mod backends {
+    //! The backends, one module each, which lists its arguments.
+    //!
+    //! | backend names (dogpile.cache's as aliases) | arguments | type | feature |
+    //! |---|---|---|---|
+    //! | `memory`, `memory_serialized` (`dogpile.cache.memory`, `dogpile.cache.memory_pickle`) | [`memory`] | [`MemoryBackend`] | |
+    //! | `null` (`dogpile.cache.null`) | [`null`] | [`NullBackend`] | |
+    //! | `file` (`dogpile.cache.dbm`) | [`file`](mod@file) | [`FileBackend`] | `file` |
+    //! | `memcached` (`dogpile.cache.memcached`, `dogpile.cache.pylibmc`, `dogpile.cache.bmemcached`, `dogpile.cache.pymemcache`) | [`memcached`] | [`MemcachedBackend`] | `memcached` |
+    //! | `redis`, `redis_cluster`, `redis_sentinel` (`dogpile.cache.redis`, `dogpile.cache.redis_cluster`, `dogpile.cache.redis_sentinel`) | [`redis`] | [`RedisBackend`] | `redis` |
+    //!
+    //! The features are on by default.
+
     #[cfg(feature = "file")]
     #[doc(inline)]
     pub use dogpile_backends::file;
