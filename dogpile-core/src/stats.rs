@@ -76,18 +76,33 @@ impl RegionStats {
     }
 }
 
+/// What is counted; the index of its counter in a stripe and of its metric.
+#[derive(Clone, Copy)]
+enum Count {
+    Hits,
+    Misses,
+    StaleServed,
+    Creations,
+    CreationErrors,
+    BackendErrors,
+    LockWaits,
+}
+
+/// What is timed; the index of its total in a stripe and of its histogram.
+#[derive(Clone, Copy)]
+enum Time {
+    Creation,
+    LockWait,
+}
+
+const COUNTS: usize = 7;
+const TIMES: usize = 2;
+
 /// One stripe: every count of a region, on its own cache line(s).
 #[derive(Default)]
 struct Stripe {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    stale_served: AtomicU64,
-    creations: AtomicU64,
-    creation_errors: AtomicU64,
-    backend_errors: AtomicU64,
-    lock_waits: AtomicU64,
-    creation_nanos: AtomicU64,
-    lock_wait_nanos: AtomicU64,
+    counts: [AtomicU64; COUNTS],
+    nanos: [AtomicU64; TIMES],
 }
 
 /// Counts what one region does: held by the region, called by its operations.
@@ -115,94 +130,86 @@ impl StatsRecorder {
         &self.stripes[thread_index() & (self.stripes.len() - 1)]
     }
 
+    #[inline]
+    fn add(&self, count: Count) {
+        self.stripe().counts[count as usize].fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.get().counters[count as usize].increment(1);
+    }
+
+    fn add_timed(&self, count: Count, time: Time, elapsed: Duration) {
+        let stripe = self.stripe();
+        stripe.counts[count as usize].fetch_add(1, Relaxed);
+        stripe.nanos[time as usize].fetch_add(nanos(elapsed), Relaxed);
+        #[cfg(feature = "metrics")]
+        {
+            let metrics = self.metrics.get();
+            metrics.counters[count as usize].increment(1);
+            metrics.histograms[time as usize].record(elapsed.as_secs_f64());
+        }
+    }
+
     /// A fresh value was returned from the cache.
     #[inline]
     pub fn hit(&self) {
-        self.stripe().hits.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.get().hits.increment(1);
+        self.add(Count::Hits);
     }
 
     /// A lookup found no usable value.
     #[inline]
     pub fn miss(&self) {
-        self.stripe().misses.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.get().misses.increment(1);
+        self.add(Count::Misses);
     }
 
     /// A stale value was returned while another caller regenerates it.
     #[inline]
     pub fn stale_served(&self) {
-        self.stripe().stale_served.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.get().stale_served.increment(1);
+        self.add(Count::StaleServed);
     }
 
     /// A creator returned a value after running for `elapsed`.
     pub fn creation(&self, elapsed: Duration) {
-        let stripe = self.stripe();
-        stripe.creations.fetch_add(1, Relaxed);
-        stripe.creation_nanos.fetch_add(nanos(elapsed), Relaxed);
-        #[cfg(feature = "metrics")]
-        {
-            let metrics = self.metrics.get();
-            metrics.creations.increment(1);
-            metrics.creation_seconds.record(elapsed.as_secs_f64());
-        }
+        self.add_timed(Count::Creations, Time::Creation, elapsed);
     }
 
     /// A creator failed after running for `elapsed`.
     pub fn creation_error(&self, elapsed: Duration) {
-        let stripe = self.stripe();
-        stripe.creation_errors.fetch_add(1, Relaxed);
-        stripe.creation_nanos.fetch_add(nanos(elapsed), Relaxed);
-        #[cfg(feature = "metrics")]
-        {
-            let metrics = self.metrics.get();
-            metrics.creation_errors.increment(1);
-            metrics.creation_seconds.record(elapsed.as_secs_f64());
-        }
+        self.add_timed(Count::CreationErrors, Time::Creation, elapsed);
     }
 
     /// A backend operation failed.
     pub fn backend_error(&self) {
-        self.stripe().backend_errors.fetch_add(1, Relaxed);
-        #[cfg(feature = "metrics")]
-        self.metrics.get().backend_errors.increment(1);
+        self.add(Count::BackendErrors);
     }
 
     /// A caller waited `elapsed` for the dogpile lock held by another caller.
     pub fn lock_wait(&self, elapsed: Duration) {
-        let stripe = self.stripe();
-        stripe.lock_waits.fetch_add(1, Relaxed);
-        stripe.lock_wait_nanos.fetch_add(nanos(elapsed), Relaxed);
-        #[cfg(feature = "metrics")]
-        {
-            let metrics = self.metrics.get();
-            metrics.lock_waits.increment(1);
-            metrics.lock_wait_seconds.record(elapsed.as_secs_f64());
-        }
+        self.add_timed(Count::LockWaits, Time::LockWait, elapsed);
     }
 
     /// The counts so far, summed over the stripes.
     pub fn snapshot(&self) -> RegionStats {
-        let mut stats = RegionStats::default();
-        let (mut creation_nanos, mut lock_wait_nanos) = (0u64, 0u64);
+        let mut counts = [0u64; COUNTS];
+        let mut nanos = [0u64; TIMES];
         for stripe in self.stripes.iter() {
-            stats.hits += stripe.hits.load(Relaxed);
-            stats.misses += stripe.misses.load(Relaxed);
-            stats.stale_served += stripe.stale_served.load(Relaxed);
-            stats.creations += stripe.creations.load(Relaxed);
-            stats.creation_errors += stripe.creation_errors.load(Relaxed);
-            stats.backend_errors += stripe.backend_errors.load(Relaxed);
-            stats.lock_waits += stripe.lock_waits.load(Relaxed);
-            creation_nanos = creation_nanos.saturating_add(stripe.creation_nanos.load(Relaxed));
-            lock_wait_nanos = lock_wait_nanos.saturating_add(stripe.lock_wait_nanos.load(Relaxed));
+            for (total, count) in counts.iter_mut().zip(&stripe.counts) {
+                *total = total.wrapping_add(count.load(Relaxed));
+            }
+            for (total, time) in nanos.iter_mut().zip(&stripe.nanos) {
+                *total = total.wrapping_add(time.load(Relaxed));
+            }
         }
-        stats.creation_time = Duration::from_nanos(creation_nanos);
-        stats.lock_wait_time = Duration::from_nanos(lock_wait_nanos);
-        stats
+        RegionStats {
+            hits: counts[Count::Hits as usize],
+            misses: counts[Count::Misses as usize],
+            stale_served: counts[Count::StaleServed as usize],
+            creations: counts[Count::Creations as usize],
+            creation_errors: counts[Count::CreationErrors as usize],
+            backend_errors: counts[Count::BackendErrors as usize],
+            lock_waits: counts[Count::LockWaits as usize],
+            creation_time: Duration::from_nanos(nanos[Time::Creation as usize]),
+            lock_wait_time: Duration::from_nanos(nanos[Time::LockWait as usize]),
+        }
     }
 }
 
@@ -252,17 +259,50 @@ mod metrics_handles {
 
     use metrics::{Counter, Histogram, Unit};
 
+    use super::{COUNTS, TIMES};
+
+    /// The counters' names and descriptions, in the order of `Count`.
+    const COUNTERS: [(&str, &str); COUNTS] = [
+        ("dogpile_hits_total", "fresh values returned from the cache"),
+        (
+            "dogpile_misses_total",
+            "cache lookups that found no usable value",
+        ),
+        (
+            "dogpile_stale_served_total",
+            "stale values returned while another caller regenerates them",
+        ),
+        (
+            "dogpile_creations_total",
+            "creator calls that returned a value",
+        ),
+        ("dogpile_creation_errors_total", "creator calls that failed"),
+        (
+            "dogpile_backend_errors_total",
+            "cache backend operations that failed",
+        ),
+        (
+            "dogpile_lock_waits_total",
+            "callers that waited for another caller's creation",
+        ),
+    ];
+
+    /// The histograms' names and descriptions, in the order of `Time`.
+    const HISTOGRAMS: [(&str, &str); TIMES] = [
+        (
+            "dogpile_creation_seconds",
+            "how long each creator call took",
+        ),
+        (
+            "dogpile_lock_wait_seconds",
+            "how long each wait for the dogpile lock took",
+        ),
+    ];
+
     /// The handles of one region's metrics, looked up once.
     pub(super) struct Handles {
-        pub(super) hits: Counter,
-        pub(super) misses: Counter,
-        pub(super) stale_served: Counter,
-        pub(super) creations: Counter,
-        pub(super) creation_errors: Counter,
-        pub(super) backend_errors: Counter,
-        pub(super) lock_waits: Counter,
-        pub(super) creation_seconds: Histogram,
-        pub(super) lock_wait_seconds: Histogram,
+        pub(super) counters: [Counter; COUNTS],
+        pub(super) histograms: [Histogram; TIMES],
     }
 
     /// Handles registered at the first count, with the recorder in force then.
@@ -281,60 +321,22 @@ mod metrics_handles {
 
         #[inline]
         pub(super) fn get(&self) -> &Handles {
-            self.handles.get_or_init(|| register(&self.region))
+            self.handles.get_or_init(|| self.register())
         }
-    }
 
-    fn register(region: &str) -> Handles {
-        describe();
-        let region = region.to_owned();
-        Handles {
-            hits: metrics::counter!("dogpile_hits_total", "region" => region.clone()),
-            misses: metrics::counter!("dogpile_misses_total", "region" => region.clone()),
-            stale_served: metrics::counter!("dogpile_stale_served_total", "region" => region.clone()),
-            creations: metrics::counter!("dogpile_creations_total", "region" => region.clone()),
-            creation_errors: metrics::counter!("dogpile_creation_errors_total", "region" => region.clone()),
-            backend_errors: metrics::counter!("dogpile_backend_errors_total", "region" => region.clone()),
-            lock_waits: metrics::counter!("dogpile_lock_waits_total", "region" => region.clone()),
-            creation_seconds: metrics::histogram!("dogpile_creation_seconds", "region" => region.clone()),
-            lock_wait_seconds: metrics::histogram!("dogpile_lock_wait_seconds", "region" => region),
+        fn register(&self) -> Handles {
+            let labels = || [("region", self.region.clone())];
+            Handles {
+                counters: COUNTERS.map(|(name, description)| {
+                    metrics::describe_counter!(name, description);
+                    metrics::counter!(name, &labels())
+                }),
+                histograms: HISTOGRAMS.map(|(name, description)| {
+                    metrics::describe_histogram!(name, Unit::Seconds, description);
+                    metrics::histogram!(name, &labels())
+                }),
+            }
         }
-    }
-
-    fn describe() {
-        use metrics::{describe_counter, describe_histogram};
-        describe_counter!("dogpile_hits_total", "fresh values returned from the cache");
-        describe_counter!(
-            "dogpile_misses_total",
-            "cache lookups that found no usable value"
-        );
-        describe_counter!(
-            "dogpile_stale_served_total",
-            "stale values returned while another caller regenerates them"
-        );
-        describe_counter!(
-            "dogpile_creations_total",
-            "creator calls that returned a value"
-        );
-        describe_counter!("dogpile_creation_errors_total", "creator calls that failed");
-        describe_counter!(
-            "dogpile_backend_errors_total",
-            "cache backend operations that failed"
-        );
-        describe_counter!(
-            "dogpile_lock_waits_total",
-            "callers that waited for another caller's creation"
-        );
-        describe_histogram!(
-            "dogpile_creation_seconds",
-            Unit::Seconds,
-            "how long each creator call took"
-        );
-        describe_histogram!(
-            "dogpile_lock_wait_seconds",
-            Unit::Seconds,
-            "how long each wait for the dogpile lock took"
-        );
     }
 }
 
@@ -430,7 +432,7 @@ mod tests {
         let used = stats
             .stripes
             .iter()
-            .filter(|s| s.hits.load(Relaxed) > 0)
+            .filter(|s| s.counts[Count::Hits as usize].load(Relaxed) > 0)
             .count();
         assert!(used > 1, "all threads counted in one stripe");
         assert_eq!(stats.snapshot().hits, stripes as u64);
