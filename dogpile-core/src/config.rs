@@ -24,6 +24,10 @@ mod deserialize;
 ///     .argument("url", "redis://127.0.0.1:6379")
 ///     .argument("distributed_lock", true);
 /// ```
+///
+/// With the `serde` feature (on by default) a `RegionConfig` also deserializes from a
+/// table of a TOML, YAML or JSON file (`backend`, `expiration_time`, `arguments`): see its
+/// `Deserialize` implementation below.
 #[derive(Clone)]
 pub struct RegionConfig {
     pub(crate) backend: BackendChoice,
