@@ -1,6 +1,9 @@
 //! The backends of dogpile: `memory`, `memory_serialized`, `null`, and behind features
 //! `file`, `memcached` and `redis`.
 //!
+//! Each backend's module documents its arguments; the `dogpile` facade shows them all
+//! under `dogpile::backends`.
+//!
 //! Each backend registers itself (with dogpile.cache's names as aliases) in the registry
 //! of `dogpile-core` at link time, so `RegionConfig::new("redis")` finds it.
 #![warn(missing_docs)]

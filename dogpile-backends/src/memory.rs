@@ -14,6 +14,16 @@
 //! value `set` into a full store may be dropped at once, while a key that many callers
 //! wait for (the dogpile case) is kept and its creator still runs once.
 //!
+//! # Arguments
+//!
+//! | argument | backends | default | meaning |
+//! |---|---|---|---|
+//! | `max_entries` | `memory`, `memory_serialized` | unbounded | the most keys kept; a positive whole number |
+//! | `max_bytes` | `memory_serialized` | unbounded | the most bytes kept (keys and serialized values); not with `max_entries` |
+//!
+//! Other arguments are refused, and so is `max_bytes` for `memory` (typed values have no
+//! byte size).
+//!
 //! A `MemoryBackend` is a handle: clones share one store, so a test or a second region can
 //! keep a clone of a backend given to [`CacheRegion::configure_backend`] and look at it.
 //!

@@ -1,4 +1,5 @@
-//! The `null` backend: stores nothing, every read is a miss (switches caching off).
+//! The `null` backend (alias `dogpile.cache.null`): stores nothing, every read is a miss
+//! (switches caching off). It takes no arguments.
 
 use std::sync::Arc;
 

@@ -11,6 +11,9 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::proxy::ProxyBackend;
 
+#[cfg(feature = "serde")]
+mod deserialize;
+
 /// How a region is configured: its backend, expiration time and backend arguments.
 ///
 /// ```
@@ -22,6 +25,10 @@ use crate::proxy::ProxyBackend;
 ///     .argument("url", "redis://127.0.0.1:6379")
 ///     .argument("distributed_lock", true);
 /// ```
+///
+/// With the `serde` feature (on by default) a `RegionConfig` also deserializes from a
+/// table of a TOML, YAML or JSON file (`backend`, `expiration_time`, `arguments`): see its
+/// `Deserialize` implementation below.
 #[derive(Clone)]
 pub struct RegionConfig {
     pub(crate) backend: BackendChoice,
@@ -123,8 +130,9 @@ impl RegionConfig {
     }
 
     /// Reads a configuration from string pairs, as dogpile's `configure_from_config`:
-    /// `{prefix}backend`, `{prefix}expiration_time` (seconds; `-1` for never) and
-    /// `{prefix}arguments.{name}`. Keys without the prefix are ignored.
+    /// `{prefix}backend`, `{prefix}expiration_time` (seconds, `-1` for never, or a
+    /// duration such as `90s`, `10m`, `1h30m`) and `{prefix}arguments.{name}`. Keys without
+    /// the prefix are ignored.
     ///
     /// ```
     /// use std::collections::HashMap;
@@ -181,16 +189,55 @@ impl RegionConfig {
     }
 }
 
-fn parse_expiration(value: &str) -> std::result::Result<Option<Duration>, String> {
-    let seconds: f64 = value
-        .parse()
-        .map_err(|_| format!("`{value}` is not a number of seconds"))?;
-    if seconds == -1.0 {
-        return Ok(None);
+/// An expiration time: a number of seconds (fractions allowed), `-1` for never, or a
+/// duration such as `90s`, `10m`, `1h30m`, `1.5h`, `250ms` or `2d`.
+pub(crate) fn parse_expiration(value: &str) -> std::result::Result<Option<Duration>, String> {
+    let value = value.trim();
+    let invalid = || {
+        format!(
+            "`{value}` is not a number of seconds (-1 for never) nor a duration such as \
+             90s, 10m, 1h30m"
+        )
+    };
+    if let Ok(seconds) = value.parse::<f64>() {
+        return seconds_expiration(seconds).ok_or_else(invalid);
     }
-    Duration::try_from_secs_f64(seconds)
-        .map(Some)
-        .map_err(|_| format!("`{value}` is not a non-negative number of seconds (or -1 for never)"))
+    if value.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = value;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let (number, tail) = rest.split_at(number_len);
+        let unit_len = tail
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let unit_seconds = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            _ => return Err(invalid()),
+        };
+        let number: f64 = number.parse().map_err(|_| invalid())?;
+        let part = Duration::try_from_secs_f64(number * unit_seconds).map_err(|_| invalid())?;
+        total = total.checked_add(part).ok_or_else(invalid)?;
+        rest = tail.trim_start();
+    }
+    Ok(Some(total))
+}
+
+/// `seconds` as an expiration time: `-1` is never; other negative numbers are refused.
+fn seconds_expiration(seconds: f64) -> Option<Option<Duration>> {
+    if seconds == -1.0 {
+        return Some(None);
+    }
+    Duration::try_from_secs_f64(seconds).ok().map(Some)
 }
 
 impl fmt::Debug for RegionConfig {
@@ -480,6 +527,37 @@ mod tests {
             RegionConfig::from_config([("backend", "memory"), ("expiration_time", "-1")], "")
                 .unwrap();
         assert_eq!(never.expiration_time, None);
+        let minutes =
+            RegionConfig::from_config([("backend", "memory"), ("expiration_time", "10m")], "")
+                .unwrap();
+        assert_eq!(minutes.expiration_time, Some(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn expiration_times_parse_as_seconds_or_durations() {
+        let secs = |s: u64| Ok(Some(Duration::from_secs(s)));
+        assert_eq!(parse_expiration("60"), secs(60));
+        assert_eq!(
+            parse_expiration(" 1.5 "),
+            Ok(Some(Duration::from_millis(1500)))
+        );
+        assert_eq!(parse_expiration("-1"), Ok(None));
+        assert_eq!(parse_expiration("90s"), secs(90));
+        assert_eq!(parse_expiration("10m"), secs(600));
+        assert_eq!(parse_expiration("1h30m"), secs(5400));
+        assert_eq!(parse_expiration("1h 30m 15s"), secs(5415));
+        assert_eq!(parse_expiration("1.5h"), secs(5400));
+        assert_eq!(parse_expiration("2d"), secs(172_800));
+        assert_eq!(
+            parse_expiration("250ms"),
+            Ok(Some(Duration::from_millis(250)))
+        );
+        for bad in [
+            "", " ", "soon", "-5", "10x", "m", "1h30", "1..5s", "-1m", "1e400",
+        ] {
+            let err = parse_expiration(bad).unwrap_err();
+            assert!(err.contains(&format!("`{}`", bad.trim())), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -20,7 +20,9 @@ mod proxy;
 mod region;
 mod registry;
 mod runner;
+mod stats;
 mod value;
+mod warnings;
 
 #[cfg(feature = "tokio")]
 pub use async_backend::{acquire_until_async, AsyncBackend, AsyncCacheBackend, AsyncCacheMutex};
@@ -45,10 +47,13 @@ pub use registry::{
     register_backend, registered_backends, BackendFactory, BuiltinBackend, BUILTIN_BACKENDS,
 };
 pub use runner::{AsyncCreationRunner, CreationJob, ThreadPoolRunner};
+pub use stats::RegionStats;
 pub use value::{Cacheable, CachedValue, Entry, Metadata, VALUE_VERSION};
 
 #[doc(hidden)]
 pub mod __private {
     pub use crate::macro_support::*;
+    /// Exposed for the benchmarks only.
+    pub use crate::stats::StatsRecorder;
     pub use linkme;
 }
