@@ -343,6 +343,91 @@ fn functions_of_the_same_name_in_two_modules_never_share_keys() {
 }
 
 #[test]
+fn arguments_holding_spaces_never_share_a_value() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = "REGION")]
+    fn greet(first: &str, last: &str) -> String {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        format!("{first}/{last}")
+    }
+
+    assert_eq!(greet("Mary Ann", "Smith"), "Mary Ann/Smith");
+    assert_eq!(greet("Mary", "Ann Smith"), "Mary/Ann Smith");
+    assert_eq!(greet("Mary Ann", "Smith"), "Mary Ann/Smith");
+    assert_eq!(count(&CALLS), 2, "two calls, two values");
+    assert_eq!(
+        greet_key("Mary Ann", "Smith"),
+        r"macros:greet|Mary\ Ann Smith"
+    );
+    assert_eq!(
+        greet_key("Mary", "Ann Smith"),
+        r"macros:greet|Mary Ann\ Smith"
+    );
+    assert_eq!(greet_key("", "x|y"), r"macros:greet|\0 x\|y");
+    assert_eq!(greet_key("Mary", "Smith"), "macros:greet|Mary Smith");
+}
+
+mod key_properties {
+    use std::collections::HashMap;
+    use std::sync::LazyLock;
+
+    use dogpile::{cache_multi_on_arguments, cache_on_arguments, CacheRegion};
+    use proptest::prelude::*;
+
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| super::region("memory"));
+
+    #[cache_on_arguments(region = "REGION")]
+    fn three(a: &str, b: &str, c: &str) -> String {
+        format!("{a}{b}{c}")
+    }
+
+    #[cache_multi_on_arguments(region = "REGION", namespace = "three")]
+    fn many(a: &str, ids: &[String], c: &str) -> Vec<String> {
+        ids.iter().map(|id| format!("{a}{id}{c}")).collect()
+    }
+
+    #[cache_on_arguments(region = "REGION", namespace = "three")]
+    fn many_one(a: &str, id: &str, c: &str) -> String {
+        format!("{a}{id}{c}")
+    }
+
+    fn arg() -> impl Strategy<Value = String> {
+        proptest::string::string_regex(r"[ |\\0a]{0,3}").unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn distinct_argument_tuples_never_share_a_key(
+            tuples in proptest::collection::vec((arg(), arg(), arg()), 1..48)
+        ) {
+            let mut seen: HashMap<String, &(String, String, String)> = HashMap::new();
+            for tuple in &tuples {
+                let (a, b, c) = tuple;
+                if let Some(earlier) = seen.insert(three_key(a, b, c), tuple) {
+                    prop_assert_eq!(earlier, tuple, "two tuples share a key");
+                }
+            }
+        }
+
+        #[test]
+        fn multi_keys_are_the_single_keys_of_each_element(
+            a in arg(),
+            ids in proptest::collection::vec(arg(), 0..4),
+            c in arg(),
+        ) {
+            let keys = many_keys(&a, &ids, &c);
+            let singles: Vec<String> = ids
+                .iter()
+                .map(|id| many_one_key(&a, id, &c).replace(":many_one|", ":many|"))
+                .collect();
+            prop_assert_eq!(keys, singles);
+        }
+    }
+}
+
+#[test]
 fn reference_and_impl_trait_arguments_are_keyed_by_display() {
     static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -414,7 +499,8 @@ fn to_str_renders_arguments_that_have_no_display() {
 
     assert_eq!(
         total_key(&[1, 2], Some("a")),
-        r#"macros:total|[1, 2] Some("a")"#
+        r#"macros:total|[1,\ 2] Some("a")"#,
+        "what to_str renders is escaped as any argument"
     );
     assert_eq!(total(&[1, 2], None), "None: 3");
     assert_eq!(total(&[1, 2], None), "None: 3");

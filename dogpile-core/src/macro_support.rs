@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::fmt::{Display, Write};
 
 use crate::error::{Error, Result};
-use crate::key::{prefix_len, push_prefix, FunctionKey};
+use crate::key::{escape_from, prefix_len, push_prefix, FunctionKey};
 use crate::region::{CacheRegion, CreateOptions, Expiration};
 use crate::value::Cacheable;
 
@@ -56,24 +56,39 @@ impl KeySlots for SeparateArgs<'_> {
     }
 }
 
-/// The arguments written straight into the key, separated by spaces: the layout of
-/// [`default_function_key`](crate::default_function_key).
+/// The arguments written straight into the key, separated by spaces and escaped: the
+/// layout of [`default_function_key`](crate::default_function_key).
 struct JoinedArgs<'a> {
     key: &'a mut String,
+    /// Where the argument being written starts, once its slot was handed out.
+    open: Option<usize>,
+}
+
+impl JoinedArgs<'_> {
+    /// Escapes the argument last written, if any.
+    fn close(&mut self) {
+        if let Some(start) = self.open.take() {
+            escape_from(self.key, start);
+        }
+    }
 }
 
 impl KeySlots for JoinedArgs<'_> {
     fn slot(&mut self, index: usize) -> &mut String {
+        self.close();
         if index > 0 {
             self.key.push(' ');
         }
+        self.open = Some(self.key.len());
         self.key
     }
 }
 
 /// Builds the key of one call with `region`'s function key generator. With the default
 /// generator (the common case) the key is written in one pass into one allocation, since
-/// this runs on every call of a memoized function, hits included.
+/// this runs on every call of a memoized function, hits included; arguments are escaped in
+/// place as [`default_function_key`](crate::default_function_key) escapes them, which costs
+/// a scan of their bytes unless they hold a special character.
 pub fn region_function_key<R>(
     region: &CacheRegion,
     module_path: &str,
@@ -99,7 +114,12 @@ where
         String::with_capacity(prefix_len(module_path, function, namespace) + 1 + 8 * count);
     push_prefix(&mut key, module_path, function, namespace);
     key.push('|');
-    render(&mut JoinedArgs { key: &mut key });
+    let mut args = JoinedArgs {
+        key: &mut key,
+        open: None,
+    };
+    render(&mut args);
+    args.close();
     key
 }
 
@@ -363,4 +383,47 @@ pub fn refresh_multi<T: Cacheable>(
 ) -> Result<Vec<T>> {
     set_multi(region, function, keys, &values)?;
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::key::default_function_key;
+
+    /// The key the one-pass path builds for `args`, each written through its slot.
+    fn joined(region: &CacheRegion, args: &[String]) -> String {
+        region_function_key(region, "m", "f", Some("ns"), args.len(), |slots| {
+            for (i, arg) in args.iter().enumerate() {
+                arg.write_key_arg(slots.slot(i));
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_one_pass_key_is_the_default_key(
+            args in proptest::collection::vec(
+                proptest::string::string_regex(r"[ |\\0aé]{0,4}").unwrap(),
+                0..4,
+            )
+        ) {
+            let region = CacheRegion::new();
+            let expected = default_function_key(&FunctionKey {
+                module_path: "m",
+                function: "f",
+                namespace: Some("ns"),
+                args: &args,
+            });
+            prop_assert_eq!(joined(&region, &args), expected.clone());
+            // The separate-buffers path, as a custom generator gets them.
+            let separate = function_key(default_function_key, "m", "f", Some("ns"), args.len(), |slots| {
+                for (i, arg) in args.iter().enumerate() {
+                    arg.write_key_arg(slots.slot(i));
+                }
+            });
+            prop_assert_eq!(separate, expected);
+        }
+    }
 }
