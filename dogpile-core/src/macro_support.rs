@@ -198,9 +198,152 @@ pub fn should_cache_fn<T, F: Fn(&T) -> bool>(f: F) -> F {
     f
 }
 
-/// The expiration given to the macro's `expiration_time` option.
-pub fn expiration(expiration: impl Into<Expiration>) -> Expiration {
-    expiration.into()
+/// The expiration given to the macro's `expiration_time` option, evaluated on each call of
+/// `function`.
+///
+/// A literal zero is refused at compile time; a computed zero `Duration` makes every value
+/// expire as soon as it is stored, so that each call runs the body (callers arriving while
+/// one runs it get the value it replaces, as with any expired value). That is logged once
+/// per function, as a warning naming it.
+pub fn expiration(expiration: impl Into<Expiration>, function: &'static str) -> Expiration {
+    let expiration = expiration.into();
+    if expiration == Expiration::After(std::time::Duration::ZERO) {
+        warn_zero_expiration(function);
+    }
+    expiration
+}
+
+#[cold]
+fn warn_zero_expiration(function: &'static str) {
+    static WARNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !warned.contains(&function) {
+        warned.push(function);
+        tracing::warn!(
+            function,
+            "expiration_time is zero: every value expires as soon as it is stored, so the \
+             function runs its body on every call"
+        );
+    }
+}
+
+/// A return type of which only one part is cached: the `Ok` values of a `Result`. The
+/// cached function caches what [`into_cached`](Self::into_cached) gives as `Ok` and
+/// returns the rest uncached.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `Result`, so a cached function cannot cache only its `Ok` values",
+    label = "read as a `Result`: `result = true` was given, or the type is named like one",
+    note = "write `result = false` to cache the whole value"
+)]
+pub trait ResultOutput: Sized {
+    /// What is cached: `T` of `Result<T, E>`.
+    type Value;
+    /// What is returned uncached: `E`.
+    type Rest;
+    /// The value to cache, or the rest.
+    fn into_cached(self) -> std::result::Result<Self::Value, Self::Rest>;
+    /// Back to the function's return type.
+    fn from_cached(cached: std::result::Result<Self::Value, Self::Rest>) -> Self;
+}
+
+impl<T, E> ResultOutput for std::result::Result<T, E> {
+    type Value = T;
+    type Rest = E;
+    fn into_cached(self) -> Self {
+        self
+    }
+    fn from_cached(cached: Self) -> Self {
+        cached
+    }
+}
+
+/// As [`ResultOutput`], for the `Some` values of an `Option` (`option = true`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an `Option`, so a cached function cannot cache only its `Some` values",
+    label = "`option = true` was given",
+    note = "remove `option = true` to cache the whole value"
+)]
+pub trait OptionOutput: Sized {
+    /// What is cached: `T` of `Option<T>`.
+    type Value;
+    /// The value to cache, or `Err(())` for `None`.
+    fn into_cached(self) -> std::result::Result<Self::Value, ()>;
+    /// Back to the function's return type.
+    fn from_cached(cached: std::result::Result<Self::Value, ()>) -> Self;
+}
+
+impl<T> OptionOutput for Option<T> {
+    type Value = T;
+    fn into_cached(self) -> std::result::Result<T, ()> {
+        self.ok_or(())
+    }
+    fn from_cached(cached: std::result::Result<T, ()>) -> Self {
+        cached.ok()
+    }
+}
+
+/// Asks, at compile time, whether `T` is a `Result`: `(&Probe::<T>::new()).kind()` is a
+/// [`IsResult`] when it is (by [`ProbeResult`], found first since it needs no autoref) and
+/// a [`NotResult`] otherwise (by [`ProbeWhole`]). This is "autoref specialisation": it
+/// works on stable Rust for every concrete type, aliases included; for a generic type
+/// parameter it answers [`NotResult`].
+pub struct Probe<T: ?Sized>(std::marker::PhantomData<fn() -> std::marker::PhantomData<T>>);
+
+impl<T: ?Sized> Probe<T> {
+    /// The probe of `T`.
+    pub const fn new() -> Self {
+        Probe(std::marker::PhantomData)
+    }
+}
+
+impl<T: ?Sized> Default for Probe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The answer of a [`Probe`] for a `Result`.
+pub struct IsResult;
+
+/// The answer of a [`Probe`] for anything else.
+pub struct NotResult;
+
+/// The [`Probe`] of a `Result`.
+pub trait ProbeResult {
+    /// [`IsResult`].
+    fn kind(&self) -> IsResult {
+        IsResult
+    }
+}
+
+impl<T, E> ProbeResult for Probe<std::result::Result<T, E>> {}
+
+/// The [`Probe`] of any type.
+pub trait ProbeWhole {
+    /// [`NotResult`].
+    fn kind(&self) -> NotResult {
+        NotResult
+    }
+}
+
+impl<T: ?Sized> ProbeWhole for &Probe<T> {}
+
+/// Implemented by [`NotResult`] only: a function whose whole value is cached by default
+/// must not return a `Result` under a name that does not say so.
+#[diagnostic::on_unimplemented(
+    message = "the return type `{O}` is a `Result`, but its name does not say so: say which part to cache",
+    label = "a `Result`",
+    note = "write `result = true` to cache only the `Ok` values, or `result = false` to cache every value, `Err` included"
+)]
+pub trait CachedWhole<O: ?Sized> {}
+
+impl<O: ?Sized> CachedWhole<O> for NotResult {}
+
+/// Compiles only when `kind` is the [`NotResult`] answer of the probe of `O`.
+pub fn cached_whole<O: ?Sized, K: CachedWhole<O>>(kind: K) {
+    let _ = kind;
 }
 
 /// The cached path of a `#[cache_multi_on_arguments]` function, failing open.

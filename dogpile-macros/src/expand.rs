@@ -10,7 +10,7 @@ use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, Type};
 
 use crate::attr::{ExpirationTime, Flavor};
-use crate::model::{Context, Generic, Model, ReceiverKind};
+use crate::model::{Context, Generic, Model, Part, ReceiverKind};
 use crate::siblings::{signature, KeySignatures, Names, Receiver, ValueSignatures};
 
 /// The cached function, its siblings and the original body.
@@ -36,23 +36,39 @@ fn single(model: &Model, names: &Names) -> TokenStream {
     let key_call = call_key(model, names);
     let options = create_options(model);
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
-    let cached_body = if model.returns.fallible {
-        quote! {
-            __dogpile_region.get_or_create_fail_open(&__dogpile_key, __dogpile_options, move || #call)
-        }
-    } else {
-        quote! {
+    let output = &shape.output;
+    let cached_body = match part_trait(model) {
+        Some(part) => quote! {
+            #part::from_cached(__dogpile_region.get_or_create_fail_open(
+                &__dogpile_key,
+                __dogpile_options,
+                move || #part::into_cached(#call),
+            ))
+        },
+        None => quote! {
             ::dogpile::__private::unwrap_infallible(__dogpile_region.get_or_create_fail_open(
                 &__dogpile_key,
                 __dogpile_options,
                 move || ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call),
             ))
-        }
+        },
+    };
+    let probe = match model.returns.part {
+        Part::Whole { probe: true } => quote_spanned! {output.span()=>
+            {
+                #[allow(unused_imports)]
+                use ::dogpile::__private::{ProbeResult as _, ProbeWhole as _};
+                ::dogpile::__private::cached_whole::<#output, _>(
+                    (&::dogpile::__private::Probe::<#output>::new()).kind(),
+                );
+            }
+        },
+        _ => TokenStream::new(),
     };
     let get = match &model.options.expiration_time {
         None => quote!(__dogpile_region.get::<#value>(&__dogpile_key)),
         Some(expiration) => {
-            let expiration = expiration_value(expiration);
+            let expiration = expiration_value(model, expiration);
             quote! {
                 __dogpile_region.get_with::<#value>(
                     &__dogpile_key,
@@ -62,24 +78,25 @@ fn single(model: &Model, names: &Names) -> TokenStream {
             }
         }
     };
-    let refresh_body = if model.returns.fallible {
-        quote! {
-            match #call {
+    let refresh_body = match part_trait(model) {
+        Some(part) => quote! {
+            match #part::into_cached(#call) {
                 ::core::result::Result::Ok(__dogpile_value) => {
                     __dogpile_region.set(&__dogpile_key, &__dogpile_value)?;
-                    ::core::result::Result::Ok(::core::result::Result::Ok(__dogpile_value))
+                    ::core::result::Result::Ok(#part::from_cached(
+                        ::core::result::Result::Ok(__dogpile_value),
+                    ))
                 }
-                ::core::result::Result::Err(__dogpile_error) => {
-                    ::core::result::Result::Ok(::core::result::Result::Err(__dogpile_error))
-                }
+                ::core::result::Result::Err(__dogpile_rest) => ::core::result::Result::Ok(
+                    #part::from_cached(::core::result::Result::Err(__dogpile_rest)),
+                ),
             }
-        }
-    } else {
-        quote! {
+        },
+        None => quote! {
             let __dogpile_value = #call;
             __dogpile_region.set(&__dogpile_key, &__dogpile_value)?;
             ::core::result::Result::Ok(__dogpile_value)
-        }
+        },
     };
 
     let value_arg = &names.value;
@@ -102,13 +119,18 @@ fn single(model: &Model, names: &Names) -> TokenStream {
 
     let doc_key = format!("The cache key of `{fn_name}` for these arguments.");
     let doc_invalidate = format!("Removes the cached value of `{fn_name}` for these arguments.");
-    let doc_refresh = if model.returns.fallible {
-        format!(
+    let doc_refresh = match model.returns.part {
+        Part::Ok => format!(
             "Runs the body of `{fn_name}` and caches its `Ok` value; the outer `Result` \
              is the cache's, the inner one the body's."
-        )
-    } else {
-        format!("Runs the body of `{fn_name}`, caches its value and returns it.")
+        ),
+        Part::Some => format!(
+            "Runs the body of `{fn_name}` and caches its `Some` value; the `Result` is the \
+             cache's."
+        ),
+        Part::Whole { .. } => {
+            format!("Runs the body of `{fn_name}`, caches its value and returns it.")
+        }
     };
     let doc_set = format!("Caches `{value_arg}` as the value of `{fn_name}` for these arguments.");
     let doc_get = format!(
@@ -122,6 +144,7 @@ fn single(model: &Model, names: &Names) -> TokenStream {
         #(#every)*
         #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #main_sig {
+            #probe
             #region
             let __dogpile_key: ::std::string::String = #key;
             #options
@@ -233,8 +256,7 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
     } else {
         quote!(#keys_ident)
     };
-    let fn_name_str = fn_name.to_string();
-    let label = quote!(::core::concat!(::core::module_path!(), "::", #fn_name_str));
+    let label = label(model);
     let options = create_options(model);
 
     // In the creator, which may run twice (on disjoint keys) when the cache fails: the
@@ -245,52 +267,54 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
         quote!(&__dogpile_missing)
     };
     let call_again = call_body_again(model, names, keys_arg.index, &missing);
-    let cached_body = if model.returns.fallible {
-        quote! {
-            ::dogpile::__private::get_or_create_multi(
-                __dogpile_region,
-                #label,
-                &__dogpile_keys,
-                #elements,
-                __dogpile_options,
-                |__dogpile_missing| #call_again,
-            )
-        }
-    } else {
-        quote! {
-            ::dogpile::__private::unwrap_infallible(::dogpile::__private::get_or_create_multi(
-                __dogpile_region,
-                #label,
-                &__dogpile_keys,
-                #elements,
-                __dogpile_options,
-                |__dogpile_missing| {
-                    ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call_again)
-                },
-            ))
-        }
-    };
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
-    let refresh_body = if model.returns.fallible {
-        quote! {
-            match #call {
-                ::core::result::Result::Ok(__dogpile_values) => ::core::result::Result::Ok(
-                    ::core::result::Result::Ok(::dogpile::__private::refresh_multi(
-                        __dogpile_region,
-                        #label,
-                        &__dogpile_keys,
-                        __dogpile_values,
-                    )?),
-                ),
-                ::core::result::Result::Err(__dogpile_error) => {
-                    ::core::result::Result::Ok(::core::result::Result::Err(__dogpile_error))
+    let (cached_body, refresh_body) = match part_trait(model) {
+        Some(part) => (
+            quote! {
+                #part::from_cached(::dogpile::__private::get_or_create_multi(
+                    __dogpile_region,
+                    #label,
+                    &__dogpile_keys,
+                    #elements,
+                    __dogpile_options,
+                    |__dogpile_missing| #part::into_cached(#call_again),
+                ))
+            },
+            quote! {
+                match #part::into_cached(#call) {
+                    ::core::result::Result::Ok(__dogpile_values) => ::core::result::Result::Ok(
+                        #part::from_cached(::core::result::Result::Ok(
+                            ::dogpile::__private::refresh_multi(
+                                __dogpile_region,
+                                #label,
+                                &__dogpile_keys,
+                                __dogpile_values,
+                            )?,
+                        )),
+                    ),
+                    ::core::result::Result::Err(__dogpile_error) => ::core::result::Result::Ok(
+                        #part::from_cached(::core::result::Result::Err(__dogpile_error)),
+                    ),
                 }
-            }
-        }
-    } else {
-        quote! {
-            ::dogpile::__private::refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call)
-        }
+            },
+        ),
+        None => (
+            quote! {
+                ::dogpile::__private::unwrap_infallible(::dogpile::__private::get_or_create_multi(
+                    __dogpile_region,
+                    #label,
+                    &__dogpile_keys,
+                    #elements,
+                    __dogpile_options,
+                    |__dogpile_missing| {
+                        ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call_again)
+                    },
+                ))
+            },
+            quote! {
+                ::dogpile::__private::refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call)
+            },
+        ),
     };
 
     let values_arg = &names.value;
@@ -387,6 +411,18 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
 
         #uncached
     }
+}
+
+/// `<Output as ResultOutput>` (or `OptionOutput`), spanned at the return type so that a
+/// type that is neither is reported there; `None` when the whole value is cached.
+fn part_trait(model: &Model) -> Option<TokenStream> {
+    let output = &model.shape.output;
+    let part = match model.returns.part {
+        Part::Whole { .. } => return None,
+        Part::Ok => quote!(ResultOutput),
+        Part::Some => quote!(OptionOutput),
+    };
+    Some(quote_spanned!(output.span()=> <#output as ::dogpile::__private::#part>))
 }
 
 /// `<fn>_uncached`: the function as written, renamed.
@@ -537,7 +573,7 @@ fn create_options(model: &Model) -> TokenStream {
     let mut setup = TokenStream::new();
     let mut options = quote!(::dogpile::CreateOptions::<#value>::new());
     if let Some(expiration) = &model.options.expiration_time {
-        let expiration = expiration_value(expiration);
+        let expiration = expiration_value(model, expiration);
         options.extend(quote!(.expiration_time(#expiration)));
     }
     if let Some(should_cache) = &model.options.should_cache_fn {
@@ -554,16 +590,23 @@ fn create_options(model: &Model) -> TokenStream {
 }
 
 /// An expression of type `Expiration`.
-fn expiration_value(expiration: &ExpirationTime) -> TokenStream {
+fn expiration_value(model: &Model, expiration: &ExpirationTime) -> TokenStream {
     match expiration {
         ExpirationTime::Seconds(seconds, span) => quote_spanned! {*span=>
-            ::dogpile::__private::expiration(::core::time::Duration::from_secs(#seconds))
+            ::dogpile::Expiration::After(::core::time::Duration::from_secs(#seconds))
         },
         ExpirationTime::Never(span) => quote_spanned!(*span=> ::dogpile::Expiration::Never),
         ExpirationTime::Expr(expr) => {
-            quote_spanned!(expr.span()=> ::dogpile::__private::expiration(#expr))
+            let label = label(model);
+            quote_spanned!(expr.span()=> ::dogpile::__private::expiration(#expr, #label))
         }
     }
+}
+
+/// The function's path for logs: `module::name`.
+fn label(model: &Model) -> TokenStream {
+    let name = model.shape.name.to_string();
+    quote!(::core::concat!(::core::module_path!(), "::", #name))
 }
 
 /// A call of `<fn>_uncached` with the function's receiver and arguments, each argument

@@ -21,7 +21,7 @@ mod model;
 mod siblings;
 
 use attr::{Flavor, Options};
-use model::{Model, Shape};
+use model::{Model, Shape, ShapeOptions};
 
 #[doc = include_str!("../docs/cache_on_arguments.md")]
 #[proc_macro_attribute]
@@ -50,8 +50,9 @@ fn run(flavor: Flavor, args: TokenStream2, item: TokenStream2) -> TokenStream2 {
             return quote!(#error #item);
         }
     };
-    let shape = Shape::of(function, flavor);
-    match Model::build(&shape, Options::parse(args, flavor)) {
+    let options = Options::parse(args, flavor);
+    let shape = Shape::of(function, flavor, ShapeOptions::of(options.as_ref().ok()));
+    match Model::build(&shape, options) {
         Ok(model) => expand::expand(&model),
         Err(error) => fallback::expand(&shape, error),
     }

@@ -30,8 +30,8 @@ pub(crate) struct Names {
 
 impl Names {
     pub(crate) fn of(shape: &Shape) -> Names {
-        let name = &shape.name;
-        let span = shape.item.sig.ident.span();
+        let name = &shape.stem;
+        let span = shape.stem.span();
         let (key, value) = match shape.flavor {
             Flavor::Single => ("key", "value"),
             Flavor::Multi => ("keys", "values"),
