@@ -346,6 +346,220 @@ pub fn cached_whole<O: ?Sized, K: CachedWhole<O>>(kind: K) {
     let _ = kind;
 }
 
+/// The operations on a cached function's values, chosen at compile time by
+/// `(&Probe::<V>::new()).stored()`: [`Stored`] when `V` is [`Cacheable`] (by
+/// [`ProbeStored`], found first), [`Unstorable`] otherwise. Generated code calls the same
+/// methods on either, so that a value type that cannot be stored fails one check, the
+/// [`assert_stored`] spanned at the function's return type, instead of every call that
+/// stores or reads the value.
+pub trait ProbeStored<V> {
+    /// [`Stored`].
+    fn stored(&self) -> Stored<V> {
+        Stored(std::marker::PhantomData)
+    }
+}
+
+impl<V: Cacheable> ProbeStored<V> for Probe<V> {}
+
+/// The fallback of [`ProbeStored`].
+pub trait ProbeUnstorable<V> {
+    /// [`Unstorable`].
+    fn stored(&self) -> Unstorable<V> {
+        Unstorable(std::marker::PhantomData)
+    }
+}
+
+impl<V> ProbeUnstorable<V> for &Probe<V> {}
+
+/// The value operations of a cached function whose value type is [`Cacheable`]: the
+/// region's, called directly.
+pub struct Stored<V>(std::marker::PhantomData<fn() -> V>);
+
+impl<V: Cacheable> Stored<V> {
+    /// [`CacheRegion::get_or_create_fail_open`].
+    #[inline]
+    pub fn get_or_create<E, F>(
+        self,
+        region: &CacheRegion,
+        key: &str,
+        options: CreateOptions<'_, V>,
+        creator: F,
+    ) -> std::result::Result<V, E>
+    where
+        F: FnOnce() -> std::result::Result<V, E>,
+    {
+        region.get_or_create_fail_open(key, options, creator)
+    }
+
+    /// [`CacheRegion::get_with`], never ignoring the expiration.
+    #[inline]
+    pub fn get(
+        self,
+        region: &CacheRegion,
+        key: &str,
+        expiration: Option<Expiration>,
+    ) -> Result<Option<V>> {
+        region.get_with(key, expiration, false)
+    }
+
+    /// [`CacheRegion::set`].
+    #[inline]
+    pub fn set(self, region: &CacheRegion, key: &str, value: &V) -> Result<()> {
+        region.set(key, value)
+    }
+
+    /// [`get_or_create_multi`].
+    #[inline]
+    pub fn get_or_create_multi<K, E, F>(
+        self,
+        region: &CacheRegion,
+        function: &str,
+        keys: &[String],
+        elements: &[K],
+        options: CreateOptions<'_, V>,
+        body: F,
+    ) -> std::result::Result<Vec<V>, E>
+    where
+        K: Clone,
+        F: FnMut(Vec<K>) -> std::result::Result<Vec<V>, E>,
+    {
+        get_or_create_multi(region, function, keys, elements, options, body)
+    }
+
+    /// [`CacheRegion::get_multi`].
+    #[inline]
+    pub fn get_multi(self, region: &CacheRegion, keys: &[String]) -> Result<Vec<Option<V>>> {
+        region.get_multi(keys)
+    }
+
+    /// [`set_multi`].
+    #[inline]
+    pub fn set_multi(
+        self,
+        region: &CacheRegion,
+        function: &str,
+        keys: &[String],
+        values: &[V],
+    ) -> Result<()> {
+        set_multi(region, function, keys, values)
+    }
+
+    /// [`refresh_multi`].
+    #[inline]
+    pub fn refresh_multi(
+        self,
+        region: &CacheRegion,
+        function: &str,
+        keys: &[String],
+        values: Vec<V>,
+    ) -> Result<Vec<V>> {
+        refresh_multi(region, function, keys, values)
+    }
+}
+
+/// What [`ProbeUnstorable`] gives for a value type that is not [`Cacheable`]: the methods
+/// of [`Stored`] without its bound, so that the calls type-check and only
+/// [`assert_stored`] reports the problem. Never runs: a program that picks it does not
+/// compile.
+pub struct Unstorable<V>(std::marker::PhantomData<fn() -> V>);
+
+#[allow(missing_docs, clippy::missing_panics_doc, clippy::unused_self)]
+impl<V> Unstorable<V> {
+    pub fn get_or_create<E, F>(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: CreateOptions<'_, V>,
+        _: F,
+    ) -> std::result::Result<V, E> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn get(self, _: &CacheRegion, _: &str, _: Option<Expiration>) -> Result<Option<V>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn set(self, _: &CacheRegion, _: &str, _: &V) -> Result<()> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn get_or_create_multi<K, E, F>(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: &[String],
+        _: &[K],
+        _: CreateOptions<'_, V>,
+        _: F,
+    ) -> std::result::Result<Vec<V>, E> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn get_multi(self, _: &CacheRegion, _: &[String]) -> Result<Vec<Option<V>>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn set_multi(self, _: &CacheRegion, _: &str, _: &[String], _: &[V]) -> Result<()> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn refresh_multi(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: &[String],
+        _: Vec<V>,
+    ) -> Result<Vec<V>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+}
+
+/// Compiles only when `V` can be cached; each missing trait is one error, naming the type
+/// and the trait, at the function's return type.
+pub fn assert_stored<V>()
+where
+    V: StoredSerialize + StoredDeserialize + StoredClone + StoredThreadSafe,
+{
+}
+
+/// `Serialize`, for [`assert_stored`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it does not implement `Serialize`",
+    label = "the value a cached function stores",
+    note = "derive it, `#[derive(serde::Serialize, serde::Deserialize, Clone)]`, or cache a type that has it"
+)]
+pub trait StoredSerialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize + ?Sized> StoredSerialize for T {}
+
+/// `DeserializeOwned`, for [`assert_stored`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it does not implement `Deserialize` (for every lifetime: `DeserializeOwned`)",
+    label = "the value a cached function stores",
+    note = "derive it, `#[derive(serde::Serialize, serde::Deserialize, Clone)]`, or cache an owned type that has it"
+)]
+pub trait StoredDeserialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::de::DeserializeOwned> StoredDeserialize for T {}
+
+/// `Clone`, for [`assert_stored`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it does not implement `Clone`",
+    label = "the value a cached function stores",
+    note = "derive it, `#[derive(Clone)]`: a cache hit returns a clone of the stored value"
+)]
+pub trait StoredClone {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Clone> StoredClone for T {}
+
+/// `Send + Sync + 'static`, for [`assert_stored`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it is not `Send + Sync + 'static`",
+    label = "the value a cached function stores",
+    note = "a cached value is shared between threads and outlives the call: cache an owned, thread-safe type"
+)]
+pub trait StoredThreadSafe {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Send + Sync + 'static> StoredThreadSafe for T {}
+
 /// The cached path of a `#[cache_multi_on_arguments]` function, failing open.
 ///
 /// `keys[i]` is the cache key of `elements[i]`. `body` is the function's own body: it gets

@@ -32,21 +32,25 @@ fn single(model: &Model, names: &Names) -> TokenStream {
     let fn_name = &shape.name;
 
     let region = region(model);
+    let stored = stored(model);
+    let assert_stored = assert_stored(model);
     let key = function_key(model, &key_args(model));
     let key_call = call_key(model, names);
     let options = create_options(model);
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
     let output = &shape.output;
     let cached_body = match part_trait(model) {
-        Some(part) => quote! {
-            #part::from_cached(__dogpile_region.get_or_create_fail_open(
+        Some(Conversions { into, from }) => quote! {
+            #from(#stored.get_or_create(
+                __dogpile_region,
                 &__dogpile_key,
                 __dogpile_options,
-                move || #part::into_cached(#call),
+                move || #into(#call),
             ))
         },
         None => quote! {
-            ::dogpile::__private::unwrap_infallible(__dogpile_region.get_or_create_fail_open(
+            ::dogpile::__private::unwrap_infallible(#stored.get_or_create(
+                __dogpile_region,
                 &__dogpile_key,
                 __dogpile_options,
                 move || ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call),
@@ -66,35 +70,35 @@ fn single(model: &Model, names: &Names) -> TokenStream {
         _ => TokenStream::new(),
     };
     let get = match &model.options.expiration_time {
-        None => quote!(__dogpile_region.get::<#value>(&__dogpile_key)),
+        None => quote!(#stored.get(__dogpile_region, &__dogpile_key, ::core::option::Option::None)),
         Some(expiration) => {
             let expiration = expiration_value(model, expiration);
             quote! {
-                __dogpile_region.get_with::<#value>(
+                #stored.get(
+                    __dogpile_region,
                     &__dogpile_key,
                     ::core::option::Option::Some(#expiration),
-                    false,
                 )
             }
         }
     };
     let refresh_body = match part_trait(model) {
-        Some(part) => quote! {
-            match #part::into_cached(#call) {
+        Some(Conversions { into, from }) => quote! {
+            match #into(#call) {
                 ::core::result::Result::Ok(__dogpile_value) => {
-                    __dogpile_region.set(&__dogpile_key, &__dogpile_value)?;
-                    ::core::result::Result::Ok(#part::from_cached(
+                    #stored.set(__dogpile_region, &__dogpile_key, &__dogpile_value)?;
+                    ::core::result::Result::Ok(#from(
                         ::core::result::Result::Ok(__dogpile_value),
                     ))
                 }
                 ::core::result::Result::Err(__dogpile_rest) => ::core::result::Result::Ok(
-                    #part::from_cached(::core::result::Result::Err(__dogpile_rest)),
+                    #from(::core::result::Result::Err(__dogpile_rest)),
                 ),
             }
         },
         None => quote! {
             let __dogpile_value = #call;
-            __dogpile_region.set(&__dogpile_key, &__dogpile_value)?;
+            #stored.set(__dogpile_region, &__dogpile_key, &__dogpile_value)?;
             ::core::result::Result::Ok(__dogpile_value)
         },
     };
@@ -145,6 +149,7 @@ fn single(model: &Model, names: &Names) -> TokenStream {
         #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #main_sig {
             #probe
+            #assert_stored
             #region
             let __dogpile_key: ::std::string::String = #key;
             #options
@@ -183,7 +188,7 @@ fn single(model: &Model, names: &Names) -> TokenStream {
         #vis #set_sig {
             #region
             let __dogpile_key: ::std::string::String = #key_call;
-            __dogpile_region.set(&__dogpile_key, #value_arg)
+            #stored.set(__dogpile_region, &__dogpile_key, #value_arg)
         }
 
         #[doc = #doc_get]
@@ -215,6 +220,8 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
     let keys_call = call_key(model, names);
 
     let region = region(model);
+    let stored = stored(model);
+    let assert_stored = assert_stored(model);
     // Other keyed arguments are rendered once, and are part of every element's key.
     let fixed: Vec<TokenStream> = model
         .args
@@ -269,22 +276,22 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
     let call_again = call_body_again(model, names, keys_arg.index, &missing);
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
     let (cached_body, refresh_body) = match part_trait(model) {
-        Some(part) => (
+        Some(Conversions { into, from }) => (
             quote! {
-                #part::from_cached(::dogpile::__private::get_or_create_multi(
+                #from(#stored.get_or_create_multi(
                     __dogpile_region,
                     #label,
                     &__dogpile_keys,
                     #elements,
                     __dogpile_options,
-                    |__dogpile_missing| #part::into_cached(#call_again),
+                    |__dogpile_missing| #into(#call_again),
                 ))
             },
             quote! {
-                match #part::into_cached(#call) {
+                match #into(#call) {
                     ::core::result::Result::Ok(__dogpile_values) => ::core::result::Result::Ok(
-                        #part::from_cached(::core::result::Result::Ok(
-                            ::dogpile::__private::refresh_multi(
+                        #from(::core::result::Result::Ok(
+                            #stored.refresh_multi(
                                 __dogpile_region,
                                 #label,
                                 &__dogpile_keys,
@@ -293,14 +300,14 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
                         )),
                     ),
                     ::core::result::Result::Err(__dogpile_error) => ::core::result::Result::Ok(
-                        #part::from_cached(::core::result::Result::Err(__dogpile_error)),
+                        #from(::core::result::Result::Err(__dogpile_error)),
                     ),
                 }
             },
         ),
         None => (
             quote! {
-                ::dogpile::__private::unwrap_infallible(::dogpile::__private::get_or_create_multi(
+                ::dogpile::__private::unwrap_infallible(#stored.get_or_create_multi(
                     __dogpile_region,
                     #label,
                     &__dogpile_keys,
@@ -312,7 +319,7 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
                 ))
             },
             quote! {
-                ::dogpile::__private::refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call)
+                #stored.refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call)
             },
         ),
     };
@@ -358,6 +365,7 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
         #(#every)*
         #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #main_sig {
+            #assert_stored
             #region
             #keys
             #options
@@ -397,7 +405,7 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
         #vis #set_sig {
             #region
             let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            ::dogpile::__private::set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg)
+            #stored.set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg)
         }
 
         #[doc = #doc_get]
@@ -406,23 +414,57 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
         #vis #get_sig {
             #region
             let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            __dogpile_region.get_multi::<#value, ::std::string::String>(&__dogpile_keys)
+            #stored.get_multi(__dogpile_region, &__dogpile_keys)
         }
 
         #uncached
     }
 }
 
-/// `<Output as ResultOutput>` (or `OptionOutput`), spanned at the return type so that a
-/// type that is neither is reported there; `None` when the whole value is cached.
-fn part_trait(model: &Model) -> Option<TokenStream> {
+/// The value operations of the function (`Stored`, or `Unstorable` when the value type
+/// cannot be cached), chosen by the type.
+fn stored(model: &Model) -> TokenStream {
+    let value = &model.returns.value;
+    quote_spanned! {model.shape.output.span()=>
+        {
+            #[allow(unused_imports)]
+            use ::dogpile::__private::{ProbeStored as _, ProbeUnstorable as _};
+            (&::dogpile::__private::Probe::<#value>::new()).stored()
+        }
+    }
+}
+
+/// The check that the value type can be cached: one error per missing trait, at the
+/// return type.
+fn assert_stored(model: &Model) -> TokenStream {
+    let value = &model.returns.value;
+    quote_spanned! {model.shape.output.span()=>
+        ::dogpile::__private::assert_stored::<#value>();
+    }
+}
+
+/// The conversions of a function of which one part is cached:
+/// `<Output as ResultOutput>::into_cached` and `::from_cached` (or `OptionOutput`'s), spanned
+/// at the return type so that a type that is neither is reported there, once; `None` when
+/// the whole value is cached.
+fn part_trait(model: &Model) -> Option<Conversions> {
     let output = &model.shape.output;
     let part = match model.returns.part {
         Part::Whole { .. } => return None,
         Part::Ok => quote!(ResultOutput),
         Part::Some => quote!(OptionOutput),
     };
-    Some(quote_spanned!(output.span()=> <#output as ::dogpile::__private::#part>))
+    let span = output.span();
+    Some(Conversions {
+        into: quote_spanned!(span=> <#output as ::dogpile::__private::#part>::into_cached),
+        from: quote_spanned!(span=> <#output as ::dogpile::__private::#part>::from_cached),
+    })
+}
+
+/// See [`part_trait`].
+struct Conversions {
+    into: TokenStream,
+    from: TokenStream,
 }
 
 /// `<fn>_uncached`: the function as written, renamed.
@@ -571,7 +613,8 @@ fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
 fn create_options(model: &Model) -> TokenStream {
     let value = &model.returns.value;
     let mut setup = TokenStream::new();
-    let mut options = quote!(::dogpile::CreateOptions::<#value>::new());
+    let mut options =
+        quote_spanned!(model.shape.output.span()=> ::dogpile::CreateOptions::<#value>::new());
     if let Some(expiration) = &model.options.expiration_time {
         let expiration = expiration_value(model, expiration);
         options.extend(quote!(.expiration_time(#expiration)));

@@ -473,14 +473,20 @@ fn returns(output: &Type, flavor: Flavor, parts: &ShapeOptions) -> Option<Return
         (Part::Whole { .. }, Flavor::Multi) => single_generic(output, "Vec")?,
         (Part::Ok, Flavor::Single) => match named_result.flatten() {
             Some(ok) => ok,
-            None => syn::parse_quote!(<#output as ::dogpile::__private::ResultOutput>::Value),
+            None => projection(output, quote::format_ident!("ResultOutput")),
         },
         (Part::Ok, Flavor::Multi) => single_generic(&named_result.flatten()?, "Vec")?,
-        (Part::Some, _) => single_generic(output, "Option").unwrap_or_else(
-            || syn::parse_quote!(<#output as ::dogpile::__private::OptionOutput>::Value),
-        ),
+        (Part::Some, _) => single_generic(output, "Option")
+            .unwrap_or_else(|| projection(output, quote::format_ident!("OptionOutput"))),
     };
     Some(Returns { value, part })
+}
+
+/// `<output as ::dogpile::__private::trait>::Value`, spanned at `output` so that a type
+/// that is not what `trait` converts is reported there.
+fn projection(output: &Type, part: Ident) -> Type {
+    let span = syn::spanned::Spanned::span(output);
+    syn::parse_quote_spanned!(span=> <#output as ::dogpile::__private::#part>::Value)
 }
 
 /// For a return type named like a `Result` (`Result<T, E>`, `io::Result<T>`,
