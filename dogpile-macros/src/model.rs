@@ -694,6 +694,31 @@ mod tests {
         );
         assert_eq!(
             single(quote!(
+                fn f() -> AppResult<u8> {
+                    x
+                }
+            )),
+            Some(("u8".into(), true)),
+            "named like a Result"
+        );
+        for whole in [
+            quote!(Fallible<u8>),
+            quote!(SearchResult),
+            quote!(Cow<'static, str>),
+        ] {
+            let item = quote!(fn f() -> #whole { x });
+            let expected = whole.to_string();
+            assert_eq!(single(item), Some((expected, false)));
+        }
+        for borrowed in [
+            quote!(&str),
+            quote!(Option<&'static [u8]>),
+            quote!(Cow<'a, str>),
+        ] {
+            assert!(single(quote!(fn f() -> #borrowed { x })).is_none());
+        }
+        assert_eq!(
+            single(quote!(
                 fn f() -> impl Display {
                     x
                 }
