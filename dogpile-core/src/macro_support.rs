@@ -268,18 +268,22 @@ impl<T, E> ResultOutput for std::result::Result<T, E> {
 pub trait OptionOutput: Sized {
     /// What is cached: `T` of `Option<T>`.
     type Value;
-    /// The value to cache, or `Err(())` for `None`.
-    fn into_cached(self) -> std::result::Result<Self::Value, ()>;
+    /// The value to cache, or [`WasNone`].
+    fn into_cached(self) -> std::result::Result<Self::Value, WasNone>;
     /// Back to the function's return type.
-    fn from_cached(cached: std::result::Result<Self::Value, ()>) -> Self;
+    fn from_cached(cached: std::result::Result<Self::Value, WasNone>) -> Self;
 }
+
+/// What an [`OptionOutput`] returns uncached: `None`.
+#[derive(Debug)]
+pub struct WasNone;
 
 impl<T> OptionOutput for Option<T> {
     type Value = T;
-    fn into_cached(self) -> std::result::Result<T, ()> {
-        self.ok_or(())
+    fn into_cached(self) -> std::result::Result<T, WasNone> {
+        self.ok_or(WasNone)
     }
-    fn from_cached(cached: std::result::Result<T, ()>) -> Self {
+    fn from_cached(cached: std::result::Result<T, WasNone>) -> Self {
         cached.ok()
     }
 }
