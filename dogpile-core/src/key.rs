@@ -44,7 +44,8 @@ pub struct FunctionKey<'a> {
     /// The namespace given to `#[cache_on_arguments]`, if any.
     pub namespace: Option<&'a str>,
     /// The key arguments, each already rendered to a string (receiver and skipped
-    /// arguments left out).
+    /// arguments left out), as rendered: [`default_function_key`] escapes them, a custom
+    /// generator decides for itself.
     pub args: &'a [String],
 }
 
@@ -52,9 +53,14 @@ pub struct FunctionKey<'a> {
 pub type FunctionKeyGenerator = Arc<dyn Fn(&FunctionKey<'_>) -> String + Send + Sync>;
 
 /// dogpile's default function key: `"{module}:{fn}|{namespace}|{arg1} {arg2}"`, without
-/// `|{namespace}` when there is none; arguments holding a space, `|` or `\`, and empty
-/// ones, are escaped so that no two argument tuples share a key (see the [module
-/// docs](self)).
+/// `|{namespace}` when there is none.
+///
+/// Two different argument tuples never share a key: an argument that is empty or holds a
+/// space (the separator), `|` or `\` is escaped, each of those characters getting a `\`
+/// before it and an empty argument being written `\0` (`Mary Ann` is written `Mary\ Ann`).
+/// Every escaped argument is non-empty and has no unescaped space, so the arguments split
+/// back apart at the unescaped spaces, and each reads back to one text. Arguments without
+/// those characters keep dogpile's layout exactly.
 ///
 /// ```
 /// use dogpile_core::{default_function_key, FunctionKey};
