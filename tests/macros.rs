@@ -829,6 +829,87 @@ fn methods_leave_the_receiver_out_of_the_key() {
     assert!(Repo::get_named("x").unwrap().is_some());
 }
 
+trait Loader {
+    fn load(&self, id: u64) -> String;
+    fn load_many(&self, ids: &[u64]) -> Vec<String>;
+    fn name(&self) -> &'static str;
+}
+
+struct TraitRepo {
+    loads: AtomicUsize,
+}
+
+static TRAIT_REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+
+#[cache_on_arguments]
+impl Loader for TraitRepo {
+    #[cache_on_arguments(region = "TRAIT_REGION", namespace = "trait")]
+    fn load(&self, id: u64) -> String {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        format!("user {id}")
+    }
+
+    #[cache_multi_on_arguments(region = "TRAIT_REGION")]
+    fn load_many(&self, ids: &[u64]) -> Vec<String> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        ids.iter().map(|id| format!("many {id}")).collect()
+    }
+
+    fn name(&self) -> &'static str {
+        "not cached"
+    }
+}
+
+struct Wrapper<T>(T);
+
+#[cache_on_arguments]
+impl<T: Send + Sync> Loader for Wrapper<T> {
+    #[cache_on_arguments(region = "TRAIT_REGION")]
+    fn load(&self, id: u64) -> String {
+        format!("wrapped {id}")
+    }
+
+    fn load_many(&self, ids: &[u64]) -> Vec<String> {
+        ids.iter().map(|id| self.load(*id)).collect()
+    }
+
+    fn name(&self) -> &'static str {
+        "wrapper"
+    }
+}
+
+#[test]
+fn methods_of_trait_impls_are_cached_with_their_siblings_on_the_type() {
+    let repo = TraitRepo {
+        loads: AtomicUsize::new(0),
+    };
+    // Through the trait, as callers use it.
+    let loader: &dyn Loader = &repo;
+    assert_eq!(loader.load(5), "user 5");
+    assert_eq!(loader.load(5), "user 5");
+    assert_eq!(count(&repo.loads), 1, "the trait method is cached");
+    assert_eq!(loader.name(), "not cached");
+
+    // The siblings are inherent methods of the type.
+    assert_eq!(repo.load_key(5), "macros::TraitRepo:load|trait|5");
+    assert_eq!(repo.get_load(5).unwrap().as_deref(), Some("user 5"));
+    repo.invalidate_load(5).unwrap();
+    assert_eq!(repo.get_load(5).unwrap(), None);
+    assert_eq!(repo.load_uncached(6), "user 6");
+
+    assert_eq!(loader.load_many(&[1, 2]), ["many 1", "many 2"]);
+    assert_eq!(loader.load_many(&[2, 3]), ["many 2", "many 3"]);
+    assert_eq!(
+        repo.get_load_many(&[3]).unwrap(),
+        [Some("many 3".to_string())]
+    );
+
+    let wrapped = Wrapper(1u8);
+    assert_eq!(wrapped.load(2), "wrapped 2");
+    assert_eq!(wrapped.get_load(2).unwrap().as_deref(), Some("wrapped 2"));
+    assert!(wrapped.load_key(2).contains("Wrapper<u8>:load|2"));
+}
+
 // ----- Result ----------------------------------------------------------------------------
 
 /// An error type with no traits at all.

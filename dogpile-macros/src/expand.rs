@@ -13,8 +13,26 @@ use crate::attr::{ExpirationTime, Flavor};
 use crate::model::{Context, Generic, Model, Part, ReceiverKind};
 use crate::siblings::{signature, KeySignatures, Names, Receiver, ValueSignatures};
 
+/// What the macro emits for one function.
+pub(crate) struct Expansion {
+    /// The cached function, in place of the function as written.
+    pub(crate) function: TokenStream,
+    /// The generated functions next to it, `<fn>_uncached` included: after the function
+    /// for a free function or an inherent method; in an inherent impl of their own for a
+    /// method of a trait impl.
+    pub(crate) siblings: TokenStream,
+}
+
+impl Expansion {
+    /// The function followed by its siblings.
+    pub(crate) fn joined(self) -> TokenStream {
+        let Expansion { function, siblings } = self;
+        quote!(#function #siblings)
+    }
+}
+
 /// The cached function, its siblings and the original body.
-pub(crate) fn expand(model: &Model) -> TokenStream {
+pub(crate) fn expand(model: &Model) -> Expansion {
     let names = Names::of(&model.shape);
     match model.shape.flavor {
         Flavor::Single => single(model, &names),
@@ -22,7 +40,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     }
 }
 
-fn single(model: &Model, names: &Names) -> TokenStream {
+fn single(model: &Model, names: &Names) -> Expansion {
     let shape = &model.shape;
     let sig = &shape.item.sig;
     let vis = &shape.item.vis;
@@ -143,7 +161,7 @@ fn single(model: &Model, names: &Names) -> TokenStream {
     );
     let uncached = uncached(model, names);
 
-    quote! {
+    let function = quote! {
         #(#cached)*
         #(#every)*
         #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
@@ -155,7 +173,8 @@ fn single(model: &Model, names: &Names) -> TokenStream {
             #options
             #cached_body
         }
-
+    };
+    let siblings = quote! {
         #[doc = #doc_key]
         #(#every)*
         #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
@@ -201,10 +220,11 @@ fn single(model: &Model, names: &Names) -> TokenStream {
         }
 
         #uncached
-    }
+    };
+    Expansion { function, siblings }
 }
 
-fn multi(model: &Model, names: &Names) -> TokenStream {
+fn multi(model: &Model, names: &Names) -> Expansion {
     let shape = &model.shape;
     let sig = &shape.item.sig;
     let vis = &shape.item.vis;
@@ -214,7 +234,10 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
     let fn_name = &shape.name;
     let Some(keys_arg) = &model.multi else {
         // The model always has the keys argument for the multi form.
-        return TokenStream::new();
+        return Expansion {
+            function: TokenStream::new(),
+            siblings: TokenStream::new(),
+        };
     };
     let keys_ident = &model.args[keys_arg.index].ident;
     let keys_call = call_key(model, names);
@@ -360,7 +383,7 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
     );
     let uncached = uncached(model, names);
 
-    quote! {
+    let function = quote! {
         #(#cached)*
         #(#every)*
         #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
@@ -371,7 +394,8 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
             #options
             #cached_body
         }
-
+    };
+    let siblings = quote! {
         #[doc = #doc_keys]
         #(#every)*
         #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
@@ -418,7 +442,8 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
         }
 
         #uncached
-    }
+    };
+    Expansion { function, siblings }
 }
 
 /// The value operations of the function (`Stored`, or `Unstorable` when the value type
