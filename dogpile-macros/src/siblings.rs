@@ -9,7 +9,8 @@ use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
 use crate::attr::Flavor;
 use crate::model::Shape;
 
-/// The names of the generated functions.
+/// The names of the generated functions, built from the shape's stem: the function's name,
+/// or `siblings = "..."` (written `<fn>` below).
 pub(crate) struct Names {
     /// `<fn>_key` (`<fn>_keys` for the multi form).
     pub(crate) key: Ident,
