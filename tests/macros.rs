@@ -343,6 +343,91 @@ fn functions_of_the_same_name_in_two_modules_never_share_keys() {
 }
 
 #[test]
+fn arguments_holding_spaces_never_share_a_value() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = "REGION")]
+    fn greet(first: &str, last: &str) -> String {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        format!("{first}/{last}")
+    }
+
+    assert_eq!(greet("Mary Ann", "Smith"), "Mary Ann/Smith");
+    assert_eq!(greet("Mary", "Ann Smith"), "Mary/Ann Smith");
+    assert_eq!(greet("Mary Ann", "Smith"), "Mary Ann/Smith");
+    assert_eq!(count(&CALLS), 2, "two calls, two values");
+    assert_eq!(
+        greet_key("Mary Ann", "Smith"),
+        r"macros:greet|Mary\ Ann Smith"
+    );
+    assert_eq!(
+        greet_key("Mary", "Ann Smith"),
+        r"macros:greet|Mary Ann\ Smith"
+    );
+    assert_eq!(greet_key("", "x|y"), r"macros:greet|\0 x\|y");
+    assert_eq!(greet_key("Mary", "Smith"), "macros:greet|Mary Smith");
+}
+
+mod key_properties {
+    use std::collections::HashMap;
+    use std::sync::LazyLock;
+
+    use dogpile::{cache_multi_on_arguments, cache_on_arguments, CacheRegion};
+    use proptest::prelude::*;
+
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| super::region("memory"));
+
+    #[cache_on_arguments(region = "REGION")]
+    fn three(a: &str, b: &str, c: &str) -> String {
+        format!("{a}{b}{c}")
+    }
+
+    #[cache_multi_on_arguments(region = "REGION", namespace = "three")]
+    fn many(a: &str, ids: &[String], c: &str) -> Vec<String> {
+        ids.iter().map(|id| format!("{a}{id}{c}")).collect()
+    }
+
+    #[cache_on_arguments(region = "REGION", namespace = "three")]
+    fn many_one(a: &str, id: &str, c: &str) -> String {
+        format!("{a}{id}{c}")
+    }
+
+    fn arg() -> impl Strategy<Value = String> {
+        proptest::string::string_regex(r"[ |\\0a]{0,3}").unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn distinct_argument_tuples_never_share_a_key(
+            tuples in proptest::collection::vec((arg(), arg(), arg()), 1..48)
+        ) {
+            let mut seen: HashMap<String, &(String, String, String)> = HashMap::new();
+            for tuple in &tuples {
+                let (a, b, c) = tuple;
+                if let Some(earlier) = seen.insert(three_key(a, b, c), tuple) {
+                    prop_assert_eq!(earlier, tuple, "two tuples share a key");
+                }
+            }
+        }
+
+        #[test]
+        fn multi_keys_are_the_single_keys_of_each_element(
+            a in arg(),
+            ids in proptest::collection::vec(arg(), 0..4),
+            c in arg(),
+        ) {
+            let keys = many_keys(&a, &ids, &c);
+            let singles: Vec<String> = ids
+                .iter()
+                .map(|id| many_one_key(&a, id, &c).replace(":many_one|", ":many|"))
+                .collect();
+            prop_assert_eq!(keys, singles);
+        }
+    }
+}
+
+#[test]
 fn reference_and_impl_trait_arguments_are_keyed_by_display() {
     static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
     static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -414,7 +499,8 @@ fn to_str_renders_arguments_that_have_no_display() {
 
     assert_eq!(
         total_key(&[1, 2], Some("a")),
-        r#"macros:total|[1, 2] Some("a")"#
+        r#"macros:total|[1,\ 2] Some("a")"#,
+        "what to_str renders is escaped as any argument"
     );
     assert_eq!(total(&[1, 2], None), "None: 3");
     assert_eq!(total(&[1, 2], None), "None: 3");
@@ -743,6 +829,87 @@ fn methods_leave_the_receiver_out_of_the_key() {
     assert!(Repo::get_named("x").unwrap().is_some());
 }
 
+trait Loader {
+    fn load(&self, id: u64) -> String;
+    fn load_many(&self, ids: &[u64]) -> Vec<String>;
+    fn name(&self) -> &'static str;
+}
+
+struct TraitRepo {
+    loads: AtomicUsize,
+}
+
+static TRAIT_REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+
+#[cache_on_arguments]
+impl Loader for TraitRepo {
+    #[cache_on_arguments(region = "TRAIT_REGION", namespace = "trait")]
+    fn load(&self, id: u64) -> String {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        format!("user {id}")
+    }
+
+    #[cache_multi_on_arguments(region = "TRAIT_REGION")]
+    fn load_many(&self, ids: &[u64]) -> Vec<String> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        ids.iter().map(|id| format!("many {id}")).collect()
+    }
+
+    fn name(&self) -> &'static str {
+        "not cached"
+    }
+}
+
+struct Wrapper<T>(T);
+
+#[cache_on_arguments]
+impl<T: Send + Sync> Loader for Wrapper<T> {
+    #[cache_on_arguments(region = "TRAIT_REGION")]
+    fn load(&self, id: u64) -> String {
+        format!("wrapped {id}")
+    }
+
+    fn load_many(&self, ids: &[u64]) -> Vec<String> {
+        ids.iter().map(|id| self.load(*id)).collect()
+    }
+
+    fn name(&self) -> &'static str {
+        "wrapper"
+    }
+}
+
+#[test]
+fn methods_of_trait_impls_are_cached_with_their_siblings_on_the_type() {
+    let repo = TraitRepo {
+        loads: AtomicUsize::new(0),
+    };
+    // Through the trait, as callers use it.
+    let loader: &dyn Loader = &repo;
+    assert_eq!(loader.load(5), "user 5");
+    assert_eq!(loader.load(5), "user 5");
+    assert_eq!(count(&repo.loads), 1, "the trait method is cached");
+    assert_eq!(loader.name(), "not cached");
+
+    // The siblings are inherent methods of the type.
+    assert_eq!(repo.load_key(5), "macros::TraitRepo:load|trait|5");
+    assert_eq!(repo.get_load(5).unwrap().as_deref(), Some("user 5"));
+    repo.invalidate_load(5).unwrap();
+    assert_eq!(repo.get_load(5).unwrap(), None);
+    assert_eq!(repo.load_uncached(6), "user 6");
+
+    assert_eq!(loader.load_many(&[1, 2]), ["many 1", "many 2"]);
+    assert_eq!(loader.load_many(&[2, 3]), ["many 2", "many 3"]);
+    assert_eq!(
+        repo.get_load_many(&[3]).unwrap(),
+        [Some("many 3".to_string())]
+    );
+
+    let wrapped = Wrapper(1u8);
+    assert_eq!(wrapped.load(2), "wrapped 2");
+    assert_eq!(wrapped.get_load(2).unwrap().as_deref(), Some("wrapped 2"));
+    assert!(wrapped.load_key(2).contains("Wrapper<u8>:load|2"));
+}
+
 // ----- Result ----------------------------------------------------------------------------
 
 /// An error type with no traits at all.
@@ -801,6 +968,207 @@ fn question_mark_and_aliases_work_in_result_functions() {
     assert!(parsed("x").is_err());
     assert_eq!(get_parsed("12").unwrap(), Some(12));
     assert_eq!(get_parsed("x").unwrap(), None);
+}
+
+/// An application's error type, with no traits at all (not `Serialize`, not `Clone`).
+#[derive(Debug, PartialEq)]
+struct AppError(&'static str);
+
+type AppResult<T> = Result<T, AppError>;
+type Fallible<T> = Result<T, AppError>;
+type Lookup = Result<u32, AppError>;
+
+#[test]
+fn result_aliases_cache_only_ok_values() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory_serialized"));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static FAIL: AtomicBool = AtomicBool::new(true);
+
+    fn lookup(id: u32) -> Result<u32, AppError> {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        if FAIL.load(Ordering::SeqCst) {
+            Err(AppError("db timeout"))
+        } else {
+            Ok(id * 10)
+        }
+    }
+
+    // Named like a Result: read as one by default.
+    #[cache_on_arguments(region = "REGION")]
+    fn by_alias(id: u32) -> AppResult<u32> {
+        lookup(id)
+    }
+
+    // Another name: `result = true` says what it is.
+    #[cache_on_arguments(region = "REGION", result = true)]
+    fn by_other_name(id: u32) -> Fallible<u32> {
+        lookup(id)
+    }
+
+    // No type argument at all: the Ok type is found through the type.
+    #[cache_on_arguments(region = "REGION", result = true)]
+    fn by_bare_alias(id: u32) -> Lookup {
+        lookup(id)
+    }
+
+    for (name, call, get) in [
+        (
+            "AppResult<u32>",
+            by_alias as fn(u32) -> AppResult<u32>,
+            get_by_alias as fn(u32) -> dogpile::Result<Option<u32>>,
+        ),
+        ("Fallible<u32>", by_other_name, get_by_other_name),
+        ("Lookup", by_bare_alias, |id| get_by_bare_alias(id)),
+    ] {
+        FAIL.store(true, Ordering::SeqCst);
+        let before = count(&CALLS);
+        assert_eq!(call(0), Err(AppError("db timeout")), "{name}");
+        assert_eq!(get(0).unwrap(), None, "{name}: the error was not cached");
+        assert_eq!(call(0), Err(AppError("db timeout")), "{name}");
+        assert_eq!(count(&CALLS), before + 2, "{name}: the body ran again");
+        FAIL.store(false, Ordering::SeqCst);
+        assert_eq!(call(0), Ok(0), "{name}");
+        assert_eq!(call(0), Ok(0), "{name}");
+        assert_eq!(count(&CALLS), before + 3, "{name}: the Ok value was cached");
+        assert_eq!(get(0).unwrap(), Some(0), "{name}");
+    }
+    assert!(matches!(refresh_by_bare_alias(1), Ok(Ok(10))));
+    set_by_bare_alias(&7, 2).unwrap();
+    assert_eq!(by_bare_alias(2), Ok(7));
+}
+
+#[test]
+fn result_false_caches_errors_too() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = "REGION", result = false)]
+    fn remembered(n: u32) -> Result<u32, String> {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        Err(format!("no {n}"))
+    }
+
+    assert_eq!(remembered(1), Err("no 1".to_string()));
+    assert_eq!(remembered(1), Err("no 1".to_string()));
+    assert_eq!(count(&CALLS), 1, "the Err was cached");
+    assert_eq!(get_remembered(1).unwrap(), Some(Err("no 1".to_string())));
+}
+
+#[test]
+fn option_true_caches_only_some_values() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = "REGION", option = true)]
+    fn find(id: u32) -> Option<String> {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        (id == 5).then(|| "ed".to_string())
+    }
+
+    assert_eq!(find(6), None);
+    assert_eq!(find(6), None);
+    assert_eq!(count(&CALLS), 2, "None is not cached");
+    assert_eq!(get_find(6).unwrap(), None);
+    assert_eq!(find(5).as_deref(), Some("ed"));
+    assert_eq!(find(5).as_deref(), Some("ed"));
+    assert_eq!(count(&CALLS), 3, "Some is cached");
+    // The cached value is the `T` of `Option<T>`.
+    let cached: Option<String> = get_find(5).unwrap();
+    assert_eq!(cached.as_deref(), Some("ed"));
+    assert_eq!(refresh_find(6).unwrap(), None);
+    set_find(&"al".to_string(), 6).unwrap();
+    assert_eq!(find(6).as_deref(), Some("al"));
+
+    // Without the option, `None` is a value like any other, as in dogpile.
+    #[cache_on_arguments(region = "REGION")]
+    fn find_all(id: u32) -> Option<String> {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        (id == 5).then(|| "ed".to_string())
+    }
+    let before = count(&CALLS);
+    assert_eq!(find_all(6), None);
+    assert_eq!(find_all(6), None);
+    assert_eq!(count(&CALLS), before + 1);
+    assert_eq!(get_find_all(6).unwrap(), Some(None));
+}
+
+#[test]
+fn multi_functions_returning_a_result_alias_cache_only_ok() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+    static FAIL: AtomicBool = AtomicBool::new(true);
+
+    #[cache_multi_on_arguments(region = "REGION")]
+    fn tens(ids: &[u32]) -> AppResult<Vec<u32>> {
+        if FAIL.load(Ordering::SeqCst) {
+            return Err(AppError("down"));
+        }
+        Ok(ids.iter().map(|id| id * 10).collect())
+    }
+
+    assert_eq!(tens(&[1, 2]), Err(AppError("down")));
+    assert_eq!(get_tens(&[1, 2]).unwrap(), [None, None]);
+    FAIL.store(false, Ordering::SeqCst);
+    assert_eq!(tens(&[1, 2]), Ok(vec![10, 20]));
+    assert_eq!(get_tens(&[1, 2]).unwrap(), [Some(10), Some(20)]);
+    assert!(matches!(refresh_tens(&[3]), Ok(Ok(values)) if values == [30]));
+}
+
+// ----- names and expiration --------------------------------------------------------------
+
+#[test]
+fn siblings_option_names_the_generated_functions() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+
+    // Without the option the siblings would be `get_user`, which the caller already has,
+    // and `get_get_user`.
+    fn user(id: u64) -> String {
+        format!("user {id}")
+    }
+
+    #[cache_on_arguments(region = "REGION", siblings = "cached_user")]
+    fn get_user(id: u64) -> String {
+        user(id)
+    }
+
+    assert_eq!(get_user(5), "user 5");
+    assert_eq!(get_cached_user(5).unwrap().as_deref(), Some("user 5"));
+    assert_eq!(
+        cached_user_key(5),
+        "macros:get_user|5",
+        "the key keeps the function's name"
+    );
+    invalidate_cached_user(5).unwrap();
+    assert_eq!(get_cached_user(5).unwrap(), None);
+    set_cached_user(&"ed".to_string(), 5).unwrap();
+    assert_eq!(get_user(5), "ed");
+    assert_eq!(refresh_cached_user(5).unwrap(), "user 5");
+    assert_eq!(cached_user_uncached(6), "user 6");
+}
+
+#[test]
+fn a_zero_duration_computed_at_run_time_regenerates_on_every_call() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    fn configured_ttl() -> Duration {
+        Duration::from_secs(0)
+    }
+
+    #[cache_on_arguments(region = "REGION", expiration_time = configured_ttl())]
+    fn volatile(n: u32) -> u32 {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        n
+    }
+
+    for _ in 0..3 {
+        assert_eq!(volatile(1), 1);
+    }
+    assert_eq!(
+        count(&CALLS),
+        3,
+        "a value that expires at once is never fresh"
+    );
+    assert_eq!(get_volatile(1).unwrap(), None);
 }
 
 // ----- failing open ------------------------------------------------------------------------

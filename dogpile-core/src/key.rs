@@ -1,4 +1,30 @@
 //! Cache keys: function keys for memoized functions, and key manglers.
+//!
+//! # The default function key
+//!
+//! dogpile's layout, `"{module}:{fn}|{namespace}|{arg1} {arg2}"` (without `|{namespace}`
+//! when there is none): `one(3, 4)` in module `myapp::tools` with namespace `foo` has the
+//! key `myapp::tools:one|foo|3 4`.
+//!
+//! Two different argument tuples never share a key, whatever the arguments hold. An
+//! argument is written as it renders unless its text is empty or holds one of the three
+//! characters that give the layout its structure: the separator (a space), `|` and the
+//! escape character `\`. Such an argument is escaped:
+//!
+//! - each space, `|` and `\` in it is preceded by a `\` (`Mary Ann` is written `Mary\ Ann`);
+//! - an empty argument is written `\0`.
+//!
+//! So `greet("Mary", "Ann Smith")` has the key `...:greet|Mary Ann\ Smith` and
+//! `greet("Mary Ann", "Smith")` the key `...:greet|Mary\ Ann Smith`. Every escaped argument
+//! is non-empty and holds no unescaped space, so splitting the arguments at the unescaped
+//! spaces gives back each one, and each one reads back to one text (`\0` is only ever an
+//! empty argument: a text `\0` is written `\\0`). Arguments without those characters (the
+//! common case: numbers, identifiers) keep dogpile's layout exactly, and cost no more than
+//! a scan of their bytes.
+//!
+//! The same rule builds the keys of `#[cache_on_arguments]` and `#[cache_multi_on_arguments]`
+//! functions. A region's own `function_key_generator` receives the arguments as rendered,
+//! unescaped, and decides for itself.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -18,7 +44,8 @@ pub struct FunctionKey<'a> {
     /// The namespace given to `#[cache_on_arguments]`, if any.
     pub namespace: Option<&'a str>,
     /// The key arguments, each already rendered to a string (receiver and skipped
-    /// arguments left out).
+    /// arguments left out), as rendered: [`default_function_key`] escapes them, a custom
+    /// generator decides for itself.
     pub args: &'a [String],
 }
 
@@ -28,17 +55,29 @@ pub type FunctionKeyGenerator = Arc<dyn Fn(&FunctionKey<'_>) -> String + Send + 
 /// dogpile's default function key: `"{module}:{fn}|{namespace}|{arg1} {arg2}"`, without
 /// `|{namespace}` when there is none.
 ///
+/// Two different argument tuples never share a key: an argument that is empty or holds a
+/// space (the separator), `|` or `\` is escaped, each of those characters getting a `\`
+/// before it and an empty argument being written `\0` (`Mary Ann` is written `Mary\ Ann`).
+/// Every escaped argument is non-empty and has no unescaped space, so the arguments split
+/// back apart at the unescaped spaces, and each reads back to one text. Arguments without
+/// those characters keep dogpile's layout exactly.
+///
 /// ```
 /// use dogpile_core::{default_function_key, FunctionKey};
 ///
 /// let args = ["3".to_string(), "4".to_string()];
 /// let key = FunctionKey { module_path: "myapp::tools", function: "one", namespace: Some("foo"), args: &args };
 /// assert_eq!(default_function_key(&key), "myapp::tools:one|foo|3 4");
+///
+/// let args = ["Mary Ann".to_string(), String::new()];
+/// let key = FunctionKey { args: &args, ..key };
+/// assert_eq!(default_function_key(&key), r"myapp::tools:one|foo|Mary\ Ann \0");
 /// ```
 pub fn default_function_key(key: &FunctionKey<'_>) -> String {
     // One allocation of the exact size, no formatting machinery: this runs on every call
     // of a memoized function, hits included.
-    let args_len: usize = key.args.iter().map(String::len).sum::<usize>() + key.args.len();
+    let args_len: usize =
+        key.args.iter().map(|arg| escaped_len(arg)).sum::<usize>() + key.args.len();
     let mut out = String::with_capacity(
         prefix_len(key.module_path, key.function, key.namespace) + args_len + 1,
     );
@@ -48,9 +87,64 @@ pub fn default_function_key(key: &FunctionKey<'_>) -> String {
         if i > 0 {
             out.push(' ');
         }
-        out.push_str(arg);
+        push_arg(&mut out, arg);
     }
     out
+}
+
+/// How an empty argument is written.
+const EMPTY_ARG: &str = "\\0";
+
+/// True for the bytes that an argument escapes: the separator, `|` and `\`.
+fn is_special(byte: u8) -> bool {
+    matches!(byte, b' ' | b'|' | b'\\')
+}
+
+/// The length of `arg` once escaped.
+fn escaped_len(arg: &str) -> usize {
+    if arg.is_empty() {
+        return EMPTY_ARG.len();
+    }
+    arg.len() + arg.bytes().filter(|&b| is_special(b)).count()
+}
+
+/// Appends `arg` to `out`, escaped if it needs to be.
+fn push_arg(out: &mut String, arg: &str) {
+    if arg.is_empty() {
+        out.push_str(EMPTY_ARG);
+    } else if arg.bytes().any(is_special) {
+        push_escaped(out, arg);
+    } else {
+        out.push_str(arg);
+    }
+}
+
+/// Appends `text` to `out` with a `\` before each special character.
+fn push_escaped(out: &mut String, text: &str) {
+    out.reserve(escaped_len(text));
+    for ch in text.chars() {
+        if ch.is_ascii() && is_special(ch as u8) {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+}
+
+/// Escapes, in place, the argument written at the end of `key` from byte `start` on, as
+/// [`default_function_key`] writes it. An argument that needs no escape (the common case)
+/// is only scanned.
+pub(crate) fn escape_from(key: &mut String, start: usize) {
+    let Some(arg) = key.get(start..) else { return };
+    if arg.is_empty() {
+        key.push_str(EMPTY_ARG);
+        return;
+    }
+    let Some(first) = arg.bytes().position(is_special) else {
+        return;
+    };
+    // Special characters are ASCII, so `start + first` is a character boundary.
+    let rest = key.split_off(start + first);
+    push_escaped(key, &rest);
 }
 
 /// The part of a function key before the arguments: `"{module}:{fn}"` or
@@ -125,6 +219,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -141,6 +237,80 @@ mod tests {
         assert_eq!(default_function_key(&key), "myapp::tools:one|foo|3 4");
         key.args = &[];
         assert_eq!(default_function_key(&key), "myapp::tools:one|foo|");
+    }
+
+    /// The arguments of a key built by [`default_function_key`], read back by the rule of
+    /// the module docs: split at unescaped spaces, `\0` is empty, `\x` is `x`.
+    fn read_args(key: &str, prefix: &str) -> Vec<String> {
+        let section = key
+            .strip_prefix(prefix)
+            .expect("the key starts with its prefix");
+        if section.is_empty() {
+            return Vec::new();
+        }
+        let mut args = vec![String::new()];
+        let mut chars = section.chars();
+        while let Some(ch) = chars.next() {
+            match ch {
+                '\\' => match chars.next().expect("an escape is followed by a character") {
+                    '0' => assert!(args.last().unwrap().is_empty(), "`\\0` stands alone"),
+                    escaped @ (' ' | '|' | '\\') => args.last_mut().unwrap().push(escaped),
+                    other => panic!("`\\{other}` is no escape"),
+                },
+                ' ' => args.push(String::new()),
+                '|' => panic!("an unescaped `|` among the arguments of {key:?}"),
+                ch => args.last_mut().unwrap().push(ch),
+            }
+        }
+        args
+    }
+
+    fn key_of(args: &[String]) -> String {
+        default_function_key(&FunctionKey {
+            module_path: "m",
+            function: "f",
+            namespace: Some("ns"),
+            args,
+        })
+    }
+
+    #[test]
+    fn special_arguments_are_escaped_and_plain_ones_kept() {
+        let key = |args: &[&str]| key_of(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert_eq!(key(&["Mary", "Ann Smith"]), r"m:f|ns|Mary Ann\ Smith");
+        assert_eq!(key(&["Mary Ann", "Smith"]), r"m:f|ns|Mary\ Ann Smith");
+        assert_eq!(key(&["a|b", r"c\d"]), r"m:f|ns|a\|b c\\d");
+        assert_eq!(key(&[""]), r"m:f|ns|\0");
+        assert_eq!(key(&["", ""]), r"m:f|ns|\0 \0");
+        assert_eq!(key(&[r"\0"]), r"m:f|ns|\\0");
+        assert_eq!(key(&[]), "m:f|ns|");
+        assert_eq!(key(&["é ü"]), r"m:f|ns|é\ ü");
+        assert_eq!(key(&["3", "4", "x_y-z.w"]), "m:f|ns|3 4 x_y-z.w");
+    }
+
+    /// Arguments drawn mostly from the characters that matter: the separator, `|`, `\`, the
+    /// `0` of the empty marker, and empty strings.
+    fn tuples() -> impl Strategy<Value = Vec<String>> {
+        let arg = proptest::string::string_regex(r"[ |\\0a]{0,4}").unwrap();
+        proptest::collection::vec(arg, 0..4)
+    }
+
+    proptest! {
+        #[test]
+        fn keys_read_back_to_their_arguments(args in tuples()) {
+            let key = key_of(&args);
+            prop_assert_eq!(read_args(&key, "m:f|ns|"), args);
+        }
+
+        #[test]
+        fn distinct_tuples_never_share_a_key(all in proptest::collection::vec(tuples(), 1..64)) {
+            let mut seen: std::collections::HashMap<String, &Vec<String>> = Default::default();
+            for args in &all {
+                if let Some(earlier) = seen.insert(key_of(args), args) {
+                    prop_assert_eq!(earlier, args, "two tuples share a key");
+                }
+            }
+        }
     }
 
     #[test]

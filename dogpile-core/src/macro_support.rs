@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::fmt::{Display, Write};
 
 use crate::error::{Error, Result};
-use crate::key::{prefix_len, push_prefix, FunctionKey};
+use crate::key::{escape_from, prefix_len, push_prefix, FunctionKey};
 use crate::region::{CacheRegion, CreateOptions, Expiration};
 use crate::value::Cacheable;
 
@@ -56,24 +56,39 @@ impl KeySlots for SeparateArgs<'_> {
     }
 }
 
-/// The arguments written straight into the key, separated by spaces: the layout of
-/// [`default_function_key`](crate::default_function_key).
+/// The arguments written straight into the key, separated by spaces and escaped: the
+/// layout of [`default_function_key`](crate::default_function_key).
 struct JoinedArgs<'a> {
     key: &'a mut String,
+    /// Where the argument being written starts, once its slot was handed out.
+    open: Option<usize>,
+}
+
+impl JoinedArgs<'_> {
+    /// Escapes the argument last written, if any.
+    fn close(&mut self) {
+        if let Some(start) = self.open.take() {
+            escape_from(self.key, start);
+        }
+    }
 }
 
 impl KeySlots for JoinedArgs<'_> {
     fn slot(&mut self, index: usize) -> &mut String {
+        self.close();
         if index > 0 {
             self.key.push(' ');
         }
+        self.open = Some(self.key.len());
         self.key
     }
 }
 
 /// Builds the key of one call with `region`'s function key generator. With the default
 /// generator (the common case) the key is written in one pass into one allocation, since
-/// this runs on every call of a memoized function, hits included.
+/// this runs on every call of a memoized function, hits included; arguments are escaped in
+/// place as [`default_function_key`](crate::default_function_key) escapes them, which costs
+/// a scan of their bytes unless they hold a special character.
 pub fn region_function_key<R>(
     region: &CacheRegion,
     module_path: &str,
@@ -99,7 +114,12 @@ where
         String::with_capacity(prefix_len(module_path, function, namespace) + 1 + 8 * count);
     push_prefix(&mut key, module_path, function, namespace);
     key.push('|');
-    render(&mut JoinedArgs { key: &mut key });
+    let mut args = JoinedArgs {
+        key: &mut key,
+        open: None,
+    };
+    render(&mut args);
+    args.close();
     key
 }
 
@@ -178,10 +198,371 @@ pub fn should_cache_fn<T, F: Fn(&T) -> bool>(f: F) -> F {
     f
 }
 
-/// The expiration given to the macro's `expiration_time` option.
-pub fn expiration(expiration: impl Into<Expiration>) -> Expiration {
-    expiration.into()
+/// The expiration given to the macro's `expiration_time` option, evaluated on each call of
+/// `function`.
+///
+/// A literal zero is refused at compile time; a computed zero `Duration` makes every value
+/// expire as soon as it is stored, so that each call runs the body (callers arriving while
+/// one runs it get the value it replaces, as with any expired value). That is logged once
+/// per function, as a warning naming it.
+pub fn expiration(expiration: impl Into<Expiration>, function: &'static str) -> Expiration {
+    let expiration = expiration.into();
+    if expiration == Expiration::After(std::time::Duration::ZERO) {
+        warn_zero_expiration(function);
+    }
+    expiration
 }
+
+#[cold]
+fn warn_zero_expiration(function: &'static str) {
+    static WARNED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !warned.contains(&function) {
+        warned.push(function);
+        tracing::warn!(
+            function,
+            "expiration_time is zero: every value expires as soon as it is stored, so the \
+             function runs its body on every call"
+        );
+    }
+}
+
+/// A return type of which only one part is cached: the `Ok` values of a `Result`. The
+/// cached function caches what [`into_cached`](Self::into_cached) gives as `Ok` and
+/// returns the rest uncached.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `Result`, so a cached function cannot cache only its `Ok` values",
+    label = "read as a `Result`: `result = true` was given, or the type is named like one",
+    note = "write `result = false` to cache the whole value"
+)]
+pub trait ResultOutput: Sized {
+    /// What is cached: `T` of `Result<T, E>`.
+    type Value;
+    /// What is returned uncached: `E`.
+    type Rest;
+    /// The value to cache, or the rest.
+    fn into_cached(self) -> std::result::Result<Self::Value, Self::Rest>;
+    /// Back to the function's return type.
+    fn from_cached(cached: std::result::Result<Self::Value, Self::Rest>) -> Self;
+}
+
+impl<T, E> ResultOutput for std::result::Result<T, E> {
+    type Value = T;
+    type Rest = E;
+    fn into_cached(self) -> Self {
+        self
+    }
+    fn from_cached(cached: Self) -> Self {
+        cached
+    }
+}
+
+/// As [`ResultOutput`], for the `Some` values of an `Option` (`option = true`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an `Option`, so a cached function cannot cache only its `Some` values",
+    label = "`option = true` was given",
+    note = "remove `option = true` to cache the whole value"
+)]
+pub trait OptionOutput: Sized {
+    /// What is cached: `T` of `Option<T>`.
+    type Value;
+    /// The value to cache, or [`WasNone`].
+    fn into_cached(self) -> std::result::Result<Self::Value, WasNone>;
+    /// Back to the function's return type.
+    fn from_cached(cached: std::result::Result<Self::Value, WasNone>) -> Self;
+}
+
+/// What an [`OptionOutput`] returns uncached: `None`.
+#[derive(Debug)]
+pub struct WasNone;
+
+impl<T> OptionOutput for Option<T> {
+    type Value = T;
+    fn into_cached(self) -> std::result::Result<T, WasNone> {
+        self.ok_or(WasNone)
+    }
+    fn from_cached(cached: std::result::Result<T, WasNone>) -> Self {
+        cached.ok()
+    }
+}
+
+/// Asks, at compile time, whether `T` is a `Result`: `(&Probe::<T>::new()).kind()` is a
+/// [`IsResult`] when it is (by [`ProbeResult`], found first since it needs no autoref) and
+/// a [`NotResult`] otherwise (by [`ProbeWhole`]). This is "autoref specialisation": it
+/// works on stable Rust for every concrete type, aliases included; for a generic type
+/// parameter it answers [`NotResult`].
+pub struct Probe<T: ?Sized>(std::marker::PhantomData<fn() -> std::marker::PhantomData<T>>);
+
+impl<T: ?Sized> Probe<T> {
+    /// The probe of `T`.
+    pub const fn new() -> Self {
+        Probe(std::marker::PhantomData)
+    }
+}
+
+impl<T: ?Sized> Default for Probe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The answer of a [`Probe`] for a `Result`.
+pub struct IsResult;
+
+/// The answer of a [`Probe`] for anything else.
+pub struct NotResult;
+
+/// The [`Probe`] of a `Result`.
+pub trait ProbeResult {
+    /// [`IsResult`].
+    fn kind(&self) -> IsResult {
+        IsResult
+    }
+}
+
+impl<T, E> ProbeResult for Probe<std::result::Result<T, E>> {}
+
+/// The [`Probe`] of any type.
+pub trait ProbeWhole {
+    /// [`NotResult`].
+    fn kind(&self) -> NotResult {
+        NotResult
+    }
+}
+
+impl<T: ?Sized> ProbeWhole for &Probe<T> {}
+
+/// Implemented by [`NotResult`] only: a function whose whole value is cached by default
+/// must not return a `Result` under a name that does not say so.
+#[diagnostic::on_unimplemented(
+    message = "the return type `{O}` is a `Result`, but its name does not say so: say which part to cache",
+    label = "a `Result`",
+    note = "write `result = true` to cache only the `Ok` values, or `result = false` to cache every value, `Err` included"
+)]
+pub trait CachedWhole<O: ?Sized> {}
+
+impl<O: ?Sized> CachedWhole<O> for NotResult {}
+
+/// Compiles only when `kind` is the [`NotResult`] answer of the probe of `O`.
+pub fn cached_whole<O: ?Sized, K: CachedWhole<O>>(kind: K) {
+    let _ = kind;
+}
+
+/// The operations on a cached function's values, chosen at compile time by
+/// `(&Probe::<V>::new()).stored()`: [`Stored`] when `V` is [`Cacheable`] (by
+/// [`ProbeStored`], found first), [`Unstorable`] otherwise. Generated code calls the same
+/// methods on either, so that a value type that cannot be stored fails one check, the
+/// [`assert_stored`] spanned at the function's return type, instead of every call that
+/// stores or reads the value.
+pub trait ProbeStored<V> {
+    /// [`Stored`].
+    fn stored(&self) -> Stored<V> {
+        Stored(std::marker::PhantomData)
+    }
+}
+
+impl<V: Cacheable> ProbeStored<V> for Probe<V> {}
+
+/// The fallback of [`ProbeStored`].
+pub trait ProbeUnstorable<V> {
+    /// [`Unstorable`].
+    fn stored(&self) -> Unstorable<V> {
+        Unstorable(std::marker::PhantomData)
+    }
+}
+
+impl<V> ProbeUnstorable<V> for &Probe<V> {}
+
+/// The value operations of a cached function whose value type is [`Cacheable`]: the
+/// region's, called directly.
+pub struct Stored<V>(std::marker::PhantomData<fn() -> V>);
+
+impl<V: Cacheable> Stored<V> {
+    /// [`CacheRegion::get_or_create_fail_open`].
+    #[inline]
+    pub fn get_or_create<E, F>(
+        self,
+        region: &CacheRegion,
+        key: &str,
+        options: CreateOptions<'_, V>,
+        creator: F,
+    ) -> std::result::Result<V, E>
+    where
+        F: FnOnce() -> std::result::Result<V, E>,
+    {
+        region.get_or_create_fail_open(key, options, creator)
+    }
+
+    /// [`CacheRegion::get_with`], never ignoring the expiration.
+    #[inline]
+    pub fn get(
+        self,
+        region: &CacheRegion,
+        key: &str,
+        expiration: Option<Expiration>,
+    ) -> Result<Option<V>> {
+        region.get_with(key, expiration, false)
+    }
+
+    /// [`CacheRegion::set`].
+    #[inline]
+    pub fn set(self, region: &CacheRegion, key: &str, value: &V) -> Result<()> {
+        region.set(key, value)
+    }
+
+    /// [`get_or_create_multi`].
+    #[inline]
+    pub fn get_or_create_multi<K, E, F>(
+        self,
+        region: &CacheRegion,
+        function: &str,
+        keys: &[String],
+        elements: &[K],
+        options: CreateOptions<'_, V>,
+        body: F,
+    ) -> std::result::Result<Vec<V>, E>
+    where
+        K: Clone,
+        F: FnMut(Vec<K>) -> std::result::Result<Vec<V>, E>,
+    {
+        get_or_create_multi(region, function, keys, elements, options, body)
+    }
+
+    /// [`CacheRegion::get_multi`].
+    #[inline]
+    pub fn get_multi(self, region: &CacheRegion, keys: &[String]) -> Result<Vec<Option<V>>> {
+        region.get_multi(keys)
+    }
+
+    /// [`set_multi`].
+    #[inline]
+    pub fn set_multi(
+        self,
+        region: &CacheRegion,
+        function: &str,
+        keys: &[String],
+        values: &[V],
+    ) -> Result<()> {
+        set_multi(region, function, keys, values)
+    }
+
+    /// [`refresh_multi`].
+    #[inline]
+    pub fn refresh_multi(
+        self,
+        region: &CacheRegion,
+        function: &str,
+        keys: &[String],
+        values: Vec<V>,
+    ) -> Result<Vec<V>> {
+        refresh_multi(region, function, keys, values)
+    }
+}
+
+/// What [`ProbeUnstorable`] gives for a value type that is not [`Cacheable`]: the methods
+/// of [`Stored`] without its bound, so that the calls type-check and only
+/// [`assert_stored`] reports the problem. Never runs: a program that picks it does not
+/// compile.
+pub struct Unstorable<V>(std::marker::PhantomData<fn() -> V>);
+
+#[allow(missing_docs, clippy::missing_panics_doc, clippy::unused_self)]
+impl<V> Unstorable<V> {
+    pub fn get_or_create<E, F>(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: CreateOptions<'_, V>,
+        _: F,
+    ) -> std::result::Result<V, E> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn get(self, _: &CacheRegion, _: &str, _: Option<Expiration>) -> Result<Option<V>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn set(self, _: &CacheRegion, _: &str, _: &V) -> Result<()> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn get_or_create_multi<K, E, F>(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: &[String],
+        _: &[K],
+        _: CreateOptions<'_, V>,
+        _: F,
+    ) -> std::result::Result<Vec<V>, E> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn get_multi(self, _: &CacheRegion, _: &[String]) -> Result<Vec<Option<V>>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn set_multi(self, _: &CacheRegion, _: &str, _: &[String], _: &[V]) -> Result<()> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn refresh_multi(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: &[String],
+        _: Vec<V>,
+    ) -> Result<Vec<V>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+}
+
+/// Compiles only when `V` can be cached; each missing trait is one error, naming the type
+/// and the trait, at the function's return type.
+pub fn assert_stored<V>()
+where
+    V: StoredSerialize + StoredDeserialize + StoredClone + StoredThreadSafe,
+{
+}
+
+/// `Serialize`, for [`assert_stored`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it does not implement `Serialize`",
+    label = "the value a cached function stores",
+    note = "derive it, `#[derive(serde::Serialize, serde::Deserialize, Clone)]`, or cache a type that has it"
+)]
+pub trait StoredSerialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize + ?Sized> StoredSerialize for T {}
+
+/// `DeserializeOwned`, for [`assert_stored`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it does not implement `Deserialize` (for every lifetime: `DeserializeOwned`)",
+    label = "the value a cached function stores",
+    note = "derive it, `#[derive(serde::Serialize, serde::Deserialize, Clone)]`, or cache an owned type that has it"
+)]
+pub trait StoredDeserialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: serde::de::DeserializeOwned> StoredDeserialize for T {}
+
+/// `Clone`, for [`assert_stored`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it does not implement `Clone`",
+    label = "the value a cached function stores",
+    note = "derive it, `#[derive(Clone)]`: a cache hit returns a clone of the stored value"
+)]
+pub trait StoredClone {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Clone> StoredClone for T {}
+
+/// `Send + Sync + 'static`, for [`assert_stored`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it is not `Send + Sync + 'static`",
+    label = "the value a cached function stores",
+    note = "a cached value is shared between threads and outlives the call: cache an owned, thread-safe type"
+)]
+pub trait StoredThreadSafe {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Send + Sync + 'static> StoredThreadSafe for T {}
 
 /// The cached path of a `#[cache_multi_on_arguments]` function, failing open.
 ///
@@ -349,4 +730,47 @@ pub fn refresh_multi<T: Cacheable>(
 ) -> Result<Vec<T>> {
     set_multi(region, function, keys, &values)?;
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::key::default_function_key;
+
+    /// The key the one-pass path builds for `args`, each written through its slot.
+    fn joined(region: &CacheRegion, args: &[String]) -> String {
+        region_function_key(region, "m", "f", Some("ns"), args.len(), |slots| {
+            for (i, arg) in args.iter().enumerate() {
+                arg.write_key_arg(slots.slot(i));
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_one_pass_key_is_the_default_key(
+            args in proptest::collection::vec(
+                proptest::string::string_regex(r"[ |\\0aé]{0,4}").unwrap(),
+                0..4,
+            )
+        ) {
+            let region = CacheRegion::new();
+            let expected = default_function_key(&FunctionKey {
+                module_path: "m",
+                function: "f",
+                namespace: Some("ns"),
+                args: &args,
+            });
+            prop_assert_eq!(joined(&region, &args), expected.clone());
+            // The separate-buffers path, as a custom generator gets them.
+            let separate = function_key(default_function_key, "m", "f", Some("ns"), args.len(), |slots| {
+                for (i, arg) in args.iter().enumerate() {
+                    arg.write_key_arg(slots.slot(i));
+                }
+            });
+            prop_assert_eq!(separate, expected);
+        }
+    }
 }

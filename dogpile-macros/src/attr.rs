@@ -10,7 +10,10 @@ use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Error, Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Path, Result, Token, UnOp};
+use syn::{
+    Error, Expr, ExprCall, ExprLit, ExprPath, ExprUnary, Ident, Lit, LitBool, LitStr, Path, Result,
+    Token, UnOp,
+};
 
 /// Which of the two macros is being expanded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +70,16 @@ pub(crate) struct Options {
     pub(crate) function_key_generator: Option<Expr>,
     /// `skip(a, b)`: argument names left out of the key.
     pub(crate) skip: Vec<Ident>,
+    /// `result = true|false`: cache only the `Ok` values of a `Result`, or the whole value.
+    pub(crate) result: Option<LitBool>,
+    /// `option = true|false`: cache only the `Some` values of an `Option`, or the whole value.
+    pub(crate) option: Option<LitBool>,
+    /// `siblings = "name"`: the stem of the generated functions' names.
+    pub(crate) siblings: Option<Ident>,
 }
 
 const OPTIONS: &str = "`region`, `namespace`, `expiration_time`, `should_cache_fn`, `to_str`, \
-                       `function_key_generator` and `skip`";
+                       `function_key_generator`, `skip`, `result`, `option` and `siblings`";
 
 /// An option that may be given once.
 struct Slot<T> {
@@ -111,6 +120,9 @@ impl Options {
         let mut to_str = Slot::new("to_str");
         let mut function_key_generator = Slot::new("function_key_generator");
         let mut skip = Slot::new("skip");
+        let mut result = Slot::new("result");
+        let mut option = Slot::new("option");
+        let mut siblings = Slot::new("siblings");
 
         let parser = syn::meta::parser(|meta| {
             let path = meta.path.clone();
@@ -135,6 +147,9 @@ impl Options {
                     )?,
                 ),
                 "skip" => skip.set(&path, parse_skip(&meta)?),
+                "result" => result.set(&path, parse_bool(&meta, "result", "Ok")?),
+                "option" => option.set(&path, parse_bool(&meta, "option", "Some")?),
+                "siblings" => siblings.set(&path, parse_siblings(&meta)?),
                 _ => Err(unknown_option(&path, flavor)),
             }
         });
@@ -158,6 +173,9 @@ impl Options {
             to_str: to_str.value,
             function_key_generator: function_key_generator.value,
             skip: skip.value.unwrap_or_default(),
+            result: result.value,
+            option: option.value,
+            siblings: siblings.value,
         })
     }
 }
@@ -221,10 +239,10 @@ fn parse_expiration(meta: &ParseNestedMeta<'_>) -> Result<ExpirationTime> {
         Expr::Lit(ExprLit {
             lit: Lit::Int(seconds),
             ..
-        }) => Ok(ExpirationTime::Seconds(
-            seconds.base10_parse::<u64>()?,
-            seconds.span(),
-        )),
+        }) => match seconds.base10_parse::<u64>()? {
+            0 => Err(zero_expiration(&seconds)),
+            whole => Ok(ExpirationTime::Seconds(whole, seconds.span())),
+        },
         Expr::Unary(
             unary @ ExprUnary {
                 op: UnOp::Neg(_), ..
@@ -239,7 +257,108 @@ fn parse_expiration(meta: &ParseNestedMeta<'_>) -> Result<ExpirationTime> {
             other,
             format!("`expiration_time` takes {USAGE}"),
         )),
+        other if is_zero_duration(&other) => Err(zero_expiration(&other)),
         other => Ok(ExpirationTime::Expr(Box::new(other))),
+    }
+}
+
+fn zero_expiration(tokens: impl ToTokens) -> Error {
+    Error::new_spanned(
+        tokens,
+        "an expiration time of zero makes every value expire as soon as it is stored, so \
+         the body would run on every call: give a positive time (`expiration_time = 60`), \
+         `-1` for never, or leave the function uncached",
+    )
+}
+
+/// True for the zero `Duration`s written as literals: `Duration::ZERO`,
+/// `Duration::from_secs(0)` (and `from_millis`, `from_micros`, `from_nanos`,
+/// `from_secs_f32`, `from_secs_f64`), `Duration::new(0, 0)`.
+fn is_zero_duration(expr: &Expr) -> bool {
+    fn zero(expr: &Expr) -> bool {
+        match expr {
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(int), ..
+            }) => int.base10_parse::<u128>().is_ok_and(|n| n == 0),
+            Expr::Lit(ExprLit {
+                lit: Lit::Float(float),
+                ..
+            }) => float.base10_parse::<f64>().is_ok_and(|f| f == 0.0),
+            _ => false,
+        }
+    }
+    let duration_item = |path: &Path| {
+        let mut segments = path.segments.iter().rev();
+        let item = segments.next().map(|s| s.ident.to_string());
+        let ty = segments.next().map(|s| s.ident.to_string());
+        (ty.as_deref() == Some("Duration"))
+            .then_some(item)
+            .flatten()
+    };
+    match expr {
+        Expr::Path(ExprPath { path, .. }) => duration_item(path).as_deref() == Some("ZERO"),
+        Expr::Call(ExprCall { func, args, .. }) => {
+            let Expr::Path(ExprPath { path, .. }) = &**func else {
+                return false;
+            };
+            match duration_item(path).as_deref() {
+                Some(
+                    "from_secs" | "from_millis" | "from_micros" | "from_nanos" | "from_secs_f32"
+                    | "from_secs_f64",
+                ) => args.len() == 1 && args.iter().all(zero),
+                Some("new") => args.len() == 2 && args.iter().all(zero),
+                _ => false,
+            }
+        }
+        Expr::Paren(paren) => is_zero_duration(&paren.expr),
+        _ => false,
+    }
+}
+
+/// `name = true` or `name = false`.
+fn parse_bool(meta: &ParseNestedMeta<'_>, name: &str, part: &str) -> Result<LitBool> {
+    let usage = format!(
+        "`{name} = true` (cache only the `{part}` values) or `{name} = false` (cache the \
+         whole value)"
+    );
+    match value(meta, &usage)? {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(literal),
+            ..
+        }) => Ok(literal),
+        other => Err(Error::new_spanned(other, format!("`{name}` takes {usage}"))),
+    }
+}
+
+/// `siblings = "name"`: a name that can stand in `invalidate_name`, `name_key`, ...
+fn parse_siblings(meta: &ParseNestedMeta<'_>) -> Result<Ident> {
+    const USAGE: &str = "a name for the generated functions: `siblings = \"user\"` names \
+                         them `user_key`, `invalidate_user`, `refresh_user`, `set_user`, \
+                         `get_user` and `user_uncached`";
+    match value(meta, USAGE)? {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(literal),
+            ..
+        }) => {
+            let name = literal.value();
+            let valid = syn::parse_str::<Ident>(&name).is_ok() && !name.starts_with("r#");
+            if valid {
+                Ok(Ident::new(&name, literal.span()))
+            } else {
+                Err(Error::new_spanned(
+                    &literal,
+                    format!("`{name}` is not an identifier; `siblings` takes {USAGE}"),
+                ))
+            }
+        }
+        Expr::Path(path) if path.path.get_ident().is_some() => {
+            let ident = path.path.get_ident().cloned();
+            ident.ok_or_else(|| Error::new_spanned(&path, USAGE))
+        }
+        other => Err(Error::new_spanned(
+            other,
+            format!("`siblings` takes {USAGE}"),
+        )),
     }
 }
 
@@ -376,6 +495,21 @@ mod tests {
             expiration(quote!(region = "R", expiration_time = ttl())),
             Some(ExpirationTime::Expr(_))
         ));
+        for zero in [
+            quote!(0),
+            quote!(Duration::ZERO),
+            quote!(std::time::Duration::from_secs(0)),
+            quote!(Duration::from_millis(0)),
+            quote!(Duration::from_secs_f64(0.0)),
+            quote!(Duration::new(0, 0)),
+        ] {
+            let error = message(quote!(region = "R", expiration_time = #zero));
+            assert!(error.contains("expiration time of zero"), "{error}");
+        }
+        assert!(matches!(
+            expiration(quote!(region = "R", expiration_time = Duration::new(0, 1))),
+            Some(ExpirationTime::Expr(_))
+        ));
         for wrong in [quote!(-2), quote!(1.5), quote!("60"), quote!(true)] {
             let error = message(quote!(region = "R", expiration_time = #wrong));
             assert!(error.contains("whole seconds or a `Duration`"), "{error}");
@@ -392,5 +526,21 @@ mod tests {
         assert!(message(quote!(region = "R", skip(a, a))).contains("`a` is named twice"));
         assert!(message(quote!(region = "R", to_str = 5)).contains("`to_str` takes a function"));
         assert!(message(quote!("R")).contains("options are written `name = value`"));
+        assert!(
+            message(quote!(region = "R", result = 1)).contains("`result` takes `result = true`")
+        );
+        assert!(
+            message(quote!(region = "R", siblings = "a b")).contains("`a b` is not an identifier")
+        );
+        let options = parse(quote!(
+            region = "R",
+            result = false,
+            option = true,
+            siblings = "user"
+        ))
+        .unwrap();
+        assert!(!options.result.unwrap().value);
+        assert!(options.option.unwrap().value);
+        assert_eq!(options.siblings.unwrap(), "user");
     }
 }

@@ -10,11 +10,29 @@ use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, Type};
 
 use crate::attr::{ExpirationTime, Flavor};
-use crate::model::{Context, Generic, Model, ReceiverKind};
+use crate::model::{Context, Generic, Model, Part, ReceiverKind};
 use crate::siblings::{signature, KeySignatures, Names, Receiver, ValueSignatures};
 
+/// What the macro emits for one function.
+pub(crate) struct Expansion {
+    /// The cached function, in place of the function as written.
+    pub(crate) function: TokenStream,
+    /// The generated functions next to it, `<fn>_uncached` included: after the function
+    /// for a free function or an inherent method; in an inherent impl of their own for a
+    /// method of a trait impl.
+    pub(crate) siblings: TokenStream,
+}
+
+impl Expansion {
+    /// The function followed by its siblings.
+    pub(crate) fn joined(self) -> TokenStream {
+        let Expansion { function, siblings } = self;
+        quote!(#function #siblings)
+    }
+}
+
 /// The cached function, its siblings and the original body.
-pub(crate) fn expand(model: &Model) -> TokenStream {
+pub(crate) fn expand(model: &Model) -> Expansion {
     let names = Names::of(&model.shape);
     match model.shape.flavor {
         Flavor::Single => single(model, &names),
@@ -22,7 +40,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     }
 }
 
-fn single(model: &Model, names: &Names) -> TokenStream {
+fn single(model: &Model, names: &Names) -> Expansion {
     let shape = &model.shape;
     let sig = &shape.item.sig;
     let vis = &shape.item.vis;
@@ -32,54 +50,75 @@ fn single(model: &Model, names: &Names) -> TokenStream {
     let fn_name = &shape.name;
 
     let region = region(model);
+    let stored = stored(model);
+    let assert_stored = assert_stored(model);
     let key = function_key(model, &key_args(model));
     let key_call = call_key(model, names);
     let options = create_options(model);
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
-    let cached_body = if model.returns.fallible {
-        quote! {
-            __dogpile_region.get_or_create_fail_open(&__dogpile_key, __dogpile_options, move || #call)
-        }
-    } else {
-        quote! {
-            ::dogpile::__private::unwrap_infallible(__dogpile_region.get_or_create_fail_open(
+    let output = &shape.output;
+    let cached_body = match part_trait(model) {
+        Some(Conversions { into, from }) => quote! {
+            #from(#stored.get_or_create(
+                __dogpile_region,
+                &__dogpile_key,
+                __dogpile_options,
+                move || #into(#call),
+            ))
+        },
+        None => quote! {
+            ::dogpile::__private::unwrap_infallible(#stored.get_or_create(
+                __dogpile_region,
                 &__dogpile_key,
                 __dogpile_options,
                 move || ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call),
             ))
-        }
+        },
+    };
+    let probe = match model.returns.part {
+        Part::Whole { probe: true } => quote_spanned! {output.span()=>
+            {
+                #[allow(unused_imports)]
+                use ::dogpile::__private::{ProbeResult as _, ProbeWhole as _};
+                ::dogpile::__private::cached_whole::<#output, _>(
+                    (&::dogpile::__private::Probe::<#output>::new()).kind(),
+                );
+            }
+        },
+        _ => TokenStream::new(),
     };
     let get = match &model.options.expiration_time {
-        None => quote!(__dogpile_region.get::<#value>(&__dogpile_key)),
+        None => quote!(#stored.get(__dogpile_region, &__dogpile_key, ::core::option::Option::None)),
         Some(expiration) => {
-            let expiration = expiration_value(expiration);
+            let expiration = expiration_value(model, expiration);
             quote! {
-                __dogpile_region.get_with::<#value>(
+                #stored.get(
+                    __dogpile_region,
                     &__dogpile_key,
                     ::core::option::Option::Some(#expiration),
-                    false,
                 )
             }
         }
     };
-    let refresh_body = if model.returns.fallible {
-        quote! {
-            match #call {
+    let refresh_body = match part_trait(model) {
+        Some(Conversions { into, from }) => quote! {
+            match #into(#call) {
                 ::core::result::Result::Ok(__dogpile_value) => {
-                    __dogpile_region.set(&__dogpile_key, &__dogpile_value)?;
-                    ::core::result::Result::Ok(::core::result::Result::Ok(__dogpile_value))
+                    #stored.set(__dogpile_region, &__dogpile_key, &__dogpile_value)?;
+                    ::core::result::Result::Ok(#from(
+                        ::core::result::Result::Ok(__dogpile_value),
+                    ))
                 }
-                ::core::result::Result::Err(__dogpile_error) => {
-                    ::core::result::Result::Ok(::core::result::Result::Err(__dogpile_error))
-                }
+                ::core::result::Result::Err(__dogpile_rest) => ::core::result::Result::Ok(
+                    #from(::core::result::Result::Err(__dogpile_rest)),
+                ),
             }
-        }
-    } else {
-        quote! {
+        },
+        None => quote! {
             let __dogpile_value = #call;
-            __dogpile_region.set(&__dogpile_key, &__dogpile_value)?;
+            #stored.set(__dogpile_region, &__dogpile_key, &__dogpile_value)?;
             ::core::result::Result::Ok(__dogpile_value)
-        }
+        },
     };
 
     let value_arg = &names.value;
@@ -102,13 +141,18 @@ fn single(model: &Model, names: &Names) -> TokenStream {
 
     let doc_key = format!("The cache key of `{fn_name}` for these arguments.");
     let doc_invalidate = format!("Removes the cached value of `{fn_name}` for these arguments.");
-    let doc_refresh = if model.returns.fallible {
-        format!(
+    let doc_refresh = match model.returns.part {
+        Part::Ok => format!(
             "Runs the body of `{fn_name}` and caches its `Ok` value; the outer `Result` \
              is the cache's, the inner one the body's."
-        )
-    } else {
-        format!("Runs the body of `{fn_name}`, caches its value and returns it.")
+        ),
+        Part::Some => format!(
+            "Runs the body of `{fn_name}` and caches its `Some` value; the `Result` is the \
+             cache's."
+        ),
+        Part::Whole { .. } => {
+            format!("Runs the body of `{fn_name}`, caches its value and returns it.")
+        }
     };
     let doc_set = format!("Caches `{value_arg}` as the value of `{fn_name}` for these arguments.");
     let doc_get = format!(
@@ -117,17 +161,20 @@ fn single(model: &Model, names: &Names) -> TokenStream {
     );
     let uncached = uncached(model, names);
 
-    quote! {
+    let function = quote! {
         #(#cached)*
         #(#every)*
         #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #main_sig {
+            #probe
+            #assert_stored
             #region
             let __dogpile_key: ::std::string::String = #key;
             #options
             #cached_body
         }
-
+    };
+    let siblings = quote! {
         #[doc = #doc_key]
         #(#every)*
         #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
@@ -160,7 +207,7 @@ fn single(model: &Model, names: &Names) -> TokenStream {
         #vis #set_sig {
             #region
             let __dogpile_key: ::std::string::String = #key_call;
-            __dogpile_region.set(&__dogpile_key, #value_arg)
+            #stored.set(__dogpile_region, &__dogpile_key, #value_arg)
         }
 
         #[doc = #doc_get]
@@ -173,10 +220,11 @@ fn single(model: &Model, names: &Names) -> TokenStream {
         }
 
         #uncached
-    }
+    };
+    Expansion { function, siblings }
 }
 
-fn multi(model: &Model, names: &Names) -> TokenStream {
+fn multi(model: &Model, names: &Names) -> Expansion {
     let shape = &model.shape;
     let sig = &shape.item.sig;
     let vis = &shape.item.vis;
@@ -186,12 +234,17 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
     let fn_name = &shape.name;
     let Some(keys_arg) = &model.multi else {
         // The model always has the keys argument for the multi form.
-        return TokenStream::new();
+        return Expansion {
+            function: TokenStream::new(),
+            siblings: TokenStream::new(),
+        };
     };
     let keys_ident = &model.args[keys_arg.index].ident;
     let keys_call = call_key(model, names);
 
     let region = region(model);
+    let stored = stored(model);
+    let assert_stored = assert_stored(model);
     // Other keyed arguments are rendered once, and are part of every element's key.
     let fixed: Vec<TokenStream> = model
         .args
@@ -233,8 +286,7 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
     } else {
         quote!(#keys_ident)
     };
-    let fn_name_str = fn_name.to_string();
-    let label = quote!(::core::concat!(::core::module_path!(), "::", #fn_name_str));
+    let label = label(model);
     let options = create_options(model);
 
     // In the creator, which may run twice (on disjoint keys) when the cache fails: the
@@ -245,52 +297,54 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
         quote!(&__dogpile_missing)
     };
     let call_again = call_body_again(model, names, keys_arg.index, &missing);
-    let cached_body = if model.returns.fallible {
-        quote! {
-            ::dogpile::__private::get_or_create_multi(
-                __dogpile_region,
-                #label,
-                &__dogpile_keys,
-                #elements,
-                __dogpile_options,
-                |__dogpile_missing| #call_again,
-            )
-        }
-    } else {
-        quote! {
-            ::dogpile::__private::unwrap_infallible(::dogpile::__private::get_or_create_multi(
-                __dogpile_region,
-                #label,
-                &__dogpile_keys,
-                #elements,
-                __dogpile_options,
-                |__dogpile_missing| {
-                    ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call_again)
-                },
-            ))
-        }
-    };
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
-    let refresh_body = if model.returns.fallible {
-        quote! {
-            match #call {
-                ::core::result::Result::Ok(__dogpile_values) => ::core::result::Result::Ok(
-                    ::core::result::Result::Ok(::dogpile::__private::refresh_multi(
-                        __dogpile_region,
-                        #label,
-                        &__dogpile_keys,
-                        __dogpile_values,
-                    )?),
-                ),
-                ::core::result::Result::Err(__dogpile_error) => {
-                    ::core::result::Result::Ok(::core::result::Result::Err(__dogpile_error))
+    let (cached_body, refresh_body) = match part_trait(model) {
+        Some(Conversions { into, from }) => (
+            quote! {
+                #from(#stored.get_or_create_multi(
+                    __dogpile_region,
+                    #label,
+                    &__dogpile_keys,
+                    #elements,
+                    __dogpile_options,
+                    |__dogpile_missing| #into(#call_again),
+                ))
+            },
+            quote! {
+                match #into(#call) {
+                    ::core::result::Result::Ok(__dogpile_values) => ::core::result::Result::Ok(
+                        #from(::core::result::Result::Ok(
+                            #stored.refresh_multi(
+                                __dogpile_region,
+                                #label,
+                                &__dogpile_keys,
+                                __dogpile_values,
+                            )?,
+                        )),
+                    ),
+                    ::core::result::Result::Err(__dogpile_error) => ::core::result::Result::Ok(
+                        #from(::core::result::Result::Err(__dogpile_error)),
+                    ),
                 }
-            }
-        }
-    } else {
-        quote! {
-            ::dogpile::__private::refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call)
-        }
+            },
+        ),
+        None => (
+            quote! {
+                ::dogpile::__private::unwrap_infallible(#stored.get_or_create_multi(
+                    __dogpile_region,
+                    #label,
+                    &__dogpile_keys,
+                    #elements,
+                    __dogpile_options,
+                    |__dogpile_missing| {
+                        ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call_again)
+                    },
+                ))
+            },
+            quote! {
+                #stored.refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call)
+            },
+        ),
     };
 
     let values_arg = &names.value;
@@ -329,17 +383,19 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
     );
     let uncached = uncached(model, names);
 
-    quote! {
+    let function = quote! {
         #(#cached)*
         #(#every)*
         #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #main_sig {
+            #assert_stored
             #region
             #keys
             #options
             #cached_body
         }
-
+    };
+    let siblings = quote! {
         #[doc = #doc_keys]
         #(#every)*
         #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
@@ -373,7 +429,7 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
         #vis #set_sig {
             #region
             let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            ::dogpile::__private::set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg)
+            #stored.set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg)
         }
 
         #[doc = #doc_get]
@@ -382,11 +438,58 @@ fn multi(model: &Model, names: &Names) -> TokenStream {
         #vis #get_sig {
             #region
             let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            __dogpile_region.get_multi::<#value, ::std::string::String>(&__dogpile_keys)
+            #stored.get_multi(__dogpile_region, &__dogpile_keys)
         }
 
         #uncached
+    };
+    Expansion { function, siblings }
+}
+
+/// The value operations of the function (`Stored`, or `Unstorable` when the value type
+/// cannot be cached), chosen by the type.
+fn stored(model: &Model) -> TokenStream {
+    let value = &model.returns.value;
+    quote_spanned! {model.shape.output.span()=>
+        {
+            #[allow(unused_imports)]
+            use ::dogpile::__private::{ProbeStored as _, ProbeUnstorable as _};
+            (&::dogpile::__private::Probe::<#value>::new()).stored()
+        }
     }
+}
+
+/// The check that the value type can be cached: one error per missing trait, at the
+/// return type.
+fn assert_stored(model: &Model) -> TokenStream {
+    let value = &model.returns.value;
+    quote_spanned! {model.shape.output.span()=>
+        ::dogpile::__private::assert_stored::<#value>();
+    }
+}
+
+/// The conversions of a function of which one part is cached:
+/// `<Output as ResultOutput>::into_cached` and `::from_cached` (or `OptionOutput`'s), spanned
+/// at the return type so that a type that is neither is reported there, once; `None` when
+/// the whole value is cached.
+fn part_trait(model: &Model) -> Option<Conversions> {
+    let output = &model.shape.output;
+    let part = match model.returns.part {
+        Part::Whole { .. } => return None,
+        Part::Ok => quote!(ResultOutput),
+        Part::Some => quote!(OptionOutput),
+    };
+    let span = output.span();
+    Some(Conversions {
+        into: quote_spanned!(span=> <#output as ::dogpile::__private::#part>::into_cached),
+        from: quote_spanned!(span=> <#output as ::dogpile::__private::#part>::from_cached),
+    })
+}
+
+/// See [`part_trait`].
+struct Conversions {
+    into: TokenStream,
+    from: TokenStream,
 }
 
 /// `<fn>_uncached`: the function as written, renamed.
@@ -535,9 +638,10 @@ fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
 fn create_options(model: &Model) -> TokenStream {
     let value = &model.returns.value;
     let mut setup = TokenStream::new();
-    let mut options = quote!(::dogpile::CreateOptions::<#value>::new());
+    let mut options =
+        quote_spanned!(model.shape.output.span()=> ::dogpile::CreateOptions::<#value>::new());
     if let Some(expiration) = &model.options.expiration_time {
-        let expiration = expiration_value(expiration);
+        let expiration = expiration_value(model, expiration);
         options.extend(quote!(.expiration_time(#expiration)));
     }
     if let Some(should_cache) = &model.options.should_cache_fn {
@@ -554,16 +658,23 @@ fn create_options(model: &Model) -> TokenStream {
 }
 
 /// An expression of type `Expiration`.
-fn expiration_value(expiration: &ExpirationTime) -> TokenStream {
+fn expiration_value(model: &Model, expiration: &ExpirationTime) -> TokenStream {
     match expiration {
         ExpirationTime::Seconds(seconds, span) => quote_spanned! {*span=>
-            ::dogpile::__private::expiration(::core::time::Duration::from_secs(#seconds))
+            ::dogpile::Expiration::After(::core::time::Duration::from_secs(#seconds))
         },
         ExpirationTime::Never(span) => quote_spanned!(*span=> ::dogpile::Expiration::Never),
         ExpirationTime::Expr(expr) => {
-            quote_spanned!(expr.span()=> ::dogpile::__private::expiration(#expr))
+            let label = label(model);
+            quote_spanned!(expr.span()=> ::dogpile::__private::expiration(#expr, #label))
         }
     }
+}
+
+/// The function's path for logs: `module::name`.
+fn label(model: &Model) -> TokenStream {
+    let name = model.shape.name.to_string();
+    quote!(::core::concat!(::core::module_path!(), "::", #name))
 }
 
 /// A call of `<fn>_uncached` with the function's receiver and arguments, each argument

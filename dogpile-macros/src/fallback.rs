@@ -2,15 +2,15 @@
 //! siblings with stub bodies, so that calls elsewhere still resolve and the user sees one
 //! error (the macro's) instead of one per call site.
 
-use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Error, Signature};
 
+use crate::expand::Expansion;
 use crate::model::Shape;
 use crate::siblings::{signature, KeySignatures, Names, Receiver, ValueSignatures};
 
-/// The error, the function unchanged, and stub siblings.
-pub(crate) fn expand(shape: &Shape, error: Error) -> TokenStream {
+/// The error and the function unchanged, and stub siblings.
+pub(crate) fn expand(shape: &Shape, error: Error) -> Expansion {
     let names = Names::of(shape);
     let item = &shape.item;
     let sig = &item.sig;
@@ -45,9 +45,11 @@ pub(crate) fn expand(shape: &Shape, error: Error) -> TokenStream {
     }
 
     let error = error.into_compile_error();
-    quote! {
-        #error
-        #item
-        #(#stubs)*
+    Expansion {
+        function: quote! {
+            #error
+            #item
+        },
+        siblings: quote!(#(#stubs)*),
     }
 }

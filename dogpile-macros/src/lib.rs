@@ -5,23 +5,26 @@
 //! generate names `::dogpile::...`.
 //!
 //! The crate reads as parse (`attr`), model (`model`), expand (`expand`), with `fallback`
-//! emitting the function and stub siblings next to the error when something is wrong, and
-//! `siblings` naming and declaring the generated functions for both.
+//! emitting the function and stub siblings next to the error when something is wrong,
+//! `siblings` naming and declaring the generated functions for both, and `impls` placing
+//! the siblings of a trait impl's methods in an inherent impl.
 #![warn(missing_docs)]
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::quote;
-use syn::{Error, ItemFn};
+use syn::{Error, ItemFn, ItemImpl};
 
 mod attr;
 mod expand;
 mod fallback;
+mod impls;
 mod model;
 mod siblings;
 
 use attr::{Flavor, Options};
-use model::{Model, Shape};
+use expand::Expansion;
+use model::{Model, Shape, ShapeOptions};
 
 #[doc = include_str!("../docs/cache_on_arguments.md")]
 #[proc_macro_attribute]
@@ -36,22 +39,29 @@ pub fn cache_multi_on_arguments(args: TokenStream, item: TokenStream) -> TokenSt
 }
 
 fn run(flavor: Flavor, args: TokenStream2, item: TokenStream2) -> TokenStream2 {
-    let function = match syn::parse2::<ItemFn>(item.clone()) {
-        Ok(function) => function,
-        Err(_) => {
-            let error = Error::new(
-                Span::call_site(),
-                format!(
-                    "{} goes on a function with a body: `fn name(args) -> T {{ ... }}`",
-                    flavor.attribute()
-                ),
-            )
-            .into_compile_error();
-            return quote!(#error #item);
-        }
-    };
-    let shape = Shape::of(function, flavor);
-    match Model::build(&shape, Options::parse(args, flavor)) {
+    if let Ok(function) = syn::parse2::<ItemFn>(item.clone()) {
+        return expand_function(flavor, args, function).joined();
+    }
+    if let Ok(block) = syn::parse2::<ItemImpl>(item.clone()) {
+        return impls::expand(flavor, args, block);
+    }
+    let error = Error::new(
+        Span::call_site(),
+        format!(
+            "{} goes on a function with a body: `fn name(args) -> T {{ ... }}` (or on an \
+             impl block, to cache the methods in it that carry it)",
+            flavor.attribute()
+        ),
+    )
+    .into_compile_error();
+    quote!(#error #item)
+}
+
+/// The expansion of one function: parse, model, expand (or the fallback).
+pub(crate) fn expand_function(flavor: Flavor, args: TokenStream2, function: ItemFn) -> Expansion {
+    let options = Options::parse(args, flavor);
+    let shape = Shape::of(function, flavor, ShapeOptions::of(options.as_ref().ok()));
+    match Model::build(&shape, options) {
         Ok(model) => expand::expand(&model),
         Err(error) => fallback::expand(&shape, error),
     }

@@ -39,14 +39,51 @@ pub(crate) enum ReceiverKind {
     Other,
 }
 
+/// Which part of what the function returns is cached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Part {
+    /// The whole value. With `probe`, generated code checks that the type is not a
+    /// `Result` under a name that does not say so (decided by the type, at compile time).
+    Whole { probe: bool },
+    /// The `Ok` values of a `Result`: by default for a return type named `Result` or
+    /// `...Result<..>`, or with `result = true`; checked by the type.
+    Ok,
+    /// The `Some` values of an `Option`, with `option = true`.
+    Some,
+}
+
 /// What the function returns, as far as caching is concerned.
 #[derive(Clone)]
 pub(crate) struct Returns {
-    /// The type cached under one key: `T` of `-> T` or `-> Result<T, E>`, or for the multi
-    /// form `T` of `-> Vec<T>` or `-> Result<Vec<T>, E>`.
+    /// The type cached under one key: `T` of `-> T`, `-> Result<T, E>` or (with
+    /// `option = true`) `-> Option<T>`, or for the multi form `T` of `-> Vec<T>` or
+    /// `-> Result<Vec<T>, E>`. For a `Result` under a name without type arguments, the
+    /// projection `<Alias as ResultOutput>::Value`.
     pub(crate) value: Type,
-    /// True for `Result<..>`: only `Ok` values are cached.
-    pub(crate) fallible: bool,
+    /// Which part is cached.
+    pub(crate) part: Part,
+}
+
+/// The options that the shape depends on (what is cached, the generated names), read
+/// before the function is modelled so that the fallback declares the same functions.
+#[derive(Clone, Default)]
+pub(crate) struct ShapeOptions {
+    /// `result = true|false`.
+    pub(crate) result: Option<bool>,
+    /// `option = true|false`.
+    pub(crate) option: Option<bool>,
+    /// `siblings = "name"`.
+    pub(crate) siblings: Option<Ident>,
+}
+
+impl ShapeOptions {
+    pub(crate) fn of(options: Option<&Options>) -> ShapeOptions {
+        ShapeOptions {
+            result: options.and_then(|o| o.result.as_ref()).map(|b| b.value),
+            option: options.and_then(|o| o.option.as_ref()).map(|b| b.value),
+            siblings: options.and_then(|o| o.siblings.clone()),
+        }
+    }
 }
 
 /// The attributes of the function, sorted by where they go.
@@ -71,6 +108,8 @@ pub(crate) struct Shape {
     pub(crate) attrs: Attrs,
     /// Its name without `r#`, spanned at the written name.
     pub(crate) name: Ident,
+    /// The stem of the generated functions' names: `siblings = "..."`, or the name.
+    pub(crate) stem: Ident,
     /// Where it lives.
     pub(crate) context: Context,
     /// Its return type as written (`()` when it has none).
@@ -81,9 +120,10 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    /// Reads the shape of `item`.
-    pub(crate) fn of(item: ItemFn, flavor: Flavor) -> Shape {
+    /// Reads the shape of `item`; `parts` are the options that decide what is cached.
+    pub(crate) fn of(item: ItemFn, flavor: Flavor, options: ShapeOptions) -> Shape {
         let name = item.sig.ident.unraw();
+        let stem = options.siblings.clone().unwrap_or_else(|| name.clone());
         let context = match item.sig.receiver() {
             Some(receiver) => Context::Method(match (&receiver.reference, &receiver.colon_token) {
                 (Some(_), None) if receiver.mutability.is_some() => ReceiverKind::Unique,
@@ -97,13 +137,14 @@ impl Shape {
             ReturnType::Default => syn::parse_quote!(()),
             ReturnType::Type(_, ty) => (**ty).clone(),
         };
-        let returns = returns(&output, flavor);
+        let returns = returns(&output, flavor, &options);
         let attrs = sort_attrs(&item.attrs);
         Shape {
             flavor,
             item,
             attrs,
             name,
+            stem,
             context,
             output,
             returns,
@@ -228,8 +269,36 @@ impl Model {
             );
         }
 
+        if let Some(options) = &options {
+            if let (Some(result), Some(option)) = (&options.result, &options.option) {
+                if result.value && option.value {
+                    errors.spanned(
+                        option,
+                        "`result = true` and `option = true` cannot both apply: the return \
+                         type is a `Result` or an `Option`; keep the one it is",
+                    );
+                }
+            }
+            if let (Some(option), Flavor::Multi) = (&options.option, shape.flavor) {
+                errors.spanned(
+                    option,
+                    "#[cache_multi_on_arguments] caches one value per key and has no `option`; \
+                     to leave `None` values out of the cache, write \
+                     `should_cache_fn = |value| value.is_some()`",
+                );
+            }
+        }
+
         let returns = match (&shape.returns, shape.flavor) {
             (Some(returns), _) => Some(returns.clone()),
+            (None, _) if borrows(&shape.output) => {
+                errors.spanned(
+                    &shape.output,
+                    "a cached value is stored and read back, so it cannot borrow: return an \
+                     owned type (`String` for `&str`, `Vec<T>` for `&[T]`, `T` for `&T`)",
+                );
+                None
+            }
             (None, Flavor::Single) => {
                 errors.spanned(
                     &shape.output,
@@ -242,7 +311,8 @@ impl Model {
                 errors.spanned(
                     &shape.output,
                     "a #[cache_multi_on_arguments] function returns `Vec<T>` or \
-                     `Result<Vec<T>, E>`: one value per key, in the keys' order",
+                     `Result<Vec<T>, E>` (or an alias spelled with the `Vec`, such as \
+                     `AppResult<Vec<T>>`): one value per key, in the keys' order",
                 );
                 None
             }
@@ -383,45 +453,63 @@ fn list_kind(ty: &Type) -> Option<bool> {
 }
 
 /// What a function returning `output` caches, or `None` if it cannot be cached.
-fn returns(output: &Type, flavor: Flavor) -> Option<Returns> {
-    if mentions_impl(output) {
+fn returns(output: &Type, flavor: Flavor, parts: &ShapeOptions) -> Option<Returns> {
+    if mentions_impl(output) || borrows(output) {
         return None;
     }
-    let (value, fallible) = match result_ok(output) {
-        Some(ok) => (ok, true),
-        None => (output.clone(), false),
+    let named_result = result_named(output);
+    let part = match (parts.result, parts.option) {
+        (Some(true), _) => Part::Ok,
+        (_, Some(true)) if flavor == Flavor::Single => Part::Some,
+        (Some(false), _) => Part::Whole { probe: false },
+        (None, _) if named_result.is_some() => Part::Ok,
+        // A multi function returns a `Vec`, never a `Result` in disguise.
+        (None, _) => Part::Whole {
+            probe: flavor == Flavor::Single,
+        },
     };
-    let value = match flavor {
-        Flavor::Single => value,
-        Flavor::Multi => single_generic(&value, "Vec")?,
+    let value = match (part, flavor) {
+        (Part::Whole { .. }, Flavor::Single) => output.clone(),
+        (Part::Whole { .. }, Flavor::Multi) => single_generic(output, "Vec")?,
+        (Part::Ok, Flavor::Single) => match named_result.flatten() {
+            Some(ok) => ok,
+            None => projection(output, quote::format_ident!("ResultOutput")),
+        },
+        (Part::Ok, Flavor::Multi) => single_generic(&named_result.flatten()?, "Vec")?,
+        (Part::Some, _) => single_generic(output, "Option")
+            .unwrap_or_else(|| projection(output, quote::format_ident!("OptionOutput"))),
     };
-    Some(Returns { value, fallible })
+    Some(Returns { value, part })
 }
 
-/// `T` of `Result<T, E>` (or of an alias such as `io::Result<T>`), recognized by name.
-fn result_ok(ty: &Type) -> Option<Type> {
+/// `<output as ::dogpile::__private::trait>::Value`, spanned at `output` so that a type
+/// that is not what `trait` converts is reported there.
+fn projection(output: &Type, part: Ident) -> Type {
+    let span = syn::spanned::Spanned::span(output);
+    syn::parse_quote_spanned!(span=> <#output as ::dogpile::__private::#part>::Value)
+}
+
+/// For a return type named like a `Result` (`Result<T, E>`, `io::Result<T>`,
+/// `fmt::Result`, `AppResult<T>`): `Some(Some(T))`, or `Some(None)` when it has no type
+/// argument; `None` for other names. The name only chooses the default; generated code
+/// checks that the type is a `Result`.
+fn result_named(ty: &Type) -> Option<Option<Type>> {
     let Type::Path(TypePath { qself: None, path }) = ty else {
         return None;
     };
     let last = path.segments.last()?;
-    if last.ident != "Result" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    let types: Vec<&Type> = args
-        .args
-        .iter()
-        .filter_map(|arg| match arg {
-            GenericArgument::Type(ty) => Some(ty),
+    let name = last.ident.to_string();
+    let first = match &last.arguments {
+        PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+            GenericArgument::Type(ty) => Some(ty.clone()),
             _ => None,
-        })
-        .collect();
-    match types[..] {
-        [ok] | [ok, _] => Some(ok.clone()),
+        }),
         _ => None,
-    }
+    };
+    // `Result` itself, or `SomethingResult<..>`: a type named `SearchResult` without
+    // arguments is more often a struct than an alias.
+    let result_like = name == "Result" || (name.ends_with("Result") && first.is_some());
+    result_like.then_some(first)
 }
 
 /// `T` of `name<T>` (`Vec<T>`, `std::vec::Vec<T>`).
@@ -440,6 +528,29 @@ fn single_generic(ty: &Type, name: &str) -> Option<Type> {
         [GenericArgument::Type(ty)] => Some(ty.clone()),
         _ => None,
     }
+}
+
+/// True when `ty` holds a reference or a lifetime other than `'static`.
+fn borrows(ty: &Type) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        let mut tokens = tokens.into_iter().peekable();
+        while let Some(token) = tokens.next() {
+            match token {
+                TokenTree::Punct(punct) if punct.as_char() == '&' => return true,
+                TokenTree::Punct(punct) if punct.as_char() == '\'' => {
+                    if let Some(TokenTree::Ident(lifetime)) = tokens.peek() {
+                        if lifetime != "static" {
+                            return true;
+                        }
+                    }
+                }
+                TokenTree::Group(group) if walk(group.stream()) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+    walk(ty.to_token_stream())
 }
 
 fn mentions_impl(ty: &Type) -> bool {
@@ -484,14 +595,14 @@ mod tests {
     use super::*;
 
     fn shape(item: TokenStream, flavor: Flavor) -> Shape {
-        Shape::of(syn::parse2(item).unwrap(), flavor)
+        Shape::of(syn::parse2(item).unwrap(), flavor, ShapeOptions::default())
     }
 
     fn value(shape: &Shape) -> Option<(String, bool)> {
         shape
             .returns
             .as_ref()
-            .map(|r| (r.value.to_token_stream().to_string(), r.fallible))
+            .map(|r| (r.value.to_token_stream().to_string(), r.part == Part::Ok))
     }
 
     #[test]
@@ -581,6 +692,31 @@ mod tests {
             )),
             Some(("u8".into(), true))
         );
+        assert_eq!(
+            single(quote!(
+                fn f() -> AppResult<u8> {
+                    x
+                }
+            )),
+            Some(("u8".into(), true)),
+            "named like a Result"
+        );
+        for whole in [
+            quote!(Fallible<u8>),
+            quote!(SearchResult),
+            quote!(Cow<'static, str>),
+        ] {
+            let item = quote!(fn f() -> #whole { x });
+            let expected = whole.to_string();
+            assert_eq!(single(item), Some((expected, false)));
+        }
+        for borrowed in [
+            quote!(&str),
+            quote!(Option<&'static [u8]>),
+            quote!(Cow<'a, str>),
+        ] {
+            assert!(single(quote!(fn f() -> #borrowed { x })).is_none());
+        }
         assert_eq!(
             single(quote!(
                 fn f() -> impl Display {

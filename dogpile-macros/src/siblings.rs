@@ -9,7 +9,8 @@ use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
 use crate::attr::Flavor;
 use crate::model::Shape;
 
-/// The names of the generated functions.
+/// The names of the generated functions, built from the shape's stem: the function's name,
+/// or `siblings = "..."` (written `<fn>` below).
 pub(crate) struct Names {
     /// `<fn>_key` (`<fn>_keys` for the multi form).
     pub(crate) key: Ident,
@@ -30,8 +31,8 @@ pub(crate) struct Names {
 
 impl Names {
     pub(crate) fn of(shape: &Shape) -> Names {
-        let name = &shape.name;
-        let span = shape.item.sig.ident.span();
+        let name = &shape.stem;
+        let span = shape.stem.span();
         let (key, value) = match shape.flavor {
             Flavor::Single => ("key", "value"),
             Flavor::Multi => ("keys", "values"),
@@ -171,37 +172,42 @@ impl ValueSignatures {
         let sig = &shape.item.sig;
         let output = &shape.output;
         let value_arg = &names.value;
+        // Spanned at the return type, so that a value type that cannot be what the
+        // options say is reported there, once.
+        let span = syn::spanned::Spanned::span(output);
         let (set_arg, got): (FnArg, Type) = match shape.flavor {
             Flavor::Single => (
-                syn::parse_quote!(#value_arg: &#value),
-                syn::parse_quote!(::core::option::Option<#value>),
+                syn::parse_quote_spanned!(span=> #value_arg: &#value),
+                syn::parse_quote_spanned!(span=> ::core::option::Option<#value>),
             ),
             Flavor::Multi => (
-                syn::parse_quote!(#value_arg: &[#value]),
-                syn::parse_quote!(::std::vec::Vec<::core::option::Option<#value>>),
+                syn::parse_quote_spanned!(span=> #value_arg: &[#value]),
+                syn::parse_quote_spanned!(span=> ::std::vec::Vec<::core::option::Option<#value>>),
             ),
         };
+        let result =
+            |ty: Type| -> Type { syn::parse_quote_spanned!(span=> ::dogpile::Result<#ty>) };
         ValueSignatures {
             refresh: signature(
                 sig,
                 names.refresh.clone(),
                 Receiver::Keep,
                 None,
-                returning(syn::parse_quote!(::dogpile::Result<#output>)),
+                returning(result(output.clone())),
             ),
             set: signature(
                 sig,
                 names.set.clone(),
                 Receiver::Shared,
                 Some(set_arg),
-                returning(syn::parse_quote!(::dogpile::Result<()>)),
+                returning(result(syn::parse_quote!(()))),
             ),
             get: signature(
                 sig,
                 names.get.clone(),
                 Receiver::Shared,
                 None,
-                returning(syn::parse_quote!(::dogpile::Result<#got>)),
+                returning(result(got)),
             ),
         }
     }
