@@ -24,6 +24,10 @@ use dogpile::backends::MemcachedBackend;
 use dogpile::{Arguments, CacheBackend, CacheRegion, CreateOptions, Error, RegionConfig};
 use memcached_server::MemcachedServer;
 
+/// The test servers' item size limit (`-I 8m`): the conformance suite stores values over
+/// memcached's default 1 MiB, so the backend must read them back.
+const MAX_VALUE_SIZE: usize = 8 << 20;
+
 /// Each conformance test gets its own server(s), stopped when the test ends.
 mod conformance_one_server {
     use super::*;
@@ -32,7 +36,9 @@ mod conformance_one_server {
         config = || {
             let server = MemcachedServer::start();
             (
-                RegionConfig::new("memcached").argument("url", server.addr()),
+                RegionConfig::new("memcached")
+                    .argument("url", server.addr())
+                    .argument("max_value_size", MAX_VALUE_SIZE),
                 server,
             )
         }
@@ -47,7 +53,9 @@ mod conformance_two_servers {
             let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
             let url = format!("memcache://{}, {}", a.addr(), b.addr());
             (
-                RegionConfig::new("dogpile.cache.pylibmc").argument("url", url),
+                RegionConfig::new("dogpile.cache.pylibmc")
+                    .argument("url", url)
+                    .argument("max_value_size", MAX_VALUE_SIZE),
                 (a, b),
             )
         }
@@ -64,6 +72,7 @@ mod conformance_distributed_lock {
             let config = RegionConfig::new("memcached")
                 .argument("url", server.addr())
                 .argument("distributed_lock", true)
+                .argument("max_value_size", MAX_VALUE_SIZE)
                 .argument("lock_sleep", 0.01)
                 .argument("memcached_expire_time", 3600);
             (config, server)
@@ -203,7 +212,8 @@ fn get_multi_reads_many_keys_and_repeated_keys() {
 #[test]
 fn large_values_round_trip_and_too_large_ones_name_key_and_server() {
     let server = MemcachedServer::start();
-    let region = region(&server.addr(), &[]);
+    // A limit above the server's 8 MiB, so that the server's own refusal shows.
+    let region = region(&server.addr(), &[("max_value_size", "16777216")]);
     let big: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     region.set("big", &big).unwrap();
     assert_eq!(region.get::<Vec<u8>>("big").unwrap().as_ref(), Some(&big));
@@ -215,10 +225,28 @@ fn large_values_round_trip_and_too_large_ones_name_key_and_server() {
     assert!(message.contains("\"huge value key\""), "{message}");
     assert!(message.contains(&server.addr()), "{message}");
     assert!(message.contains("item size limit"), "{message}");
-    // The connection is still in step: the next commands work.
+    // The next commands work.
     region.set("after", &1u8).unwrap();
     assert_eq!(region.get::<u8>("after").unwrap(), Some(1));
     assert_eq!(region.get::<Vec<u8>>("huge value key").unwrap(), None);
+
+    // With the default max_value_size (1 MiB + 64 KiB, for memcached's default limit),
+    // the backend refuses a larger value itself, naming the argument; and it refuses to
+    // read one back: an error, not an allocation of whatever the server announces.
+    let default = self::region(&server.addr(), &[]);
+    let error = default.set("too big here", &big).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("\"too big here\""), "{message}");
+    assert!(message.contains("max_value_size"), "{message}");
+    assert!(message.contains(&server.addr()), "{message}");
+    let error = default.get::<Vec<u8>>("big").unwrap_err();
+    assert!(error.to_string().contains("max_value_size"), "{error}");
+    let mebibyte = "m".repeat(1 << 20);
+    default.set("one mebibyte", &mebibyte).unwrap();
+    assert_eq!(
+        default.get::<String>("one mebibyte").unwrap(),
+        Some(mebibyte)
+    );
 }
 
 #[test]
@@ -381,7 +409,8 @@ fn a_server_that_answers_nothing_times_out_within_socket_timeout() {
 #[test]
 fn pooled_connections_survive_a_quick_server_restart() {
     let mut server = MemcachedServer::start();
-    let region = region(&server.addr(), &[("pool_size", "4")]);
+    // (`connection_pool` is redis's name for `pool_size`; both work.)
+    let region = region(&server.addr(), &[("connection_pool", "4")]);
     // Fill the pool with connections from several threads.
     thread::scope(|s| {
         for t in 0..4 {

@@ -222,8 +222,22 @@ impl MemcachedServer {
     }
 
     /// Every key the server holds (unexpired), exactly.
+    ///
+    /// `lru_crawler metadump` walks the LRUs while memcached's LRU maintainer moves items
+    /// between them, so one dump can miss an item that moved during it: dumps are taken
+    /// until one lists as many items as `curr_items` counts (or 10 s pass).
     pub fn keys(&self) -> BTreeSet<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let keys = self.metadump_keys(deadline);
+            if keys.len() as u64 == self.curr_items() || Instant::now() > deadline {
+                return keys;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn metadump_keys(&self, deadline: Instant) -> BTreeSet<String> {
         loop {
             let mut c = self.connect();
             c.send(b"lru_crawler metadump all\r\n");

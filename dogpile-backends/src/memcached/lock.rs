@@ -1,14 +1,13 @@
 //! The distributed dogpile lock on memcached (`distributed_lock`).
 //!
 //! As dogpile's `MemcachedLock`, the lock is the key `_lock` + the cache key, taken with
-//! memcached's atomic `add` (which fails when the key exists), with a server-side TTL of
-//! `lock_timeout` so that a holder that dies releases it. Where dogpile does worse, this
-//! one differs:
+//! memcached's atomic add (`ms <key> <len> T<ttl> ME`, which answers `NS` when the key
+//! exists), with a server-side TTL of `lock_timeout` so that a holder that dies releases
+//! it. Where dogpile does worse, this one differs:
 //! - the value is a token unique to the holder, and `release` removes the lock only while
-//!   it still holds that token: it reads the token with its CAS id, then overwrites it,
-//!   guarded by that CAS id, with an item that has already expired. memcached has no
-//!   compare-and-delete, and this is one: a lock that expired and was taken by another
-//!   process has another CAS id, so the old holder never removes it;
+//!   it still holds that token: it reads the token with its CAS id (`mg <key> v c`), then
+//!   deletes with a compare-and-delete (`md <key> C<cas>`): a lock that expired and was
+//!   taken by another process has another CAS id, so the old holder never removes it;
 //! - a waiting `acquire` backs off with a bounded, jittered sleep (at most `lock_sleep`)
 //!   and gives up after `lock_blocking_timeout`, returning `Ok(false)` (the region
 //!   reports [`dogpile_core::Error::LockTimeout`]). dogpile's backoff grows without bound.
@@ -20,14 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dogpile_core::{CacheMutex, Result};
-use memcache::{CommandError, MemcacheError};
 
 use super::keys::{display_key, memcached_key};
+use super::protocol::Mode;
 use super::{exptime, Cluster};
-
-/// An absolute expiry time long past (memcached reads any expiry over 30 days as a Unix
-/// time): an item stored with it has expired at once.
-const EXPIRED: u32 = 30 * 24 * 3600 + 1;
 
 /// The first pause between two tries of a waiting `acquire`; it doubles up to `lock_sleep`.
 const FIRST_SLEEP: Duration = Duration::from_millis(5);
@@ -74,14 +69,8 @@ impl MemcachedLock {
         let ttl = exptime(self.settings.timeout);
         self.cluster
             .server(&self.lock_key)
-            .call(&self.what("acquire"), &|client| match client.add(
-                &self.lock_key,
-                self.token.as_str(),
-                ttl,
-            ) {
-                Ok(()) => Ok(true),
-                Err(MemcacheError::CommandError(CommandError::KeyExists)) => Ok(false),
-                Err(error) => Err(error),
+            .call(&self.what("acquire"), &|connection| {
+                connection.store(&self.lock_key, self.token.as_bytes(), ttl, Mode::Add)
             })
     }
 }
@@ -113,15 +102,17 @@ impl CacheMutex for MemcachedLock {
         if !self.held.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let released = self.cluster.server(&self.lock_key).call(
-            &self.what("release"),
-            &|client| match client.get::<(Vec<u8>, u32, Option<u64>)>(&self.lock_key)? {
-                Some((token, _, Some(cas))) if token == self.token.as_bytes() => {
-                    client.cas(&self.lock_key, &b""[..], EXPIRED, cas)
-                }
-                _ => Ok(false),
-            },
-        )?;
+        let released =
+            self.cluster
+                .server(&self.lock_key)
+                .call(&self.what("release"), &|connection| match connection
+                    .get_with_cas(&self.lock_key)?
+                {
+                    Some((token, cas)) if token == self.token.as_bytes() => {
+                        connection.delete(&self.lock_key, Some(cas))
+                    }
+                    _ => Ok(false),
+                })?;
         if !released {
             tracing::warn!(key = %display_key(&self.key), lock_timeout = ?self.settings.timeout,
                 "the memcached dogpile lock expired before its holder released it (the creator \
@@ -133,8 +124,8 @@ impl CacheMutex for MemcachedLock {
     fn locked(&self) -> Result<bool> {
         self.cluster
             .server(&self.lock_key)
-            .call(&self.what("check"), &|client| {
-                Ok(client.get::<Vec<u8>>(&self.lock_key)?.is_some())
+            .call(&self.what("check"), &|connection| {
+                connection.exists(&self.lock_key)
             })
     }
 }
