@@ -210,6 +210,24 @@ fn get_multi_reads_many_keys_and_repeated_keys() {
 }
 
 #[test]
+fn get_multi_of_the_longest_keys_fits_one_request() {
+    // 100 keys of 250 bytes: a 25 KB `get` line, over memcached's 2 KiB command line
+    // (which it allows for `get`).
+    let server = MemcachedServer::start();
+    let region = region(&server.addr(), &[]);
+    let keys: Vec<String> = (0..150).map(|i| format!("{i:0>250}")).collect();
+    let items: Vec<(String, usize)> = keys.iter().cloned().zip(0..).step_by(2).collect();
+    region.set_multi(&items).unwrap();
+    assert!(
+        server.keys().contains(&keys[0]),
+        "stored under its own name"
+    );
+    let values = region.get_multi::<usize, _>(&keys).unwrap();
+    let expected: Vec<Option<usize>> = (0..150).map(|i| (i % 2 == 0).then_some(i)).collect();
+    assert_eq!(values, expected);
+}
+
+#[test]
 fn large_values_round_trip_and_too_large_ones_name_key_and_server() {
     let server = MemcachedServer::start();
     // A limit above the server's 8 MiB, so that the server's own refusal shows.

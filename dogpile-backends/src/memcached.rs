@@ -54,8 +54,9 @@
 //!
 //! # The client
 //!
-//! The client speaks memcached's meta text protocol (`mg`, `ms`, `md`, `mn`; memcached
-//! 1.6 and later) through a parser without I/O (`protocol.rs`) driven by blocking
+//! The client speaks memcached's meta text protocol (`mg`, `ms`, `md`; memcached 1.6 and
+//! later), and the classic `get` of many keys for `get_multi` (see `protocol.rs` for
+//! why), through a parser without I/O (`protocol.rs`) driven by blocking
 //! sockets (`connection.rs`), so that an async driver can reuse the parser. It is
 //! written here because no crate met this backend's bounds (checked 2026-12): the
 //! `memcache` crate (0.21, binary protocol) writes each request in several unbuffered
@@ -91,9 +92,9 @@
 //! server (`memcached at 10.0.0.1:11211`) and the command and key. A command never waits
 //! longer than about `socket_timeout` (twice, when a pooled connection turns out to be
 //! dead and a fresh one is tried). Connections are re-established when the server comes
-//! back, without restarting the program. `get_multi` sends one pipelined request per
-//! server (per 100 keys), answered in one round trip; `set_multi` and `delete_multi`
-//! send one command per key.
+//! back, without restarting the program. `get_multi` sends one request per server (per
+//! 100 keys), answered in one round trip; `set_multi` and `delete_multi` send one command
+//! per key.
 
 mod connection;
 mod keys;
@@ -269,7 +270,7 @@ impl CacheBackend for MemcachedBackend {
         )
     }
 
-    /// One pipelined request per server (per 100 keys), answered in one round trip.
+    /// One request per server (per 100 keys), answered in one round trip.
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let server_keys: Vec<_> = keys.iter().map(|key| memcached_key(key)).collect();
         let mut by_server: Vec<Vec<usize>> = vec![Vec::new(); self.cluster.servers.len()];
