@@ -110,6 +110,8 @@ pub(crate) struct Connection {
     timeout: Duration,
     max_value_size: usize,
     broken: bool,
+    /// The opaque of the last request: meta replies must echo it.
+    opaque: u64,
 }
 
 impl Connection {
@@ -126,6 +128,7 @@ impl Connection {
                         timeout,
                         max_value_size,
                         broken: false,
+                        opaque: 0,
                     });
                 }
                 Err(error) => last = Some(error),
@@ -143,7 +146,8 @@ impl Connection {
 
     /// The value under `key` (`mg <key> v`).
     pub(crate) fn get(&mut self, key: &str) -> Outcome<Option<Vec<u8>>> {
-        protocol::get(self.start(), key, "v");
+        let opaque = self.next_opaque();
+        protocol::get(self.start(), key, "v", opaque);
         let mut value = None;
         self.exchange(None, |reply| match reply {
             Reply::Value { data, .. } => {
@@ -156,19 +160,20 @@ impl Connection {
         Ok(value)
     }
 
-    /// The values under `keys`, in one request (`get k1 k2 ...`); `found(i, value)` is
-    /// called for each key `i` that has one. memcached answers in the order asked (once
-    /// per key asked, for a key asked twice), so each value goes to the next key asked
-    /// with its name; a value for any other key is a protocol error.
+    /// The values under `keys`, in one request (`get k1 k2 ...`, then the end mark);
+    /// `found(i, value)` is called for each key `i` that has one. memcached answers in
+    /// the order asked (once per key asked, for a key asked twice), so each value goes to
+    /// the next key asked with its name; a value for any other key is a protocol error.
     pub(crate) fn get_many(
         &mut self,
         keys: &[&str],
         mut found: impl FnMut(usize, &[u8]),
     ) -> Outcome<()> {
-        protocol::get_many(self.start(), keys);
-        let mut next = 0;
+        let opaque = self.next_opaque();
+        protocol::get_many(self.start(), keys, opaque);
+        let (mut next, mut ended) = (0, false);
         self.exchange(None, |reply| match reply {
-            Reply::Item { key, data } => {
+            Reply::Item { key, data } if !ended => {
                 let at = keys[next..]
                     .iter()
                     .position(|asked| asked.as_bytes() == key)
@@ -183,7 +188,11 @@ impl Connection {
                 next += at + 1;
                 Ok(false)
             }
-            Reply::End => Ok(true),
+            Reply::End if !ended => {
+                ended = true;
+                Ok(false)
+            }
+            Reply::Done | Reply::Miss if ended => Ok(true),
             other => Err(unexpected("get", other)),
         })
     }
@@ -196,7 +205,8 @@ impl Connection {
                 limit: self.max_value_size,
             });
         }
-        protocol::set(self.start(), key, value.len(), ttl, mode);
+        let opaque = self.next_opaque();
+        protocol::set(self.start(), key, value.len(), ttl, mode, opaque);
         let mut stored = false;
         self.exchange(Some(value), |reply| match reply {
             Reply::Done => {
@@ -211,7 +221,8 @@ impl Connection {
 
     /// The value under `key` with its CAS id (`mg <key> v c`).
     pub(crate) fn get_with_cas(&mut self, key: &str) -> Outcome<Option<(Vec<u8>, u64)>> {
-        protocol::get(self.start(), key, "v c");
+        let opaque = self.next_opaque();
+        protocol::get(self.start(), key, "v c", opaque);
         let mut value = None;
         self.exchange(None, |reply| match reply {
             Reply::Value {
@@ -229,7 +240,8 @@ impl Connection {
 
     /// Whether `key` holds an item (`mg <key>`, no value sent back).
     pub(crate) fn exists(&mut self, key: &str) -> Outcome<bool> {
-        protocol::get(self.start(), key, "");
+        let opaque = self.next_opaque();
+        protocol::get(self.start(), key, "", opaque);
         self.status("mg", |reply| match reply {
             Reply::Done => Some(true),
             Reply::Miss => Some(false),
@@ -240,7 +252,8 @@ impl Connection {
     /// Deletes `key` (`md`), only while its CAS id is `cas` when given; true when an item
     /// was deleted.
     pub(crate) fn delete(&mut self, key: &str, cas: Option<u64>) -> Outcome<bool> {
-        protocol::delete(self.start(), key, cas);
+        let opaque = self.next_opaque();
+        protocol::delete(self.start(), key, cas, opaque);
         self.status("md", |reply| match reply {
             Reply::Done => Some(true),
             Reply::NotFound => Some(false),
@@ -264,6 +277,12 @@ impl Connection {
             None => Err(unexpected(command, reply)),
         })?;
         Ok(answer)
+    }
+
+    /// The opaque of the next request.
+    fn next_opaque(&mut self) -> u64 {
+        self.opaque = self.opaque.wrapping_add(1);
+        self.opaque
     }
 
     /// The write buffer, emptied, for the next request.
@@ -290,8 +309,19 @@ impl Connection {
         let outcome = self.send(value, deadline).and_then(|()| {
             loop {
                 match self.read.next_reply(self.max_value_size)? {
-                    Some(Reply::Error(message)) => return Err(Failure::Server(message)),
-                    Some(reply) => {
+                    Some((Reply::Error(message), _)) => return Err(Failure::Server(message)),
+                    Some((reply, opaque)) => {
+                        let meta = !matches!(reply, Reply::Item { .. } | Reply::End);
+                        if meta && opaque != Some(self.opaque) {
+                            return Err(Failure::Unexpected {
+                                command: "this request",
+                                reply: format!(
+                                    "a reply with opaque {opaque:?}, not this request's \
+                                     {} (another request's reply)",
+                                    self.opaque
+                                ),
+                            });
+                        }
                         if each(reply)? {
                             break;
                         }

@@ -90,8 +90,13 @@ pub(crate) enum Parsed {
     /// The reply is not complete: at least this many bytes (counted from the start) are
     /// needed before it can be.
     Incomplete { needed: usize },
-    /// A whole reply, `len` bytes long; value ranges are relative to the start.
-    Reply { reply: Reply, len: usize },
+    /// A whole reply, `len` bytes long; value ranges are relative to the start. `opaque`
+    /// is the `O` flag a meta reply echoes from its request.
+    Reply {
+        reply: Reply,
+        len: usize,
+        opaque: Option<u64>,
+    },
 }
 
 /// Parses the reply at the start of `buf`, allowing values up to `max_value_size` bytes.
@@ -111,21 +116,31 @@ pub(crate) fn parse(buf: &[u8], max_value_size: usize) -> Result<Parsed, Protoco
     let line_len = newline + 1;
     let mut tokens = line.split(|&b| b == b' ').filter(|t| !t.is_empty());
     let code = tokens.next().ok_or_else(malformed)?;
-    let simple = |reply| {
+    // The flags of a meta reply: `c` (CAS id), `O` (the request's opaque); others ignored.
+    let meta_flags = |tokens: &mut dyn Iterator<Item = &[u8]>| {
+        let (mut cas, mut opaque) = (None, None);
+        for flag in tokens {
+            let (slot, token) = match flag.split_first() {
+                Some((b'c', token)) => (&mut cas, token),
+                Some((b'O', token)) => (&mut opaque, token),
+                _ => continue,
+            };
+            *slot = Some(number(token).ok_or_else(malformed)?);
+        }
+        Ok::<_, ProtocolError>((cas, opaque))
+    };
+    let status = |reply, tokens: &mut dyn Iterator<Item = &[u8]>| {
+        let (_, opaque) = meta_flags(tokens)?;
         Ok(Parsed::Reply {
             reply,
             len: line_len,
+            opaque,
         })
     };
     match code {
         b"VA" => {
             let size = tokens.next().and_then(number).ok_or_else(malformed)?;
-            let mut cas = None;
-            for flag in tokens {
-                if let Some(id) = flag.strip_prefix(b"c") {
-                    cas = Some(number(id).ok_or_else(malformed)?);
-                }
-            }
+            let (cas, opaque) = meta_flags(&mut tokens)?;
             let (data, len) = match value(buf, line_len, size, max_value_size)? {
                 Some(found) => found,
                 None => return Ok(incomplete(line_len, size)),
@@ -133,6 +148,7 @@ pub(crate) fn parse(buf: &[u8], max_value_size: usize) -> Result<Parsed, Protoco
             Ok(Parsed::Reply {
                 reply: Reply::Value { data, cas },
                 len,
+                opaque,
             })
         }
         b"VALUE" => {
@@ -153,17 +169,20 @@ pub(crate) fn parse(buf: &[u8], max_value_size: usize) -> Result<Parsed, Protoco
                     data,
                 },
                 len,
+                opaque: None,
             })
         }
-        b"END" => simple(Reply::End),
-        b"HD" => simple(Reply::Done),
-        b"EN" => simple(Reply::Miss),
-        b"NS" => simple(Reply::NotStored),
-        b"EX" => simple(Reply::Exists),
-        b"NF" => simple(Reply::NotFound),
-        b"SERVER_ERROR" | b"CLIENT_ERROR" | b"ERROR" => {
-            simple(Reply::Error(String::from_utf8_lossy(line).into_owned()))
-        }
+        b"END" if tokens.next().is_none() => status(Reply::End, &mut tokens),
+        b"HD" => status(Reply::Done, &mut tokens),
+        b"EN" => status(Reply::Miss, &mut tokens),
+        b"NS" => status(Reply::NotStored, &mut tokens),
+        b"EX" => status(Reply::Exists, &mut tokens),
+        b"NF" => status(Reply::NotFound, &mut tokens),
+        b"SERVER_ERROR" | b"CLIENT_ERROR" | b"ERROR" => Ok(Parsed::Reply {
+            reply: Reply::Error(String::from_utf8_lossy(line).into_owned()),
+            len: line_len,
+            opaque: None,
+        }),
         _ => Err(malformed()),
     }
 }
@@ -235,6 +254,9 @@ pub(crate) struct ReadBuffer {
     needed: usize,
 }
 
+/// A reply taken off a [`ReadBuffer`], with the opaque it echoes (meta replies only).
+pub(crate) type Received<'a> = (Reply<&'a [u8]>, Option<u64>);
+
 /// The size of one read, and of the buffer at rest.
 const CHUNK: usize = 16 * 1024;
 
@@ -272,21 +294,22 @@ impl ReadBuffer {
         debug_assert!(self.end <= self.data.len());
     }
 
-    /// The next whole reply, with its value as a slice; `None` when more bytes are needed.
+    /// The next whole reply, with its value as a slice, and its opaque; `None` when more
+    /// bytes are needed.
     pub(crate) fn next_reply(
         &mut self,
         max_value_size: usize,
-    ) -> Result<Option<Reply<&[u8]>>, ProtocolError> {
+    ) -> Result<Option<Received<'_>>, ProtocolError> {
         let base = self.start;
         match parse(&self.data[base..self.end], max_value_size)? {
             Parsed::Incomplete { needed } => {
                 self.needed = needed;
                 Ok(None)
             }
-            Parsed::Reply { reply, len } => {
+            Parsed::Reply { reply, len, opaque } => {
                 self.needed = 0;
                 self.start += len;
-                Ok(Some(match reply {
+                let reply = match reply {
                     Reply::Value { data, cas } => Reply::Value {
                         data: &self.data[base + data.start..base + data.end],
                         cas,
@@ -302,7 +325,8 @@ impl ReadBuffer {
                     Reply::Exists => Reply::Exists,
                     Reply::NotFound => Reply::NotFound,
                     Reply::Error(message) => Reply::Error(message),
-                }))
+                };
+                Ok(Some((reply, opaque)))
             }
         }
     }
@@ -322,27 +346,36 @@ impl ReadBuffer {
     }
 }
 
-/// `mg <key> [flags]\r\n`: `v` asks for the value, `c` for its CAS id, none for
-/// `HD`/`EN` only.
-pub(crate) fn get(out: &mut Vec<u8>, key: &str, flags: &str) {
+/// `mg <key> [flags] O<opaque>\r\n`: `v` asks for the value, `c` for its CAS id, none
+/// for `HD`/`EN` only. Every meta request carries an opaque that its reply echoes, so a
+/// reply can be checked to be this request's.
+pub(crate) fn get(out: &mut Vec<u8>, key: &str, flags: &str, opaque: u64) {
     out.extend_from_slice(b"mg ");
     out.extend_from_slice(key.as_bytes());
     if !flags.is_empty() {
         out.push(b' ');
         out.extend_from_slice(flags.as_bytes());
     }
+    end_meta(out, opaque);
+}
+
+fn end_meta(out: &mut Vec<u8>, opaque: u64) {
+    push_number(out, b" O", opaque);
     out.extend_from_slice(b"\r\n");
 }
 
-/// `get <key> <key>...\r\n`: the classic get of many keys, answered with a `VALUE` for
-/// each key found, in the order asked, then `END`.
-pub(crate) fn get_many(out: &mut Vec<u8>, keys: &[&str]) {
+/// `get <key> <key>...\r\n` then `mg _ O<opaque>\r\n`: the classic get of many keys,
+/// answered with a `VALUE` for each key found, in the order asked, then `END`; and a
+/// meta request whose `HD`/`EN` echoes the opaque, because the classic replies carry
+/// none: it marks the end of this request's replies.
+pub(crate) fn get_many(out: &mut Vec<u8>, keys: &[&str], opaque: u64) {
     out.extend_from_slice(b"get");
     for key in keys {
         out.push(b' ');
         out.extend_from_slice(key.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+    get(out, "_", "", opaque);
 }
 
 /// How `ms` stores.
@@ -354,10 +387,10 @@ pub(crate) enum Mode {
     Add,
 }
 
-/// `ms <key> <len> [T<ttl>] [ME]\r\n`, the line before a value of `len` bytes (which the
+/// `ms <key> <len> [T<ttl>] [ME] O<opaque>\r\n`, the line before a value of `len` bytes (which the
 /// caller sends, followed by `\r\n`). Client flags stay 0, as pymemcache and pylibmc
 /// store raw bytes, so both read what the other wrote.
-pub(crate) fn set(out: &mut Vec<u8>, key: &str, len: usize, ttl: u32, mode: Mode) {
+pub(crate) fn set(out: &mut Vec<u8>, key: &str, len: usize, ttl: u32, mode: Mode, opaque: u64) {
     out.extend_from_slice(b"ms ");
     out.extend_from_slice(key.as_bytes());
     push_number(out, b" ", len as u64);
@@ -367,17 +400,18 @@ pub(crate) fn set(out: &mut Vec<u8>, key: &str, len: usize, ttl: u32, mode: Mode
     if mode == Mode::Add {
         out.extend_from_slice(b" ME");
     }
-    out.extend_from_slice(b"\r\n");
+    end_meta(out, opaque);
 }
 
-/// `md <key> [C<cas>]\r\n`: with a CAS id, deletes only the item that still has it.
-pub(crate) fn delete(out: &mut Vec<u8>, key: &str, cas: Option<u64>) {
+/// `md <key> [C<cas>] O<opaque>\r\n`: with a CAS id, deletes only the item that still
+/// has it.
+pub(crate) fn delete(out: &mut Vec<u8>, key: &str, cas: Option<u64>, opaque: u64) {
     out.extend_from_slice(b"md ");
     out.extend_from_slice(key.as_bytes());
     if let Some(cas) = cas {
         push_number(out, b" C", cas);
     }
-    out.extend_from_slice(b"\r\n");
+    end_meta(out, opaque);
 }
 
 fn push_number(out: &mut Vec<u8>, prefix: &[u8], n: u64) {
@@ -394,7 +428,7 @@ mod tests {
 
     fn reply(buf: &[u8]) -> (Reply, usize) {
         match parse(buf, MAX).unwrap() {
-            Parsed::Reply { reply, len } => (reply, len),
+            Parsed::Reply { reply, len, .. } => (reply, len),
             other => panic!("{other:?} for {buf:?}"),
         }
     }
@@ -440,6 +474,25 @@ mod tests {
         );
         assert_eq!(reply(b"END\r\n"), (Reply::End, 5));
         assert_eq!(reply(b"EN\r\n"), (Reply::Miss, 4));
+        assert_eq!(
+            parse(b"VA 1 c5 O77 t-1\r\nx\r\n", MAX),
+            Ok(Parsed::Reply {
+                reply: Reply::Value {
+                    data: 17..18,
+                    cas: Some(5)
+                },
+                len: 20,
+                opaque: Some(77)
+            })
+        );
+        assert_eq!(
+            parse(b"EN O9\r\n", MAX),
+            Ok(Parsed::Reply {
+                reply: Reply::Miss,
+                len: 7,
+                opaque: Some(9)
+            })
+        );
         assert_eq!(reply(b"HD\r\n"), (Reply::Done, 4));
         assert_eq!(reply(b"NS\r\n"), (Reply::NotStored, 4));
         assert_eq!(reply(b"EX\r\n"), (Reply::Exists, 4));
@@ -481,6 +534,8 @@ mod tests {
             b"VALUE k 0 3 1 2\r\nabc\r\n",
             b"VALUE k 0 3\r\nabcd\r\n",
             b"VALUE k 0 18446744073709551615\r\n",
+            b"HD Ox\r\n",
+            b"END O1\r\n",
             b"STORED\r\n",
             b"\r\n",
             b"HD\n",
@@ -526,7 +581,7 @@ mod tests {
             let mut buffer = ReadBuffer::new();
             let (mut fed, mut values, mut misses) = (0, 0u8, 0);
             loop {
-                match buffer.next_reply(MAX).unwrap() {
+                match buffer.next_reply(MAX).unwrap().map(|(reply, _)| reply) {
                     Some(Reply::Value { data, .. }) => {
                         assert_eq!(data, &[values; 300][..]);
                         values += 1;
@@ -552,16 +607,17 @@ mod tests {
     #[test]
     fn requests_are_meta_commands() {
         let mut out = Vec::new();
-        get(&mut out, "k", "v");
-        get(&mut out, "k", "");
-        set(&mut out, "k", 3, 0, Mode::Set);
-        set(&mut out, "k", 3, 60, Mode::Add);
-        delete(&mut out, "k", None);
-        delete(&mut out, "k", Some(42));
-        get_many(&mut out, &["a", "b"]);
+        get(&mut out, "k", "v", 1);
+        get(&mut out, "k", "", 2);
+        set(&mut out, "k", 3, 0, Mode::Set, 3);
+        set(&mut out, "k", 3, 60, Mode::Add, 4);
+        delete(&mut out, "k", None, 5);
+        delete(&mut out, "k", Some(42), 6);
+        get_many(&mut out, &["a", "b"], 7);
         assert_eq!(
-            out,
-            b"mg k v\r\nmg k\r\nms k 3\r\nms k 3 T60 ME\r\nmd k\r\nmd k C42\r\nget a b\r\n"
+            String::from_utf8(out).unwrap(),
+            "mg k v O1\r\nmg k O2\r\nms k 3 O3\r\nms k 3 T60 ME O4\r\nmd k O5\r\n\
+             md k C42 O6\r\nget a b\r\nmg _ O7\r\n"
         );
     }
 }
