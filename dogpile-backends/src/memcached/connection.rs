@@ -160,7 +160,7 @@ impl Connection {
         Ok(value)
     }
 
-    /// The values under `keys`, in one request (`get k1 k2 ...`, then the end mark);
+    /// The values under `keys`, in one request (the start mark, then `get k1 k2 ...`);
     /// `found(i, value)` is called for each key `i` that has one. memcached answers in
     /// the order asked (once per key asked, for a key asked twice), so each value goes to
     /// the next key asked with its name; a value for any other key is a protocol error.
@@ -171,9 +171,13 @@ impl Connection {
     ) -> Outcome<()> {
         let opaque = self.next_opaque();
         protocol::get_many(self.start(), keys, opaque);
-        let (mut next, mut ended) = (0, false);
+        let (mut next, mut marked) = (0, false);
         self.exchange(None, |reply| match reply {
-            Reply::Item { key, data } if !ended => {
+            Reply::Done | Reply::Miss if !marked => {
+                marked = true;
+                Ok(false)
+            }
+            Reply::Item { key, data } if marked => {
                 let at = keys[next..]
                     .iter()
                     .position(|asked| asked.as_bytes() == key)
@@ -188,11 +192,7 @@ impl Connection {
                 next += at + 1;
                 Ok(false)
             }
-            Reply::End if !ended => {
-                ended = true;
-                Ok(false)
-            }
-            Reply::Done | Reply::Miss if ended => Ok(true),
+            Reply::End if marked => Ok(true),
             other => Err(unexpected("get", other)),
         })
     }

@@ -364,18 +364,19 @@ fn end_meta(out: &mut Vec<u8>, opaque: u64) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// `get <key> <key>...\r\n` then `mg _ O<opaque>\r\n`: the classic get of many keys,
-/// answered with a `VALUE` for each key found, in the order asked, then `END`; and a
-/// meta request whose `HD`/`EN` echoes the opaque, because the classic replies carry
-/// none: it marks the end of this request's replies.
+/// `mg _ O<opaque>\r\n` then `get <key> <key>...\r\n`: the classic get of many keys,
+/// answered with a `VALUE` for each key found, in the order asked, then `END`. The
+/// classic replies carry no opaque, so a meta request goes first whose `HD`/`EN` echoes
+/// one: it marks where this request's replies start. (Before the `get`, not after it:
+/// memcached sends a `get`'s reply in a packet of its own when a request follows it.)
 pub(crate) fn get_many(out: &mut Vec<u8>, keys: &[&str], opaque: u64) {
+    get(out, "_", "", opaque);
     out.extend_from_slice(b"get");
     for key in keys {
         out.push(b' ');
         out.extend_from_slice(key.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    get(out, "_", "", opaque);
 }
 
 /// How `ms` stores.
@@ -617,7 +618,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "mg k v O1\r\nmg k O2\r\nms k 3 O3\r\nms k 3 T60 ME O4\r\nmd k O5\r\n\
-             md k C42 O6\r\nget a b\r\nmg _ O7\r\n"
+             md k C42 O6\r\nmg _ O7\r\nget a b\r\n"
         );
     }
 }
