@@ -90,6 +90,8 @@ enum Behaviour {
     Extra,
     /// The good reply, then a moment later the same reply again (a stale one).
     Late,
+    /// Reads nothing more after the request line, and answers nothing, for 1.5 s.
+    Stall,
 }
 
 struct Fake {
@@ -198,7 +200,6 @@ fn serve(stream: TcpStream, behaviour: &Mutex<Behaviour>) -> bool {
             Ok(0) | Err(_) => return true,
             Ok(_) => {}
         }
-        let good = good_reply(line.trim_end(), &mut reader);
         // The mark before a multi-key get (`mg _ O<n>`, no value) is answered well, so
         // that the hostile reply is the one to the `get`.
         let mark = line.starts_with("mg ") && !line.split_whitespace().any(|word| word == "v");
@@ -206,7 +207,15 @@ fn serve(stream: TcpStream, behaviour: &Mutex<Behaviour>) -> bool {
             true => Behaviour::Good,
             false => behaviour.lock().unwrap().clone(),
         };
+        if let Behaviour::Stall = behaviour {
+            thread::sleep(Duration::from_millis(1500));
+            // Whatever the client sent, then the end of the stream once it gave up.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            return true;
+        }
+        let good = good_reply(line.trim_end(), &mut reader);
         let sent = match behaviour {
+            Behaviour::Stall => unreachable!("answered above"),
             Behaviour::Good => writer.write_all(&good),
             Behaviour::Trickle(interval) => good.iter().try_for_each(|byte| {
                 thread::sleep(interval);
@@ -457,6 +466,17 @@ fn garbage_and_replies_to_other_commands_are_errors() {
             "{case}: {error}"
         );
     }
+}
+
+#[test]
+fn a_server_that_stops_reading_and_answering_ends_at_socket_timeout() {
+    // A store of 1 MiB: the write fills the socket buffers, or the reply never comes;
+    // either way one deadline covers both.
+    let error = hostile_case("stalled store", Behaviour::Stall, |backend| {
+        backend.set("k", vec![7; 1 << 20])
+    });
+    assert!(error.to_string().contains("socket_timeout"), "{error}");
+    hostile_case("stalled get", Behaviour::Stall, get("k"));
 }
 
 #[test]
