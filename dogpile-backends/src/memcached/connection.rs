@@ -407,13 +407,9 @@ impl Socket {
     /// Some bytes into `buf` (at least one), waiting at most until `deadline`.
     fn read(&mut self, buf: &mut [u8], deadline: Instant) -> Outcome<usize> {
         loop {
-            let left = remaining(deadline)?;
-            if self.read_timeout > left {
-                self.stream
-                    .set_read_timeout(Some(left))
-                    .map_err(Failure::Io)?;
-                self.read_timeout = left;
-            }
+            within(deadline, &mut self.read_timeout, |timeout| {
+                self.stream.set_read_timeout(Some(timeout))
+            })?;
             match self.stream.read(buf) {
                 Ok(0) => return Err(Failure::Closed),
                 Ok(n) => return Ok(n),
@@ -424,13 +420,9 @@ impl Socket {
 
     fn write_all(&mut self, mut bytes: &[u8], deadline: Instant) -> Outcome<()> {
         while !bytes.is_empty() {
-            let left = remaining(deadline)?;
-            if self.write_timeout > left {
-                self.stream
-                    .set_write_timeout(Some(left))
-                    .map_err(Failure::Io)?;
-                self.write_timeout = left;
-            }
+            within(deadline, &mut self.write_timeout, |timeout| {
+                self.stream.set_write_timeout(Some(timeout))
+            })?;
             match self.stream.write(bytes) {
                 Ok(0) => return Err(Failure::Closed),
                 Ok(n) => bytes = &bytes[n..],
@@ -452,6 +444,21 @@ impl Socket {
         }
         Ok(())
     }
+}
+
+/// Lowers a socket timeout (`current`, set with `set`) to what is left until `deadline`
+/// when it is longer; a timeout error when nothing is left.
+fn within(
+    deadline: Instant,
+    current: &mut Duration,
+    set: impl FnOnce(Duration) -> io::Result<()>,
+) -> Outcome<()> {
+    let left = remaining(deadline)?;
+    if *current > left {
+        set(left).map_err(Failure::Io)?;
+        *current = left;
+    }
+    Ok(())
 }
 
 /// What is left until `deadline`, or a timeout when nothing is.
