@@ -210,6 +210,52 @@ fn get_multi_reads_many_keys_and_repeated_keys() {
 }
 
 #[test]
+fn set_multi_and_delete_multi_pipeline_values_of_every_size_over_two_servers() {
+    let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
+    let url = format!("{}, {}", a.addr(), b.addr());
+    let backend = backend(&url, &[("max_value_size", "8388608")]);
+    // Small values copied into the request, values past 16 KiB written in from where
+    // they are, and batches cut at 100 keys and at 1 MiB of values.
+    let sizes = |i: usize| match i % 50 {
+        0 => 3 << 20,
+        1..=5 => 20_000 + i,
+        _ => i % 7,
+    };
+    let keys: Vec<String> = (0..260).map(|i| format!("pipelined:{i}")).collect();
+    let values: Vec<Vec<u8>> = (0..260)
+        .map(|i| (0..sizes(i)).map(|j| (i + j) as u8).collect())
+        .collect();
+    let items: Vec<(&str, Vec<u8>)> = keys
+        .iter()
+        .map(String::as_str)
+        .zip(values.iter().cloned())
+        .collect();
+    backend.set_multi(items).unwrap();
+    assert_eq!(a.keys().len() + b.keys().len(), 260);
+    assert!(a.keys().len() > 60 && b.keys().len() > 60);
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let read = backend.get_multi(&refs).unwrap();
+    for (i, value) in read.iter().enumerate() {
+        assert_eq!(value.as_ref(), Some(&values[i]), "key {i}");
+    }
+    // Deleting keys that are there and keys that are not.
+    let mut gone = refs.clone();
+    gone.push("never-stored");
+    backend.delete_multi(&gone).unwrap();
+    assert!(a.keys().is_empty() && b.keys().is_empty());
+
+    // A value over max_value_size fails the whole call before anything is sent, naming
+    // its key.
+    let limited = self::backend(&url, &[]);
+    let error = limited
+        .set_multi(vec![("fine", b"1".to_vec()), ("too big", vec![0; 2 << 20])])
+        .unwrap_err();
+    assert!(error.to_string().contains("\"too big\""), "{error}");
+    assert!(error.to_string().contains("max_value_size"), "{error}");
+    assert!(a.keys().is_empty() && b.keys().is_empty());
+}
+
+#[test]
 fn get_multi_of_the_longest_keys_fits_one_request() {
     // 100 keys of 250 bytes: a 25 KB `get` line, over memcached's 2 KiB command line
     // (which it allows for `get`).

@@ -93,8 +93,9 @@
 //! longer than about `socket_timeout` (twice, when a pooled connection turns out to be
 //! dead and a fresh one is tried). Connections are re-established when the server comes
 //! back, without restarting the program. `get_multi` sends one request per server (per
-//! 100 keys), answered in one round trip; `set_multi` and `delete_multi` send one command
-//! per key.
+//! 100 keys), answered in one round trip; `set_multi` and `delete_multi` send one
+//! pipeline of `ms` or `md` per server (per 100 keys, and per 1 MiB of values), whose
+//! replies come in order, each with its request's opaque.
 
 mod connection;
 mod keys;
@@ -103,6 +104,7 @@ mod protocol;
 mod ring;
 mod server;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -142,9 +144,12 @@ const DEFAULT_DEAD_RETRY: Duration = Duration::from_secs(5);
 /// memcached's default item size limit (1 MiB), plus headroom.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = (1 << 20) + (64 << 10);
 
-/// Keys per `get_multi` request to one server: bounded so that a huge request can never
-/// fill both directions of the socket at once.
-const MULTI_GET_BATCH: usize = 100;
+/// Keys per multi-key request to one server: bounded so that a huge request can never
+/// fill both directions of the socket at once, and one deadline covers a batch.
+const MULTI_BATCH: usize = 100;
+
+/// Bytes of values per `set_multi` request to one server (a larger value goes alone).
+const MULTI_BATCH_BYTES: usize = 1 << 20;
 
 /// memcached reads an expiry longer than this (30 days) as a Unix time.
 const MAX_RELATIVE_EXPTIME: u64 = 30 * 24 * 3600;
@@ -153,6 +158,7 @@ const MAX_RELATIVE_EXPTIME: u64 = 30 * 24 * 3600;
 pub struct MemcachedBackend {
     cluster: Arc<Cluster>,
     expire_time: Duration,
+    max_value_size: usize,
     lock: Option<LockSettings>,
 }
 
@@ -167,6 +173,24 @@ impl Cluster {
     pub(crate) fn server(&self, server_key: &str) -> &Server {
         &self.servers[self.ring.server_for(server_key)]
     }
+
+    /// The indexes of `server_keys` that each server holds, for the servers that hold any.
+    fn by_server<'a>(&'a self, server_keys: &[Cow<'_, str>]) -> Vec<(&'a Server, Vec<usize>)> {
+        let mut by_server: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
+        for (index, server_key) in server_keys.iter().enumerate() {
+            by_server[self.ring.server_for(server_key)].push(index);
+        }
+        self.servers
+            .iter()
+            .zip(by_server)
+            .filter(|(_, indexes)| !indexes.is_empty())
+            .collect()
+    }
+}
+
+/// A multi-key command, for errors: `set_multi of 3 keys (first "k")`.
+fn multi_what(command: &str, first: &str, keys: usize) -> String {
+    format!("{command} of {keys} keys (first {})", display_key(first))
 }
 
 impl MemcachedBackend {
@@ -222,6 +246,7 @@ impl MemcachedBackend {
 
         Ok(MemcachedBackend {
             cluster: Arc::new(Cluster { servers, ring }),
+            max_value_size: settings.max_value_size,
             expire_time: args
                 .seconds("memcached_expire_time")?
                 .unwrap_or(Duration::ZERO),
@@ -273,22 +298,12 @@ impl CacheBackend for MemcachedBackend {
     /// One request per server (per 100 keys), answered in one round trip.
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let server_keys: Vec<_> = keys.iter().map(|key| memcached_key(key)).collect();
-        let mut by_server: Vec<Vec<usize>> = vec![Vec::new(); self.cluster.servers.len()];
-        for (index, server_key) in server_keys.iter().enumerate() {
-            by_server[self.cluster.ring.server_for(server_key)].push(index);
-        }
         let mut values = vec![None; keys.len()];
-        for (server, indexes) in self.cluster.servers.iter().zip(&by_server) {
-            for batch in indexes.chunks(MULTI_GET_BATCH) {
+        for (server, indexes) in self.cluster.by_server(&server_keys) {
+            for batch in indexes.chunks(MULTI_BATCH) {
                 let batch_keys: Vec<&str> = batch.iter().map(|&i| &*server_keys[i]).collect();
                 let found = server.call(
-                    &|| {
-                        format!(
-                            "get_multi of {} keys (first {})",
-                            batch.len(),
-                            display_key(keys[batch[0]])
-                        )
-                    },
+                    &|| multi_what("get_multi", keys[batch[0]], batch.len()),
                     &|connection| {
                         let mut found = Vec::with_capacity(batch.len());
                         connection
@@ -302,6 +317,62 @@ impl CacheBackend for MemcachedBackend {
             }
         }
         Ok(values)
+    }
+
+    /// One pipelined request per server (per 100 keys or 1 MiB of values).
+    fn set_multi(&self, mut items: Vec<(&str, Vec<u8>)>) -> Result<()> {
+        if let Some(i) = items
+            .iter()
+            .position(|(_, value)| value.len() > self.max_value_size)
+        {
+            // Refused before anything is sent, by the error that names its key.
+            let (key, value) = items.swap_remove(i);
+            return CacheBackend::set(self, key, value);
+        }
+        let server_keys: Vec<_> = items.iter().map(|(key, _)| memcached_key(key)).collect();
+        let ttl = exptime(self.expire_time);
+        for (server, indexes) in self.cluster.by_server(&server_keys) {
+            let mut rest = &indexes[..];
+            while !rest.is_empty() {
+                // Up to MULTI_BATCH items, and past MULTI_BATCH_BYTES only with one.
+                let mut bytes = 0;
+                let len = rest
+                    .iter()
+                    .take(MULTI_BATCH)
+                    .take_while(|&&i| {
+                        bytes += items[i].1.len();
+                        bytes <= MULTI_BATCH_BYTES
+                    })
+                    .count()
+                    .max(1);
+                let (batch, after) = rest.split_at(len);
+                rest = after;
+                let batch_items: Vec<(&str, &[u8])> = batch
+                    .iter()
+                    .map(|&i| (&*server_keys[i], items[i].1.as_slice()))
+                    .collect();
+                server.call(
+                    &|| multi_what("set_multi", items[batch[0]].0, batch.len()),
+                    &|connection| connection.store_many(&batch_items, ttl),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One pipelined request per server (per 100 keys).
+    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        let server_keys: Vec<_> = keys.iter().map(|key| memcached_key(key)).collect();
+        for (server, indexes) in self.cluster.by_server(&server_keys) {
+            for batch in indexes.chunks(MULTI_BATCH) {
+                let batch_keys: Vec<&str> = batch.iter().map(|&i| &*server_keys[i]).collect();
+                server.call(
+                    &|| multi_what("delete_multi", keys[batch[0]], batch.len()),
+                    &|connection| connection.delete_many(&batch_keys),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {

@@ -22,8 +22,15 @@ use std::time::{Duration, Instant};
 
 use super::protocol::{self, shown, Mode, ProtocolError, ReadBuffer, Reply};
 
-/// Requests at most this long are sent with their value in one write.
-const ONE_WRITE: usize = 64 * 1024;
+/// Values at most this long are copied into the request, to go out in one write; longer
+/// ones are written from where they are.
+const COPIED_VALUE: usize = 16 * 1024;
+
+/// A write buffer grown past this for a large request is dropped after it.
+const WRITE_BUFFER_AT_REST: usize = 64 * 1024;
+
+/// Values written from where they are: (offset in the write buffer, value).
+type Splices<'v> = Vec<(usize, &'v [u8])>;
 
 /// Why a command failed.
 #[derive(Debug)]
@@ -110,8 +117,10 @@ pub(crate) struct Connection {
     timeout: Duration,
     max_value_size: usize,
     broken: bool,
-    /// The opaque of the last request: meta replies must echo it.
+    /// The opaque of the last request: meta replies must echo theirs, in order.
     opaque: u64,
+    /// The opaque of the first request of the command being sent.
+    first_opaque: u64,
 }
 
 impl Connection {
@@ -129,6 +138,7 @@ impl Connection {
                         max_value_size,
                         broken: false,
                         opaque: 0,
+                        first_opaque: 1,
                     });
                 }
                 Err(error) => last = Some(error),
@@ -146,10 +156,11 @@ impl Connection {
 
     /// The value under `key` (`mg <key> v`).
     pub(crate) fn get(&mut self, key: &str) -> Outcome<Option<Vec<u8>>> {
+        self.start();
         let opaque = self.next_opaque();
-        protocol::get(self.start(), key, "v", opaque);
+        protocol::get(&mut self.write, key, "v", opaque);
         let mut value = None;
-        self.exchange(None, |reply| match reply {
+        self.exchange(&[], |reply| match reply {
             Reply::Value { data, .. } => {
                 value = Some(data.to_vec());
                 Ok(true)
@@ -169,10 +180,11 @@ impl Connection {
         keys: &[&str],
         mut found: impl FnMut(usize, &[u8]),
     ) -> Outcome<()> {
+        self.start();
         let opaque = self.next_opaque();
-        protocol::get_many(self.start(), keys, opaque);
+        protocol::get_many(&mut self.write, keys, opaque);
         let (mut next, mut marked) = (0, false);
-        self.exchange(None, |reply| match reply {
+        self.exchange(&[], |reply| match reply {
             Reply::Done | Reply::Miss if !marked => {
                 marked = true;
                 Ok(false)
@@ -199,16 +211,12 @@ impl Connection {
 
     /// Stores `value` under `key` (`ms`); `false` when `add` found the key taken.
     pub(crate) fn store(&mut self, key: &str, value: &[u8], ttl: u32, mode: Mode) -> Outcome<bool> {
-        if value.len() > self.max_value_size {
-            return Err(Failure::ValueTooLarge {
-                len: value.len(),
-                limit: self.max_value_size,
-            });
-        }
-        let opaque = self.next_opaque();
-        protocol::set(self.start(), key, value.len(), ttl, mode, opaque);
+        self.check_size(value)?;
+        self.start();
+        let mut splices = Splices::new();
+        self.push_store(key, value, ttl, mode, &mut splices);
         let mut stored = false;
-        self.exchange(Some(value), |reply| match reply {
+        self.exchange(&splices, |reply| match reply {
             Reply::Done => {
                 stored = true;
                 Ok(true)
@@ -219,12 +227,87 @@ impl Connection {
         Ok(stored)
     }
 
+    /// Stores every value in one pipelined request (answered in order, each reply with
+    /// its request's opaque).
+    pub(crate) fn store_many(&mut self, items: &[(&str, &[u8])], ttl: u32) -> Outcome<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        for (_, value) in items {
+            self.check_size(value)?;
+        }
+        self.start();
+        let mut splices = Splices::new();
+        for (key, value) in items {
+            self.push_store(key, value, ttl, Mode::Set, &mut splices);
+        }
+        let mut stored = 0;
+        self.exchange(&splices, |reply| match reply {
+            Reply::Done => {
+                stored += 1;
+                Ok(stored == items.len())
+            }
+            other => Err(unexpected("a pipeline of ms", other)),
+        })
+    }
+
+    /// Deletes every key in one pipelined request (`md`s answered in order).
+    pub(crate) fn delete_many(&mut self, keys: &[&str]) -> Outcome<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.start();
+        for key in keys {
+            let opaque = self.next_opaque();
+            protocol::delete(&mut self.write, key, None, opaque);
+        }
+        let mut answered = 0;
+        self.exchange(&[], |reply| match reply {
+            Reply::Done | Reply::NotFound => {
+                answered += 1;
+                Ok(answered == keys.len())
+            }
+            other => Err(unexpected("a pipeline of md", other)),
+        })
+    }
+
+    fn check_size(&self, value: &[u8]) -> Outcome<()> {
+        if value.len() > self.max_value_size {
+            return Err(Failure::ValueTooLarge {
+                len: value.len(),
+                limit: self.max_value_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds an `ms` and its value to the request: a small value copied in, a large one
+    /// spliced in when sent.
+    fn push_store<'v>(
+        &mut self,
+        key: &str,
+        value: &'v [u8],
+        ttl: u32,
+        mode: Mode,
+        splices: &mut Splices<'v>,
+    ) {
+        let opaque = self.next_opaque();
+        protocol::set(&mut self.write, key, value.len(), ttl, mode, opaque);
+        if value.len() <= COPIED_VALUE {
+            self.write.extend_from_slice(value);
+        } else {
+            splices.push((self.write.len(), value));
+        }
+        self.write.extend_from_slice(b"\r\n");
+    }
+
     /// The value under `key` with its CAS id (`mg <key> v c`).
     pub(crate) fn get_with_cas(&mut self, key: &str) -> Outcome<Option<(Vec<u8>, u64)>> {
+        self.start();
         let opaque = self.next_opaque();
-        protocol::get(self.start(), key, "v c", opaque);
+        protocol::get(&mut self.write, key, "v c", opaque);
         let mut value = None;
-        self.exchange(None, |reply| match reply {
+        self.exchange(&[], |reply| match reply {
             Reply::Value {
                 data,
                 cas: Some(cas),
@@ -240,8 +323,9 @@ impl Connection {
 
     /// Whether `key` holds an item (`mg <key>`, no value sent back).
     pub(crate) fn exists(&mut self, key: &str) -> Outcome<bool> {
+        self.start();
         let opaque = self.next_opaque();
-        protocol::get(self.start(), key, "", opaque);
+        protocol::get(&mut self.write, key, "", opaque);
         self.status("mg", |reply| match reply {
             Reply::Done => Some(true),
             Reply::Miss => Some(false),
@@ -252,8 +336,9 @@ impl Connection {
     /// Deletes `key` (`md`), only while its CAS id is `cas` when given; true when an item
     /// was deleted.
     pub(crate) fn delete(&mut self, key: &str, cas: Option<u64>) -> Outcome<bool> {
+        self.start();
         let opaque = self.next_opaque();
-        protocol::delete(self.start(), key, cas, opaque);
+        protocol::delete(&mut self.write, key, cas, opaque);
         self.status("md", |reply| match reply {
             Reply::Done => Some(true),
             Reply::NotFound => Some(false),
@@ -269,7 +354,7 @@ impl Connection {
         meaning: impl Fn(&Reply<&[u8]>) -> Option<bool>,
     ) -> Outcome<bool> {
         let mut answer = false;
-        self.exchange(None, |reply| match meaning(&reply) {
+        self.exchange(&[], |reply| match meaning(&reply) {
             Some(yes) => {
                 answer = yes;
                 Ok(true)
@@ -285,18 +370,20 @@ impl Connection {
         self.opaque
     }
 
-    /// The write buffer, emptied, for the next request.
+    /// The write buffer, emptied, for the next command.
     fn start(&mut self) -> &mut Vec<u8> {
         self.write.clear();
+        self.first_opaque = self.opaque.wrapping_add(1);
         &mut self.write
     }
 
-    /// Sends the request in the write buffer (then `value` and `\r\n`, when given) and
-    /// hands each reply to `each` until it says the answer is complete, all within one
-    /// deadline. Any failure marks the connection broken.
+    /// Sends the request in the write buffer (with `splices`' values written in at their
+    /// offsets) and hands each reply to `each` until it says the answer is complete, all
+    /// within one deadline. Meta replies must echo their requests' opaques, in order. Any
+    /// failure marks the connection broken.
     fn exchange(
         &mut self,
-        value: Option<&[u8]>,
+        splices: &[(usize, &[u8])],
         mut each: impl FnMut(Reply<&[u8]>) -> Outcome<bool>,
     ) -> Outcome<()> {
         if self.broken {
@@ -306,21 +393,24 @@ impl Connection {
         }
         let started = Instant::now();
         let deadline = started + self.timeout;
-        let outcome = self.send(value, deadline).and_then(|()| {
+        let mut expected = self.first_opaque;
+        let outcome = self.send(splices, deadline).and_then(|()| {
             loop {
                 match self.read.next_reply(self.max_value_size)? {
                     Some((Reply::Error(message), _)) => return Err(Failure::Server(message)),
                     Some((reply, opaque)) => {
                         let meta = !matches!(reply, Reply::Item { .. } | Reply::End);
-                        if meta && opaque != Some(self.opaque) {
-                            return Err(Failure::Unexpected {
-                                command: "this request",
-                                reply: format!(
-                                    "a reply with opaque {opaque:?}, not this request's \
-                                     {} (another request's reply)",
-                                    self.opaque
-                                ),
-                            });
+                        if meta {
+                            if opaque != Some(expected) {
+                                return Err(Failure::Unexpected {
+                                    command: "this request",
+                                    reply: format!(
+                                        "a reply with opaque {opaque:?}, not this request's \
+                                         {expected} (another request's reply)"
+                                    ),
+                                });
+                            }
+                            expected = expected.wrapping_add(1);
                         }
                         if each(reply)? {
                             break;
@@ -340,6 +430,9 @@ impl Connection {
         match outcome {
             Ok(()) => {
                 self.read.settle();
+                if self.write.capacity() > WRITE_BUFFER_AT_REST {
+                    self.write = Vec::with_capacity(512);
+                }
                 self.socket.rest().map_err(|error| {
                     self.broken = true;
                     Failure::Io(error)
@@ -358,18 +451,14 @@ impl Connection {
         }
     }
 
-    fn send(&mut self, value: Option<&[u8]>, deadline: Instant) -> Outcome<()> {
-        let Some(value) = value else {
-            return self.socket.write_all(&self.write, deadline);
-        };
-        if self.write.len() + value.len() + 2 <= ONE_WRITE {
-            self.write.extend_from_slice(value);
-            self.write.extend_from_slice(b"\r\n");
-            return self.socket.write_all(&self.write, deadline);
+    fn send(&mut self, splices: &[(usize, &[u8])], deadline: Instant) -> Outcome<()> {
+        let mut from = 0;
+        for &(at, value) in splices {
+            self.socket.write_all(&self.write[from..at], deadline)?;
+            self.socket.write_all(value, deadline)?;
+            from = at;
         }
-        self.socket.write_all(&self.write, deadline)?;
-        self.socket.write_all(value, deadline)?;
-        self.socket.write_all(b"\r\n", deadline)
+        self.socket.write_all(&self.write[from..], deadline)
     }
 
     /// One read into the read buffer, waiting at most until `deadline`.
