@@ -73,6 +73,9 @@
 //! - memory: a status line is at most 2 KiB and a value at most `max_value_size`; a reply
 //!   announcing more is an error before anything is allocated for it;
 //! - no panic on any byte sequence; every length is checked before it is used;
+//! - every meta request carries an opaque (`O<n>`) that its reply must echo, and a
+//!   multi-key `get` is preceded by one such request: a reply meant for another request
+//!   (stale, or sent twice) is an error, never taken for this one's answer;
 //! - a connection on which anything failed (I/O error, timeout, garbage, a value too
 //!   large, an error reply, bytes beyond the expected replies) is dropped, never used
 //!   again, so no command can read another command's reply.

@@ -221,6 +221,21 @@ impl MemcachedServer {
         Some(ttl.unwrap_or_else(|| panic!("unexpected answer to mg {key} t: {line}")))
     }
 
+    /// The client flags of `key` (`None` when absent).
+    pub fn flags(&self, key: &str) -> Option<u32> {
+        let mut c = self.connect();
+        c.send(format!("mg {key} f\r\n").as_bytes());
+        let line = c.line();
+        if line == "EN" {
+            return None;
+        }
+        let flags = line
+            .split(' ')
+            .find_map(|flag| flag.strip_prefix('f'))
+            .and_then(|f| f.parse().ok());
+        Some(flags.unwrap_or_else(|| panic!("unexpected answer to mg {key} f: {line}")))
+    }
+
     /// Every key the server holds (unexpired), exactly.
     ///
     /// `lru_crawler metadump` walks the LRUs while memcached's LRU maintainer moves items
