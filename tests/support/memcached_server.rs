@@ -208,32 +208,27 @@ impl MemcachedServer {
 
     /// The remaining TTL of `key` in seconds: `Some(-1)` for none, `None` when absent.
     pub fn ttl(&self, key: &str) -> Option<i64> {
-        let mut c = self.connect();
-        c.send(format!("mg {key} t\r\n").as_bytes());
-        let line = c.line();
-        if line == "EN" {
-            return None;
-        }
-        let ttl = line
-            .split(' ')
-            .find_map(|flag| flag.strip_prefix('t'))
-            .and_then(|t| t.parse().ok());
-        Some(ttl.unwrap_or_else(|| panic!("unexpected answer to mg {key} t: {line}")))
+        self.meta_flag(key, 't')
     }
 
     /// The client flags of `key` (`None` when absent).
     pub fn flags(&self, key: &str) -> Option<u32> {
+        self.meta_flag(key, 'f')
+    }
+
+    /// The number `mg <key> <flag>` returns for `flag` (`None` when `key` is absent).
+    fn meta_flag<T: std::str::FromStr>(&self, key: &str, flag: char) -> Option<T> {
         let mut c = self.connect();
-        c.send(format!("mg {key} f\r\n").as_bytes());
+        c.send(format!("mg {key} {flag}\r\n").as_bytes());
         let line = c.line();
         if line == "EN" {
             return None;
         }
-        let flags = line
+        let value = line
             .split(' ')
-            .find_map(|flag| flag.strip_prefix('f'))
-            .and_then(|f| f.parse().ok());
-        Some(flags.unwrap_or_else(|| panic!("unexpected answer to mg {key} f: {line}")))
+            .find_map(|token| token.strip_prefix(flag))
+            .and_then(|value| value.parse().ok());
+        Some(value.unwrap_or_else(|| panic!("unexpected answer to mg {key} {flag}: {line}")))
     }
 
     /// Every key the server holds (unexpired), exactly.
