@@ -24,6 +24,10 @@ use dogpile::backends::MemcachedBackend;
 use dogpile::{Arguments, CacheBackend, CacheRegion, CreateOptions, Error, RegionConfig};
 use memcached_server::MemcachedServer;
 
+/// The test servers' item size limit (`-I 8m`): the conformance suite stores values over
+/// memcached's default 1 MiB, so the backend must read them back.
+const MAX_VALUE_SIZE: usize = 8 << 20;
+
 /// Each conformance test gets its own server(s), stopped when the test ends.
 mod conformance_one_server {
     use super::*;
@@ -32,7 +36,9 @@ mod conformance_one_server {
         config = || {
             let server = MemcachedServer::start();
             (
-                RegionConfig::new("memcached").argument("url", server.addr()),
+                RegionConfig::new("memcached")
+                    .argument("url", server.addr())
+                    .argument("max_value_size", MAX_VALUE_SIZE),
                 server,
             )
         }
@@ -47,7 +53,9 @@ mod conformance_two_servers {
             let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
             let url = format!("memcache://{}, {}", a.addr(), b.addr());
             (
-                RegionConfig::new("dogpile.cache.pylibmc").argument("url", url),
+                RegionConfig::new("dogpile.cache.pylibmc")
+                    .argument("url", url)
+                    .argument("max_value_size", MAX_VALUE_SIZE),
                 (a, b),
             )
         }
@@ -64,6 +72,7 @@ mod conformance_distributed_lock {
             let config = RegionConfig::new("memcached")
                 .argument("url", server.addr())
                 .argument("distributed_lock", true)
+                .argument("max_value_size", MAX_VALUE_SIZE)
                 .argument("lock_sleep", 0.01)
                 .argument("memcached_expire_time", 3600);
             (config, server)
@@ -207,9 +216,74 @@ fn get_multi_reads_many_keys_and_repeated_keys() {
 }
 
 #[test]
-fn large_values_round_trip_and_too_large_ones_name_key_and_server() {
+fn set_multi_and_delete_multi_pipeline_values_of_every_size_over_two_servers() {
+    let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
+    let url = format!("{}, {}", a.addr(), b.addr());
+    let backend = backend(&url, &[("max_value_size", "8388608")]);
+    // Small values copied into the request, values past 16 KiB written in from where
+    // they are, and batches cut at 100 keys and at 1 MiB of values.
+    let sizes = |i: usize| match i % 50 {
+        0 => 3 << 20,
+        1..=5 => 20_000 + i,
+        _ => i % 7,
+    };
+    let keys: Vec<String> = (0..260).map(|i| format!("pipelined:{i}")).collect();
+    let values: Vec<Vec<u8>> = (0..260)
+        .map(|i| (0..sizes(i)).map(|j| (i + j) as u8).collect())
+        .collect();
+    let items: Vec<(&str, Vec<u8>)> = keys
+        .iter()
+        .map(String::as_str)
+        .zip(values.iter().cloned())
+        .collect();
+    backend.set_multi(items).unwrap();
+    assert_eq!(a.keys().len() + b.keys().len(), 260);
+    assert!(a.keys().len() > 60 && b.keys().len() > 60);
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let read = backend.get_multi(&refs).unwrap();
+    for (i, value) in read.iter().enumerate() {
+        assert_eq!(value.as_ref(), Some(&values[i]), "key {i}");
+    }
+    // Deleting keys that are there and keys that are not.
+    let mut gone = refs.clone();
+    gone.push("never-stored");
+    backend.delete_multi(&gone).unwrap();
+    assert!(a.keys().is_empty() && b.keys().is_empty());
+
+    // A value over max_value_size fails the whole call before anything is sent, naming
+    // its key.
+    let limited = self::backend(&url, &[]);
+    let error = limited
+        .set_multi(vec![("fine", b"1".to_vec()), ("too big", vec![0; 2 << 20])])
+        .unwrap_err();
+    assert!(error.to_string().contains("\"too big\""), "{error}");
+    assert!(error.to_string().contains("max_value_size"), "{error}");
+    assert!(a.keys().is_empty() && b.keys().is_empty());
+}
+
+#[test]
+fn get_multi_of_the_longest_keys_fits_one_request() {
+    // 100 keys of 250 bytes: a 25 KB `get` line, over memcached's 2 KiB command line
+    // (which it allows for `get`).
     let server = MemcachedServer::start();
     let region = region(&server.addr(), &[]);
+    let keys: Vec<String> = (0..150).map(|i| format!("{i:0>250}")).collect();
+    let items: Vec<(String, usize)> = keys.iter().cloned().zip(0..).step_by(2).collect();
+    region.set_multi(&items).unwrap();
+    assert!(
+        server.keys().contains(&keys[0]),
+        "stored under its own name"
+    );
+    let values = region.get_multi::<usize, _>(&keys).unwrap();
+    let expected: Vec<Option<usize>> = (0..150).map(|i| (i % 2 == 0).then_some(i)).collect();
+    assert_eq!(values, expected);
+}
+
+#[test]
+fn large_values_round_trip_and_too_large_ones_name_key_and_server() {
+    let server = MemcachedServer::start();
+    // A limit above the server's 8 MiB, so that the server's own refusal shows.
+    let region = region(&server.addr(), &[("max_value_size", "16777216")]);
     let big: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     region.set("big", &big).unwrap();
     assert_eq!(region.get::<Vec<u8>>("big").unwrap().as_ref(), Some(&big));
@@ -221,10 +295,28 @@ fn large_values_round_trip_and_too_large_ones_name_key_and_server() {
     assert!(message.contains("\"huge value key\""), "{message}");
     assert!(message.contains(&server.addr()), "{message}");
     assert!(message.contains("item size limit"), "{message}");
-    // The connection is still in step: the next commands work.
+    // The next commands work.
     region.set("after", &1u8).unwrap();
     assert_eq!(region.get::<u8>("after").unwrap(), Some(1));
     assert_eq!(region.get::<Vec<u8>>("huge value key").unwrap(), None);
+
+    // With the default max_value_size (1 MiB + 64 KiB, for memcached's default limit),
+    // the backend refuses a larger value itself, naming the argument; and it refuses to
+    // read one back: an error, not an allocation of whatever the server announces.
+    let default = self::region(&server.addr(), &[]);
+    let error = default.set("too big here", &big).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("\"too big here\""), "{message}");
+    assert!(message.contains("max_value_size"), "{message}");
+    assert!(message.contains(&server.addr()), "{message}");
+    let error = default.get::<Vec<u8>>("big").unwrap_err();
+    assert!(error.to_string().contains("max_value_size"), "{error}");
+    let mebibyte = "m".repeat(1 << 20);
+    default.set("one mebibyte", &mebibyte).unwrap();
+    assert_eq!(
+        default.get::<String>("one mebibyte").unwrap(),
+        Some(mebibyte)
+    );
 }
 
 #[test]
@@ -291,6 +383,9 @@ fn garbage_stored_by_another_client_is_a_miss_then_regenerated() {
             stored.starts_with(b"{\"ct\":"),
             "regenerated in dogpile's format"
         );
+        // Raw bytes with client flags 0, as pymemcache and pylibmc store bytes: Python
+        // processes read what this one wrote, and the other way round.
+        assert_eq!(server.flags(&key), Some(0));
     }
 }
 
@@ -387,7 +482,8 @@ fn a_server_that_answers_nothing_times_out_within_socket_timeout() {
 #[test]
 fn pooled_connections_survive_a_quick_server_restart() {
     let mut server = MemcachedServer::start();
-    let region = region(&server.addr(), &[("pool_size", "4")]);
+    // (`connection_pool` is redis's name for `pool_size`; both work.)
+    let region = region(&server.addr(), &[("connection_pool", "4")]);
     // Fill the pool with connections from several threads.
     thread::scope(|s| {
         for t in 0..4 {

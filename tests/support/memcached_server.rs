@@ -208,22 +208,46 @@ impl MemcachedServer {
 
     /// The remaining TTL of `key` in seconds: `Some(-1)` for none, `None` when absent.
     pub fn ttl(&self, key: &str) -> Option<i64> {
+        self.meta_flag(key, 't')
+    }
+
+    /// The client flags of `key` (`None` when absent).
+    pub fn flags(&self, key: &str) -> Option<u32> {
+        self.meta_flag(key, 'f')
+    }
+
+    /// The number `mg <key> <flag>` returns for `flag` (`None` when `key` is absent).
+    fn meta_flag<T: std::str::FromStr>(&self, key: &str, flag: char) -> Option<T> {
         let mut c = self.connect();
-        c.send(format!("mg {key} t\r\n").as_bytes());
+        c.send(format!("mg {key} {flag}\r\n").as_bytes());
         let line = c.line();
         if line == "EN" {
             return None;
         }
-        let ttl = line
+        let value = line
             .split(' ')
-            .find_map(|flag| flag.strip_prefix('t'))
-            .and_then(|t| t.parse().ok());
-        Some(ttl.unwrap_or_else(|| panic!("unexpected answer to mg {key} t: {line}")))
+            .find_map(|token| token.strip_prefix(flag))
+            .and_then(|value| value.parse().ok());
+        Some(value.unwrap_or_else(|| panic!("unexpected answer to mg {key} {flag}: {line}")))
     }
 
     /// Every key the server holds (unexpired), exactly.
+    ///
+    /// `lru_crawler metadump` walks the LRUs while memcached's LRU maintainer moves items
+    /// between them, so one dump can miss an item that moved during it: dumps are taken
+    /// until one lists as many items as `curr_items` counts (or 10 s pass).
     pub fn keys(&self) -> BTreeSet<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let keys = self.metadump_keys(deadline);
+            if keys.len() as u64 == self.curr_items() || Instant::now() > deadline {
+                return keys;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn metadump_keys(&self, deadline: Instant) -> BTreeSet<String> {
         loop {
             let mut c = self.connect();
             c.send(b"lru_crawler metadump all\r\n");

@@ -1,14 +1,13 @@
 //! The distributed dogpile lock on memcached (`distributed_lock`).
 //!
 //! As dogpile's `MemcachedLock`, the lock is the key `_lock` + the cache key, taken with
-//! memcached's atomic `add` (which fails when the key exists), with a server-side TTL of
-//! `lock_timeout` so that a holder that dies releases it. Where dogpile does worse, this
-//! one differs:
+//! memcached's atomic add (`ms <key> <len> T<ttl> ME`, which answers `NS` when the key
+//! exists), with a server-side TTL of `lock_timeout` so that a holder that dies releases
+//! it. Where dogpile does worse, this one differs:
 //! - the value is a token unique to the holder, and `release` removes the lock only while
-//!   it still holds that token: it reads the token with its CAS id, then overwrites it,
-//!   guarded by that CAS id, with an item that has already expired. memcached has no
-//!   compare-and-delete, and this is one: a lock that expired and was taken by another
-//!   process has another CAS id, so the old holder never removes it;
+//!   it still holds that token: it reads the token with its CAS id (`mg <key> v c`), then
+//!   deletes with a compare-and-delete (`md <key> C<cas>`): a lock that expired and was
+//!   taken by another process has another CAS id, so the old holder never removes it;
 //! - a waiting caller (the region's backoff, [`dogpile_core::Backoff`]) pauses at most
 //!   `lock_sleep` between tries and gives up after `lock_blocking_timeout` counted from
 //!   the start of its call, or sooner when its time budget runs out (the region reports
@@ -19,14 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dogpile_core::{lock_token, CacheMutex, Result};
-use memcache::{CommandError, MemcacheError};
 
 use super::keys::{display_key, memcached_key};
+use super::protocol::Mode;
 use super::{exptime, Cluster};
 
-/// An absolute expiry time long past (memcached reads any expiry over 30 days as a Unix
-/// time): an item stored with it has expired at once.
-const EXPIRED: u32 = 30 * 24 * 3600 + 1;
 
 /// How the distributed lock behaves.
 #[derive(Debug, Clone, Copy)]
@@ -70,14 +66,8 @@ impl MemcachedLock {
         let ttl = exptime(self.settings.timeout);
         self.cluster
             .server(&self.lock_key)
-            .call(&self.what("acquire"), &|client| match client.add(
-                &self.lock_key,
-                self.token.as_str(),
-                ttl,
-            ) {
-                Ok(()) => Ok(true),
-                Err(MemcacheError::CommandError(CommandError::KeyExists)) => Ok(false),
-                Err(error) => Err(error),
+            .call(&self.what("acquire"), &|connection| {
+                connection.store(&self.lock_key, self.token.as_bytes(), ttl, Mode::Add)
             })
     }
 }
@@ -104,15 +94,17 @@ impl CacheMutex for MemcachedLock {
         if !self.held.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        let released = self.cluster.server(&self.lock_key).call(
-            &self.what("release"),
-            &|client| match client.get::<(Vec<u8>, u32, Option<u64>)>(&self.lock_key)? {
-                Some((token, _, Some(cas))) if token == self.token.as_bytes() => {
-                    client.cas(&self.lock_key, &b""[..], EXPIRED, cas)
-                }
-                _ => Ok(false),
-            },
-        )?;
+        let released =
+            self.cluster
+                .server(&self.lock_key)
+                .call(&self.what("release"), &|connection| match connection
+                    .get_with_cas(&self.lock_key)?
+                {
+                    Some((token, cas)) if token == self.token.as_bytes() => {
+                        connection.delete(&self.lock_key, Some(cas))
+                    }
+                    _ => Ok(false),
+                })?;
         if !released {
             tracing::warn!(key = %display_key(&self.key), lock_timeout = ?self.settings.timeout,
                 "the memcached dogpile lock expired before its holder released it (the creator \

@@ -1,11 +1,10 @@
 //! One memcached server: its connection pool, and what happens when it fails.
 //!
-//! Connections come from an r2d2 pool of the `memcache` crate's connections, built without
-//! a ping on checkout (that would double the round trips). The `memcache` connection
-//! manager never reports a connection as broken, and a connection whose command failed
-//! half way (timeout, reset, garbage) could hand a later command the previous command's
-//! answer. So any failure that can leave a connection out of step replaces the server's
-//! whole pool: no connection that saw such a failure is used again.
+//! Connections come from an r2d2 pool of [`Connection`]s, built without a ping on
+//! checkout (that would double the round trips). A connection on which anything failed
+//! is marked broken and the pool drops it; and a connection that broke (reset, closed)
+//! replaces the server's whole pool, because the other idle connections of a restarted
+//! server are dead too.
 //!
 //! A server that cannot be reached is marked down for `dead_retry`: commands for it fail
 //! at once instead of each waiting `socket_timeout`. After that, one caller tries it
@@ -18,33 +17,59 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use dogpile_core::{Error, Result};
-use memcache::{Client, CommandError, ConnectionManager, MemcacheError, Url};
+
+use super::connection::{Connection, Failure, Outcome};
 
 /// How connections to a server are made and pooled.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PoolSettings {
     /// Connections per server, at most.
     pub(crate) size: u32,
-    /// Read and write timeout of a connection, and the longest wait for a connection.
+    /// The deadline of a command, and the longest wait for a connection.
     pub(crate) socket_timeout: Duration,
     /// How long a server that could not be reached is left alone.
     pub(crate) dead_retry: Duration,
+    /// The largest value read or written.
+    pub(crate) max_value_size: usize,
 }
 
 /// A memcached server (`host:port`) with its pool.
 pub(crate) struct Server {
     name: String,
     description: String,
-    url: Url,
     settings: PoolSettings,
-    pool: RwLock<Arc<Pool>>,
+    pool: RwLock<Pool>,
     down: AtomicBool,
     health: Mutex<Option<Down>>,
 }
 
-struct Pool {
-    pool: r2d2::Pool<ConnectionManager>,
-    client: Client,
+type Pool = Arc<r2d2::Pool<Manager>>;
+
+/// Opens connections to one server for r2d2, and tells it which ones broke.
+struct Manager {
+    address: String,
+    settings: PoolSettings,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = Failure;
+
+    fn connect(&self) -> Outcome<Connection> {
+        Connection::open(
+            &self.address,
+            self.settings.socket_timeout,
+            self.settings.max_value_size,
+        )
+    }
+
+    fn is_valid(&self, _: &mut Connection) -> Outcome<()> {
+        Ok(())
+    }
+
+    fn has_broken(&self, connection: &mut Connection) -> bool {
+        connection.is_broken()
+    }
 }
 
 struct Down {
@@ -53,34 +78,27 @@ struct Down {
     error: String,
 }
 
-/// What a failed command did to its connection.
-enum Failure {
-    /// The server answered (an error status): the connection is fine.
+/// What a failed command says about its server.
+enum Health {
+    /// The server answered (an error, or garbage): it is up; the connection was dropped.
     Answered,
     /// No connection could be had, or the server did not answer in time.
     Unreachable,
-    /// The connection broke or went out of step; a fresh one may work.
+    /// The connection broke; a fresh one may work.
     Broken,
 }
 
 impl Server {
     /// A server at `name` (`host:port`); no connection is made until the first command.
-    pub(crate) fn new(name: String, settings: PoolSettings) -> std::result::Result<Self, String> {
-        let url = Url::parse(&format!(
-            "memcache://{name}?timeout={}&tcp_nodelay=true",
-            settings.socket_timeout.as_secs_f64()
-        ))
-        .map_err(|e| e.to_string())?;
-        let pool = Pool::new(&url, settings).map_err(|e| e.to_string())?;
-        Ok(Server {
+    pub(crate) fn new(name: String, settings: PoolSettings) -> Self {
+        Server {
             description: format!("memcached at {name}"),
+            pool: RwLock::new(new_pool(&name, settings)),
             name,
-            url,
             settings,
-            pool: RwLock::new(Arc::new(pool)),
             down: AtomicBool::new(false),
             health: Mutex::new(None),
-        })
+        }
     }
 
     /// `host:port`.
@@ -91,40 +109,57 @@ impl Server {
     /// Runs `command` on a pooled connection. `what` describes the command for errors
     /// (`get of key "k"`); it is only called on failure.
     ///
-    /// A command whose connection broke (reset, end of stream, out of step) is run once
-    /// more on a fresh connection: that is what a server restart looks like to a pooled
-    /// connection. Commands are idempotent or, for the lock's `add`, cannot have reached a
-    /// server that closed the connection without answering.
+    /// A command whose connection broke (reset, closed) is run once more on a fresh
+    /// connection: that is what a server restart looks like to a pooled connection.
+    /// Commands are idempotent or, for the lock's `add`, cannot have reached a server
+    /// that closed the connection without answering.
     pub(crate) fn call<T>(
         &self,
         what: &dyn Fn() -> String,
-        command: &dyn Fn(&Client) -> std::result::Result<T, MemcacheError>,
+        command: &dyn Fn(&mut Connection) -> Outcome<T>,
     ) -> Result<T> {
         let mut retried = false;
         loop {
             self.check_up(what)?;
             let pool = self.current_pool();
-            let error = match command(&pool.client) {
+            let outcome = match pool.get() {
+                Ok(mut connection) => command(&mut connection).map_err(|failure| {
+                    let health = health_after(&failure);
+                    (failure, health)
+                }),
+                Err(error) => {
+                    let busy = pool.state().connections >= self.settings.size;
+                    Err((
+                        Failure::Pool(error.to_string()),
+                        if busy {
+                            Health::Answered
+                        } else {
+                            Health::Unreachable
+                        },
+                    ))
+                }
+            };
+            let (failure, health) = match outcome {
                 Ok(value) => {
                     self.mark_up();
                     return Ok(value);
                 }
-                Err(error) => error,
+                Err(failed) => failed,
             };
-            match classify(&error, &pool.pool, self.settings.size) {
-                Failure::Answered => {
+            match health {
+                Health::Answered => {
                     self.mark_up();
-                    return Err(self.error(what, Reason::Memcache(error)));
+                    return Err(self.error(what, Reason::Failed(failure)));
                 }
-                Failure::Broken if !retried => {
-                    tracing::debug!(server = %self.name, %error, "memcached connection broke; retrying on a fresh one");
+                Health::Broken if !retried => {
+                    tracing::debug!(server = %self.name, %failure, "memcached connection broke; retrying on a fresh one");
                     self.replace_pool(&pool);
                     retried = true;
                 }
-                Failure::Broken | Failure::Unreachable => {
+                Health::Broken | Health::Unreachable => {
                     self.replace_pool(&pool);
-                    self.mark_down(&error);
-                    return Err(self.error(what, Reason::Memcache(error)));
+                    self.mark_down(&failure);
+                    return Err(self.error(what, Reason::Failed(failure)));
                 }
             }
         }
@@ -140,27 +175,22 @@ impl Server {
         )
     }
 
-    fn current_pool(&self) -> Arc<Pool> {
+    fn current_pool(&self) -> Pool {
         self.pool
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    /// Replaces `failed` with a new pool, unless another caller already did.
-    fn replace_pool(&self, failed: &Arc<Pool>) {
+    /// Replaces `failed` with a new pool, unless another caller already did: its idle
+    /// connections go with it.
+    fn replace_pool(&self, failed: &Pool) {
         let mut current = self
             .pool
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if Arc::ptr_eq(&current, failed) {
-            match Pool::new(&self.url, self.settings) {
-                Ok(pool) => *current = Arc::new(pool),
-                // `memcache` cannot fail here today (it only wraps the pool).
-                Err(error) => {
-                    tracing::error!(server = %self.name, %error, "cannot replace the memcached connection pool")
-                }
-            }
+            *current = new_pool(&self.name, self.settings);
         }
     }
 
@@ -204,7 +234,7 @@ impl Server {
         }
     }
 
-    fn mark_down(&self, error: &MemcacheError) {
+    fn mark_down(&self, failure: &Failure) {
         if self.settings.dead_retry.is_zero() {
             return;
         }
@@ -214,45 +244,40 @@ impl Server {
         *health = Some(Down {
             since,
             retry_at: now + self.settings.dead_retry,
-            error: error.to_string(),
+            error: failure.to_string(),
         });
         self.down.store(true, Ordering::Release);
-        tracing::warn!(server = %self.name, %error, dead_retry = ?self.settings.dead_retry,
+        tracing::warn!(server = %self.name, %failure, dead_retry = ?self.settings.dead_retry,
             "memcached server unreachable; failing its commands fast until dead_retry passes");
     }
 }
 
-impl Pool {
-    fn new(url: &Url, settings: PoolSettings) -> std::result::Result<Self, MemcacheError> {
-        let pool = r2d2::Pool::builder()
+fn new_pool(name: &str, settings: PoolSettings) -> Pool {
+    Arc::new(
+        r2d2::Pool::builder()
             .max_size(settings.size)
             .min_idle(Some(0))
             .test_on_check_out(false)
             .connection_timeout(settings.socket_timeout)
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(ConnectionManager::new(url.clone()));
-        let client = Client::with_pools(vec![pool.clone()])?;
-        Ok(Pool { pool, client })
-    }
+            .build_unchecked(Manager {
+                address: name.to_owned(),
+                settings,
+            }),
+    )
 }
 
-fn classify(error: &MemcacheError, pool: &r2d2::Pool<ConnectionManager>, size: u32) -> Failure {
-    match error {
-        MemcacheError::CommandError(_) => Failure::Answered,
-        MemcacheError::ClientError(memcache::ClientError::KeyTooLong) => Failure::Answered,
-        MemcacheError::BadURL(_) => Failure::Answered,
-        // Every connection is busy: the server is slow or the pool small, not down.
-        MemcacheError::PoolError(_) if pool.state().connections >= size => Failure::Answered,
-        MemcacheError::PoolError(_) => Failure::Unreachable,
-        MemcacheError::IOError(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) =>
-        {
-            Failure::Unreachable
-        }
-        _ => Failure::Broken,
+/// What a failure says about the server.
+fn health_after(failure: &Failure) -> Health {
+    match failure {
+        Failure::Timeout { .. } | Failure::Connect(_) | Failure::Pool(_) => Health::Unreachable,
+        Failure::Closed => Health::Broken,
+        Failure::Io(error) if error.kind() == io::ErrorKind::TimedOut => Health::Unreachable,
+        Failure::Io(_) => Health::Broken,
+        Failure::Protocol(_)
+        | Failure::Unexpected { .. }
+        | Failure::Server(_)
+        | Failure::ValueTooLarge { .. } => Health::Answered,
     }
 }
 
@@ -265,7 +290,7 @@ struct CommandFailed {
 
 #[derive(Debug)]
 enum Reason {
-    Memcache(MemcacheError),
+    Failed(Failure),
     Down {
         ago: Duration,
         retry_in: Duration,
@@ -276,16 +301,10 @@ enum Reason {
 impl fmt::Display for CommandFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.reason {
-            Reason::Memcache(MemcacheError::CommandError(CommandError::ValueTooLarge)) => write!(
-                f,
-                "{}: the value is larger than the server's item size limit \
-                 (1 MiB unless memcached was started with a larger -I, e.g. -I 8m)",
-                self.what
-            ),
-            Reason::Memcache(MemcacheError::PoolError(error)) => {
+            Reason::Failed(Failure::Pool(error)) => {
                 write!(f, "{}: no connection to the server: {error}", self.what)
             }
-            Reason::Memcache(error) => write!(f, "{}: {error}", self.what),
+            Reason::Failed(failure) => write!(f, "{}: {failure}", self.what),
             Reason::Down {
                 ago,
                 retry_in,
@@ -305,7 +324,7 @@ impl fmt::Display for CommandFailed {
 impl std::error::Error for CommandFailed {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.reason {
-            Reason::Memcache(error) => Some(error),
+            Reason::Failed(failure) => Some(failure),
             Reason::Down { .. } => None,
         }
     }
