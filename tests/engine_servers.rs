@@ -181,6 +181,15 @@ fn server_down_body_runs_once(stop: &dyn Fn(), f: fn(u32) -> u32, runs: &AtomicU
 }
 
 #[test]
+fn redis_down_a_decorated_function_runs_its_body_once_for_eight_callers() {
+    let stop = || {
+        LazyLock::force(&DOWN_REDIS);
+        REDIS_SERVER.lock().unwrap().as_mut().unwrap().stop();
+    };
+    server_down_body_runs_once(&stop, on_redis, &REDIS_BODY_RUNS);
+}
+
+#[test]
 fn memcached_down_a_decorated_function_runs_its_body_once_for_eight_callers() {
     let stop = || {
         LazyLock::force(&DOWN_MEMCACHED);

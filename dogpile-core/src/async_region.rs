@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::async_backend::{acquire_until_async, AsyncCacheMutex};
 use crate::clock::Clock;
+use crate::engine::Signals;
 use crate::engine::{
     distributed_deadline, distributed_outcome, local_outcome, read_outcome, store_outcome, Batch,
     Budget, Keep, Locked, Lookup, Machine, Rules, Settled, Step,
@@ -23,7 +24,10 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::lock::{Handed, KeyGuard, LocalWait, Waiter};
 use crate::region::{entry_for, CacheRegion, Configured, CreateError, CreateOptions};
+use crate::stats::StatsRecorder;
 use crate::value::{Cacheable, CachedValue};
+use crate::warnings::{warn_limited, RegionWarnings, WarningKind};
+use tracing::Instrument;
 
 /// A held dogpile lock of an async caller.
 struct AsyncLockHandle {
@@ -125,7 +129,38 @@ async fn store_async<T: Cacheable>(
 /// No background rule: the caller always creates.
 type NoDetach<F> = fn(F, Option<AsyncLockHandle>);
 
+/// The key a multi call's creation span names: its first key to create.
+fn keys_label<'k>(distinct: &[&'k str], indices: &[usize]) -> &'k str {
+    indices.first().map_or("", |&i| distinct[i])
+}
+
 impl CacheRegion {
+    /// Runs a creator's future in a `dogpile.create` span, counting it and its time.
+    async fn timed_creation_async<T, E>(
+        &self,
+        key: &str,
+        create: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let span = tracing::debug_span!("dogpile.create", region = %self.name, key);
+        let started = std::time::Instant::now();
+        let created = create.instrument(span).await;
+        match &created {
+            Ok(_) => self.stats.creation(started.elapsed()),
+            Err(_) => self.stats.creation_error(started.elapsed()),
+        }
+        created
+    }
+
+    /// Awaits a lock held by another caller in a `dogpile.lock_wait` span, counting the
+    /// wait and its time.
+    async fn timed_wait_async<R>(&self, key: &str, wait: impl Future<Output = R>) -> R {
+        let span = tracing::debug_span!("dogpile.lock_wait", region = %self.name, key);
+        let started = std::time::Instant::now();
+        let waited = wait.instrument(span).await;
+        self.stats.lock_wait(started.elapsed());
+        waited
+    }
+
     fn configured_arc(&self) -> Result<Arc<Configured>> {
         self.configured().map(|cfg| cfg.to_arc())
     }
@@ -157,11 +192,13 @@ impl CacheRegion {
     pub async fn get_async<T: Cacheable>(&self, key: &str) -> Result<Option<T>> {
         let cfg = self.configured_arc()?;
         let key = self.mangle(key);
-        let value = self.read_async(&cfg, &key).await?;
-        Ok(match self.freshness(&cfg, None).judge(value) {
+        let value = self.counted(self.read_async(&cfg, &key).await)?;
+        let value = match self.freshness(&cfg, None).judge(value) {
             Lookup::Fresh(value) => Some(value.payload),
             Lookup::Stale(_) | Lookup::Missing => None,
-        })
+        };
+        self.count_lookup(&value);
+        Ok(value)
     }
 
     /// As [`get_multi`](Self::get_multi), for async callers: one backend call.
@@ -175,13 +212,17 @@ impl CacheRegion {
         let cfg = self.configured_arc()?;
         let mangled: Vec<_> = keys.iter().map(|k| self.mangle(k.as_ref())).collect();
         let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
-        let values = self.read_multi_async(&cfg, &refs).await?;
+        let values = self.counted(self.read_multi_async(&cfg, &refs).await)?;
         let freshness = self.freshness(&cfg, None);
         Ok(values
             .into_iter()
-            .map(|value| match freshness.judge(value) {
-                Lookup::Fresh(value) => Some(value.payload),
-                _ => None,
+            .map(|value| {
+                let value = match freshness.judge(value) {
+                    Lookup::Fresh(value) => Some(value.payload),
+                    _ => None,
+                };
+                self.count_lookup(&value);
+                value
             })
             .collect())
     }
@@ -191,7 +232,7 @@ impl CacheRegion {
         let cfg = self.configured_arc()?;
         let key = self.mangle(key);
         let entry = entry_for(&cfg, &key, value, self.clock.now()).0?;
-        cfg.async_backend.set(&key, entry).await
+        self.counted(cfg.async_backend.set(&key, entry).await)
     }
 
     /// As [`set_multi`](Self::set_multi), for async callers: one backend call.
@@ -210,14 +251,14 @@ impl CacheRegion {
             .zip(items)
             .map(|(key, (_, value))| Ok((&**key, entry_for(&cfg, key, value, now).0?)))
             .collect::<Result<Vec<_>>>()?;
-        cfg.async_backend.set_multi(entries).await
+        self.counted(cfg.async_backend.set_multi(entries).await)
     }
 
     /// As [`delete`](Self::delete), for async callers.
     pub async fn delete_async(&self, key: &str) -> Result<()> {
         let cfg = self.configured_arc()?;
         let key = self.mangle(key);
-        cfg.async_backend.delete(&key).await
+        self.counted(cfg.async_backend.delete(&key).await)
     }
 
     /// As [`delete_multi`](Self::delete_multi), for async callers: one backend call.
@@ -228,7 +269,7 @@ impl CacheRegion {
         let cfg = self.configured_arc()?;
         let mangled: Vec<_> = keys.iter().map(|k| self.mangle(k.as_ref())).collect();
         let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
-        cfg.async_backend.delete_multi(&refs).await
+        self.counted(cfg.async_backend.delete_multi(&refs).await)
     }
 
     // ----- get_or_create -------------------------------------------------------------
@@ -346,7 +387,8 @@ impl CacheRegion {
         let cfg = match self.configured_arc() {
             Ok(cfg) => cfg,
             Err(error) => {
-                tracing::warn!(region = %self.name, key, %error, "cache unavailable; computing the value uncached");
+                warn_limited!(self.warnings, WarningKind::CacheUnavailable, region = %self.name,
+                    key, %error, "cache unavailable; computing the value uncached");
                 return creator().await;
             }
         };
@@ -388,7 +430,7 @@ impl CacheRegion {
         let detach = spawned(
             cfg.clone(),
             self.clock.clone(),
-            self.name.clone(),
+            (self.name.clone(), self.stats.clone(), self.warnings.clone()),
             key.clone().into_owned(),
         );
         let options = CreateOptions::new();
@@ -423,7 +465,7 @@ impl CacheRegion {
         D: FnOnce(F, Option<AsyncLockHandle>),
     {
         let mut machine = Machine::new(
-            &self.name,
+            self.signals(),
             key,
             self.freshness(cfg, options.expiration),
             rules,
@@ -447,7 +489,10 @@ impl CacheRegion {
                     let Some(creator) = creator.take() else {
                         unreachable!("the engine asks for one creation per call")
                     };
-                    let value = creator().await.map_err(CreateError::Creator)?;
+                    let value = self
+                        .timed_creation_async(key, creator())
+                        .await
+                        .map_err(CreateError::Creator)?;
                     let should_cache = options.should_cache(&value);
                     let now = self.clock.now();
                     let stored =
@@ -477,7 +522,14 @@ impl CacheRegion {
         let local = if wait {
             let deadline = budget.deadline();
             loop {
-                let waited = wait_local(self.locks.waiter(key), deadline).await;
+                let waiter = self.locks.waiter(key);
+                let waited = match waiter.check() {
+                    Some(done) => done,
+                    None => {
+                        self.timed_wait_async(key, wait_local(waiter, deadline))
+                            .await
+                    }
+                };
                 match local_outcome(waited, budget) {
                     Some(Ok(guard)) => break guard,
                     Some(Err(locked)) => return (locked, None),
@@ -493,11 +545,13 @@ impl CacheRegion {
         let Some(mutex) = cfg.async_backend.get_mutex(key) else {
             return (Locked::Held, Some(AsyncLockHandle::new(key, local, None)));
         };
-        let acquired = if wait {
-            let deadline = distributed_deadline(budget, mutex.wait_limit());
-            acquire_until_async(&*mutex, deadline).await
-        } else {
-            mutex.try_acquire().await
+        let acquired = match mutex.try_acquire().await {
+            Ok(false) if wait => {
+                let deadline = distributed_deadline(budget, mutex.wait_limit());
+                self.timed_wait_async(key, acquire_until_async(&*mutex, deadline))
+                    .await
+            }
+            tried => tried,
         };
         let (locked, keep) = distributed_outcome(acquired, wait, budget);
         let handle = match keep {
@@ -554,7 +608,7 @@ impl CacheRegion {
         };
         let freshness = self.freshness(&cfg, options.expiration);
         let mut batch: Batch<'_, T, AsyncLockHandle> =
-            Batch::new(&self.name, &distinct, freshness, rules);
+            Batch::new(self.signals(), &distinct, freshness, rules);
         let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
         loop {
             let reading = batch.reads();
@@ -563,7 +617,7 @@ impl CacheRegion {
                 let read = self.read_multi_async(&cfg, &keys).await;
                 batch.read(
                     &reading,
-                    read_outcome(&self.name, keys[0], fail_open, read)?,
+                    read_outcome(&self.signals(), keys[0], fail_open, read)?,
                 );
                 continue;
             }
@@ -585,7 +639,12 @@ impl CacheRegion {
                 creating.into_iter().unzip();
             let originals: Vec<String> = indices.iter().map(|&i| unique[i].1.clone()).collect();
             let asked = originals.len();
-            let created = self.check_created(creator(originals).await, asked)?;
+            let created = self
+                .timed_creation_async(keys_label(&distinct, &indices), async {
+                    Ok::<_, Error>(creator(originals).await)
+                })
+                .await?;
+            let created = self.check_created(created, asked)?;
             let keys: Vec<&str> = indices.iter().map(|&i| distinct[i]).collect();
             let (entries, objects) =
                 self.encode_created(&cfg, &keys, &created, &options, fail_open)?;
@@ -602,7 +661,7 @@ impl CacheRegion {
             for (i, value) in indices.into_iter().zip(created) {
                 values[i] = Some(value);
             }
-            store_outcome(&self.name, keys[0], fail_open, stored)?;
+            store_outcome(&self.signals(), keys[0], fail_open, stored)?;
         }
         self.assemble(&cfg, &inputs, &distinct, values)
     }
@@ -613,7 +672,7 @@ impl CacheRegion {
 fn spawned<T, W, Fut>(
     cfg: Arc<Configured>,
     clock: Arc<dyn Clock>,
-    name: String,
+    observers: (String, Arc<StatsRecorder>, Arc<RegionWarnings>),
     key: String,
 ) -> impl FnOnce(W, Option<AsyncLockHandle>)
 where
@@ -623,12 +682,20 @@ where
 {
     move |creator, handle| {
         tokio::spawn(async move {
+            let (name, stats, warnings) = observers;
+            let started = std::time::Instant::now();
             let Ok(value) = creator().await else {
                 return;
             };
+            stats.creation(started.elapsed());
             let stored = store_async(&cfg, clock.now(), &key, &value, true, handle).await;
+            let signals = Signals {
+                region: &name,
+                stats: &stats,
+                warnings: &warnings,
+            };
             // Nobody is left to tell: a failed store is a warning.
-            let _ = store_outcome(&name, &key, true, stored);
+            let _ = store_outcome(&signals, &key, true, stored);
         });
     }
 }

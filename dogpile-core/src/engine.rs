@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::lock::{KeyGuard, LocalWait};
+use crate::stats::StatsRecorder;
 use crate::value::CachedValue;
+use crate::warnings::{warn_limited, RegionWarnings, WarningKind};
 
 /// What a read found, judged against expiration and invalidation.
 pub(crate) enum Lookup<T> {
@@ -64,6 +66,24 @@ impl Freshness<'_> {
         match self.expiration {
             Some(exp) if self.clock.now() - ct > exp.as_secs_f64() => Lookup::Stale(value),
             _ => Lookup::Fresh(value),
+        }
+    }
+}
+
+/// Where a call's decisions are reported: the region's name (for logs), its statistics,
+/// and its rate-limited warnings.
+#[derive(Clone, Copy)]
+pub(crate) struct Signals<'a> {
+    pub(crate) region: &'a str,
+    pub(crate) stats: &'a StatsRecorder,
+    pub(crate) warnings: &'a RegionWarnings,
+}
+
+impl Signals<'_> {
+    /// Counts a failed backend call (not a value that failed to encode).
+    fn failed(&self, error: &Error) {
+        if matches!(error, Error::Backend { .. }) {
+            self.stats.backend_error();
         }
     }
 }
@@ -161,53 +181,84 @@ enum Phase {
 
 /// One call's decisions about one key.
 pub(crate) struct Machine<'a, T> {
-    region: &'a str,
+    signals: Signals<'a>,
     key: &'a str,
     freshness: Freshness<'a>,
     rules: Rules,
     phase: Phase,
     stale: Option<T>,
+    /// The first read found a stale value whose count (stale served, or miss) waits for
+    /// the lock's answer.
+    uncounted_stale: bool,
 }
 
 impl<'a, T> Machine<'a, T> {
     /// A machine for `key`; its first step is always [`Step::Read`].
     #[inline]
     pub(crate) fn new(
-        region: &'a str,
+        signals: Signals<'a>,
         key: &'a str,
         freshness: Freshness<'a>,
         rules: Rules,
     ) -> Self {
         Machine {
-            region,
+            signals,
             key,
             freshness,
             rules,
             phase: Phase::First,
             stale: None,
+            uncounted_stale: false,
+        }
+    }
+
+    /// Counts the lookup that found a stale value, once: served, or a miss.
+    fn count_stale(&mut self, served: bool) {
+        if std::mem::take(&mut self.uncounted_stale) {
+            if served {
+                self.signals.stats.stale_served();
+            } else {
+                self.signals.stats.miss();
+            }
         }
     }
 
     /// Feeds what a read returned.
     #[inline]
     pub(crate) fn read(&mut self, read: Result<Option<CachedValue<T>>>) -> Step<T> {
-        let value = match read_outcome(self.region, self.key, self.rules.fail_open, read) {
+        let value = match read_outcome(&self.signals, self.key, self.rules.fail_open, read) {
             Ok(value) => value.flatten(),
             Err(error) => return Step::Fail(error),
         };
         let lookup = self.freshness.judge(value);
+        let stats = self.signals.stats;
         match (self.phase, lookup) {
-            (_, Lookup::Fresh(value)) => Step::Return(value.payload),
-            (Phase::First, _) if !self.rules.lock => Step::Create,
+            (Phase::First, Lookup::Fresh(value)) => {
+                stats.hit();
+                Step::Return(value.payload)
+            }
+            (Phase::Locked, Lookup::Fresh(value)) => {
+                self.count_stale(false);
+                Step::Return(value.payload)
+            }
+            (Phase::First, _) if !self.rules.lock => {
+                stats.miss();
+                Step::Create
+            }
             (Phase::First, Lookup::Stale(value)) => {
                 self.stale = Some(value.payload);
                 if self.rules.serve_stale {
+                    self.uncounted_stale = true;
                     Step::TryLock
                 } else {
+                    stats.miss();
                     Step::WaitLock
                 }
             }
-            (Phase::First, Lookup::Missing) => Step::WaitLock,
+            (Phase::First, Lookup::Missing) => {
+                stats.miss();
+                Step::WaitLock
+            }
             (Phase::Locked, _) => self.create(),
         }
     }
@@ -220,24 +271,33 @@ impl<'a, T> Machine<'a, T> {
                 Step::Read
             }
             Locked::DistributedFailed(error) if self.rules.fail_open => {
-                tracing::warn!(region = %self.region, key = %self.key, %error,
+                self.signals.failed(&error);
+                warn_limited!(self.signals.warnings, WarningKind::LockUnavailable,
+                    region = %self.signals.region, key = %self.key, %error,
                     "distributed dogpile lock unavailable; creating under this process's lock only");
                 self.create()
             }
-            Locked::DistributedFailed(error) => Step::Fail(error),
+            Locked::DistributedFailed(error) => {
+                self.signals.failed(&error);
+                Step::Fail(error)
+            }
             Locked::Busy => match self.stale.take() {
-                Some(stale) => Step::Return(stale),
+                Some(stale) => {
+                    self.count_stale(true);
+                    Step::Return(stale)
+                }
                 // Only a stale value makes a caller try rather than wait.
                 None => Step::WaitLock,
             },
             Locked::HandedOff(value) => Step::Return(value),
             Locked::TimedOut(waited) if self.rules.fail_open => {
-                tracing::warn!(region = %self.region, key = %self.key, ?waited,
+                warn_limited!(self.signals.warnings, WarningKind::LockUnavailable,
+                    region = %self.signals.region, key = %self.key, ?waited,
                     "time budget spent waiting for the dogpile lock; creating without it");
                 Step::Create
             }
             Locked::TimedOut(waited) => Step::Fail(Error::LockTimeout {
-                region: self.region.to_owned(),
+                region: self.signals.region.to_owned(),
                 key: self.key.to_owned(),
                 waited,
             }),
@@ -246,14 +306,20 @@ impl<'a, T> Machine<'a, T> {
 
     fn create(&mut self) -> Step<T> {
         match self.stale.take() {
-            Some(stale) if self.rules.background => Step::Background(stale),
-            _ => Step::Create,
+            Some(stale) if self.rules.background => {
+                self.count_stale(true);
+                Step::Background(stale)
+            }
+            _ => {
+                self.count_stale(false);
+                Step::Create
+            }
         }
     }
 
     /// Feeds what storing a created value came to; `value` is the created value.
     pub(crate) fn stored(&self, value: T, stored: Result<()>) -> Step<T> {
-        match store_outcome(self.region, self.key, self.rules.fail_open, stored) {
+        match store_outcome(&self.signals, self.key, self.rules.fail_open, stored) {
             Ok(()) => Step::Return(value),
             Err(error) => Step::Fail(error),
         }
@@ -282,7 +348,7 @@ pub(crate) struct Settled<T, H> {
 impl<'a, T, H> Batch<'a, T, H> {
     /// A batch over distinct `keys` (sorted, so that locks are taken in one order).
     pub(crate) fn new(
-        region: &'a str,
+        signals: Signals<'a>,
         keys: &[&'a str],
         freshness: Freshness<'a>,
         rules: Rules,
@@ -290,7 +356,7 @@ impl<'a, T, H> Batch<'a, T, H> {
         Batch {
             machines: keys
                 .iter()
-                .map(|key| Machine::new(region, key, freshness, rules))
+                .map(|key| Machine::new(signals, key, freshness, rules))
                 .collect(),
             steps: keys.iter().map(|_| Step::Read).collect(),
             handles: keys.iter().map(|_| None).collect(),
@@ -410,38 +476,46 @@ pub(crate) fn distributed_outcome<T>(
 /// What a failed read means: an error, or (failing open) a logged warning and a miss
 /// (`Ok(None)`).
 pub(crate) fn read_outcome<V>(
-    region: &str,
+    signals: &Signals<'_>,
     key: &str,
     fail_open: bool,
     read: Result<V>,
 ) -> Result<Option<V>> {
     match read {
         Ok(value) => Ok(Some(value)),
-        Err(error) if fail_open => {
-            tracing::warn!(region = %region, key = %key, %error,
+        Err(error) => {
+            signals.failed(&error);
+            if !fail_open {
+                return Err(error);
+            }
+            warn_limited!(signals.warnings, WarningKind::ReadFailed,
+                region = %signals.region, key = %key, %error,
                 "cache read failed; treating it as a miss");
             Ok(None)
         }
-        Err(error) => Err(error),
     }
 }
 
 /// What a failed store means: an error, or (failing open, or in the background where
 /// nobody is left to tell) a logged warning.
 pub(crate) fn store_outcome(
-    region: &str,
+    signals: &Signals<'_>,
     key: &str,
     fail_open: bool,
     stored: Result<()>,
 ) -> Result<()> {
     match stored {
         Ok(()) => Ok(()),
-        Err(error) if fail_open => {
-            tracing::warn!(region = %region, key = %key, %error,
+        Err(error) => {
+            signals.failed(&error);
+            if !fail_open {
+                return Err(error);
+            }
+            warn_limited!(signals.warnings, WarningKind::WriteFailed,
+                region = %signals.region, key = %key, %error,
                 "cache write failed; returning the value uncached");
             Ok(())
         }
-        Err(error) => Err(error),
     }
 }
 
@@ -460,12 +534,20 @@ mod tests {
     }
 
     fn machine<'a>(clock: &'a ManualClock, rules: Rules) -> Machine<'a, u32> {
+        use std::sync::OnceLock;
+        static STATS: OnceLock<StatsRecorder> = OnceLock::new();
+        static WARNINGS: OnceLock<RegionWarnings> = OnceLock::new();
+        let signals = Signals {
+            region: "r",
+            stats: STATS.get_or_init(|| StatsRecorder::new("r")),
+            warnings: WARNINGS.get_or_init(RegionWarnings::default),
+        };
         let freshness = Freshness {
             clock,
             expiration: Some(Duration::from_secs(10)),
             invalidated: None,
         };
-        Machine::new("r", "k", freshness, rules)
+        Machine::new(signals, "k", freshness, rules)
     }
 
     fn value(ct: f64, v: u32) -> Result<Option<CachedValue<u32>>> {

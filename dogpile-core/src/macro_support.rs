@@ -638,7 +638,8 @@ where
     if let Some((given, values)) = miscounted {
         return uncached_after_miscount(function, elements, &given, values, body);
     }
-    tracing::warn!(function, %error, "cache unavailable; computing the values uncached");
+    crate::warnings::warn_limited!(region.warnings, crate::warnings::WarningKind::CacheUnavailable,
+        region = %region.name(), function, %error, "cache unavailable; computing the values uncached");
 
     let mut needed: Vec<usize> = first.values().copied().collect();
     needed.sort_unstable();

@@ -13,7 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendChoice, RegionConfig};
 use crate::engine::{
     distributed_deadline, distributed_outcome, local_outcome, read_outcome, store_outcome, Batch,
-    Budget, Freshness, Keep, Locked, Lookup, Machine, Rules, Settled, Step,
+    Budget, Freshness, Keep, Locked, Lookup, Machine, Rules, Settled, Signals, Step,
 };
 use crate::error::{Error, Result};
 use crate::key::{default_function_key, FunctionKey, FunctionKeyGenerator, KeyMangler};
@@ -21,7 +21,9 @@ use crate::lock::{acquire_until, Handed, KeyLocks, LockHandle};
 use crate::proxy::wrap;
 use crate::registry::create_backend;
 use crate::runner::AsyncCreationRunner;
+use crate::stats::{RegionStats, StatsRecorder};
 use crate::value::{encode, Cacheable, CachedValue, Entry};
+use crate::warnings::{warn_limited, RegionWarnings, WarningKind};
 
 /// How long a value stays fresh, per call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +180,8 @@ pub struct CacheRegion {
     pub(crate) invalidated_at: AtomicU64,
     pub(crate) hard_invalidated: AtomicBool,
     pub(crate) locks: Arc<KeyLocks>,
+    pub(crate) stats: Arc<StatsRecorder>,
+    pub(crate) warnings: Arc<RegionWarnings>,
 }
 
 /// The default [`time_budget`](RegionBuilder::time_budget) of a region: 30 seconds.
@@ -259,7 +263,10 @@ impl RegionBuilder {
     }
 
     /// The region, not yet configured.
-    pub fn build(self) -> CacheRegion {
+    pub fn build(mut self) -> CacheRegion {
+        // The name (the `region` label of its metrics) and the clock are final only here.
+        self.region.stats = Arc::new(StatsRecorder::new(&self.region.name));
+        self.region.warnings = Arc::new(RegionWarnings::new(self.region.clock.clone()));
         self.region
     }
 }
@@ -287,6 +294,8 @@ impl CacheRegion {
             invalidated_at: AtomicU64::new(0),
             hard_invalidated: AtomicBool::new(false),
             locks: Arc::default(),
+            stats: Arc::new(StatsRecorder::new("<unnamed>")),
+            warnings: Arc::default(),
         }
     }
 
@@ -300,6 +309,56 @@ impl CacheRegion {
     /// The region's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the region has done since it was made: hits, misses, stale values served,
+    /// creations, errors and lock waits (see [`RegionStats`]). Counting is striped per
+    /// thread, so hits on many threads never contend on one counter.
+    ///
+    /// ```
+    /// use dogpile_core::{CacheRegion, RegionConfig, CacheBackend, Result};
+    /// # use std::{collections::HashMap, sync::Mutex};
+    /// # #[derive(Default)] struct Dict(Mutex<HashMap<String, Vec<u8>>>);
+    /// # impl CacheBackend for Dict {
+    /// #     fn get(&self, k: &str) -> Result<Option<Vec<u8>>> { Ok(self.0.lock().unwrap().get(k).cloned()) }
+    /// #     fn set(&self, k: &str, v: Vec<u8>) -> Result<()> { self.0.lock().unwrap().insert(k.into(), v); Ok(()) }
+    /// #     fn delete(&self, k: &str) -> Result<()> { self.0.lock().unwrap().remove(k); Ok(()) }
+    /// # }
+    /// let region = CacheRegion::builder().name("users").build();
+    /// region.configure(RegionConfig::with_backend(Dict::default()))?;
+    /// region.get_or_create("k", || 1u32)?; // a miss, and a creation
+    /// region.get_or_create("k", || 2u32)?; // a hit
+    /// let stats = region.stats();
+    /// assert_eq!((stats.hits, stats.misses, stats.creations), (1, 1, 1));
+    /// # Ok::<(), dogpile_core::Error>(())
+    /// ```
+    pub fn stats(&self) -> RegionStats {
+        self.stats.snapshot()
+    }
+
+    /// Where the engine reports this region's decisions.
+    pub(crate) fn signals(&self) -> Signals<'_> {
+        Signals {
+            region: &self.name,
+            stats: &self.stats,
+            warnings: &self.warnings,
+        }
+    }
+
+    /// Counts a failed backend call of a plain operation (get, set, delete).
+    pub(crate) fn counted<R>(&self, result: Result<R>) -> Result<R> {
+        if let Err(Error::Backend { .. }) = &result {
+            self.stats.backend_error();
+        }
+        result
+    }
+
+    /// Counts a plain read's outcome: a hit, or a miss.
+    pub(crate) fn count_lookup<V>(&self, value: &Option<V>) {
+        match value {
+            Some(_) => self.stats.hit(),
+            None => self.stats.miss(),
+        }
     }
 
     // ----- configuration -------------------------------------------------------------
@@ -448,7 +507,8 @@ impl CacheRegion {
                 Err(problem) => problem,
             },
         };
-        tracing::warn!(region = %self.name, key, %problem, "cached value cannot be decoded; treating it as a miss");
+        warn_limited!(self.warnings, WarningKind::Undecodable, region = %self.name, key, %problem,
+            "cached value cannot be decoded; treating it as a miss");
         None
     }
 
@@ -553,14 +613,17 @@ impl CacheRegion {
     ) -> Result<Option<CachedValue<T>>> {
         let cfg = self.configured()?;
         let key = self.mangle(key);
-        let value = self.read(&cfg, &key)?;
-        if ignore_expiration {
-            return Ok(value);
-        }
-        Ok(match self.freshness(&cfg, expiration).judge(value) {
-            Lookup::Fresh(value) => Some(value),
-            Lookup::Stale(_) | Lookup::Missing => None,
-        })
+        let value = self.counted(self.read(&cfg, &key))?;
+        let value = if ignore_expiration {
+            value
+        } else {
+            match self.freshness(&cfg, expiration).judge(value) {
+                Lookup::Fresh(value) => Some(value),
+                Lookup::Stale(_) | Lookup::Missing => None,
+            }
+        };
+        self.count_lookup(&value);
+        Ok(value)
     }
 
     /// Stores `value` under `key`, created now.
@@ -568,13 +631,13 @@ impl CacheRegion {
         let cfg = self.configured()?;
         let key = self.mangle(key);
         let entry = entry_for(&cfg, &key, value, self.clock.now()).0?;
-        cfg.backend.set(&key, entry)
+        self.counted(cfg.backend.set(&key, entry))
     }
 
     /// Removes `key`. Removing a missing key is not an error.
     pub fn delete(&self, key: &str) -> Result<()> {
         let cfg = self.configured()?;
-        cfg.backend.delete(&self.mangle(key))
+        self.counted(cfg.backend.delete(&self.mangle(key)))
     }
 
     /// The values of many keys, in order, read in one backend call.
@@ -587,11 +650,15 @@ impl CacheRegion {
         let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
         let freshness = self.freshness(&cfg, None);
         Ok(self
-            .read_multi(&cfg, &refs)?
+            .counted(self.read_multi(&cfg, &refs))?
             .into_iter()
-            .map(|value| match freshness.judge(value) {
-                Lookup::Fresh(value) => Some(value.payload),
-                _ => None,
+            .map(|value| {
+                let value = match freshness.judge(value) {
+                    Lookup::Fresh(value) => Some(value.payload),
+                    _ => None,
+                };
+                self.count_lookup(&value);
+                value
             })
             .collect())
     }
@@ -609,7 +676,7 @@ impl CacheRegion {
             .zip(items)
             .map(|(key, (_, value))| Ok((&**key, entry_for(&cfg, key, value, now).0?)))
             .collect::<Result<Vec<_>>>()?;
-        cfg.backend.set_multi(entries)
+        self.counted(cfg.backend.set_multi(entries))
     }
 
     /// Removes many keys in one backend call.
@@ -620,7 +687,7 @@ impl CacheRegion {
         let cfg = self.configured()?;
         let mangled: Vec<_> = keys.iter().map(|k| self.mangle(k.as_ref())).collect();
         let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
-        cfg.backend.delete_multi(&refs)
+        self.counted(cfg.backend.delete_multi(&refs))
     }
 
     /// Invalidates every value created before now, without touching the backend.
@@ -751,7 +818,8 @@ impl CacheRegion {
             // Failing open, the only cache error is an unconfigured region (read, lock and
             // write failures are misses or warnings), and it comes before the creator runs.
             Err(CreateError::Cache(error)) => {
-                tracing::warn!(region = %self.name, key, %error, "cache unavailable; computing the value uncached");
+                warn_limited!(self.warnings, WarningKind::CacheUnavailable, region = %self.name, key,
+                    %error, "cache unavailable; computing the value uncached");
                 match creator.take() {
                     Some(creator) => creator.create(),
                     None => unreachable!("fail-open cache error after the creator ran"),
@@ -816,7 +884,7 @@ impl CacheRegion {
         C: Creator<T, E>,
     {
         let mut machine = Machine::new(
-            &self.name,
+            self.signals(),
             key,
             self.freshness(cfg, options.expiration),
             rules,
@@ -839,7 +907,9 @@ impl CacheRegion {
                     let Some(creator) = creator.take() else {
                         unreachable!("the engine asks for one creation per call")
                     };
-                    let value = creator.create().map_err(CreateError::Creator)?;
+                    let value = self
+                        .timed_creation(key, || creator.create())
+                        .map_err(CreateError::Creator)?;
                     let should_cache = options.should_cache(&value);
                     let stored = store(
                         cfg,
@@ -876,14 +946,51 @@ impl CacheRegion {
     ) {
         let name = self.name.clone();
         let cfg = cfg.to_arc();
-        let clock = self.clock.clone();
+        let (clock, stats, warnings) = (
+            self.clock.clone(),
+            self.stats.clone(),
+            self.warnings.clone(),
+        );
         let key = key.to_owned();
         runner.run(Box::new(move || {
+            let started = std::time::Instant::now();
             let value = job();
+            stats.creation(started.elapsed());
             let stored = store(&cfg, clock.now(), &key, &value, true, handle);
+            let signals = Signals {
+                region: &name,
+                stats: &stats,
+                warnings: &warnings,
+            };
             // Nobody is left to tell: a failed store is a warning.
-            let _ = store_outcome(&name, &key, true, stored);
+            let _ = store_outcome(&signals, &key, true, stored);
         }));
+    }
+
+    /// Runs a creator in a `dogpile.create` span, counting it and its time.
+    fn timed_creation<T, E>(
+        &self,
+        key: &str,
+        create: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let span = tracing::debug_span!("dogpile.create", region = %self.name, key);
+        let started = std::time::Instant::now();
+        let created = span.in_scope(create);
+        match &created {
+            Ok(_) => self.stats.creation(started.elapsed()),
+            Err(_) => self.stats.creation_error(started.elapsed()),
+        }
+        created
+    }
+
+    /// Waits for a lock held by another caller in a `dogpile.lock_wait` span, counting the
+    /// wait and its time.
+    fn timed_wait<R>(&self, key: &str, wait: impl FnOnce() -> R) -> R {
+        let span = tracing::debug_span!("dogpile.lock_wait", region = %self.name, key);
+        let started = std::time::Instant::now();
+        let waited = span.in_scope(wait);
+        self.stats.lock_wait(started.elapsed());
+        waited
     }
 
     /// Takes the dogpile lock on `key` (this process's first, then the backend's
@@ -899,7 +1006,11 @@ impl CacheRegion {
         let local = if wait {
             let deadline = budget.deadline();
             loop {
-                let waited = self.locks.waiter(key).wait_until(deadline);
+                let waiter = self.locks.waiter(key);
+                let waited = match waiter.check() {
+                    Some(done) => done,
+                    None => self.timed_wait(key, || waiter.wait_until(deadline)),
+                };
                 match local_outcome(waited, budget) {
                     Some(Ok(guard)) => break guard,
                     Some(Err(locked)) => return (locked, None),
@@ -915,10 +1026,12 @@ impl CacheRegion {
         let Some(mutex) = cfg.backend.get_mutex(key) else {
             return (Locked::Held, Some(LockHandle::new(key, Some(local), None)));
         };
-        let acquired = if wait {
-            acquire_until(&*mutex, distributed_deadline(budget, mutex.wait_limit()))
-        } else {
-            mutex.try_acquire()
+        let acquired = match mutex.try_acquire() {
+            Ok(false) if wait => {
+                let deadline = distributed_deadline(budget, mutex.wait_limit());
+                self.timed_wait(key, || acquire_until(&*mutex, deadline))
+            }
+            tried => tried,
         };
         let (locked, keep) = distributed_outcome(acquired, wait, budget);
         let handle = match keep {
@@ -989,7 +1102,7 @@ impl CacheRegion {
         };
         let distinct: Vec<&str> = unique.iter().map(|(key, _)| key.as_str()).collect();
         let freshness = self.freshness(&cfg, options.expiration);
-        let mut batch = Batch::new(&self.name, &distinct, freshness, rules);
+        let mut batch = Batch::new(self.signals(), &distinct, freshness, rules);
         let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
         loop {
             let reading = batch.reads();
@@ -998,7 +1111,7 @@ impl CacheRegion {
                 let read = self.read_multi(&cfg, &keys);
                 batch.read(
                     &reading,
-                    read_outcome(&self.name, keys[0], fail_open, read)?,
+                    read_outcome(&self.signals(), keys[0], fail_open, read)?,
                 );
                 continue;
             }
@@ -1019,7 +1132,9 @@ impl CacheRegion {
             let (indices, handles): (Vec<usize>, Vec<Option<LockHandle>>) =
                 creating.into_iter().unzip();
             let originals: Vec<&str> = indices.iter().map(|&i| unique[i].1.as_str()).collect();
-            let created = self.check_created(creator(&originals), originals.len())?;
+            let created =
+                self.timed_creation(originals[0], || Ok::<_, Error>(creator(&originals)))?;
+            let created = self.check_created(created, originals.len())?;
             let keys: Vec<&str> = indices.iter().map(|&i| distinct[i]).collect();
             let (entries, objects) =
                 self.encode_created(&cfg, &keys, &created, options, fail_open)?;
@@ -1037,7 +1152,7 @@ impl CacheRegion {
             for (i, value) in indices.into_iter().zip(created) {
                 values[i] = Some(value);
             }
-            store_outcome(&self.name, keys[0], fail_open, stored)?;
+            store_outcome(&self.signals(), keys[0], fail_open, stored)?;
         }
         self.assemble(&cfg, &inputs, &distinct, values)
     }
@@ -1101,7 +1216,7 @@ impl CacheRegion {
             let (entry, object) = entry_for(cfg, key, value, now);
             match entry {
                 Ok(entry) => entries.push((key, entry)),
-                Err(error) => store_outcome(&self.name, key, fail_open, Err(error))?,
+                Err(error) => store_outcome(&self.signals(), key, fail_open, Err(error))?,
             }
             objects.push(Some(object));
         }

@@ -23,7 +23,6 @@
 //! ```
 
 // The region logs through this module once the engine is wired to it.
-#![allow(dead_code, unused_macros)]
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -47,14 +46,10 @@ pub(crate) enum WarningKind {
     WriteFailed,
     /// The cache could not be used at all (decorated functions compute uncached).
     CacheUnavailable,
-    /// A background regeneration could not store its value.
-    BackgroundStore,
-    /// A distributed lock could not be released.
-    LockRelease,
 }
 
 impl WarningKind {
-    const COUNT: usize = 7;
+    const COUNT: usize = 5;
 }
 
 /// Decides which occurrences of one kind of warning are logged.
@@ -137,7 +132,6 @@ macro_rules! warn_limited {
         }
     };
 }
-#[allow(unused_imports)] // used once the region logs through it
 pub(crate) use warn_limited;
 
 #[cfg(test)]
@@ -178,7 +172,7 @@ mod tests {
         assert_eq!(users.admit(WarningKind::ReadFailed), None);
         assert_eq!(users.admit(WarningKind::WriteFailed), Some(0));
         assert_eq!(orders.admit(WarningKind::ReadFailed), Some(0));
-        assert_eq!(users.admit(WarningKind::LockRelease), Some(0));
+        assert_eq!(users.admit(WarningKind::Undecodable), Some(0));
         assert_eq!(orders.admit(WarningKind::ReadFailed), None);
     }
 
@@ -196,7 +190,7 @@ mod tests {
                         s.spawn(|| {
                             barrier.wait();
                             (0..EACH)
-                                .filter_map(|_| w.admit(WarningKind::BackgroundStore))
+                                .filter_map(|_| w.admit(WarningKind::LockUnavailable))
                                 .collect()
                         })
                     })
@@ -208,7 +202,7 @@ mod tests {
             let logged = logged.concat();
             assert_eq!(logged.len(), 1, "one warning in the period: {logged:?}");
             clock.advance(Duration::from_secs(10));
-            let summary = w.admit(WarningKind::BackgroundStore).unwrap();
+            let summary = w.admit(WarningKind::LockUnavailable).unwrap();
             assert_eq!(logged[0] + summary, THREADS as u64 * EACH - 1);
         }
     }
