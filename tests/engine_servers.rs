@@ -197,3 +197,59 @@ fn memcached_down_a_decorated_function_runs_its_body_once_for_eight_callers() {
     };
     server_down_body_runs_once(&stop, on_memcached, &MEMCACHED_BODY_RUNS);
 }
+
+/// 4 threads call `get_or_create` on a key whose distributed lock another process holds;
+/// the lock's wait limit is 2 s. Returns each caller's latency.
+fn four_waiters_behind_a_held_lock(region: &Arc<CacheRegion>, key: &'static str) -> Vec<Duration> {
+    let barrier = Arc::new(Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (region, barrier) = (region.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let started = Instant::now();
+                let outcome = region.get_or_create(key, || 1u32);
+                assert!(
+                    matches!(outcome, Err(dogpile::Error::LockTimeout { .. })),
+                    "{outcome:?}"
+                );
+                started.elapsed()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn redis_four_waiters_behind_a_held_distributed_lock_end_by_its_wait_limit() {
+    let server = RedisServer::shared();
+    let region = region(
+        "redis",
+        server.url(),
+        &[("distributed_lock", "true"), ("lock_blocking_timeout", "2")],
+    );
+    let key = "engine-held-elsewhere";
+    redis::cmd("SET")
+        .arg(format!("_lock{key}"))
+        .arg("another process")
+        .arg("PX")
+        .arg(30_000)
+        .exec(&mut server.client())
+        .unwrap();
+    let latencies = four_waiters_behind_a_held_lock(&region, key);
+    assert_all_within(&latencies, Duration::from_secs(3), "redis");
+}
+
+#[test]
+fn memcached_four_waiters_behind_a_held_distributed_lock_end_by_its_wait_limit() {
+    let server = MemcachedServer::start();
+    let region = region(
+        "memcached",
+        server.addr(),
+        &[("distributed_lock", "true"), ("lock_blocking_timeout", "2")],
+    );
+    let key = "engine-held-elsewhere";
+    server.raw_set(&format!("_lock{key}"), b"another process");
+    let latencies = four_waiters_behind_a_held_lock(&region, key);
+    assert_all_within(&latencies, Duration::from_secs(3), "memcached");
+}
