@@ -378,6 +378,12 @@ impl CacheBackend for MemcachedBackend {
         Ok(())
     }
 
+    /// With `distributed_lock`, keys that begin with `_lock` are the locks' (dogpile's
+    /// layout, shared with Python).
+    fn lock_key_prefix(&self) -> Option<String> {
+        self.lock.map(|_| "_lock".to_owned())
+    }
+
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
         let settings = self.lock?;
         Some(Box::new(MemcachedLock::new(

@@ -191,7 +191,7 @@ impl CacheRegion {
     /// As [`get`](Self::get), for async callers.
     pub async fn get_async<T: Cacheable>(&self, key: &str) -> Result<Option<T>> {
         let cfg = self.configured_arc()?;
-        let key = self.mangle(key);
+        let key = self.backend_key(&cfg, key)?;
         let value = self.counted(self.read_async(&cfg, &key).await)?;
         let value = match self.freshness(&cfg, None).judge(value) {
             Lookup::Fresh(value) => Some(value.payload),
@@ -210,7 +210,10 @@ impl CacheRegion {
             return Ok(Vec::new());
         }
         let cfg = self.configured_arc()?;
-        let mangled: Vec<_> = keys.iter().map(|k| self.mangle(k.as_ref())).collect();
+        let mangled = keys
+            .iter()
+            .map(|k| self.backend_key(&cfg, k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
         let values = self.counted(self.read_multi_async(&cfg, &refs).await)?;
         let freshness = self.freshness(&cfg, None);
@@ -230,7 +233,7 @@ impl CacheRegion {
     /// As [`set`](Self::set), for async callers.
     pub async fn set_async<T: Cacheable>(&self, key: &str, value: &T) -> Result<()> {
         let cfg = self.configured_arc()?;
-        let key = self.mangle(key);
+        let key = self.backend_key(&cfg, key)?;
         let entry = entry_for(&cfg, &key, value, self.clock.now()).0?;
         self.counted(cfg.async_backend.set(&key, entry).await)
     }
@@ -245,7 +248,10 @@ impl CacheRegion {
         }
         let cfg = self.configured_arc()?;
         let now = self.clock.now();
-        let mangled: Vec<_> = items.iter().map(|(k, _)| self.mangle(k.as_ref())).collect();
+        let mangled = items
+            .iter()
+            .map(|(k, _)| self.backend_key(&cfg, k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         let entries = mangled
             .iter()
             .zip(items)
@@ -257,7 +263,7 @@ impl CacheRegion {
     /// As [`delete`](Self::delete), for async callers.
     pub async fn delete_async(&self, key: &str) -> Result<()> {
         let cfg = self.configured_arc()?;
-        let key = self.mangle(key);
+        let key = self.backend_key(&cfg, key)?;
         self.counted(cfg.async_backend.delete(&key).await)
     }
 
@@ -267,7 +273,10 @@ impl CacheRegion {
             return Ok(());
         }
         let cfg = self.configured_arc()?;
-        let mangled: Vec<_> = keys.iter().map(|k| self.mangle(k.as_ref())).collect();
+        let mangled = keys
+            .iter()
+            .map(|k| self.backend_key(&cfg, k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
         self.counted(cfg.async_backend.delete_multi(&refs).await)
     }
@@ -353,7 +362,7 @@ impl CacheRegion {
         Fut: Future<Output = Result<T, E>>,
     {
         let cfg = self.configured_arc()?;
-        let key = self.mangle(key);
+        let key = self.backend_key(&cfg, key)?;
         let outcome = self
             .drive_async(
                 &cfg,
@@ -384,8 +393,11 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let cfg = match self.configured_arc() {
-            Ok(cfg) => cfg,
+        let ready = self
+            .configured_arc()
+            .and_then(|cfg| Ok((self.backend_key(&cfg, key)?.into_owned(), cfg)));
+        let (key, cfg) = match ready {
+            Ok(ready) => ready,
             Err(error) => {
                 warn_limited!(self.warnings, WarningKind::CacheUnavailable, region = %self.name,
                     key, %error, "cache unavailable; computing the value uncached");
@@ -396,7 +408,6 @@ impl CacheRegion {
             fail_open: true,
             ..self.rules(&cfg, false)
         };
-        let key = self.mangle(key);
         match self
             .drive_async(&cfg, &key, &options, creator, rules, None::<NoDetach<F>>)
             .await
@@ -425,7 +436,7 @@ impl CacheRegion {
         Fut: Future<Output = T> + Send + 'static,
     {
         let cfg = self.configured_arc()?;
-        let key = self.mangle(key);
+        let key = self.backend_key(&cfg, key)?;
         let creator = move || async move { Ok::<T, Error>(creator().await) };
         let detach = spawned(
             cfg.clone(),
@@ -600,7 +611,7 @@ impl CacheRegion {
             return Ok(Vec::new());
         }
         let cfg = self.configured_arc()?;
-        let (inputs, unique) = self.distinct_keys(keys);
+        let (inputs, unique) = self.distinct_keys(&cfg, keys)?;
         let distinct: Vec<&str> = unique.iter().map(|(key, _)| key.as_str()).collect();
         let rules = Rules {
             fail_open,

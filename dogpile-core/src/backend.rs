@@ -73,6 +73,13 @@ pub trait CacheBackend: Send + Sync + 'static {
     fn nonblocking(&self) -> bool {
         false
     }
+
+    /// The prefix of the keys the distributed locks of [`get_mutex`](Self::get_mutex) live
+    /// under, if any: the region refuses keys that begin with it (see
+    /// [`Backend::lock_key_prefix`]).
+    fn lock_key_prefix(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What a region talks to: a store of [`Entry`] values.
@@ -116,6 +123,13 @@ pub trait Backend: Send + Sync + 'static {
     /// serializes. False (the default) means every entry it receives is [`Entry::Bytes`].
     fn stores_objects(&self) -> bool {
         false
+    }
+
+    /// The prefix of the keys this backend's distributed locks live under (dogpile's
+    /// `_lock`), when it has distributed locks: the region refuses every key that begins
+    /// with it, so that no value can read, overwrite or delete a lock.
+    fn lock_key_prefix(&self) -> Option<String> {
+        None
     }
 
     /// True for a store that keeps nothing (the null backend): the region then takes no
@@ -179,5 +193,9 @@ impl<B: CacheBackend> Backend for B {
 
     fn nonblocking(&self) -> bool {
         CacheBackend::nonblocking(self)
+    }
+
+    fn lock_key_prefix(&self) -> Option<String> {
+        CacheBackend::lock_key_prefix(self)
     }
 }

@@ -112,4 +112,8 @@ impl Backend for Proxied {
     fn stores_nothing(&self) -> bool {
         self.next.stores_nothing()
     }
+
+    fn lock_key_prefix(&self) -> Option<String> {
+        self.next.lock_key_prefix()
+    }
 }

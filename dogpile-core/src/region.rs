@@ -117,6 +117,8 @@ pub(crate) struct Configured {
     pub(crate) expiration: Option<Duration>,
     pub(crate) stores_objects: bool,
     pub(crate) stores_nothing: bool,
+    /// Keys that begin with this are the backend's locks.
+    pub(crate) lock_key_prefix: Option<String>,
 }
 
 /// The configuration in force during one operation, borrowed from the region without
@@ -408,6 +410,7 @@ impl CacheRegion {
         self.state.store(Some(Arc::new(Configured {
             stores_objects: backend.stores_objects(),
             stores_nothing: backend.stores_nothing(),
+            lock_key_prefix: backend.lock_key_prefix(),
             #[cfg(feature = "tokio")]
             async_backend: crate::async_backend::async_path(&backend),
             backend,
@@ -470,6 +473,32 @@ impl CacheRegion {
         match &self.key_mangler {
             Some(mangler) => mangler(key).into(),
             None => key.into(),
+        }
+    }
+
+    /// The key the backend sees for `key`: mangled by the region's key mangler, and refused
+    /// when it would be one of the backend's distributed locks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a key that begins with the backend's lock prefix.
+    pub(crate) fn backend_key<'k>(
+        &self,
+        cfg: &Configured,
+        key: &'k str,
+    ) -> Result<std::borrow::Cow<'k, str>> {
+        let mangled = self.mangle(key);
+        match &cfg.lock_key_prefix {
+            Some(prefix) if mangled.starts_with(prefix.as_str()) => Err(Error::invalid_argument(
+                format!("region `{}`", self.name),
+                "key",
+                format!(
+                    "the key `{mangled}` begins with `{prefix}`, the prefix of backend \
+                     `{}`'s distributed locks: such a key would be another key's lock; \
+                     choose another key (or another lock_prefix)",
+                    cfg.backend_name
+                ),
+            )),
+            _ => Ok(mangled),
         }
     }
 
@@ -612,7 +641,7 @@ impl CacheRegion {
         ignore_expiration: bool,
     ) -> Result<Option<CachedValue<T>>> {
         let cfg = self.configured()?;
-        let key = self.mangle(key);
+        let key = self.backend_key(&cfg, key)?;
         let value = self.counted(self.read(&cfg, &key))?;
         let value = if ignore_expiration {
             value
@@ -629,7 +658,7 @@ impl CacheRegion {
     /// Stores `value` under `key`, created now.
     pub fn set<T: Cacheable>(&self, key: &str, value: &T) -> Result<()> {
         let cfg = self.configured()?;
-        let key = self.mangle(key);
+        let key = self.backend_key(&cfg, key)?;
         let entry = entry_for(&cfg, &key, value, self.clock.now()).0?;
         self.counted(cfg.backend.set(&key, entry))
     }
@@ -637,7 +666,7 @@ impl CacheRegion {
     /// Removes `key`. Removing a missing key is not an error.
     pub fn delete(&self, key: &str) -> Result<()> {
         let cfg = self.configured()?;
-        self.counted(cfg.backend.delete(&self.mangle(key)))
+        self.counted(cfg.backend.delete(&self.backend_key(&cfg, key)?))
     }
 
     /// The values of many keys, in order, read in one backend call.
@@ -646,7 +675,10 @@ impl CacheRegion {
             return Ok(Vec::new());
         }
         let cfg = self.configured()?;
-        let mangled: Vec<_> = keys.iter().map(|k| self.mangle(k.as_ref())).collect();
+        let mangled = keys
+            .iter()
+            .map(|k| self.backend_key(&cfg, k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
         let freshness = self.freshness(&cfg, None);
         Ok(self
@@ -670,7 +702,10 @@ impl CacheRegion {
         }
         let cfg = self.configured()?;
         let now = self.clock.now();
-        let mangled: Vec<_> = items.iter().map(|(k, _)| self.mangle(k.as_ref())).collect();
+        let mangled = items
+            .iter()
+            .map(|(k, _)| self.backend_key(&cfg, k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         let entries = mangled
             .iter()
             .zip(items)
@@ -685,7 +720,10 @@ impl CacheRegion {
             return Ok(());
         }
         let cfg = self.configured()?;
-        let mangled: Vec<_> = keys.iter().map(|k| self.mangle(k.as_ref())).collect();
+        let mangled = keys
+            .iter()
+            .map(|k| self.backend_key(&cfg, k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
         self.counted(cfg.backend.delete_multi(&refs))
     }
@@ -777,7 +815,7 @@ impl CacheRegion {
         let mut creator = Some(Inline(creator));
         match self.drive(
             &cfg,
-            &self.mangle(key),
+            &self.backend_key(&cfg, key)?,
             &options,
             &mut creator,
             self.rules(&cfg, false),
@@ -808,7 +846,10 @@ impl CacheRegion {
                     fail_open: true,
                     ..self.rules(&cfg, false)
                 };
-                self.drive(&cfg, &self.mangle(key), &options, &mut creator, rules)
+                match self.backend_key(&cfg, key) {
+                    Ok(key) => self.drive(&cfg, &key, &options, &mut creator, rules),
+                    Err(error) => Err(CreateError::Cache(error)),
+                }
             }
             Err(error) => Err(CreateError::Cache(error)),
         };
@@ -842,10 +883,16 @@ impl CacheRegion {
         let mut creator = Some(Detachable(creator));
         let rules = self.rules(&cfg, self.runner.is_some());
         let options = CreateOptions::new();
-        self.drive(&cfg, &self.mangle(key), &options, &mut creator, rules)
-            .map_err(|e| match e {
-                CreateError::Cache(e) | CreateError::Creator(e) => e,
-            })
+        self.drive(
+            &cfg,
+            &self.backend_key(&cfg, key)?,
+            &options,
+            &mut creator,
+            rules,
+        )
+        .map_err(|e| match e {
+            CreateError::Cache(e) | CreateError::Creator(e) => e,
+        })
     }
 
     pub(crate) fn rules(&self, cfg: &Configured, background: bool) -> Rules {
@@ -1094,7 +1141,7 @@ impl CacheRegion {
         }
         let cfg = self.configured()?;
 
-        let (inputs, unique) = self.distinct_keys(keys);
+        let (inputs, unique) = self.distinct_keys(&cfg, keys)?;
 
         let rules = Rules {
             fail_open,
@@ -1163,12 +1210,13 @@ impl CacheRegion {
     #[allow(clippy::type_complexity)]
     pub(crate) fn distinct_keys<K: AsRef<str>>(
         &self,
+        cfg: &Configured,
         keys: &[K],
-    ) -> (Vec<String>, Vec<(String, String)>) {
+    ) -> Result<(Vec<String>, Vec<(String, String)>)> {
         let inputs: Vec<String> = keys
             .iter()
-            .map(|k| self.mangle(k.as_ref()).into_owned())
-            .collect();
+            .map(|k| Ok(self.backend_key(cfg, k.as_ref())?.into_owned()))
+            .collect::<Result<_>>()?;
         let mut unique: Vec<(String, String)> = inputs
             .iter()
             .zip(keys)
@@ -1176,7 +1224,7 @@ impl CacheRegion {
             .collect();
         unique.sort();
         unique.dedup_by(|a, b| a.0 == b.0);
-        (inputs, unique)
+        Ok((inputs, unique))
     }
 
     /// The values a multi call's creator returned, checked against how many it was asked.

@@ -417,6 +417,11 @@ impl CacheBackend for RedisBackend {
         })
     }
 
+    /// With `distributed_lock`, keys that begin with `lock_prefix` are the locks'.
+    fn lock_key_prefix(&self) -> Option<String> {
+        self.shared.lock.as_ref().map(|lock| lock.prefix.clone())
+    }
+
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
         let settings = self.shared.lock.as_ref()?;
         Some(Box::new(lock::RedisLock::new(
