@@ -338,3 +338,40 @@ fn a_multi_call_hands_its_values_to_single_key_waiters() {
         assert!(results.iter().filter(|(r, _)| r.is_err()).count() <= 2);
     }
 }
+
+/// A backend whose `get_multi` answers one value fewer than it was asked.
+struct ShortMulti(Store);
+
+impl CacheBackend for ShortMulti {
+    fn get(&self, key: &str) -> dogpile::Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn set(&self, key: &str, value: Vec<u8>) -> dogpile::Result<()> {
+        self.0.set(key, value)
+    }
+    fn delete(&self, key: &str) -> dogpile::Result<()> {
+        self.0.delete(key)
+    }
+    fn get_multi(&self, keys: &[&str]) -> dogpile::Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().skip(1).map(|key| self.0.get(key)).collect()
+    }
+}
+
+#[test]
+fn a_backend_answering_fewer_values_than_keys_is_an_error_never_a_wrong_pairing() {
+    let region = CacheRegion::builder().name("short").build();
+    region
+        .configure(RegionConfig::with_backend(ShortMulti(Store::default())))
+        .unwrap();
+    region.set("a", &1u32).unwrap();
+    region.set("b", &2u32).unwrap();
+    for error in [
+        region.get_multi::<u32, _>(&["a", "b"]).unwrap_err(),
+        region
+            .get_or_create_multi(&["a", "b"], |k| vec![0u32; k.len()])
+            .unwrap_err(),
+    ] {
+        assert!(matches!(error, Error::Backend { .. }), "{error}");
+        assert!(error.to_string().contains("1 values for 2 keys"), "{error}");
+    }
+}
