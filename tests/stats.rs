@@ -214,3 +214,65 @@ fn the_counts_reach_the_metrics_facade() {
     assert_eq!(count("dogpile_misses_total"), Some(2), "{counts:?}");
     assert_eq!(count("dogpile_creations_total"), Some(1), "{counts:?}");
 }
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn warnings_about_a_down_server_are_rate_limited_per_region_and_kind() {
+    let clock = Arc::new(ManualClock::new(1_000.0));
+    let region = CacheRegion::builder()
+        .name("limited")
+        .clock(clock.clone())
+        .fail_open(true)
+        .build();
+    let mut server = RedisServer::start();
+    region
+        .configure(
+            RegionConfig::new("redis")
+                .argument("url", server.url())
+                .argument("socket_timeout", 0.2),
+        )
+        .unwrap();
+    server.stop();
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..50u32 {
+            assert_eq!(region.get_or_create("k", || i).unwrap(), i);
+        }
+        // After the period, one more warning per kind, counting what was left out.
+        clock.advance(Duration::from_secs(11));
+        assert_eq!(region.get_or_create("k", || 7u32).unwrap(), 7);
+    });
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let reads = log.matches("cache read failed").count();
+    let writes = log.matches("cache write failed").count();
+    assert_eq!(
+        (reads, writes),
+        (2, 2),
+        "one warning per kind, then one summary:\n{log}"
+    );
+    assert!(log.contains("suppressed=49"), "{log}");
+    assert!(
+        region.stats().backend_errors >= 100,
+        "every failure is still counted"
+    );
+}
