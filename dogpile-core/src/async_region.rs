@@ -368,7 +368,7 @@ impl CacheRegion {
                 &cfg,
                 &key,
                 &options,
-                creator,
+                &mut Some(creator),
                 self.rules(&cfg, false),
                 None::<NoDetach<F>>,
             )
@@ -408,16 +408,30 @@ impl CacheRegion {
             fail_open: true,
             ..self.rules(&cfg, false)
         };
+        let mut creator = Some(creator);
         match self
-            .drive_async(&cfg, &key, &options, creator, rules, None::<NoDetach<F>>)
+            .drive_async(
+                &cfg,
+                &key,
+                &options,
+                &mut creator,
+                rules,
+                None::<NoDetach<F>>,
+            )
             .await
         {
             Ok(value) => Ok(value),
             Err(CreateError::Creator(error)) => Err(error),
-            // Failing open, the engine turns every cache failure into a miss or a warning.
-            Err(CreateError::Cache(error)) => {
-                unreachable!("fail-open cache error from a configured region: {error}")
-            }
+            // Failing open, the engine turns cache failures into misses and warnings; should
+            // one come back before the creator ran, the creator still gives the answer.
+            Err(CreateError::Cache(error)) => match creator.take() {
+                Some(creator) => {
+                    warn_limited!(self.warnings, WarningKind::CacheUnavailable, region = %self.name,
+                        key = %key, %error, "cache unavailable; computing the value uncached");
+                    creator().await
+                }
+                None => unreachable!("fail-open cache error after the creator ran: {error}"),
+            },
         }
     }
 
@@ -449,7 +463,7 @@ impl CacheRegion {
             &cfg,
             &key,
             &options,
-            creator,
+            &mut Some(creator),
             self.rules(&cfg, true),
             Some(detach),
         )
@@ -465,7 +479,7 @@ impl CacheRegion {
         cfg: &Configured,
         key: &str,
         options: &CreateOptions<'_, T>,
-        creator: F,
+        creator: &mut Option<F>,
         rules: Rules,
         mut detach: Option<D>,
     ) -> Result<T, CreateError<E>>
@@ -483,7 +497,6 @@ impl CacheRegion {
         );
         let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
         let mut handle = None;
-        let mut creator = Some(creator);
         let mut step = machine.read(self.read_async(cfg, key).await);
         loop {
             step = match step {
