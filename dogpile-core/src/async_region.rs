@@ -13,21 +13,18 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::async_backend::{acquire_until_async, AsyncCacheMutex};
 use crate::clock::Clock;
-use crate::engine::Signals;
-use crate::engine::{
-    distributed_deadline, distributed_outcome, local_outcome, read_outcome, store_outcome, Batch,
-    Budget, Keep, Locked, Lookup, Machine, Rules, Settled, Step,
-};
+use crate::driver::{self, Io};
+use crate::engine::{store_outcome, Lookup, Machine, Rules, Signals, Step};
 use crate::error::{Error, Result};
 use crate::lock::{Handed, KeyGuard, LocalWait, Waiter};
 use crate::region::{entry_for, CacheRegion, Configured, CreateError, CreateOptions};
 use crate::stats::StatsRecorder;
-use crate::value::{Cacheable, CachedValue};
+use crate::value::{Cacheable, CachedValue, Entry};
 use crate::warnings::{warn_limited, RegionWarnings, WarningKind};
-use tracing::Instrument;
 
 /// A held dogpile lock of an async caller.
 struct AsyncLockHandle {
@@ -81,86 +78,95 @@ impl Drop for AsyncLockHandle {
     }
 }
 
-/// Waits for a key's in-process lock without blocking the thread.
-async fn wait_local(waiter: Waiter, deadline: std::time::Instant) -> LocalWait {
-    loop {
-        if let Some(done) = waiter.check() {
-            return done;
-        }
-        let listener = waiter.listen();
-        if let Some(done) = waiter.check() {
-            return done;
-        }
-        if tokio::time::timeout_at(deadline.into(), listener)
-            .await
-            .is_err()
-        {
-            return waiter.check().unwrap_or(LocalWait::TimedOut);
-        }
-    }
+/// The async driver's I/O: the backend's async twin, and waits that yield to the runtime.
+struct AsyncIo<'r> {
+    region: &'r CacheRegion,
+    cfg: &'r Configured,
 }
 
-/// Stores a created value, hands it to this process's waiters and releases the lock.
-async fn store_async<T: Cacheable>(
-    cfg: &Configured,
-    now: f64,
-    key: &str,
-    value: &T,
-    should_cache: bool,
-    handle: Option<AsyncLockHandle>,
-) -> Result<()> {
-    if !should_cache {
-        if let Some(handle) = handle {
-            handle.hand_off(None).await;
+impl Io for AsyncIo<'_> {
+    type Handle = AsyncLockHandle;
+    type Mutex = Box<dyn AsyncCacheMutex>;
+
+    fn region(&self) -> &CacheRegion {
+        self.region
+    }
+
+    fn cfg(&self) -> &Configured {
+        self.cfg
+    }
+
+    async fn read<T: Cacheable>(&self, key: &str) -> Result<Option<CachedValue<T>>> {
+        self.region.read_async(self.cfg, key).await
+    }
+
+    async fn read_multi<T: Cacheable>(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue<T>>>> {
+        self.region.read_multi_async(self.cfg, keys).await
+    }
+
+    async fn wait_local(&self, waiter: Waiter, deadline: Instant) -> LocalWait {
+        loop {
+            if let Some(done) = waiter.check() {
+                return done;
+            }
+            let listener = waiter.listen();
+            if let Some(done) = waiter.check() {
+                return done;
+            }
+            if tokio::time::timeout_at(deadline.into(), listener)
+                .await
+                .is_err()
+            {
+                return waiter.check().unwrap_or(LocalWait::TimedOut);
+            }
         }
-        return Ok(());
     }
-    let (entry, object) = entry_for(cfg, key, value, now);
-    let stored = match entry {
-        Ok(entry) => cfg.async_backend.set(key, entry).await,
-        Err(error) => Err(error),
-    };
-    if let Some(handle) = handle {
-        handle.hand_off(Some(object)).await;
+
+    fn mutex(&self, key: &str) -> Option<Box<dyn AsyncCacheMutex>> {
+        self.cfg.async_backend.get_mutex(key)
     }
-    stored
+
+    async fn try_acquire(&self, mutex: &Box<dyn AsyncCacheMutex>) -> Result<bool> {
+        mutex.try_acquire().await
+    }
+
+    async fn acquire_until(
+        &self,
+        mutex: &Box<dyn AsyncCacheMutex>,
+        deadline: Instant,
+    ) -> Result<bool> {
+        acquire_until_async(&**mutex, deadline).await
+    }
+
+    fn wait_limit(mutex: &Box<dyn AsyncCacheMutex>) -> Option<Duration> {
+        mutex.wait_limit()
+    }
+
+    fn handle(
+        key: &str,
+        local: KeyGuard,
+        distributed: Option<Box<dyn AsyncCacheMutex>>,
+    ) -> AsyncLockHandle {
+        AsyncLockHandle::new(key, local, distributed)
+    }
+
+    async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+        self.cfg.async_backend.set(key, entry).await
+    }
+
+    async fn set_multi(&self, entries: Vec<(&str, Entry)>) -> Result<()> {
+        self.cfg.async_backend.set_multi(entries).await
+    }
+
+    async fn hand_off(handle: AsyncLockHandle, object: Option<Handed>) {
+        handle.hand_off(object).await;
+    }
 }
 
 /// No background rule: the caller always creates.
 type NoDetach<F> = fn(F, Option<AsyncLockHandle>);
 
-/// The key a multi call's creation span names: its first key to create.
-fn keys_label<'k>(distinct: &[&'k str], indices: &[usize]) -> &'k str {
-    indices.first().map_or("", |&i| distinct[i])
-}
-
 impl CacheRegion {
-    /// Runs a creator's future in a `dogpile.create` span, counting it and its time.
-    async fn timed_creation_async<T, E>(
-        &self,
-        key: &str,
-        create: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        let span = tracing::debug_span!("dogpile.create", region = %self.name, key);
-        let started = std::time::Instant::now();
-        let created = create.instrument(span).await;
-        match &created {
-            Ok(_) => self.stats.creation(started.elapsed()),
-            Err(_) => self.stats.creation_error(started.elapsed()),
-        }
-        created
-    }
-
-    /// Awaits a lock held by another caller in a `dogpile.lock_wait` span, counting the
-    /// wait and its time.
-    async fn timed_wait_async<R>(&self, key: &str, wait: impl Future<Output = R>) -> R {
-        let span = tracing::debug_span!("dogpile.lock_wait", region = %self.name, key);
-        let started = std::time::Instant::now();
-        let waited = wait.instrument(span).await;
-        self.stats.lock_wait(started.elapsed());
-        waited
-    }
-
     fn configured_arc(&self) -> Result<Arc<Configured>> {
         self.configured().map(|cfg| cfg.to_arc())
     }
@@ -473,7 +479,8 @@ impl CacheRegion {
         })
     }
 
-    /// The async driver: steps one key's machine, awaiting where the blocking driver blocks.
+    /// The async driver: the engine's machine for `key` with its first read, then the
+    /// [shared driver](crate::driver) on async I/O.
     async fn drive_async<T, E, F, Fut, D>(
         &self,
         cfg: &Configured,
@@ -481,7 +488,7 @@ impl CacheRegion {
         options: &CreateOptions<'_, T>,
         creator: &mut Option<F>,
         rules: Rules,
-        mut detach: Option<D>,
+        detach: Option<D>,
     ) -> Result<T, CreateError<E>>
     where
         T: Cacheable,
@@ -489,101 +496,14 @@ impl CacheRegion {
         Fut: Future<Output = Result<T, E>>,
         D: FnOnce(F, Option<AsyncLockHandle>),
     {
-        let mut machine = Machine::new(
-            self.signals(),
-            key,
-            self.freshness(cfg, options.expiration),
-            rules,
-        );
-        let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
-        let mut handle = None;
-        let mut step = machine.read(self.read_async(cfg, key).await);
-        loop {
-            step = match step {
-                Step::Return(value) => return Ok(value),
-                Step::Fail(error) => return Err(CreateError::Cache(error)),
-                Step::Read => machine.read(self.read_async(cfg, key).await),
-                Step::TryLock | Step::WaitLock => {
-                    let wait = matches!(step, Step::WaitLock);
-                    let locked;
-                    (locked, handle) = self.lock_async(cfg, key, wait, &mut budget).await;
-                    machine.locked(locked)
-                }
-                Step::Create => {
-                    let Some(creator) = creator.take() else {
-                        unreachable!("the engine asks for one creation per call")
-                    };
-                    let value = self
-                        .timed_creation_async(key, creator())
-                        .await
-                        .map_err(CreateError::Creator)?;
-                    let should_cache = options.should_cache(&value);
-                    let now = self.clock.now();
-                    let stored =
-                        store_async(cfg, now, key, &value, should_cache, handle.take()).await;
-                    machine.stored(value, stored)
-                }
-                Step::Background(stale) => match (creator.take(), detach.take()) {
-                    (Some(creator), Some(detach)) => {
-                        detach(creator, handle.take());
-                        return Ok(stale);
-                    }
-                    _ => unreachable!("the background rule is only set with a detach"),
-                },
-            };
+        let freshness = self.freshness(cfg, options.expiration);
+        let mut machine = Machine::new(self.signals(), key, freshness, rules);
+        let step = machine.read(self.read_async(cfg, key).await);
+        if let Step::Return(value) = step {
+            return Ok(value);
         }
-    }
-
-    /// Takes the dogpile lock on `key` for an async caller: as the blocking driver's
-    /// `lock`, awaiting instead of blocking.
-    async fn lock_async<T: Cacheable>(
-        &self,
-        cfg: &Configured,
-        key: &str,
-        wait: bool,
-        budget: &mut Budget,
-    ) -> (Locked<T>, Option<AsyncLockHandle>) {
-        let local = if wait {
-            let deadline = budget.deadline();
-            loop {
-                let waiter = self.locks.waiter(key);
-                let waited = match waiter.check() {
-                    Some(done) => done,
-                    None => {
-                        self.timed_wait_async(key, wait_local(waiter, deadline))
-                            .await
-                    }
-                };
-                match local_outcome(waited, budget) {
-                    Some(Ok(guard)) => break guard,
-                    Some(Err(locked)) => return (locked, None),
-                    None => continue,
-                }
-            }
-        } else {
-            match self.locks.try_acquire(key) {
-                Some(guard) => guard,
-                None => return (Locked::Busy, None),
-            }
-        };
-        let Some(mutex) = cfg.async_backend.get_mutex(key) else {
-            return (Locked::Held, Some(AsyncLockHandle::new(key, local, None)));
-        };
-        let acquired = match mutex.try_acquire().await {
-            Ok(false) if wait => {
-                let deadline = distributed_deadline(budget, mutex.wait_limit());
-                self.timed_wait_async(key, acquire_until_async(&*mutex, deadline))
-                    .await
-            }
-            tried => tried,
-        };
-        let (locked, keep) = distributed_outcome(acquired, wait, budget);
-        let handle = match keep {
-            Keep::Both => Some(AsyncLockHandle::new(key, local, Some(mutex))),
-            Keep::LocalOnly => Some(AsyncLockHandle::new(key, local, None)),
-            Keep::Neither => None,
-        };
-        (locked, handle)
+        let io = AsyncIo { region: self, cfg };
+        driver::drive(&io, key, options, creator, machine, step, detach).await
     }
 
     /// As [`get_or_create_multi`](Self::get_or_create_multi), for async callers: `creator`
@@ -624,70 +544,16 @@ impl CacheRegion {
             return Ok(Vec::new());
         }
         let cfg = self.configured_arc()?;
-        let (inputs, unique) = self.distinct_keys(&cfg, keys)?;
-        let distinct: Vec<&str> = unique.iter().map(|(key, _)| key.as_str()).collect();
+        let keys = self.distinct_keys(&cfg, keys)?;
         let rules = Rules {
             fail_open,
             ..self.rules(&cfg, false)
         };
-        let freshness = self.freshness(&cfg, options.expiration);
-        let mut batch: Batch<'_, T, AsyncLockHandle> =
-            Batch::new(self.signals(), &distinct, freshness, rules);
-        let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
-        loop {
-            let reading = batch.reads();
-            if !reading.is_empty() {
-                let keys: Vec<&str> = reading.iter().map(|&i| distinct[i]).collect();
-                let read = self.read_multi_async(&cfg, &keys).await;
-                batch.read(
-                    &reading,
-                    read_outcome(&self.signals(), keys[0], fail_open, read)?,
-                );
-                continue;
-            }
-            let locking = batch.locks();
-            if locking.is_empty() {
-                break;
-            }
-            for (i, wait) in locking {
-                let (locked, handle) = self.lock_async(&cfg, distinct[i], wait, &mut budget).await;
-                batch.locked(i, locked, handle);
-            }
-        }
-        let Settled {
-            mut values,
-            creating,
-        } = batch.settle()?;
-        if !creating.is_empty() {
-            let (indices, handles): (Vec<usize>, Vec<Option<AsyncLockHandle>>) =
-                creating.into_iter().unzip();
-            let originals: Vec<String> = indices.iter().map(|&i| unique[i].1.clone()).collect();
-            let asked = originals.len();
-            let created = self
-                .timed_creation_async(keys_label(&distinct, &indices), async {
-                    Ok::<_, Error>(creator(originals).await)
-                })
-                .await?;
-            let created = self.check_created(created, asked)?;
-            let keys: Vec<&str> = indices.iter().map(|&i| distinct[i]).collect();
-            let (entries, objects) =
-                self.encode_created(&cfg, &keys, &created, &options, fail_open)?;
-            let stored = if entries.is_empty() {
-                Ok(())
-            } else {
-                cfg.async_backend.set_multi(entries).await
-            };
-            for (handle, object) in handles.into_iter().zip(objects) {
-                if let Some(handle) = handle {
-                    handle.hand_off(object).await;
-                }
-            }
-            for (i, value) in indices.into_iter().zip(created) {
-                values[i] = Some(value);
-            }
-            store_outcome(&self.signals(), keys[0], fail_open, stored)?;
-        }
-        self.assemble(&cfg, &inputs, &distinct, values)
+        let io = AsyncIo {
+            region: self,
+            cfg: &cfg,
+        };
+        driver::drive_multi(&io, keys, &options, creator, rules).await
     }
 }
 
@@ -712,7 +578,14 @@ where
                 return;
             };
             stats.creation(started.elapsed());
-            let stored = store_async(&cfg, clock.now(), &key, &value, true, handle).await;
+            let (entry, object) = entry_for(&cfg, &key, &value, clock.now());
+            let stored = match entry {
+                Ok(entry) => cfg.async_backend.set(&key, entry).await,
+                Err(error) => Err(error),
+            };
+            if let Some(handle) = handle {
+                handle.hand_off(Some(object)).await;
+            }
             let signals = Signals {
                 region: &name,
                 stats: &stats,

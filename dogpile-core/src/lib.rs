@@ -11,6 +11,7 @@ mod async_region;
 mod backend;
 mod clock;
 mod config;
+mod driver;
 mod engine;
 mod error;
 mod key;

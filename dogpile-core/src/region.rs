@@ -2,22 +2,23 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::{ready, Future};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
 use crate::backend::Backend;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendChoice, RegionConfig};
-use crate::engine::{
-    distributed_deadline, distributed_outcome, local_outcome, read_outcome, store_outcome, Batch,
-    Budget, Freshness, Keep, Locked, Lookup, Machine, Rules, Settled, Signals, Step,
-};
+use crate::driver::{self, block_on, Io, MultiKeys};
+use crate::engine::{store_outcome, Freshness, Lookup, Machine, Rules, Signals, Step};
 use crate::error::{Error, Result};
 use crate::key::{default_function_key, FunctionKey, FunctionKeyGenerator, KeyMangler};
-use crate::lock::{acquire_until, Handed, KeyLocks, LockHandle};
+use crate::lock::{
+    acquire_until, CacheMutex, Handed, KeyGuard, KeyLocks, LocalWait, LockHandle, Waiter,
+};
 use crate::proxy::wrap;
 use crate::registry::create_backend;
 use crate::runner::AsyncCreationRunner;
@@ -812,13 +813,16 @@ impl CacheRegion {
         F: FnOnce() -> Result<T, E>,
     {
         let cfg = self.configured()?;
-        let mut creator = Some(Inline(creator));
+        let key = self.backend_key(&cfg, key)?;
+        let mut creator = Some(move || ready(creator()));
+        let rules = self.rules(&cfg, false);
         match self.drive(
             &cfg,
-            &self.backend_key(&cfg, key)?,
+            &key,
             &options,
             &mut creator,
-            self.rules(&cfg, false),
+            rules,
+            None::<NoDetach<_>>,
         ) {
             Ok(value) => Ok(value),
             Err(CreateError::Cache(error)) => Err(error.into()),
@@ -839,7 +843,7 @@ impl CacheRegion {
         T: Cacheable,
         F: FnOnce() -> Result<T, E>,
     {
-        let mut creator = Some(Inline(creator));
+        let mut creator = Some(move || ready(creator()));
         let outcome = match self.configured() {
             Ok(cfg) => {
                 let rules = Rules {
@@ -847,7 +851,14 @@ impl CacheRegion {
                     ..self.rules(&cfg, false)
                 };
                 match self.backend_key(&cfg, key) {
-                    Ok(key) => self.drive(&cfg, &key, &options, &mut creator, rules),
+                    Ok(key) => self.drive(
+                        &cfg,
+                        &key,
+                        &options,
+                        &mut creator,
+                        rules,
+                        None::<NoDetach<_>>,
+                    ),
                     Err(error) => Err(CreateError::Cache(error)),
                 }
             }
@@ -862,7 +873,7 @@ impl CacheRegion {
                 warn_limited!(self.warnings, WarningKind::CacheUnavailable, region = %self.name, key,
                     %error, "cache unavailable; computing the value uncached");
                 match creator.take() {
-                    Some(creator) => creator.create(),
+                    Some(creator) => block_on(creator()),
                     None => unreachable!("fail-open cache error after the creator ran"),
                 }
             }
@@ -880,15 +891,19 @@ impl CacheRegion {
         F: FnOnce() -> T + Send + 'static,
     {
         let cfg = self.configured()?;
-        let mut creator = Some(Detachable(creator));
+        let key = self.backend_key(&cfg, key)?;
+        let mut creator = Some(move || ready(Ok::<T, Error>(creator())));
         let rules = self.rules(&cfg, self.runner.is_some());
-        let options = CreateOptions::new();
+        let detach = self.runner.as_ref().map(|runner| {
+            |creator, handle| self.regenerate_in_background(runner, &cfg, &key, creator, handle)
+        });
         self.drive(
             &cfg,
-            &self.backend_key(&cfg, key)?,
-            &options,
+            &key,
+            &CreateOptions::new(),
             &mut creator,
             rules,
+            detach,
         )
         .map_err(|e| match e {
             CreateError::Cache(e) | CreateError::Creator(e) => e,
@@ -916,81 +931,49 @@ impl CacheRegion {
         }
     }
 
-    /// The blocking driver of the [engine](crate::engine): steps one key's machine, doing
-    /// what each step asks with blocking I/O and waits.
-    fn drive<T, E, C>(
+    /// The blocking driver: the engine's machine for `key` with its first read inline (a
+    /// fresh hit builds no future), then the [shared driver](crate::driver) on blocking I/O.
+    fn drive<T, E, F, Fut, D>(
         &self,
-        cfg: &Current,
+        cfg: &Configured,
         key: &str,
         options: &CreateOptions<'_, T>,
-        creator: &mut Option<C>,
+        creator: &mut Option<F>,
         rules: Rules,
+        detach: Option<D>,
     ) -> Result<T, CreateError<E>>
     where
         T: Cacheable,
-        C: Creator<T, E>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        D: FnOnce(F, Option<LockHandle>),
     {
-        let mut machine = Machine::new(
-            self.signals(),
-            key,
-            self.freshness(cfg, options.expiration),
-            rules,
-        );
-        let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
-        let mut handle = None;
-        let mut step = machine.read(self.read(cfg, key));
-        loop {
-            step = match step {
-                Step::Return(value) => return Ok(value),
-                Step::Fail(error) => return Err(CreateError::Cache(error)),
-                Step::Read => machine.read(self.read(cfg, key)),
-                Step::TryLock | Step::WaitLock => {
-                    let wait = matches!(step, Step::WaitLock);
-                    let locked;
-                    (locked, handle) = self.lock(cfg, key, wait, &mut budget);
-                    machine.locked(locked)
-                }
-                Step::Create => {
-                    let Some(creator) = creator.take() else {
-                        unreachable!("the engine asks for one creation per call")
-                    };
-                    let value = self
-                        .timed_creation(key, || creator.create())
-                        .map_err(CreateError::Creator)?;
-                    let should_cache = options.should_cache(&value);
-                    let stored = store(
-                        cfg,
-                        self.clock.now(),
-                        key,
-                        &value,
-                        should_cache,
-                        handle.take(),
-                    );
-                    machine.stored(value, stored)
-                }
-                Step::Background(stale) => {
-                    let job = creator.take().and_then(|c| c.detach().ok());
-                    match (job, &self.runner) {
-                        (Some(job), Some(runner)) => {
-                            self.regenerate_in_background(runner, cfg, key, job, handle.take());
-                            return Ok(stale);
-                        }
-                        _ => unreachable!("the background rule is only set with a runner and a detachable creator"),
-                    }
-                }
-            };
+        let freshness = self.freshness(cfg, options.expiration);
+        let mut machine = Machine::new(self.signals(), key, freshness, rules);
+        let step = machine.read(self.read(cfg, key));
+        if let Step::Return(value) = step {
+            return Ok(value);
         }
+        let io = BlockingIo { region: self, cfg };
+        block_on(driver::drive(
+            &io, key, options, creator, machine, step, detach,
+        ))
     }
 
-    /// Hands `job` and the held lock to the runner, which creates, stores and releases.
-    fn regenerate_in_background<T: Cacheable>(
+    /// Hands the creator and the held lock to the runner, which creates, stores and
+    /// releases.
+    fn regenerate_in_background<T, F, Fut>(
         &self,
         runner: &Arc<dyn AsyncCreationRunner>,
         cfg: &Current,
         key: &str,
-        job: Box<dyn FnOnce() -> T + Send>,
+        creator: F,
         handle: Option<LockHandle>,
-    ) {
+    ) where
+        T: Cacheable,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>>,
+    {
         let name = self.name.clone();
         let cfg = cfg.to_arc();
         let (clock, stats, warnings) = (
@@ -1001,9 +984,15 @@ impl CacheRegion {
         let key = key.to_owned();
         runner.run(Box::new(move || {
             let started = std::time::Instant::now();
-            let value = job();
+            let Ok(value) = block_on(creator()) else {
+                return;
+            };
             stats.creation(started.elapsed());
-            let stored = store(&cfg, clock.now(), &key, &value, true, handle);
+            let (entry, object) = entry_for(&cfg, &key, &value, clock.now());
+            let stored = entry.and_then(|entry| cfg.backend.set(&key, entry));
+            if let Some(handle) = handle {
+                handle.hand_off(object);
+            }
             let signals = Signals {
                 region: &name,
                 stats: &stats,
@@ -1012,81 +1001,6 @@ impl CacheRegion {
             // Nobody is left to tell: a failed store is a warning.
             let _ = store_outcome(&signals, &key, true, stored);
         }));
-    }
-
-    /// Runs a creator in a `dogpile.create` span, counting it and its time.
-    fn timed_creation<T, E>(
-        &self,
-        key: &str,
-        create: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, E> {
-        let span = tracing::debug_span!("dogpile.create", region = %self.name, key);
-        let started = std::time::Instant::now();
-        let created = span.in_scope(create);
-        match &created {
-            Ok(_) => self.stats.creation(started.elapsed()),
-            Err(_) => self.stats.creation_error(started.elapsed()),
-        }
-        created
-    }
-
-    /// Waits for a lock held by another caller in a `dogpile.lock_wait` span, counting the
-    /// wait and its time.
-    fn timed_wait<R>(&self, key: &str, wait: impl FnOnce() -> R) -> R {
-        let span = tracing::debug_span!("dogpile.lock_wait", region = %self.name, key);
-        let started = std::time::Instant::now();
-        let waited = span.in_scope(wait);
-        self.stats.lock_wait(started.elapsed());
-        waited
-    }
-
-    /// Takes the dogpile lock on `key` (this process's first, then the backend's
-    /// distributed lock, if any): at once or not at all, or waiting until the budget's
-    /// deadline (and the distributed lock's own wait limit).
-    fn lock<T: Cacheable>(
-        &self,
-        cfg: &Configured,
-        key: &str,
-        wait: bool,
-        budget: &mut Budget,
-    ) -> (Locked<T>, Option<LockHandle>) {
-        let local = if wait {
-            let deadline = budget.deadline();
-            loop {
-                let waiter = self.locks.waiter(key);
-                let waited = match waiter.check() {
-                    Some(done) => done,
-                    None => self.timed_wait(key, || waiter.wait_until(deadline)),
-                };
-                match local_outcome(waited, budget) {
-                    Some(Ok(guard)) => break guard,
-                    Some(Err(locked)) => return (locked, None),
-                    None => continue,
-                }
-            }
-        } else {
-            match self.locks.try_acquire(key) {
-                Some(guard) => guard,
-                None => return (Locked::Busy, None),
-            }
-        };
-        let Some(mutex) = cfg.backend.get_mutex(key) else {
-            return (Locked::Held, Some(LockHandle::new(key, Some(local), None)));
-        };
-        let acquired = match mutex.try_acquire() {
-            Ok(false) if wait => {
-                let deadline = distributed_deadline(budget, mutex.wait_limit());
-                self.timed_wait(key, || acquire_until(&*mutex, deadline))
-            }
-            tried => tried,
-        };
-        let (locked, keep) = distributed_outcome(acquired, wait, budget);
-        let handle = match keep {
-            Keep::Both => Some(LockHandle::new(key, Some(local), Some(mutex))),
-            Keep::LocalOnly => Some(LockHandle::new(key, Some(local), None)),
-            Keep::Neither => None,
-        };
-        (locked, handle)
     }
 
     /// The values of many keys, in order; `creator` receives only the keys that need a
@@ -1140,68 +1054,20 @@ impl CacheRegion {
             return Ok(Vec::new());
         }
         let cfg = self.configured()?;
-
-        let (inputs, unique) = self.distinct_keys(&cfg, keys)?;
-
+        let keys = self.distinct_keys(&cfg, keys)?;
         let rules = Rules {
             fail_open,
             ..self.rules(&cfg, false)
         };
-        let distinct: Vec<&str> = unique.iter().map(|(key, _)| key.as_str()).collect();
-        let freshness = self.freshness(&cfg, options.expiration);
-        let mut batch = Batch::new(self.signals(), &distinct, freshness, rules);
-        let mut budget = Budget::new(options.time_budget.unwrap_or(self.time_budget));
-        loop {
-            let reading = batch.reads();
-            if !reading.is_empty() {
-                let keys: Vec<&str> = reading.iter().map(|&i| distinct[i]).collect();
-                let read = self.read_multi(&cfg, &keys);
-                batch.read(
-                    &reading,
-                    read_outcome(&self.signals(), keys[0], fail_open, read)?,
-                );
-                continue;
-            }
-            let locking = batch.locks();
-            if locking.is_empty() {
-                break;
-            }
-            for (i, wait) in locking {
-                let (locked, handle) = self.lock(&cfg, distinct[i], wait, &mut budget);
-                batch.locked(i, locked, handle);
-            }
-        }
-        let Settled {
-            mut values,
-            creating,
-        } = batch.settle()?;
-        if !creating.is_empty() {
-            let (indices, handles): (Vec<usize>, Vec<Option<LockHandle>>) =
-                creating.into_iter().unzip();
-            let originals: Vec<&str> = indices.iter().map(|&i| unique[i].1.as_str()).collect();
-            let created =
-                self.timed_creation(originals[0], || Ok::<_, Error>(creator(&originals)))?;
-            let created = self.check_created(created, originals.len())?;
-            let keys: Vec<&str> = indices.iter().map(|&i| distinct[i]).collect();
-            let (entries, objects) =
-                self.encode_created(&cfg, &keys, &created, options, fail_open)?;
-            let stored = if entries.is_empty() {
-                Ok(())
-            } else {
-                cfg.backend.set_multi(entries)
-            };
-            for (handle, object) in handles.into_iter().zip(objects) {
-                match (handle, object) {
-                    (Some(handle), Some(object)) => handle.hand_off(object),
-                    (handle, _) => drop(handle),
-                }
-            }
-            for (i, value) in indices.into_iter().zip(created) {
-                values[i] = Some(value);
-            }
-            store_outcome(&self.signals(), keys[0], fail_open, stored)?;
-        }
-        self.assemble(&cfg, &inputs, &distinct, values)
+        let creator = |keys: Vec<String>| {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            ready(creator(&keys))
+        };
+        let io = BlockingIo {
+            region: self,
+            cfg: &cfg,
+        };
+        block_on(driver::drive_multi(&io, keys, options, creator, rules))
     }
 
     /// The mangled keys of a multi call in the caller's order, and its distinct keys
@@ -1212,7 +1078,7 @@ impl CacheRegion {
         &self,
         cfg: &Configured,
         keys: &[K],
-    ) -> Result<(Vec<String>, Vec<(String, String)>)> {
+    ) -> Result<MultiKeys> {
         let inputs: Vec<String> = keys
             .iter()
             .map(|k| Ok(self.backend_key(cfg, k.as_ref())?.into_owned()))
@@ -1224,7 +1090,7 @@ impl CacheRegion {
             .collect();
         unique.sort();
         unique.dedup_by(|a, b| a.0 == b.0);
-        Ok((inputs, unique))
+        Ok(MultiKeys { inputs, unique })
     }
 
     /// The values a multi call's creator returned, checked against how many it was asked.
@@ -1301,39 +1167,6 @@ impl CacheRegion {
     }
 }
 
-/// Makes the value of a `get_or_create` call: inline in the caller, or detached for the
-/// background runner.
-trait Creator<T, E>: Sized {
-    fn create(self) -> Result<T, E>;
-
-    /// A job the runner can own, or `self` back when this creator borrows from its caller.
-    fn detach(self) -> Result<Box<dyn FnOnce() -> T + Send>, Self> {
-        Err(self)
-    }
-}
-
-/// A creator that may borrow from the caller.
-struct Inline<F>(F);
-
-impl<T, E, F: FnOnce() -> Result<T, E>> Creator<T, E> for Inline<F> {
-    fn create(self) -> Result<T, E> {
-        (self.0)()
-    }
-}
-
-/// A creator the background runner can own.
-struct Detachable<F>(F);
-
-impl<T, F: FnOnce() -> T + Send + 'static> Creator<T, Error> for Detachable<F> {
-    fn create(self) -> Result<T, Error> {
-        Ok((self.0)())
-    }
-
-    fn detach(self) -> Result<Box<dyn FnOnce() -> T + Send>, Self> {
-        Ok(Box::new(self.0))
-    }
-}
-
 /// The entry `cfg`'s backend stores for `payload` (the typed object itself for object
 /// stores, dogpile's byte format for every other), and the object handed to waiters.
 pub(crate) fn entry_for<T: Cacheable>(
@@ -1351,28 +1184,74 @@ pub(crate) fn entry_for<T: Cacheable>(
     (entry, object)
 }
 
-/// Stores a created value (when `should_cache`), hands it to this process's waiters and
-/// releases the lock; the store's outcome is for [`Machine::stored`] to judge.
-fn store<T: Cacheable>(
-    cfg: &Configured,
-    now: f64,
-    key: &str,
-    value: &T,
-    should_cache: bool,
-    handle: Option<LockHandle>,
-) -> Result<()> {
-    if !should_cache {
-        // Not cached, so not handed off either: waiters read and create for themselves.
-        drop(handle);
-        return Ok(());
-    }
-    let (entry, object) = entry_for(cfg, key, value, now);
-    let stored = entry.and_then(|entry| cfg.backend.set(key, entry));
-    if let Some(handle) = handle {
-        handle.hand_off(object);
-    }
-    stored
+/// The blocking driver's I/O: the backend's sync calls, and waits that block the thread.
+struct BlockingIo<'r> {
+    region: &'r CacheRegion,
+    cfg: &'r Configured,
 }
+
+impl Io for BlockingIo<'_> {
+    type Handle = LockHandle;
+    type Mutex = Box<dyn CacheMutex>;
+
+    fn region(&self) -> &CacheRegion {
+        self.region
+    }
+
+    fn cfg(&self) -> &Configured {
+        self.cfg
+    }
+
+    async fn read<T: Cacheable>(&self, key: &str) -> Result<Option<CachedValue<T>>> {
+        self.region.read(self.cfg, key)
+    }
+
+    async fn read_multi<T: Cacheable>(&self, keys: &[&str]) -> Result<Vec<Option<CachedValue<T>>>> {
+        self.region.read_multi(self.cfg, keys)
+    }
+
+    async fn wait_local(&self, waiter: Waiter, deadline: Instant) -> LocalWait {
+        waiter.wait_until(deadline)
+    }
+
+    fn mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
+        self.cfg.backend.get_mutex(key)
+    }
+
+    async fn try_acquire(&self, mutex: &Box<dyn CacheMutex>) -> Result<bool> {
+        mutex.try_acquire()
+    }
+
+    async fn acquire_until(&self, mutex: &Box<dyn CacheMutex>, deadline: Instant) -> Result<bool> {
+        acquire_until(&**mutex, deadline)
+    }
+
+    fn wait_limit(mutex: &Box<dyn CacheMutex>) -> Option<Duration> {
+        mutex.wait_limit()
+    }
+
+    fn handle(key: &str, local: KeyGuard, distributed: Option<Box<dyn CacheMutex>>) -> LockHandle {
+        LockHandle::new(key, Some(local), distributed)
+    }
+
+    async fn set(&self, key: &str, entry: Entry) -> Result<()> {
+        self.cfg.backend.set(key, entry)
+    }
+
+    async fn set_multi(&self, entries: Vec<(&str, Entry)>) -> Result<()> {
+        self.cfg.backend.set_multi(entries)
+    }
+
+    async fn hand_off(handle: LockHandle, object: Option<Handed>) {
+        match object {
+            Some(object) => handle.hand_off(object),
+            None => drop(handle),
+        }
+    }
+}
+
+/// No background rule: the caller always creates.
+pub(crate) type NoDetach<F> = fn(F, Option<LockHandle>);
 
 pub(crate) enum CreateError<E> {
     Cache(Error),
