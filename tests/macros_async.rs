@@ -288,6 +288,58 @@ async fn methods_with_shared_self_and_trait_impls() {
     assert_eq!(count(&repo.calls), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_functions_and_mut_self_methods() {
+    static REGION: LazyLock<CacheRegion> = LazyLock::new(|| region("memory"));
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    #[cache_on_arguments(region = "REGION")]
+    async fn parse<T>(text: &str) -> Option<T>
+    where
+        T: std::str::FromStr
+            + Serialize
+            + serde::de::DeserializeOwned
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        text.parse().ok()
+    }
+
+    assert_eq!(parse::<u8>("7").await, Some(7));
+    assert_eq!(parse::<u8>("7").await, Some(7));
+    assert_eq!(
+        parse::<f64>("7").await,
+        Some(7.0),
+        "another instantiation, another key"
+    );
+    assert_eq!(count(&CALLS), 2);
+    assert_ne!(parse_key::<u8>("7"), parse_key::<f64>("7"));
+
+    struct Counter {
+        runs: usize,
+    }
+
+    impl Counter {
+        #[cache_on_arguments(region = "REGION")]
+        async fn bump(&mut self, by: usize) -> usize {
+            self.runs += 1;
+            pause().await;
+            self.runs * by
+        }
+    }
+
+    let mut counter = Counter { runs: 0 };
+    assert_eq!(counter.bump(10).await, 10);
+    assert_eq!(counter.bump(10).await, 10, "cached: the body did not run");
+    assert_eq!(counter.runs, 1);
+    assert_eq!(counter.refresh_bump(10).await.unwrap(), 20);
+    assert_eq!(counter.bump(10).await, 20);
+    assert_eq!(counter.runs, 2);
+}
+
 // ----- options ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
