@@ -526,8 +526,10 @@ impl CacheRegion {
             .await
     }
 
-    /// The async multi driver (see the blocking `get_or_create_multi_inner`).
-    pub(crate) async fn get_or_create_multi_with_async<T, K, F, Fut>(
+    /// The async multi driver (see the blocking `get_or_create_multi_inner`); public for
+    /// the code `#[cache_multi_on_arguments]` generates on an `async fn`, not an API.
+    #[doc(hidden)]
+    pub async fn get_or_create_multi_with_async<T, K, F, Fut>(
         &self,
         keys: &[K],
         options: CreateOptions<'_, T>,

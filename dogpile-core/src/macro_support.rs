@@ -512,6 +512,165 @@ impl<V> Unstorable<V> {
     }
 }
 
+/// The async value operations of [`Stored`], for a cached `async fn`.
+#[cfg(feature = "tokio")]
+impl<V: Cacheable> Stored<V> {
+    /// [`CacheRegion::get_or_create_fail_open_async`].
+    #[inline]
+    pub async fn get_or_create_async<E, F, Fut>(
+        self,
+        region: &CacheRegion,
+        key: &str,
+        options: CreateOptions<'_, V>,
+        creator: F,
+    ) -> std::result::Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<V, E>>,
+    {
+        region
+            .get_or_create_fail_open_async(key, options, creator)
+            .await
+    }
+
+    /// [`get_with_async`].
+    #[inline]
+    pub async fn get_async(
+        self,
+        region: &CacheRegion,
+        key: &str,
+        expiration: Option<Expiration>,
+    ) -> Result<Option<V>> {
+        get_with_async(region, key, expiration).await
+    }
+
+    /// [`CacheRegion::set_async`].
+    #[inline]
+    pub async fn set_async(self, region: &CacheRegion, key: &str, value: &V) -> Result<()> {
+        region.set_async(key, value).await
+    }
+
+    /// [`get_or_create_multi_async`].
+    #[inline]
+    pub async fn get_or_create_multi_async<K, E, F, Fut>(
+        self,
+        region: &CacheRegion,
+        function: &str,
+        keys: &[String],
+        elements: &[K],
+        options: CreateOptions<'_, V>,
+        body: F,
+    ) -> std::result::Result<Vec<V>, E>
+    where
+        K: Clone,
+        F: FnMut(Vec<K>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Vec<V>, E>>,
+    {
+        get_or_create_multi_async(region, function, keys, elements, options, body).await
+    }
+
+    /// [`CacheRegion::get_multi_async`].
+    #[inline]
+    pub async fn get_multi_async(
+        self,
+        region: &CacheRegion,
+        keys: &[String],
+    ) -> Result<Vec<Option<V>>> {
+        region.get_multi_async(keys).await
+    }
+
+    /// [`set_multi`], for async callers.
+    #[inline]
+    pub async fn set_multi_async(
+        self,
+        region: &CacheRegion,
+        function: &str,
+        keys: &[String],
+        values: &[V],
+    ) -> Result<()> {
+        region
+            .set_multi_async(&paired(region, function, keys, values)?)
+            .await
+    }
+
+    /// [`refresh_multi`], for async callers.
+    #[inline]
+    pub async fn refresh_multi_async(
+        self,
+        region: &CacheRegion,
+        function: &str,
+        keys: &[String],
+        values: Vec<V>,
+    ) -> Result<Vec<V>> {
+        self.set_multi_async(region, function, keys, &values)
+            .await?;
+        Ok(values)
+    }
+}
+
+/// The async methods of [`Unstorable`]: as its blocking ones, never run.
+#[cfg(feature = "tokio")]
+#[allow(
+    missing_docs,
+    clippy::missing_panics_doc,
+    clippy::unused_self,
+    clippy::unused_async
+)]
+impl<V> Unstorable<V> {
+    pub async fn get_or_create_async<E, F>(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: CreateOptions<'_, V>,
+        _: F,
+    ) -> std::result::Result<V, E> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub async fn get_async(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: Option<Expiration>,
+    ) -> Result<Option<V>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub async fn set_async(self, _: &CacheRegion, _: &str, _: &V) -> Result<()> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub async fn get_or_create_multi_async<K, E, F>(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: &[String],
+        _: &[K],
+        _: CreateOptions<'_, V>,
+        _: F,
+    ) -> std::result::Result<Vec<V>, E> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub async fn get_multi_async(self, _: &CacheRegion, _: &[String]) -> Result<Vec<Option<V>>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub async fn set_multi_async(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: &[String],
+        _: &[V],
+    ) -> Result<()> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub async fn refresh_multi_async(
+        self,
+        _: &CacheRegion,
+        _: &str,
+        _: &[String],
+        _: Vec<V>,
+    ) -> Result<Vec<V>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+}
+
 /// Compiles only when `V` can be cached; each missing trait is one error, naming the type
 /// and the trait, at the function's return type.
 pub fn assert_stored<V>()
@@ -699,6 +858,19 @@ pub fn set_multi<T: Cacheable>(
     keys: &[String],
     values: &[T],
 ) -> Result<()> {
+    region.set_multi(&paired(region, function, keys, values)?)
+}
+
+/// `keys[i]` with `values[i]`, for a multi function's `set_<fn>`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the counts differ.
+fn paired<'k, T: Clone>(
+    region: &CacheRegion,
+    function: &str,
+    keys: &'k [String],
+    values: &[T],
+) -> Result<Vec<(&'k str, T)>> {
     if keys.len() != values.len() {
         return Err(Error::invalid_argument(
             format!("region `{}`", region.name()),
@@ -710,12 +882,11 @@ pub fn set_multi<T: Cacheable>(
             ),
         ));
     }
-    let items: Vec<(&str, T)> = keys
+    Ok(keys
         .iter()
         .map(String::as_str)
         .zip(values.iter().cloned())
-        .collect();
-    region.set_multi(&items)
+        .collect())
 }
 
 /// Stores freshly computed values and returns them: `refresh_<fn>` of a
@@ -731,6 +902,173 @@ pub fn refresh_multi<T: Cacheable>(
 ) -> Result<Vec<T>> {
     set_multi(region, function, keys, &values)?;
     Ok(values)
+}
+
+/// As [`CacheRegion::get_with`] (expiration never ignored), for async callers: what
+/// `get_<fn>` of a cached `async fn` calls, so that it judges freshness by the function's
+/// `expiration_time`.
+///
+/// # Errors
+/// An unconfigured region; the backend's errors.
+#[cfg(feature = "tokio")]
+pub async fn get_with_async<V: Cacheable>(
+    region: &CacheRegion,
+    key: &str,
+    expiration: Option<Expiration>,
+) -> Result<Option<V>> {
+    let Some(expiration) = expiration else {
+        return region.get_async(key).await;
+    };
+    let cfg = region.configured()?.to_arc();
+    let key = region.mangle(key);
+    let value = match cfg.async_backend.get(&key).await? {
+        Some(entry) => region.decode(&key, entry),
+        None => None,
+    };
+    Ok(
+        match region.freshness(&cfg, Some(expiration)).judge(value) {
+            crate::engine::Lookup::Fresh(value) => Some(value.payload),
+            crate::engine::Lookup::Stale(_) | crate::engine::Lookup::Missing => None,
+        },
+    )
+}
+
+/// The first element of each key: repeated elements share one value, as in dogpile.
+#[cfg(feature = "tokio")]
+fn first_elements(keys: &[String]) -> HashMap<&str, usize> {
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        first.entry(key.as_str()).or_insert(i);
+    }
+    first
+}
+
+/// The async twin of [`get_or_create_multi`]: the cached path of a
+/// `#[cache_multi_on_arguments]` `async fn`, failing open, with the same rules (the body
+/// gets the elements that need a value in the caller's order, without repeats; an
+/// unconfigured region computes every element once, uncached; a body returning the wrong
+/// number of values is logged and its result not cached).
+///
+/// # Errors
+/// The body's errors only.
+#[cfg(feature = "tokio")]
+pub async fn get_or_create_multi_async<K, T, E, F, Fut>(
+    region: &CacheRegion,
+    function: &str,
+    keys: &[String],
+    elements: &[K],
+    options: CreateOptions<'_, T>,
+    mut body: F,
+) -> std::result::Result<Vec<T>, E>
+where
+    K: Clone,
+    T: Cacheable,
+    F: FnMut(Vec<K>) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Vec<T>, E>>,
+{
+    if elements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = first_elements(keys);
+    let mut body_error: Option<E> = None;
+    let mut miscounted: Option<(Vec<usize>, Vec<T>)> = None;
+    let (first_ref, error_slot, miscount_slot, body_ref) =
+        (&first, &mut body_error, &mut miscounted, &mut body);
+    let creator = move |missing: Vec<String>| {
+        // The region asks in key order; the body gets the caller's order.
+        let plan = missing
+            .iter()
+            .map(|key| first_ref.get(key.as_str()).copied())
+            .collect::<Option<Vec<usize>>>()
+            .map(|indices| {
+                let mut order: Vec<usize> = (0..indices.len()).collect();
+                order.sort_by_key(|&j| indices[j]);
+                let given: Vec<usize> = order.iter().map(|&j| indices[j]).collect();
+                let made = body_ref(given.iter().map(|&i| elements[i].clone()).collect());
+                (order, given, made)
+            });
+        async move {
+            // A key the region was not given: nothing, so that the region reports a
+            // miscount and the fallback computes the values.
+            let Some((order, given, made)) = plan else {
+                return Vec::new();
+            };
+            match made.await {
+                Err(error) => {
+                    *error_slot = Some(error);
+                    Vec::new()
+                }
+                Ok(values) if values.len() != given.len() => {
+                    *miscount_slot = Some((given, values));
+                    Vec::new()
+                }
+                Ok(values) => {
+                    let mut slots: Vec<Option<T>> = (0..values.len()).map(|_| None).collect();
+                    for (&j, value) in order.iter().zip(values) {
+                        slots[j] = Some(value);
+                    }
+                    slots.into_iter().flatten().collect()
+                }
+            }
+        }
+    };
+    let outcome = region
+        .get_or_create_multi_with_async(keys, options, creator, true)
+        .await;
+    if let Some(error) = body_error {
+        return Err(error);
+    }
+    let error = match outcome {
+        Ok(values) => return Ok(values),
+        Err(error) => error,
+    };
+    if let Some((given, values)) = miscounted {
+        return match miscount_result(function, elements.len(), &given, values) {
+            Some(values) => Ok(values),
+            None => body(elements.to_vec()).await,
+        };
+    }
+    tracing::warn!(function, %error, "cache unavailable; computing the values uncached");
+
+    let mut needed: Vec<usize> = first.values().copied().collect();
+    needed.sort_unstable();
+    let made = body(needed.iter().map(|&i| elements[i].clone()).collect()).await?;
+    if made.len() != needed.len() {
+        return match miscount_result(function, elements.len(), &needed, made) {
+            Some(values) => Ok(values),
+            None => body(elements.to_vec()).await,
+        };
+    }
+    let values: HashMap<usize, T> = needed.into_iter().zip(made).collect();
+    let assembled: Option<Vec<T>> = keys
+        .iter()
+        .map(|key| first.get(key.as_str()).and_then(|i| values.get(i)).cloned())
+        .collect();
+    match assembled {
+        Some(assembled) => Ok(assembled),
+        // Unreachable by construction, as in `get_or_create_multi`.
+        None => body(elements.to_vec()).await,
+    }
+}
+
+/// The body returned a different number of values than it was given elements (see
+/// `uncached_after_miscount`): logged; its values are the answer when it was given every
+/// element in order, else (`None`) the caller runs it again on every element.
+#[cfg(feature = "tokio")]
+fn miscount_result<T>(
+    function: &str,
+    elements: usize,
+    given: &[usize],
+    values: Vec<T>,
+) -> Option<Vec<T>> {
+    tracing::error!(
+        function,
+        given = given.len(),
+        returned = values.len(),
+        "a #[cache_multi_on_arguments] function must return one value per key; its result is not cached"
+    );
+    let all_in_order = given.len() == elements && given.iter().copied().eq(0..given.len());
+    all_in_order.then_some(values)
 }
 
 #[cfg(test)]

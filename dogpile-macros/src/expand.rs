@@ -31,6 +31,48 @@ impl Expansion {
     }
 }
 
+/// Blocking or async: how generated code names the region's operations and calls the body.
+#[derive(Clone, Copy)]
+struct Mode {
+    asynchronous: bool,
+}
+
+impl Mode {
+    fn of(model: &Model) -> Mode {
+        Mode {
+            asynchronous: model.shape.is_async(),
+        }
+    }
+
+    /// The operation `name` (`get_or_create`, `delete`, ...), or its `_async` twin.
+    fn op(self, name: &str) -> Ident {
+        if self.asynchronous {
+            quote::format_ident!("{name}_async")
+        } else {
+            quote::format_ident!("{name}")
+        }
+    }
+
+    /// `.await` after a call of an async operation or body.
+    fn wait(self) -> TokenStream {
+        if self.asynchronous {
+            quote!(.await)
+        } else {
+            TokenStream::new()
+        }
+    }
+
+    /// A creator returning `value` (an expression that may `.await`): a closure, or for an
+    /// async function a closure returning an `async move` block.
+    fn creator(self, value: &TokenStream) -> TokenStream {
+        if self.asynchronous {
+            quote!(move || async move { #value })
+        } else {
+            quote!(move || #value)
+        }
+    }
+}
+
 /// The cached function, its siblings and the original body.
 pub(crate) fn expand(model: &Model) -> Expansion {
     let names = Names::of(&model.shape);
@@ -55,25 +97,37 @@ fn single(model: &Model, names: &Names) -> Expansion {
     let key = function_key(model, &key_args(model));
     let key_call = call_key(model, names);
     let options = create_options(model);
+    let mode = Mode::of(model);
+    let wait = mode.wait();
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
+    let call = quote!(#call #wait);
     let output = &shape.output;
+    let get_or_create = mode.op("get_or_create");
     let cached_body = match part_trait(model) {
-        Some(Conversions { into, from }) => quote! {
-            #from(#stored.get_or_create(
-                __dogpile_region,
-                &__dogpile_key,
-                __dogpile_options,
-                move || #into(#call),
-            ))
-        },
-        None => quote! {
-            ::dogpile::__private::unwrap_infallible(#stored.get_or_create(
-                __dogpile_region,
-                &__dogpile_key,
-                __dogpile_options,
-                move || ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call),
-            ))
-        },
+        Some(Conversions { into, from }) => {
+            let creator = mode.creator(&quote!(#into(#call)));
+            quote! {
+                #from(#stored.#get_or_create(
+                    __dogpile_region,
+                    &__dogpile_key,
+                    __dogpile_options,
+                    #creator,
+                ) #wait)
+            }
+        }
+        None => {
+            let creator = mode.creator(
+                &quote!(::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call)),
+            );
+            quote! {
+                ::dogpile::__private::unwrap_infallible(#stored.#get_or_create(
+                    __dogpile_region,
+                    &__dogpile_key,
+                    __dogpile_options,
+                    #creator,
+                ) #wait)
+            }
+        }
     };
     let probe = match model.returns.part {
         Part::Whole { probe: true } => quote_spanned! {output.span()=>
@@ -87,24 +141,29 @@ fn single(model: &Model, names: &Names) -> Expansion {
         },
         _ => TokenStream::new(),
     };
+    let get_op = mode.op("get");
     let get = match &model.options.expiration_time {
-        None => quote!(#stored.get(__dogpile_region, &__dogpile_key, ::core::option::Option::None)),
+        None => quote! {
+            #stored.#get_op(__dogpile_region, &__dogpile_key, ::core::option::Option::None) #wait
+        },
         Some(expiration) => {
             let expiration = expiration_value(model, expiration);
             quote! {
-                #stored.get(
+                #stored.#get_op(
                     __dogpile_region,
                     &__dogpile_key,
                     ::core::option::Option::Some(#expiration),
-                )
+                ) #wait
             }
         }
     };
+    let set_op = mode.op("set");
+    let delete_op = mode.op("delete");
     let refresh_body = match part_trait(model) {
         Some(Conversions { into, from }) => quote! {
             match #into(#call) {
                 ::core::result::Result::Ok(__dogpile_value) => {
-                    #stored.set(__dogpile_region, &__dogpile_key, &__dogpile_value)?;
+                    #stored.#set_op(__dogpile_region, &__dogpile_key, &__dogpile_value) #wait ?;
                     ::core::result::Result::Ok(#from(
                         ::core::result::Result::Ok(__dogpile_value),
                     ))
@@ -116,7 +175,7 @@ fn single(model: &Model, names: &Names) -> Expansion {
         },
         None => quote! {
             let __dogpile_value = #call;
-            #stored.set(__dogpile_region, &__dogpile_key, &__dogpile_value)?;
+            #stored.#set_op(__dogpile_region, &__dogpile_key, &__dogpile_value) #wait ?;
             ::core::result::Result::Ok(__dogpile_value)
         },
     };
@@ -128,6 +187,7 @@ fn single(model: &Model, names: &Names) -> Expansion {
         Receiver::Keep,
         None,
         sig.output.clone(),
+        true,
     );
     let KeySignatures {
         key: key_sig,
@@ -189,7 +249,7 @@ fn single(model: &Model, names: &Names) -> Expansion {
         #vis #invalidate_sig {
             #region
             let __dogpile_key: ::std::string::String = #key_call;
-            __dogpile_region.delete(&__dogpile_key)
+            __dogpile_region.#delete_op(&__dogpile_key) #wait
         }
 
         #[doc = #doc_refresh]
@@ -207,7 +267,7 @@ fn single(model: &Model, names: &Names) -> Expansion {
         #vis #set_sig {
             #region
             let __dogpile_key: ::std::string::String = #key_call;
-            #stored.set(__dogpile_region, &__dogpile_key, #value_arg)
+            #stored.#set_op(__dogpile_region, &__dogpile_key, #value_arg) #wait
         }
 
         #[doc = #doc_get]
@@ -296,30 +356,51 @@ fn multi(model: &Model, names: &Names) -> Expansion {
     } else {
         quote!(&__dogpile_missing)
     };
-    let call_again = call_body_again(model, names, keys_arg.index, &missing);
+    let mode = Mode::of(model);
+    let wait = mode.wait();
+    // The body as a closure of the missing elements, its value made by `wrap` from the
+    // body's: for an async function, the arguments passed again are bound before the
+    // `async move` block that owns them.
+    let body = |wrap: &dyn Fn(TokenStream) -> TokenStream| {
+        if mode.asynchronous {
+            let (bindings, call_again) =
+                call_body_again_async(model, names, keys_arg.index, &missing);
+            let value = wrap(quote!(#call_again.await));
+            quote!(|__dogpile_missing| { #bindings async move { #value } })
+        } else {
+            let value = wrap(call_body_again(model, names, keys_arg.index, &missing));
+            quote!(|__dogpile_missing| { #value })
+        }
+    };
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
+    let call = quote!(#call #wait);
+    let get_or_create_multi = mode.op("get_or_create_multi");
+    let refresh_multi = mode.op("refresh_multi");
     let (cached_body, refresh_body) = match part_trait(model) {
         Some(Conversions { into, from }) => (
-            quote! {
-                #from(#stored.get_or_create_multi(
-                    __dogpile_region,
-                    #label,
-                    &__dogpile_keys,
-                    #elements,
-                    __dogpile_options,
-                    |__dogpile_missing| #into(#call_again),
-                ))
+            {
+                let body = body(&|value| quote!(#into(#value)));
+                quote! {
+                    #from(#stored.#get_or_create_multi(
+                        __dogpile_region,
+                        #label,
+                        &__dogpile_keys,
+                        #elements,
+                        __dogpile_options,
+                        #body,
+                    ) #wait)
+                }
             },
             quote! {
                 match #into(#call) {
                     ::core::result::Result::Ok(__dogpile_values) => ::core::result::Result::Ok(
                         #from(::core::result::Result::Ok(
-                            #stored.refresh_multi(
+                            #stored.#refresh_multi(
                                 __dogpile_region,
                                 #label,
                                 &__dogpile_keys,
                                 __dogpile_values,
-                            )?,
+                            ) #wait ?,
                         )),
                     ),
                     ::core::result::Result::Err(__dogpile_error) => ::core::result::Result::Ok(
@@ -329,23 +410,29 @@ fn multi(model: &Model, names: &Names) -> Expansion {
             },
         ),
         None => (
-            quote! {
-                ::dogpile::__private::unwrap_infallible(#stored.get_or_create_multi(
-                    __dogpile_region,
-                    #label,
-                    &__dogpile_keys,
-                    #elements,
-                    __dogpile_options,
-                    |__dogpile_missing| {
-                        ::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call_again)
-                    },
-                ))
+            {
+                let body = body(
+                    &|value| quote!(::core::result::Result::Ok::<_, ::core::convert::Infallible>(#value)),
+                );
+                quote! {
+                    ::dogpile::__private::unwrap_infallible(#stored.#get_or_create_multi(
+                        __dogpile_region,
+                        #label,
+                        &__dogpile_keys,
+                        #elements,
+                        __dogpile_options,
+                        #body,
+                    ) #wait)
+                }
             },
             quote! {
-                #stored.refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call)
+                #stored.#refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call) #wait
             },
         ),
     };
+    let delete_multi = mode.op("delete_multi");
+    let set_multi = mode.op("set_multi");
+    let get_multi = mode.op("get_multi");
 
     let values_arg = &names.value;
     let main_sig = signature(
@@ -354,6 +441,7 @@ fn multi(model: &Model, names: &Names) -> Expansion {
         Receiver::Keep,
         None,
         sig.output.clone(),
+        true,
     );
     let KeySignatures {
         key: keys_sig,
@@ -411,7 +499,7 @@ fn multi(model: &Model, names: &Names) -> Expansion {
         #vis #invalidate_sig {
             #region
             let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            __dogpile_region.delete_multi(&__dogpile_keys)
+            __dogpile_region.#delete_multi(&__dogpile_keys) #wait
         }
 
         #[doc = #doc_refresh]
@@ -429,7 +517,7 @@ fn multi(model: &Model, names: &Names) -> Expansion {
         #vis #set_sig {
             #region
             let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            #stored.set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg)
+            #stored.#set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg) #wait
         }
 
         #[doc = #doc_get]
@@ -438,7 +526,7 @@ fn multi(model: &Model, names: &Names) -> Expansion {
         #vis #get_sig {
             #region
             let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            #stored.get_multi(__dogpile_region, &__dogpile_keys)
+            #stored.#get_multi(__dogpile_region, &__dogpile_keys) #wait
         }
 
         #uncached
@@ -729,6 +817,41 @@ fn call_body_again(
         _ => quote!(self),
     };
     call_with(model, &names.uncached, receiver, &args)
+}
+
+/// As [`call_body_again`], for an async function: `let` statements binding the arguments
+/// passed again (references copied, everything else cloned), and the call, which names
+/// them, for the `async move` block that follows the statements. The model refuses `&mut`
+/// for async multi functions.
+fn call_body_again_async(
+    model: &Model,
+    names: &Names,
+    keys_index: usize,
+    missing: &TokenStream,
+) -> (TokenStream, TokenStream) {
+    let mut bindings = TokenStream::new();
+    let args: Vec<TokenStream> = model
+        .args
+        .iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            if i == keys_index {
+                return missing.clone();
+            }
+            let ident = &arg.ident;
+            let bound = quote::format_ident!("__dogpile_again_{}", i);
+            let value = match &arg.ty {
+                Type::Reference(_) => quote!(#ident),
+                ty => quote_spanned!(ty.span()=> ::core::clone::Clone::clone(&#ident)),
+            };
+            bindings.extend(quote!(let #bound = #value;));
+            quote!(#bound)
+        })
+        .collect();
+    (
+        bindings,
+        call_with(model, &names.uncached, quote!(self), &args),
+    )
 }
 
 /// A call of the generated function `target` from another one.

@@ -41,6 +41,7 @@ pub(crate) fn expand(shape: &Shape, error: Error) -> Expansion {
             Receiver::Keep,
             None,
             sig.output.clone(),
+            true,
         )));
     }
 

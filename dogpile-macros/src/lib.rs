@@ -2,7 +2,8 @@
 //! `#[cache_multi_on_arguments]`.
 //!
 //! Use them through the `dogpile` crate (`use dogpile::cache_on_arguments;`): the code they
-//! generate names `::dogpile::...`.
+//! generate names `::dogpile::...`. They work on `fn` and on `async fn` (whose siblings that
+//! reach the cache are `async` too, on the region's async API: the `tokio` feature).
 //!
 //! The crate reads as parse (`attr`), model (`model`), expand (`expand`), with `fallback`
 //! emitting the function and stub siblings next to the error when something is wrong,

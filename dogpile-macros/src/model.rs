@@ -120,6 +120,12 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
+    /// True for an `async fn`: the cached function and the siblings that reach the cache
+    /// (all but `<fn>_key`) are `async` too.
+    pub(crate) fn is_async(&self) -> bool {
+        self.item.sig.asyncness.is_some()
+    }
+
     /// Reads the shape of `item`; `parts` are the options that decide what is cached.
     pub(crate) fn of(item: ItemFn, flavor: Flavor, options: ShapeOptions) -> Shape {
         let name = item.sig.ident.unraw();
@@ -232,15 +238,6 @@ impl Model {
         let sig = &shape.item.sig;
         let attribute = shape.flavor.attribute();
 
-        if let Some(asyncness) = &sig.asyncness {
-            errors.spanned(
-                asyncness,
-                format!(
-                    "{attribute} does not support `async fn` yet: remove `async`, or cache \
-                     inside the function with the region's `get_or_create`"
-                ),
-            );
-        }
         if let Some(constness) = &sig.constness {
             errors.spanned(
                 constness,
@@ -439,7 +436,41 @@ fn multi_keys(shape: &Shape, args: &[Arg], errors: &mut Errors) -> Option<MultiK
             ),
         );
     }
+    if shape.is_async() {
+        refuse_unique_borrows(shape, args, errors);
+    }
     Some(MultiKeys { index, owned })
+}
+
+/// An async multi function's body may run twice (on disjoint keys, when the cache fails),
+/// each time as a future created before the other is done with: it cannot hold a `&mut`
+/// twice.
+fn refuse_unique_borrows(shape: &Shape, args: &[Arg], errors: &mut Errors) {
+    if let (Context::Method(ReceiverKind::Unique), Some(receiver)) =
+        (shape.context, shape.item.sig.receiver())
+    {
+        errors.spanned(
+            receiver,
+            "an async #[cache_multi_on_arguments] method takes `&self`: its body's future may \
+             be created twice and cannot hold `&mut self` twice; keep what changes behind a \
+             `Mutex`",
+        );
+    }
+    for arg in args {
+        if let Type::Reference(reference) = &arg.ty {
+            if reference.mutability.is_some() {
+                errors.spanned(
+                    &arg.ty,
+                    format!(
+                        "an async #[cache_multi_on_arguments] function cannot take `&mut`: its \
+                         body's future may be created twice and cannot hold `{}` twice; pass \
+                         `&` (with a `Mutex` inside) or an owned value",
+                        arg.ident
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// `Some(false)` for `&[K]`, `Some(true)` for `Vec<K>`, `None` for anything else.

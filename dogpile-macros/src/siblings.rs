@@ -69,14 +69,17 @@ pub(crate) enum Receiver {
 
 /// The signature of a generated function: `sig` renamed to `ident`, with the receiver as
 /// chosen, `leading` before the arguments, arguments bound to plain names (so that an
-/// unused `mut` does not warn), and returning `output`. Qualifiers (`async`, `const`, ...)
-/// are dropped: they only appear on functions the model refused, whose stubs are plain.
+/// unused `mut` does not warn), and returning `output`. `async` is kept when `asynchronous`
+/// (a sibling that reaches the cache, of an `async fn`); other qualifiers (`const`,
+/// `unsafe`, ...) are dropped: they only appear on functions the model refused, whose
+/// stubs are plain.
 pub(crate) fn signature(
     sig: &Signature,
     ident: Ident,
     receiver: Receiver,
     leading: Option<FnArg>,
     output: ReturnType,
+    asynchronous: bool,
 ) -> Signature {
     let mut inputs = Punctuated::new();
     for input in &sig.inputs {
@@ -110,7 +113,7 @@ pub(crate) fn signature(
     }
     Signature {
         constness: None,
-        asyncness: None,
+        asyncness: if asynchronous { sig.asyncness } else { None },
         unsafety: None,
         abi: None,
         ident,
@@ -154,6 +157,7 @@ impl KeySignatures {
                 Receiver::Shared,
                 None,
                 returning(keys_type),
+                false,
             ),
             invalidate: signature(
                 sig,
@@ -161,6 +165,7 @@ impl KeySignatures {
                 Receiver::Shared,
                 None,
                 returning(syn::parse_quote!(::dogpile::Result<()>)),
+                true,
             ),
         }
     }
@@ -194,6 +199,7 @@ impl ValueSignatures {
                 Receiver::Keep,
                 None,
                 returning(result(output.clone())),
+                true,
             ),
             set: signature(
                 sig,
@@ -201,6 +207,7 @@ impl ValueSignatures {
                 Receiver::Shared,
                 Some(set_arg),
                 returning(result(syn::parse_quote!(()))),
+                true,
             ),
             get: signature(
                 sig,
@@ -208,6 +215,7 @@ impl ValueSignatures {
                 Receiver::Shared,
                 None,
                 returning(result(got)),
+                true,
             ),
         }
     }

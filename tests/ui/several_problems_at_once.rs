@@ -5,7 +5,7 @@ use dogpile::{cache_on_arguments, CacheRegion};
 static REGION: LazyLock<CacheRegion> = LazyLock::new(CacheRegion::new);
 
 #[cache_on_arguments(region = "REGION", skip(c))]
-async fn one((a, b): (i32, i32)) -> i32 {
+const fn one((a, b): (i32, i32)) -> i32 {
     a + b
 }
 
