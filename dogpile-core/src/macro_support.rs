@@ -746,28 +746,15 @@ where
     if elements.is_empty() {
         return Ok(Vec::new());
     }
-    // The first element of each key: repeated elements share one value, as in dogpile.
-    let mut first: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
-    for (i, key) in keys.iter().enumerate() {
-        first.entry(key.as_str()).or_insert(i);
-    }
-
+    let first = first_elements(keys);
     let mut body_error: Option<E> = None;
     let mut miscounted: Option<(Vec<usize>, Vec<T>)> = None;
     let creator = |missing: &[&str]| {
-        let Some(indices) = missing
-            .iter()
-            .map(|key| first.get(key).copied())
-            .collect::<Option<Vec<usize>>>()
-        else {
-            // The region asked for a key it was not given: return nothing, so that the
-            // region reports a miscount and the fallback computes the values.
+        // A key the region was not given: nothing, so that the region reports a miscount
+        // and the fallback computes the values.
+        let Some((order, given)) = asked(&first, missing.iter().copied()) else {
             return Vec::new();
         };
-        // The region asks in key order; the body gets the caller's order.
-        let mut order: Vec<usize> = (0..indices.len()).collect();
-        order.sort_by_key(|&j| indices[j]);
-        let given: Vec<usize> = order.iter().map(|&j| indices[j]).collect();
         match body(given.iter().map(|&i| elements[i].clone()).collect()) {
             Err(error) => {
                 body_error = Some(error);
@@ -777,13 +764,7 @@ where
                 miscounted = Some((given, values));
                 Vec::new()
             }
-            Ok(values) => {
-                let mut slots: Vec<Option<T>> = (0..values.len()).map(|_| None).collect();
-                for (&j, value) in order.iter().zip(values) {
-                    slots[j] = Some(value);
-                }
-                slots.into_iter().flatten().collect()
-            }
+            Ok(values) => in_asked_order(&order, values),
         }
     };
     let outcome = region.get_or_create_multi_inner(keys, &options, creator, true);
@@ -797,26 +778,23 @@ where
     if let Some((given, values)) = miscounted {
         return uncached_after_miscount(function, elements, &given, values, body);
     }
-    crate::warnings::warn_limited!(region.warnings, crate::warnings::WarningKind::CacheUnavailable,
-        region = %region.name(), function, %error, "cache unavailable; computing the values uncached");
-
-    let mut needed: Vec<usize> = first.values().copied().collect();
-    needed.sort_unstable();
+    warn_unavailable(region, function, &error);
+    let needed = uncached_needed(&first);
     let made = body(needed.iter().map(|&i| elements[i].clone()).collect())?;
     if made.len() != needed.len() {
         return uncached_after_miscount(function, elements, &needed, made, body);
     }
-    let values: HashMap<usize, T> = needed.into_iter().zip(made).collect();
-    let assembled: Option<Vec<T>> = keys
-        .iter()
-        .map(|key| first.get(key.as_str()).and_then(|i| values.get(i)).cloned())
-        .collect();
-    match assembled {
+    match uncached_assembled(keys, &first, needed, made) {
         Some(assembled) => Ok(assembled),
-        // Unreachable by construction (every key has a first element, every first element
-        // a value); computing everything is still the right answer.
+        // Unreachable by construction; computing everything is still the right answer.
         None => body(elements.to_vec()),
     }
+}
+
+/// The cache could not serve a multi call at all: logged (rate-limited).
+fn warn_unavailable(region: &CacheRegion, function: &str, error: &Error) {
+    crate::warnings::warn_limited!(region.warnings, crate::warnings::WarningKind::CacheUnavailable,
+        region = %region.name(), function, %error, "cache unavailable; computing the values uncached");
 }
 
 /// The body returned a different number of values than it was given elements: the values
@@ -833,17 +811,9 @@ where
     K: Clone,
     F: FnMut(Vec<K>) -> std::result::Result<Vec<T>, E>,
 {
-    tracing::error!(
-        function,
-        given = given.len(),
-        returned = values.len(),
-        "a #[cache_multi_on_arguments] function must return one value per key; its result is not cached"
-    );
-    let all_in_order = given.len() == elements.len() && given.iter().copied().eq(0..given.len());
-    if all_in_order {
-        Ok(values)
-    } else {
-        body(elements.to_vec())
+    match miscount_result(function, elements.len(), given, values) {
+        Some(values) => Ok(values),
+        None => body(elements.to_vec()),
     }
 }
 
@@ -934,7 +904,6 @@ pub async fn get_with_async<V: Cacheable>(
 }
 
 /// The first element of each key: repeated elements share one value, as in dogpile.
-#[cfg(feature = "tokio")]
 fn first_elements(keys: &[String]) -> HashMap<&str, usize> {
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
@@ -975,18 +944,10 @@ where
     let (first_ref, error_slot, miscount_slot, body_ref) =
         (&first, &mut body_error, &mut miscounted, &mut body);
     let creator = move |missing: Vec<String>| {
-        // The region asks in key order; the body gets the caller's order.
-        let plan = missing
-            .iter()
-            .map(|key| first_ref.get(key.as_str()).copied())
-            .collect::<Option<Vec<usize>>>()
-            .map(|indices| {
-                let mut order: Vec<usize> = (0..indices.len()).collect();
-                order.sort_by_key(|&j| indices[j]);
-                let given: Vec<usize> = order.iter().map(|&j| indices[j]).collect();
-                let made = body_ref(given.iter().map(|&i| elements[i].clone()).collect());
-                (order, given, made)
-            });
+        let plan = asked(first_ref, missing.iter().map(String::as_str)).map(|(order, given)| {
+            let made = body_ref(given.iter().map(|&i| elements[i].clone()).collect());
+            (order, given, made)
+        });
         async move {
             // A key the region was not given: nothing, so that the region reports a
             // miscount and the fallback computes the values.
@@ -1002,13 +963,7 @@ where
                     *miscount_slot = Some((given, values));
                     Vec::new()
                 }
-                Ok(values) => {
-                    let mut slots: Vec<Option<T>> = (0..values.len()).map(|_| None).collect();
-                    for (&j, value) in order.iter().zip(values) {
-                        slots[j] = Some(value);
-                    }
-                    slots.into_iter().flatten().collect()
-                }
+                Ok(values) => in_asked_order(&order, values),
             }
         }
     };
@@ -1028,10 +983,8 @@ where
             None => body(elements.to_vec()).await,
         };
     }
-    tracing::warn!(function, %error, "cache unavailable; computing the values uncached");
-
-    let mut needed: Vec<usize> = first.values().copied().collect();
-    needed.sort_unstable();
+    warn_unavailable(region, function, &error);
+    let needed = uncached_needed(&first);
     let made = body(needed.iter().map(|&i| elements[i].clone()).collect()).await?;
     if made.len() != needed.len() {
         return match miscount_result(function, elements.len(), &needed, made) {
@@ -1039,12 +992,7 @@ where
             None => body(elements.to_vec()).await,
         };
     }
-    let values: HashMap<usize, T> = needed.into_iter().zip(made).collect();
-    let assembled: Option<Vec<T>> = keys
-        .iter()
-        .map(|key| first.get(key.as_str()).and_then(|i| values.get(i)).cloned())
-        .collect();
-    match assembled {
+    match uncached_assembled(keys, &first, needed, made) {
         Some(assembled) => Ok(assembled),
         // Unreachable by construction, as in `get_or_create_multi`.
         None => body(elements.to_vec()).await,
@@ -1054,7 +1002,6 @@ where
 /// The body returned a different number of values than it was given elements (see
 /// `uncached_after_miscount`): logged; its values are the answer when it was given every
 /// element in order, else (`None`) the caller runs it again on every element.
-#[cfg(feature = "tokio")]
 fn miscount_result<T>(
     function: &str,
     elements: usize,
@@ -1069,6 +1016,53 @@ fn miscount_result<T>(
     );
     let all_in_order = given.len() == elements && given.iter().copied().eq(0..given.len());
     all_in_order.then_some(values)
+}
+
+/// The elements the region asks values for: `(order, given)`, where `given` are their
+/// indices in the caller's order and `order[j]` says which asked key `given`'s j-th is.
+/// `None` when the region asks for a key it was not given.
+fn asked<'k>(
+    first: &HashMap<&str, usize>,
+    missing: impl Iterator<Item = &'k str>,
+) -> Option<(Vec<usize>, Vec<usize>)> {
+    let indices = missing
+        .map(|key| first.get(key).copied())
+        .collect::<Option<Vec<usize>>>()?;
+    // The region asks in key order; the body gets the caller's order.
+    let mut order: Vec<usize> = (0..indices.len()).collect();
+    order.sort_by_key(|&j| indices[j]);
+    let given = order.iter().map(|&j| indices[j]).collect();
+    Some((order, given))
+}
+
+/// The body's values (in the caller's order) back in the order the region asked.
+fn in_asked_order<T>(order: &[usize], values: Vec<T>) -> Vec<T> {
+    let mut slots: Vec<Option<T>> = (0..values.len()).map(|_| None).collect();
+    for (&j, value) in order.iter().zip(values) {
+        slots[j] = Some(value);
+    }
+    slots.into_iter().flatten().collect()
+}
+
+/// With the cache unavailable: the elements to compute, each key's first, in order.
+fn uncached_needed(first: &HashMap<&str, usize>) -> Vec<usize> {
+    let mut needed: Vec<usize> = first.values().copied().collect();
+    needed.sort_unstable();
+    needed
+}
+
+/// The computed values of `needed` in the caller's order, repeats included (`None` only
+/// if a key had no value, which cannot happen by construction).
+fn uncached_assembled<T: Clone>(
+    keys: &[String],
+    first: &HashMap<&str, usize>,
+    needed: Vec<usize>,
+    made: Vec<T>,
+) -> Option<Vec<T>> {
+    let values: HashMap<usize, T> = needed.into_iter().zip(made).collect();
+    keys.iter()
+        .map(|key| first.get(key.as_str()).and_then(|i| values.get(i)).cloned())
+        .collect()
 }
 
 #[cfg(test)]
