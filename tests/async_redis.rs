@@ -156,6 +156,36 @@ async fn get_set_delete_and_multi_on_async_connections_share_the_store_with_sync
     assert_eq!(exists, 0, "deleted in redis itself");
 }
 
+/// `tasks` tasks, spread over `regions`, call `get_or_create_async` on one missing key at
+/// once (behind a barrier); every one must get the created value. Returns the number of
+/// creator calls.
+async fn race(regions: &[Arc<CacheRegion>], tasks: usize, round: u32) -> usize {
+    let key = fresh_key("race");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(tasks));
+    let tasks: Vec<_> = (0..tasks)
+        .map(|n| {
+            let region = regions[n % regions.len()].clone();
+            let (calls, barrier, key) = (calls.clone(), barrier.clone(), key.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                region
+                    .get_or_create_async(&key, || async {
+                        calls.fetch_add(1, SeqCst);
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        round
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), round, "every task gets the new value");
+    }
+    calls.load(SeqCst)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_creator_call_for_200_tasks_on_a_missing_key() {
     let server = RedisServer::shared();
@@ -165,30 +195,11 @@ async fn one_creator_call_for_200_tasks_on_a_missing_key() {
     ] {
         for round in 0..5u32 {
             let region = region_on(server, extra);
-            let key = fresh_key("stampede");
-            let calls = Arc::new(AtomicUsize::new(0));
-            let barrier = Arc::new(Barrier::new(200));
-            let tasks: Vec<_> = (0..200)
-                .map(|_| {
-                    let (region, calls, barrier) = (region.clone(), calls.clone(), barrier.clone());
-                    let key = key.clone();
-                    tokio::spawn(async move {
-                        barrier.wait().await;
-                        region
-                            .get_or_create_async(&key, || async {
-                                calls.fetch_add(1, SeqCst);
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                                round
-                            })
-                            .await
-                            .unwrap()
-                    })
-                })
-                .collect();
-            for task in tasks {
-                assert_eq!(task.await.unwrap(), round, "every task gets the new value");
-            }
-            assert_eq!(calls.load(SeqCst), 1, "{extra:?} round {round}");
+            assert_eq!(
+                race(&[region], 200, round).await,
+                1,
+                "{extra:?} round {round}"
+            );
         }
     }
 }
@@ -199,30 +210,7 @@ async fn two_regions_with_a_distributed_lock_make_one_creator_call_for_100_tasks
     for round in 0..5u32 {
         // Two regions, two backends, two in-process lock tables: as two processes.
         let regions = [locked_region(server), locked_region(server)];
-        let key = fresh_key("two-regions");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let barrier = Arc::new(Barrier::new(100));
-        let tasks: Vec<_> = (0..100)
-            .map(|n| {
-                let region = regions[n % 2].clone();
-                let (calls, barrier, key) = (calls.clone(), barrier.clone(), key.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    region
-                        .get_or_create_async(&key, || async {
-                            calls.fetch_add(1, SeqCst);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            round
-                        })
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        for task in tasks {
-            assert_eq!(task.await.unwrap(), round);
-        }
-        assert_eq!(calls.load(SeqCst), 1, "round {round}");
+        assert_eq!(race(&regions, 100, round).await, 1, "round {round}");
     }
 }
 
@@ -430,4 +418,49 @@ async fn async_a_call_cancelled_mid_reply_leaves_no_connection_behind() {
         2,
         "a new connection after the cancellation"
     );
+}
+
+#[test]
+fn dead_retry_is_one_record_for_sync_and_async_callers() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A port nothing listens on: connections are refused.
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = || {
+        RedisBackend::from_arguments(&Arguments::new(
+            "redis",
+            [
+                ("url", format!("redis://127.0.0.1:{port}")),
+                ("dead_retry", "60".to_owned()),
+                ("socket_timeout", "0.5".to_owned()),
+            ],
+        ))
+        .unwrap()
+    };
+    let message = |error: Error| match error {
+        Error::Backend { backend, source } => format!("{backend}: {source}"),
+        other => panic!("expected Error::Backend, got {other:?}"),
+    };
+    let marked_down = |error: Error| {
+        let message = message(error);
+        assert!(message.contains("marked down"), "{message}");
+    };
+    // Found down by a sync call: async calls fail fast.
+    let backend = down();
+    let first = message(dogpile::CacheBackend::get(&backend, "k").unwrap_err());
+    assert!(!first.contains("marked down"), "{first}");
+    let twin = backend.async_backend().unwrap();
+    marked_down(runtime.block_on(twin.get("k")).unwrap_err());
+    // Found down by an async call: sync calls fail fast.
+    let backend = down();
+    let twin = backend.async_backend().unwrap();
+    let first = message(runtime.block_on(twin.get("k")).unwrap_err());
+    assert!(!first.contains("marked down"), "{first}");
+    marked_down(dogpile::CacheBackend::get(&backend, "k").unwrap_err());
 }
