@@ -1,6 +1,7 @@
 //! Cache hits on the redis and memcached backends against the bare client's GET on one
 //! persistent connection to the same server (SPEC section 7), and `get_multi` of 100 keys
-//! against 100 single gets. Starts its own servers on free loopback ports.
+//! against 100 single gets; a redis hit from async code against the sync hit and the bare
+//! GET. Starts its own servers on free loopback ports.
 //! Run with `cargo bench --bench network_hits`; figures in BENCHMARKS.md.
 
 #[path = "../tests/support/memcached_server.rs"]
@@ -100,6 +101,41 @@ fn redis(c: &mut Criterion) {
     });
 }
 
+/// A redis hit from async code against the same hit from sync code and the bare GET, in
+/// one group: the async region reaches redis on its own async connections (one
+/// `block_on` of a current-thread runtime per iteration, as a task awaiting it would).
+fn redis_async(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let mut bare = server.client();
+    let dogpile = region(RegionConfig::new("redis").argument("url", server.url()));
+    dogpile.set(KEY, &value()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("redis async hit");
+    group.bench_function("bare get, one connection", |b| {
+        b.iter(|| {
+            let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(black_box(KEY))
+                .query(&mut bare)
+                .unwrap();
+            assert!(bytes.is_some());
+        })
+    });
+    group.bench_function("sync region get_or_create", |b| {
+        b.iter(|| dogpile.get_or_create(black_box(KEY), value).unwrap())
+    });
+    group.bench_function("async region get_or_create_async", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(dogpile.get_or_create_async(black_box(KEY), || async { value() }))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
 fn memcached(c: &mut Criterion) {
     let server = MemcachedServer::start();
     let mut bare = BufReader::new(TcpStream::connect(server.addr()).unwrap());
@@ -136,5 +172,5 @@ fn memcached(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, redis, memcached);
+criterion_group!(benches, redis, redis_async, memcached);
 criterion_main!(benches);

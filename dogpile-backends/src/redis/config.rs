@@ -237,16 +237,27 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
             e.to_string(),
         )
     })?;
+    let info = client.get_connection_info().clone();
+    let tls = tls_config(args, info.addr())?;
+    #[cfg(feature = "tokio")]
+    let async_pool =
+        super::pool::AsyncPool::new(info.clone(), common.limits(), tls.clone(), common.pool_size);
     let connector = ServerConnector {
-        server: Server::Direct(client.get_connection_info().clone()),
+        server: Server::Direct(info),
         limits: common.limits(),
-        tls: tls_config(args, client.get_connection_info().addr())?,
+        tls,
     };
-    Ok(settings(
+    #[cfg_attr(not(feature = "tokio"), allow(unused_mut))]
+    let mut shared = settings(
         describe,
         Pools::Server(Pool::new(connector, common.pool_size, common.timeout)),
         common,
-    ))
+    );
+    #[cfg(feature = "tokio")]
+    {
+        shared.async_pool = Some(async_pool);
+    }
+    Ok(shared)
 }
 
 /// The TLS configuration for a `rediss://` address; the `ssl_*` arguments are refused for
@@ -297,6 +308,8 @@ fn settings(describe: String, pools: Pools, common: Common) -> Shared {
         pools,
         expiration: common.expiration,
         lock: common.lock,
+        #[cfg(feature = "tokio")]
+        async_pool: None,
     }
 }
 

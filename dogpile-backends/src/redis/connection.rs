@@ -7,7 +7,8 @@
 //! It cannot be given another stream to read from, and has no size limit. Its async
 //! connection has the same parser (so a timeout around it bounds time but not memory).
 //!
-//! So this module speaks RESP2 itself, on the crate's types: commands are packed by
+//! So this module speaks RESP2 itself (the parser and its limits are the `resp` module's,
+//! shared with the async connection), on the crate's types: commands are packed by
 //! `redis::Cmd`/`redis::Pipeline`, replies come back as `redis::Value`, and the
 //! connection implements `redis::ConnectionLike`, so everything above it (typed replies,
 //! scripts, pipelines) is the crate's. What it adds:
@@ -35,30 +36,8 @@ use std::time::{Duration, Instant};
 
 use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult, Value};
 
-/// How a connection's calls are bounded.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    /// The longest a call (connecting included) may take.
-    pub(crate) timeout: Duration,
-    /// The largest value, and (with [`REPLY_FRAMING`] more) the most reply bytes, one call
-    /// may read.
-    pub(crate) max_value_size: usize,
-}
-
-/// Bytes a reply may take beyond `max_value_size`, for the framing around its values
-/// (`$<length>\r\n`, ...).
-const REPLY_FRAMING: usize = 4096;
-/// What holding one reply value costs beyond its bytes (the `Value` and the allocation
-/// of its data), counted against the budget.
-const VALUE_COST: usize = std::mem::size_of::<Value>() + 32;
-/// How deeply a reply may nest arrays (the backend's replies nest at most two deep).
-const MAX_NESTING: usize = 8;
-/// The longest status, error or integer line read.
-const MAX_LINE: usize = 64 * 1024;
-/// How much is read at a time while looking for a line end.
-const CHUNK: usize = 16 * 1024;
-/// The most read at a time into a bulk string (memory grows with what arrives).
-const MAX_READ: usize = 256 * 1024;
+pub(crate) use super::resp::Limits;
+use super::resp::{timed_out, Call, Replies, Setup};
 
 /// The TLS client configuration of a `rediss://` server (`None`: plain connections only).
 #[cfg(feature = "tls")]
@@ -145,31 +124,12 @@ pub(crate) struct Connection {
     stream: Stream,
     limits: Limits,
     db: i64,
-    /// Bytes received and not parsed yet: `buf[start..]`.
-    buf: Vec<u8>,
-    start: usize,
+    /// Bytes received and not parsed yet, and the parser over them.
+    replies: Replies,
     /// The socket's read and write timeouts as last set.
     read_timeout: Duration,
     write_timeout: Duration,
     open: bool,
-}
-
-/// The bounds of the call in progress.
-struct Call {
-    deadline: Instant,
-    budget: usize,
-}
-
-fn timed_out() -> RedisError {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "no complete reply within socket_timeout",
-    )
-    .into()
-}
-
-fn protocol(what: &'static str, detail: String) -> RedisError {
-    RedisError::from((ErrorKind::Parse, what, detail))
 }
 
 impl Connection {
@@ -196,55 +156,22 @@ impl Connection {
             }
             #[cfg(unix)]
             ConnectionAddr::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
-            other => {
-                return Err(RedisError::from((
-                    ErrorKind::InvalidClientConfig,
-                    "unsupported address",
-                    other.to_string(),
-                )))
-            }
+            other => return Err(unsupported(other)),
         };
         stream.set_timeouts(Some(limits.timeout), Some(limits.timeout))?;
         let mut conn = Connection {
             stream,
             limits,
             db: 0,
-            buf: Vec::new(),
-            start: 0,
+            replies: Replies::new(limits.max_value_size),
             read_timeout: limits.timeout,
             write_timeout: limits.timeout,
             open: true,
         };
-        let settings = info.redis_settings();
-        if let Some(password) = settings.password() {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(username) = settings.username() {
-                auth.arg(username);
-            }
-            auth.arg(password);
-            if let Some(Value::ServerError(error)) = conn
-                .call_until(&auth.get_packed_command(), 0, 1, deadline)?
-                .pop()
-            {
-                return Err(RedisError::from((
-                    ErrorKind::AuthenticationFailed,
-                    "authentication failed",
-                    error.to_string(),
-                )));
-            }
+        for setup in Setup::commands(info) {
+            setup.check(conn.call_until(&setup.packed, 0, 1, deadline)?.pop())?;
         }
-        if settings.db() != 0 {
-            let select = redis::cmd("SELECT").arg(settings.db()).get_packed_command();
-            if let Some(Value::ServerError(error)) = conn.call_until(&select, 0, 1, deadline)?.pop()
-            {
-                return Err(RedisError::from((
-                    ErrorKind::InvalidClientConfig,
-                    "cannot select the database",
-                    error.to_string(),
-                )));
-            }
-        }
-        conn.db = settings.db();
+        conn.db = info.redis_settings().db();
         Ok(conn)
     }
 
@@ -260,20 +187,10 @@ impl Connection {
         if !self.open {
             return Err(io::Error::from(io::ErrorKind::NotConnected).into());
         }
-        let mut call = Call {
-            deadline,
-            budget: self.limits.max_value_size.saturating_add(REPLY_FRAMING),
-        };
-        let outcome = self.exchange(packed, skip, count, &mut call);
+        let mut call = Call::new(&self.limits, deadline, skip, count);
+        let outcome = self.exchange(packed, &mut call);
         if outcome.is_err() {
             self.open = false;
-        } else if self.start < self.buf.len() {
-            // More than was asked for: the server is out of step with its requests.
-            self.open = false;
-            return Err(protocol(
-                "unexpected bytes after the reply",
-                format!("{} bytes", self.buf.len() - self.start),
-            ));
         }
         outcome
     }
@@ -283,28 +200,23 @@ impl Connection {
         self.call_until(packed, skip, count, deadline)
     }
 
-    fn exchange(
-        &mut self,
-        packed: &[u8],
-        skip: usize,
-        count: usize,
-        call: &mut Call,
-    ) -> RedisResult<Vec<Value>> {
+    fn exchange(&mut self, packed: &[u8], call: &mut Call) -> RedisResult<Vec<Value>> {
         self.send(packed, call)?;
-        let mut values = Vec::with_capacity(count);
-        for n in 0..skip + count {
-            let value = self.value(call, 0)?;
-            if n >= skip {
-                values.push(value);
+        let mut values = Vec::new();
+        while let Some(want) = self.replies.take(call, &mut values)? {
+            if let Some(t) = Self::timeout_for(self.read_timeout, self.limits.timeout, call)? {
+                self.stream.set_timeouts(Some(t), None)?;
+                self.read_timeout = t;
             }
-        }
-        // A fully read buffer starts over (and a large one is given back).
-        if self.start == self.buf.len() {
-            self.start = 0;
-            self.buf.clear();
-            if self.buf.capacity() > CHUNK * 4 {
-                self.buf = Vec::new();
-            }
+            let room = self.replies.room(call, want)?;
+            let read = loop {
+                match self.stream.read(room) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            let n = read.map_err(deadline_error)?;
+            self.replies.filled(call, n)?;
         }
         Ok(values)
     }
@@ -317,10 +229,7 @@ impl Connection {
         full: Duration,
         call: &Call,
     ) -> RedisResult<Option<Duration>> {
-        let left = call.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out());
-        }
+        let left = call.time_left()?;
         let slack = full / 32;
         if current <= left + slack && current + slack >= left {
             Ok(None)
@@ -345,165 +254,15 @@ impl Connection {
         self.stream.flush().map_err(deadline_error)?;
         Ok(())
     }
+}
 
-    /// Reads more bytes into `buf`, at most `want` (and at least one), before the deadline.
-    fn fill(&mut self, call: &mut Call, want: usize) -> RedisResult<()> {
-        if call.budget == 0 {
-            return Err(too_large(self.limits.max_value_size));
-        }
-        if let Some(t) = Self::timeout_for(self.read_timeout, self.limits.timeout, call)? {
-            self.stream.set_timeouts(Some(t), None)?;
-            self.read_timeout = t;
-        }
-        let want = want.clamp(1, MAX_READ).min(call.budget);
-        let len = self.buf.len();
-        self.buf.resize(len + want, 0);
-        let read = loop {
-            match self.stream.read(&mut self.buf[len..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        match read {
-            Ok(0) => {
-                self.buf.truncate(len);
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection before the reply was complete",
-                )
-                .into())
-            }
-            Ok(n) => {
-                self.buf.truncate(len + n);
-                call.budget -= n;
-                Ok(())
-            }
-            Err(e) => {
-                self.buf.truncate(len);
-                Err(deadline_error(e))
-            }
-        }
-    }
-
-    /// One line, without its `\r\n`.
-    fn line(&mut self, call: &mut Call) -> RedisResult<Vec<u8>> {
-        // Bytes after `start` known to hold no line end.
-        let mut scanned = 0;
-        loop {
-            let pending = &self.buf[self.start..];
-            if let Some(at) = pending[scanned..].windows(2).position(|w| w == b"\r\n") {
-                let end = self.start + scanned + at;
-                let line = self.buf[self.start..end].to_vec();
-                self.start = end + 2;
-                return Ok(line);
-            }
-            if pending.len() > MAX_LINE {
-                return Err(protocol(
-                    "reply line too long",
-                    format!("more than {MAX_LINE} bytes without an end of line"),
-                ));
-            }
-            scanned = pending.len().saturating_sub(1);
-            self.compact();
-            self.fill(call, CHUNK)?;
-        }
-    }
-
-    /// Drops the parsed bytes at the front of `buf`.
-    fn compact(&mut self) {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-    }
-
-    /// Exactly `n` bytes and the `\r\n` after them.
-    fn bulk(&mut self, n: usize, call: &mut Call) -> RedisResult<Vec<u8>> {
-        let buffered = self.buf.len() - self.start;
-        if n > self.limits.max_value_size || n + 2 > buffered + call.budget {
-            return Err(too_large(self.limits.max_value_size));
-        }
-        while self.buf.len() - self.start < n + 2 {
-            self.compact();
-            let missing = n + 2 - self.buf.len();
-            self.fill(call, missing)?;
-        }
-        let data = self.buf[self.start..self.start + n].to_vec();
-        if &self.buf[self.start + n..self.start + n + 2] != b"\r\n" {
-            return Err(protocol(
-                "bulk string without its end of line",
-                format!("{n} bytes"),
-            ));
-        }
-        self.start += n + 2;
-        Ok(data)
-    }
-
-    fn int(line: &[u8], what: &'static str) -> RedisResult<i64> {
-        std::str::from_utf8(line)
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .ok_or_else(|| protocol(what, String::from_utf8_lossy(line).into_owned()))
-    }
-
-    /// One reply value.
-    fn value(&mut self, call: &mut Call, depth: usize) -> RedisResult<Value> {
-        // A value costs memory beyond its bytes on the wire: a million `$1\r\nx\r\n`
-        // would take 7 MB to send and several times that to hold.
-        call.budget = call
-            .budget
-            .checked_sub(VALUE_COST)
-            .ok_or_else(|| too_large(self.limits.max_value_size))?;
-        let line = self.line(call)?;
-        let Some((&kind, rest)) = line.split_first() else {
-            return Err(protocol("empty reply line", String::new()));
-        };
-        match kind {
-            b'+' if rest == b"OK" => Ok(Value::Okay),
-            b'+' => Ok(Value::SimpleString(
-                String::from_utf8_lossy(rest).into_owned(),
-            )),
-            b'-' => {
-                // The crate's parser builds its error type from the line.
-                let mut raw = line.clone();
-                raw.extend_from_slice(b"\r\n");
-                redis::parse_redis_value(&raw)
-            }
-            b':' => Self::int(rest, "malformed integer reply").map(Value::Int),
-            b'$' => match Self::int(rest, "malformed bulk string length")? {
-                -1 => Ok(Value::Nil),
-                n if n < 0 => Err(protocol("negative bulk string length", n.to_string())),
-                n => {
-                    let n =
-                        usize::try_from(n).map_err(|_| too_large(self.limits.max_value_size))?;
-                    self.bulk(n, call).map(Value::BulkString)
-                }
-            },
-            b'*' => match Self::int(rest, "malformed array length")? {
-                -1 => Ok(Value::Nil),
-                n if n < 0 => Err(protocol("negative array length", n.to_string())),
-                n => {
-                    if depth >= MAX_NESTING {
-                        return Err(protocol("reply nested too deep", depth.to_string()));
-                    }
-                    let n = usize::try_from(n).unwrap_or(usize::MAX);
-                    // Each element costs at least VALUE_COST of the budget.
-                    if n.saturating_mul(VALUE_COST) > call.budget {
-                        return Err(too_large(self.limits.max_value_size));
-                    }
-                    let mut items = Vec::with_capacity(n.min(1024));
-                    for _ in 0..n {
-                        items.push(self.value(call, depth + 1)?);
-                    }
-                    Ok(Value::Array(items))
-                }
-            },
-            other => Err(protocol(
-                "unexpected reply type",
-                format!("{:?}", other as char),
-            )),
-        }
-    }
+/// An address this client cannot connect to.
+pub(crate) fn unsupported(addr: &ConnectionAddr) -> RedisError {
+    RedisError::from((
+        ErrorKind::InvalidClientConfig,
+        "unsupported address",
+        addr.to_string(),
+    ))
 }
 
 /// A socket timeout is the call's deadline passing.
@@ -516,13 +275,6 @@ fn deadline_error(error: io::Error) -> RedisError {
     } else {
         error.into()
     }
-}
-
-fn too_large(max: usize) -> RedisError {
-    protocol(
-        "reply larger than max_value_size",
-        format!("more than {max} bytes; raise max_value_size if such values are expected"),
-    )
 }
 
 /// Completes the TLS handshake before `deadline`.

@@ -47,16 +47,36 @@ impl RedisLock {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// One `SET NX PX` attempt.
-    fn try_take(&self, token: &str, ttl: Duration) -> Result<bool> {
+    /// One `SET NX PX` attempt's command.
+    fn take_cmd(&self, token: &str, ttl: Duration) -> redis::Cmd {
         let mut cmd = redis::cmd("SET");
         cmd.arg(&self.lock_key)
             .arg(token)
             .arg("NX")
             .arg("PX")
             .arg(millis(ttl));
-        let reply: Option<String> = self.shared.query("SET NX (lock)", &cmd)?;
+        cmd
+    }
+
+    /// One `SET NX PX` attempt.
+    fn try_take(&self, token: &str, ttl: Duration) -> Result<bool> {
+        let reply: Option<String> = self
+            .shared
+            .query("SET NX (lock)", &self.take_cmd(token, ttl))?;
         Ok(reply.is_some())
+    }
+
+    /// The release script deleted `deleted` keys: none means the lock had expired.
+    fn released(&self, deleted: i64) {
+        if deleted == 0 {
+            tracing::warn!(
+                lock = %self.lock_key,
+                backend = %self.shared.describe,
+                "the distributed dogpile lock expired before its holder released it \
+                 (lock_timeout is shorter than the creator took); another caller may have \
+                 regenerated the value meanwhile"
+            );
+        }
     }
 }
 
@@ -99,16 +119,78 @@ impl CacheMutex for RedisLock {
         let deleted: i64 = self.shared.run("EVALSHA (lock release)", |mut conn| {
             invocation.invoke(conn.as_dyn())
         })?;
-        if deleted == 0 {
-            tracing::warn!(
-                lock = %self.lock_key,
-                backend = %self.shared.describe,
-                "the distributed dogpile lock expired before its holder released it \
-                 (lock_timeout is shorter than the creator took); another caller may have \
-                 regenerated the value meanwhile"
-            );
-        }
+        self.released(deleted);
         Ok(())
+    }
+}
+
+/// The same lock for async callers: the same commands on the backend's async
+/// connections (see the `async_backend` module).
+#[cfg(feature = "tokio")]
+#[dogpile_core::async_trait]
+impl dogpile_core::AsyncCacheMutex for RedisLock {
+    async fn try_acquire(&self) -> Result<bool> {
+        let Some(settings) = self.shared.lock.as_ref() else {
+            return Ok(true);
+        };
+        if self.held().is_some() {
+            return Ok(true);
+        }
+        let token = lock_token();
+        let cmd = self.take_cmd(&token, settings.timeout);
+        let reply: Option<String> = self.shared.query_async("SET NX (lock)", &cmd).await?;
+        if reply.is_some() {
+            *self.held() = Some(token);
+        }
+        Ok(reply.is_some())
+    }
+
+    async fn release(&self) -> Result<()> {
+        let Some(token) = self.held().take() else {
+            return Ok(());
+        };
+        // EVALSHA, and EVAL once if the server does not know the script yet.
+        let script = release_script();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash())
+            .arg(1)
+            .arg(&self.lock_key)
+            .arg(&token);
+        let packed = cmd.get_packed_command();
+        let known = |values: Vec<redis::Value>| match values
+            .into_iter()
+            .next()
+            .unwrap_or(redis::Value::Nil)
+            .extract_error()
+        {
+            Err(error) if error.code() == Some("NOSCRIPT") => Ok(None),
+            other => Ok(Some(redis::from_redis_value::<i64>(other?)?)),
+        };
+        let deleted = match self
+            .shared
+            .request_async("EVALSHA (lock release)", &packed, (0, 1), known)
+            .await?
+        {
+            Some(deleted) => deleted,
+            None => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(RELEASE_SCRIPT)
+                    .arg(1)
+                    .arg(&self.lock_key)
+                    .arg(&token);
+                self.shared.query_async("EVAL (lock release)", &cmd).await?
+            }
+        };
+        self.released(deleted);
+        Ok(())
+    }
+
+    fn retry_pause(&self) -> Duration {
+        CacheMutex::retry_pause(self)
+    }
+
+    fn wait_limit(&self) -> Option<Duration> {
+        CacheMutex::wait_limit(self)
     }
 }
 

@@ -55,7 +55,7 @@
 //! |---|---|---|
 //! | `socket_timeout` | `2` | seconds; bounds the wait for a pooled connection (connecting included) and then each call as a whole, from sending the command to the last byte of its reply, whatever the server sends (trickled, truncated or endless replies), so a server that is down, hung or hostile gives `Error::Backend` within about twice this time, never a hang (`redis_cluster`: each read and write, through the `redis` crate) |
 //! | `max_value_size` | `16777216` (16 MiB) | bytes; the largest value read or stored, and (with a little room for framing) the most one call reads, all values of a `get_multi` together. A reply announcing more is refused before it is read, so a broken or hostile server cannot make a call allocate more; a `set` of a larger value fails naming the key. Redis itself allows 512 MiB; raise this if you cache values over 16 MiB (`redis` and `redis_sentinel`) |
-//! | `connection_pool` (or `pool_size`, memcached's name) | `16` | the most connections kept (per region); no connection is made before the first operation, so configuring a region does not need the server up |
+//! | `connection_pool` (or `pool_size`, memcached's name) | `16` | the most connections kept (per region; `redis` keeps as many again for async callers); no connection is made before the first operation, so configuring a region does not need the server up |
 //! | `redis_expiration_time` | none | seconds; a server-side TTL on every value (`SET .. PX`), visible with `TTL`. Make it longer than the region's expiration time plus the creator's run time, or stale values vanish and readers block |
 //! | `distributed_lock` | `false` (`true` for `redis_sentinel`, as dogpile.cache) | use a dogpile lock in redis, shared by every process, instead of only the per-process lock |
 //! | `lock_timeout` | `30` | seconds; the lock key's TTL. A holder that dies loses the lock after this; a creator running longer may see a second creator start |
@@ -85,6 +85,13 @@
 //! - Within one process, threads queue on the region's own per-key lock first, so only one
 //!   of them polls redis.
 //!
+//! # Async callers
+//!
+//! A `redis` region serves its `*_async` methods on async connections with the same
+//! settings, bounds, `dead_retry` record and distributed lock as its sync methods, never
+//! on tokio's blocking pool; `redis_cluster` and `redis_sentinel` regions run their async
+//! calls on tokio's blocking pool. The `async_backend` module's docs say why.
+//!
 //! # Errors and faults
 //!
 //! Every error names the backend and its server(s), e.g. `redis at 127.0.0.1:7001`. A
@@ -95,17 +102,22 @@
 //! under a cache key (written by another program) reads as a miss, as does a string that is
 //! not dogpile's format.
 
+#[cfg(feature = "tokio")]
+mod async_backend;
+#[cfg(feature = "tokio")]
+mod async_connection;
 mod config;
 mod connection;
 mod lock;
 mod pool;
+mod resp;
 #[cfg(feature = "tls")]
 mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::{Arguments, Backend, CacheBackend, CacheMutex, Error, Result};
+use dogpile_core::{Arguments, Backend, CacheBackend, CacheMutex, Entry, Error, Result};
 use redis::cluster::{cluster_pipe, ClusterConnection};
 use redis::{ConnectionLike, FromRedisValue, RedisResult};
 
@@ -159,6 +171,10 @@ pub(crate) struct Shared {
     /// Up, or down for `dead_retry` (one server; a cluster's nodes are the cluster
     /// client's business).
     pub(crate) health: Health,
+    /// The async connections to the one server (`redis`; `None`: async callers go through
+    /// tokio's blocking pool, see the `async_backend` module).
+    #[cfg(feature = "tokio")]
+    pub(crate) async_pool: Option<pool::AsyncPool>,
 }
 
 impl Shared {
@@ -171,29 +187,40 @@ impl Shared {
         let outcome = match &self.pools {
             Pools::Server(pool) => self.health.check().map_err(Failure::Down).and_then(|()| {
                 let outcome = pool.run(|conn| op(Conn::Server(conn)));
-                match &outcome {
-                    Ok(_) => self.health.mark_up(),
-                    Err(failure) if pool.unreachable(failure) => self.health.mark_down(failure),
-                    // The server answered (an error reply, a value of another type).
-                    Err(Failure::Redis(error)) if !error.is_unrecoverable_error() => {
-                        self.health.mark_up()
-                    }
-                    // A malformed reply, or every connection busy: says nothing either way.
-                    Err(_) => {}
-                }
+                self.judge(&outcome, |failure| pool.unreachable(failure));
                 outcome
             }),
             Pools::Cluster(pool) => pool.run(|conn| op(Conn::Cluster(conn))),
         };
-        outcome.map_err(|failure| {
-            Error::backend(
-                &self.describe,
-                CommandError {
-                    command: what,
-                    failure,
-                },
-            )
-        })
+        outcome.map_err(|failure| self.error(what, failure))
+    }
+
+    /// What an operation's outcome says of the server's health (`unreachable`: whether a
+    /// failure says that the server cannot be reached).
+    pub(crate) fn judge<T>(
+        &self,
+        outcome: &std::result::Result<T, Failure>,
+        unreachable: impl FnOnce(&Failure) -> bool,
+    ) {
+        match outcome {
+            Ok(_) => self.health.mark_up(),
+            Err(failure) if unreachable(failure) => self.health.mark_down(failure),
+            // The server answered (an error reply, a value of another type).
+            Err(Failure::Redis(error)) if !error.is_unrecoverable_error() => self.health.mark_up(),
+            // A malformed reply, or every connection busy: says nothing either way.
+            Err(_) => {}
+        }
+    }
+
+    /// The error of command `what` that failed.
+    pub(crate) fn error(&self, what: &'static str, failure: Failure) -> Error {
+        Error::backend(
+            &self.describe,
+            CommandError {
+                command: what,
+                failure,
+            },
+        )
     }
 
     /// Runs one command.
@@ -321,6 +348,20 @@ impl RedisBackend {
     pub fn describe(&self) -> &str {
         &self.shared.describe
     }
+
+    /// The async twin of this backend: the same server, settings, health record
+    /// (`dead_retry`) and distributed lock, on async connections (see the
+    /// `async_backend` module's docs); `None` for `redis_cluster` and `redis_sentinel`,
+    /// whose async callers use tokio's blocking pool.
+    ///
+    /// A region configured by name (`RegionConfig::new("redis")`) uses it for its async
+    /// methods. One configured with `RegionConfig::with_backend(backend)` reaches the
+    /// backend through tokio's blocking pool instead (a `CacheBackend` cannot name its
+    /// async twin).
+    #[cfg(feature = "tokio")]
+    pub fn async_backend(&self) -> Option<Arc<dyn dogpile_core::AsyncBackend>> {
+        async_backend::AsyncRedis::for_shared(&self.shared)
+    }
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -432,8 +473,40 @@ impl CacheBackend for RedisBackend {
     }
 }
 
+/// A region's `redis` backend: the backend, and its async twin for the region's async
+/// methods (a [`CacheBackend`] has no way to name one).
+struct WithAsync(RedisBackend);
+
+impl Backend for WithAsync {
+    fn get(&self, key: &str) -> Result<Option<Entry>> {
+        Backend::get(&self.0, key)
+    }
+    fn set(&self, key: &str, entry: Entry) -> Result<()> {
+        Backend::set(&self.0, key, entry)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        Backend::delete(&self.0, key)
+    }
+    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        Backend::get_multi(&self.0, keys)
+    }
+    fn set_multi(&self, items: Vec<(&str, Entry)>) -> Result<()> {
+        Backend::set_multi(&self.0, items)
+    }
+    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        Backend::delete_multi(&self.0, keys)
+    }
+    fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
+        Backend::get_mutex(&self.0, key)
+    }
+    #[cfg(feature = "tokio")]
+    fn async_backend(&self) -> Option<Arc<dyn dogpile_core::AsyncBackend>> {
+        self.0.async_backend()
+    }
+}
+
 pub(crate) fn redis(args: &Arguments) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(RedisBackend::from_arguments(args)?))
+    Ok(Arc::new(WithAsync(RedisBackend::from_arguments(args)?)))
 }
 
 pub(crate) fn redis_cluster(args: &Arguments) -> Result<Arc<dyn Backend>> {

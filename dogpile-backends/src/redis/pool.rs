@@ -18,6 +18,8 @@ use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::sentinel::SentinelClient;
 use redis::{ConnectionInfo, ConnectionLike, RedisError, RedisResult};
 
+#[cfg(feature = "tokio")]
+use super::async_connection::AsyncConnection;
 use super::connection::{Connection, Limits, Tls};
 
 use crate::health::MarkedDown;
@@ -128,6 +130,9 @@ pub(crate) enum Failure {
     Redis(RedisError),
     /// The server is marked down (`dead_retry`): not tried.
     Down(MarkedDown),
+    /// Every async connection stayed busy for `socket_timeout`.
+    #[cfg(feature = "tokio")]
+    Busy(Duration),
 }
 
 impl std::fmt::Display for Failure {
@@ -136,6 +141,11 @@ impl std::fmt::Display for Failure {
             Failure::Checkout(error) => write!(f, "no connection: {error}"),
             Failure::Redis(error) => error.fmt(f),
             Failure::Down(down) => down.fmt(f),
+            #[cfg(feature = "tokio")]
+            Failure::Busy(waited) => write!(
+                f,
+                "no connection: every one stayed busy for {waited:?} (raise connection_pool)"
+            ),
         }
     }
 }
@@ -146,6 +156,8 @@ impl std::error::Error for Failure {
             Failure::Checkout(error) => Some(error),
             Failure::Redis(error) => Some(error),
             Failure::Down(_) => None,
+            #[cfg(feature = "tokio")]
+            Failure::Busy(_) => None,
         }
     }
 }
@@ -188,7 +200,7 @@ impl<C: Connect> Pool<C> {
             match op(&mut pooled.conn) {
                 Ok(value) => return Ok(value),
                 Err(error) => {
-                    let stale = error.is_connection_dropped() || is_read_only(&error);
+                    let stale = stale(&error);
                     if stale || error.is_io_error() || error.is_unrecoverable_error() {
                         pooled.broken = true;
                     }
@@ -213,11 +225,93 @@ impl<C: Connect> Pool<C> {
             Failure::Checkout(_) => self.pool.state().connections < self.pool.max_size(),
             Failure::Redis(error) => error.is_io_error(),
             Failure::Down(_) => false,
+            #[cfg(feature = "tokio")]
+            Failure::Busy(_) => false,
         }
     }
 }
 
-/// A write reached a replica: the server was demoted (failover).
-fn is_read_only(error: &RedisError) -> bool {
-    error.code() == Some("READONLY")
+/// The error of a connection that waited in a pool and went stale meanwhile: the server
+/// dropped it (a restart), or a write reached a replica (the server was demoted in a
+/// failover). The operation is worth trying again on a fresh connection.
+fn stale(error: &RedisError) -> bool {
+    error.is_connection_dropped() || error.code() == Some("READONLY")
+}
+
+/// A pool of async connections to one server: at most `connection_pool` at once (a
+/// semaphore), idle ones kept for the next call, none made before the first call (so a
+/// region is configured without a runtime or a server).
+///
+/// A call takes an idle connection or opens one; it gives it back only when the call
+/// succeeded, so a connection that failed, or whose call was cancelled (its future
+/// dropped), is never used again. The wait for a free connection and the connecting
+/// share one `socket_timeout`, the call has its own (as on the blocking side).
+#[cfg(feature = "tokio")]
+pub(crate) struct AsyncPool {
+    info: ConnectionInfo,
+    limits: Limits,
+    tls: Tls,
+    size: usize,
+    idle: Mutex<Vec<AsyncConnection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncPool {
+    /// A pool of at most `size` connections to `info`'s server.
+    pub(crate) fn new(info: ConnectionInfo, limits: Limits, tls: Tls, size: u32) -> Self {
+        let size = usize::try_from(size).unwrap_or(usize::MAX).max(1);
+        AsyncPool {
+            info,
+            limits,
+            tls,
+            size,
+            idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(size),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<AsyncConnection>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends `packed` on a pooled connection and reads `skip + count` replies (see
+    /// [`AsyncConnection::call`]). A pooled connection that went stale is dropped and the
+    /// call made again on another one, as [`Pool::run`] does.
+    pub(crate) async fn request(
+        &self,
+        packed: &[u8],
+        skip: usize,
+        count: usize,
+    ) -> Result<Vec<redis::Value>, Failure> {
+        let deadline = Instant::now() + self.limits.timeout;
+        let _permit = match tokio::time::timeout_at(deadline.into(), self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(Failure::Busy(self.limits.timeout)),
+        };
+        let mut retries = self.size;
+        loop {
+            let pooled = self.idle().pop();
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => AsyncConnection::open(&self.info, self.limits, &self.tls, deadline)
+                    .await
+                    .map_err(Failure::Redis)?,
+            };
+            match conn.call(packed, skip, count).await {
+                Ok(values) => {
+                    self.idle().push(conn);
+                    return Ok(values);
+                }
+                Err(error) if reused && stale(&error) && retries > 0 => {
+                    retries -= 1;
+                    tracing::debug!(%error, "redis connection went stale; retrying on another one");
+                }
+                Err(error) => return Err(Failure::Redis(error)),
+            }
+        }
+    }
 }
