@@ -2,7 +2,7 @@
 //!
 //! A region's async methods talk to an [`AsyncBackend`]. Where it comes from, per backend:
 //! - a backend with a native async client says so with [`Backend::async_backend`] (redis:
-//!   the redis crate's multiplexed async connection);
+//!   its own bounded async connections, on tokio's sockets);
 //! - a backend whose calls never block ([`Backend::nonblocking`]: memory, null) is called
 //!   directly, on the task, so both paths share the one store;
 //! - every other sync backend (file, a sync-only [`CacheBackend`](crate::CacheBackend) of

@@ -80,6 +80,13 @@ pub trait CacheBackend: Send + Sync + 'static {
     fn lock_key_prefix(&self) -> Option<String> {
         None
     }
+
+    /// This backend's native async twin, which a region's async methods use instead of
+    /// sending each call to tokio's blocking pool (see [`Backend::async_backend`]).
+    #[cfg(feature = "tokio")]
+    fn async_backend(&self) -> Option<std::sync::Arc<dyn crate::AsyncBackend>> {
+        None
+    }
 }
 
 /// What a region talks to: a store of [`Entry`] values.
@@ -146,7 +153,7 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// This backend's native async twin, which the region's async methods use instead of
-    /// this one (redis: the multiplexed async connection). `None` (the default): see
+    /// this one (redis: its own bounded async connections). `None` (the default): see
     /// [`nonblocking`](Backend::nonblocking).
     #[cfg(feature = "tokio")]
     fn async_backend(&self) -> Option<std::sync::Arc<dyn crate::AsyncBackend>> {
@@ -197,5 +204,10 @@ impl<B: CacheBackend> Backend for B {
 
     fn lock_key_prefix(&self) -> Option<String> {
         CacheBackend::lock_key_prefix(self)
+    }
+
+    #[cfg(feature = "tokio")]
+    fn async_backend(&self) -> Option<std::sync::Arc<dyn crate::AsyncBackend>> {
+        CacheBackend::async_backend(self)
     }
 }

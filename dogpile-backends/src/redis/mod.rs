@@ -117,7 +117,7 @@ mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::{Arguments, Backend, CacheBackend, CacheMutex, Entry, Error, Result};
+use dogpile_core::{Arguments, Backend, CacheBackend, CacheMutex, Error, Result};
 use redis::cluster::{cluster_pipe, ClusterConnection};
 use redis::{ConnectionLike, FromRedisValue, RedisResult};
 
@@ -354,10 +354,8 @@ impl RedisBackend {
     /// `async_backend` module's docs); `None` for `redis_cluster` and `redis_sentinel`,
     /// whose async callers use tokio's blocking pool.
     ///
-    /// A region configured by name (`RegionConfig::new("redis")`) uses it for its async
-    /// methods. One configured with `RegionConfig::with_backend(backend)` reaches the
-    /// backend through tokio's blocking pool instead (a `CacheBackend` cannot name its
-    /// async twin).
+    /// A region uses it for its async methods, however it was configured (by name or with
+    /// `RegionConfig::with_backend`).
     #[cfg(feature = "tokio")]
     pub fn async_backend(&self) -> Option<Arc<dyn dogpile_core::AsyncBackend>> {
         async_backend::AsyncRedis::for_shared(&self.shared)
@@ -458,6 +456,11 @@ impl CacheBackend for RedisBackend {
         })
     }
 
+    #[cfg(feature = "tokio")]
+    fn async_backend(&self) -> Option<Arc<dyn dogpile_core::AsyncBackend>> {
+        RedisBackend::async_backend(self)
+    }
+
     /// With `distributed_lock`, keys that begin with `lock_prefix` are the locks'.
     fn lock_key_prefix(&self) -> Option<String> {
         self.shared.lock.as_ref().map(|lock| lock.prefix.clone())
@@ -473,40 +476,8 @@ impl CacheBackend for RedisBackend {
     }
 }
 
-/// A region's `redis` backend: the backend, and its async twin for the region's async
-/// methods (a [`CacheBackend`] has no way to name one).
-struct WithAsync(RedisBackend);
-
-impl Backend for WithAsync {
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
-        Backend::get(&self.0, key)
-    }
-    fn set(&self, key: &str, entry: Entry) -> Result<()> {
-        Backend::set(&self.0, key, entry)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        Backend::delete(&self.0, key)
-    }
-    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
-        Backend::get_multi(&self.0, keys)
-    }
-    fn set_multi(&self, items: Vec<(&str, Entry)>) -> Result<()> {
-        Backend::set_multi(&self.0, items)
-    }
-    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
-        Backend::delete_multi(&self.0, keys)
-    }
-    fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
-        Backend::get_mutex(&self.0, key)
-    }
-    #[cfg(feature = "tokio")]
-    fn async_backend(&self) -> Option<Arc<dyn dogpile_core::AsyncBackend>> {
-        self.0.async_backend()
-    }
-}
-
 pub(crate) fn redis(args: &Arguments) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(WithAsync(RedisBackend::from_arguments(args)?)))
+    Ok(Arc::new(RedisBackend::from_arguments(args)?))
 }
 
 pub(crate) fn redis_cluster(args: &Arguments) -> Result<Arc<dyn Backend>> {
