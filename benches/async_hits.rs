@@ -2,6 +2,8 @@
 //!
 //! 1. a hit through `get_or_create_async`, awaited in a loop inside one `block_on` of a
 //!    current_thread runtime, against a sync `get_or_create` hit, in one criterion group;
+//!    and the same pair on a sync-only custom backend, which the async path reaches on
+//!    tokio's blocking pool;
 //! 2. an async stampede: 1000 tasks on a multi-threaded runtime call `get_or_create_async`
 //!    on one expired key (a `ManualClock` moved past the expiration time) whose creator
 //!    takes 50 ms. Printed as a table: creator calls (must be 1) and the latency of the
@@ -11,13 +13,14 @@
 //! Run with `cargo bench --bench async_hits -- --warm-up-time 1 --measurement-time 3`;
 //! figures in BENCHMARKS.md.
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use dogpile::{CacheRegion, ManualClock, RegionConfig};
+use dogpile::{CacheBackend, CacheRegion, ManualClock, RegionConfig};
 
 const KEY: &str = "async_hits:load_user|users|42";
 const EXPIRATION: Duration = Duration::from_secs(3600);
@@ -72,7 +75,53 @@ fn hits(c: &mut Criterion) {
                 .unwrap()
         })
     });
+
+    // A sync-only custom backend: the async path runs each call on tokio's blocking pool.
+    let custom = CacheRegion::builder().name("async_hits_custom").build();
+    custom
+        .configure(RegionConfig::with_backend(Dict::default()).expiration_time(EXPIRATION))
+        .unwrap();
+    custom.set(KEY, &value()).unwrap();
+    group.bench_function("sync get_or_create, custom sync backend", |b| {
+        b.iter(|| custom.get_or_create(black_box(KEY), value).unwrap())
+    });
+    group.bench_function(
+        "async get_or_create_async, custom sync backend (blocking pool)",
+        |b| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let hit = custom
+                            .get_or_create_async(black_box(KEY), || async { value() })
+                            .await
+                            .unwrap();
+                        black_box(hit);
+                    }
+                    start.elapsed()
+                })
+            })
+        },
+    );
     group.finish();
+}
+
+/// A sync-only custom backend, as a user would write one: a map behind a mutex.
+#[derive(Default)]
+struct Dict(Mutex<HashMap<String, Vec<u8>>>);
+
+impl CacheBackend for Dict {
+    fn get(&self, key: &str) -> dogpile::Result<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    fn set(&self, key: &str, value: Vec<u8>) -> dogpile::Result<()> {
+        self.0.lock().unwrap().insert(key.to_owned(), value);
+        Ok(())
+    }
+    fn delete(&self, key: &str) -> dogpile::Result<()> {
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
 }
 
 const TASKS: usize = 1000;
