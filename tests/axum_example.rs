@@ -1,12 +1,21 @@
 //! The axum example (`examples/axum_service.rs`) serves real HTTP requests: its router is
 //! served on a free loopback port and spoken to over TCP with a minimal HTTP/1.1 client.
-//! On the memory backend (the example's default when `REDIS_URL` is unset).
+//! On the memory backend (the example's default when `REDIS_URL` is unset). And the built
+//! example itself, as a process: on memory and on a real redis (`REDIS_URL`), answering
+//! requests and stopping on Ctrl-C (SIGINT).
 
+#[path = "support/ports.rs"]
+mod ports;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 #[allow(dead_code)] // the example's `main` is not called here
 #[path = "../examples/axum_service.rs"]
 mod service;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -14,6 +23,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::Router;
+use redis_server::RedisServer;
 use service::{SlowDb, User, UserStore, REGION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -236,4 +246,167 @@ async fn fifty_concurrent_requests_for_a_cold_id_run_the_query_once() {
         assert_eq!(db.queries.load(SeqCst), 1, "round {round}: one query");
         assert_eq!(misses, 1, "round {round}: one request ran it");
     }
+}
+
+/// The example's binary in `<target>/<profile>/examples`. `cargo test` (the README's test
+/// command) builds every example before it runs any test, so there it is up to date; when
+/// this file runs alone (`cargo test --test axum_example`) and the binary is missing or
+/// older than the example's source, it is built here.
+fn example_binary() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("axum_service{}", std::env::consts::EXE_SUFFIX));
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/axum_service.rs");
+    let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    BUILD.call_once(|| {
+        if modified(&binary) >= modified(&source) {
+            return;
+        }
+        // The features this test was built with, so that cargo reuses its dependencies.
+        let features: Vec<&str> = [
+            ("file", cfg!(feature = "file")),
+            ("memcached", cfg!(feature = "memcached")),
+            ("redis", cfg!(feature = "redis")),
+            ("tokio", cfg!(feature = "tokio")),
+            ("tls", cfg!(feature = "tls")),
+            ("serde", cfg!(feature = "serde")),
+            ("metrics", cfg!(feature = "metrics")),
+            ("log", cfg!(feature = "log")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--example", "axum_service"])
+            .args(["--no-default-features", "--features", &features.join(",")])
+            .arg("--target-dir")
+            .arg(profile_dir.parent().unwrap())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "cargo build --example axum_service: {status}"
+        );
+    });
+    assert!(binary.exists(), "no example binary at {}", binary.display());
+    binary
+}
+
+/// A running example process and the address it printed.
+struct Example {
+    child: Child,
+    addr: SocketAddr,
+    first_line: String,
+}
+
+impl Example {
+    /// Starts the example with `PORT=0` and `REDIS_URL` set to `redis_url` (or unset).
+    fn start(binary: &PathBuf, redis_url: Option<&str>) -> Example {
+        let mut command = Command::new(binary);
+        command
+            .env("PORT", "0")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::piped());
+        if let Some(url) = redis_url {
+            command.env("REDIS_URL", url);
+        }
+        let mut child = command.spawn().expect("the example starts");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first_line = String::new();
+        stdout.read_line(&mut first_line).unwrap();
+        let addr = first_line
+            .strip_prefix("listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in the example's first line {first_line:?}"));
+        child.stdout = Some(stdout.into_inner());
+        Example {
+            child,
+            addr,
+            first_line,
+        }
+    }
+
+    /// Sends SIGINT (Ctrl-C) and checks that the example stops cleanly.
+    fn interrupt(mut self) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the example ignored Ctrl-C");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut rest = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut rest).unwrap();
+        assert!(status.success(), "the example exited with {status}");
+        assert_eq!(rest.trim(), "stopped");
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_binary_serves_from_memory_and_stops_on_ctrl_c() {
+    let binary = example_binary();
+    let example = Example::start(&binary, None);
+    assert!(
+        example.first_line.contains("(cache: memory)"),
+        "{}",
+        example.first_line
+    );
+    let first = request(example.addr, "GET", "/users/7").await;
+    assert_eq!(first.header("x-cache"), Some("miss"), "{first:?}");
+    assert_eq!(first.user().id, 7);
+    let second = request(example.addr, "GET", "/users/7").await;
+    assert_eq!(second.header("x-cache"), Some("hit"), "{second:?}");
+    example.interrupt();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_binary_caches_on_redis_across_processes() {
+    let binary = example_binary();
+    let server = RedisServer::start();
+    let url = server.url();
+
+    let one = Example::start(&binary, Some(&url));
+    assert!(
+        one.first_line.contains("(cache: redis)"),
+        "{}",
+        one.first_line
+    );
+    let first = request(one.addr, "GET", "/users/8").await;
+    assert_eq!(first.header("x-cache"), Some("miss"), "{first:?}");
+    one.interrupt();
+
+    // A second process on the same redis finds the user there.
+    let two = Example::start(&binary, Some(&url));
+    let second = request(two.addr, "GET", "/users/8").await;
+    assert_eq!(second.header("x-cache"), Some("hit"), "{second:?}");
+    assert_eq!(second.user(), first.user());
+    let deleted = request(two.addr, "DELETE", "/users/8").await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    two.interrupt();
+
+    let three = Example::start(&binary, Some(&url));
+    let third = request(three.addr, "GET", "/users/8").await;
+    assert_eq!(
+        third.header("x-cache"),
+        Some("miss"),
+        "DELETE removed it from redis"
+    );
+    three.interrupt();
 }
