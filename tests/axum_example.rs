@@ -301,11 +301,11 @@ fn example_binary() -> PathBuf {
 struct Example {
     child: Child,
     addr: SocketAddr,
-    first_line: String,
 }
 
 impl Example {
-    /// Starts the example with `PORT=0` and `REDIS_URL` set to `redis_url` (or unset).
+    /// Starts the example with `PORT=0` and `REDIS_URL` set to `redis_url` (or unset), and
+    /// checks that it says which backend it caches on.
     fn start(binary: &PathBuf, redis_url: Option<&str>) -> Example {
         let mut command = Command::new(binary);
         command
@@ -324,12 +324,17 @@ impl Example {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("no address in the example's first line {first_line:?}"));
+        let cache = if redis_url.is_some() {
+            "redis"
+        } else {
+            "memory"
+        };
+        assert!(
+            first_line.contains(&format!("(cache: {cache})")),
+            "{first_line:?}"
+        );
         child.stdout = Some(stdout.into_inner());
-        Example {
-            child,
-            addr,
-            first_line,
-        }
+        Example { child, addr }
     }
 
     /// Sends SIGINT (Ctrl-C) and checks that the example stops cleanly.
@@ -363,11 +368,6 @@ impl Drop for Example {
 async fn the_example_binary_serves_from_memory_and_stops_on_ctrl_c() {
     let binary = example_binary();
     let example = Example::start(&binary, None);
-    assert!(
-        example.first_line.contains("(cache: memory)"),
-        "{}",
-        example.first_line
-    );
     let first = request(example.addr, "GET", "/users/7").await;
     assert_eq!(first.header("x-cache"), Some("miss"), "{first:?}");
     assert_eq!(first.user().id, 7);
@@ -383,11 +383,6 @@ async fn the_example_binary_caches_on_redis_across_processes() {
     let url = server.url();
 
     let one = Example::start(&binary, Some(&url));
-    assert!(
-        one.first_line.contains("(cache: redis)"),
-        "{}",
-        one.first_line
-    );
     let first = request(one.addr, "GET", "/users/8").await;
     assert_eq!(first.header("x-cache"), Some("miss"), "{first:?}");
     one.interrupt();
