@@ -23,6 +23,7 @@ use super::keys::{display_key, memcached_key};
 use super::protocol::Mode;
 use super::{exptime, Cluster};
 
+
 /// How the distributed lock behaves.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LockSettings {
