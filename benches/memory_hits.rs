@@ -37,6 +37,15 @@ static UNBOUNDED: LazyLock<CacheRegion> = LazyLock::new(|| {
     region
 });
 
+/// Unbounded, with an expiration time: each hit reads the clock to judge expiry.
+static EXPIRING: LazyLock<CacheRegion> = LazyLock::new(|| {
+    let region = CacheRegion::new();
+    region
+        .configure(RegionConfig::new("memory").expiration_time(Duration::from_secs(3600)))
+        .unwrap();
+    region
+});
+
 static BOUNDED: LazyLock<CacheRegion> = LazyLock::new(|| {
     let region = CacheRegion::new();
     region
@@ -195,10 +204,16 @@ fn regions(c: &mut Criterion) {
     for key in KEYS {
         UNBOUNDED.set(key, &value()).unwrap();
         BOUNDED.set(key, &value()).unwrap();
+        EXPIRING.set(key, &value()).unwrap();
     }
     subject(c, "region get_or_create (unbounded)", |k| {
         UNBOUNDED.get_or_create(KEYS[k], value).unwrap()
     });
+    subject(
+        c,
+        "region get_or_create (unbounded, expiration_time)",
+        |k| EXPIRING.get_or_create(KEYS[k], value).unwrap(),
+    );
     subject(c, "region get_or_create (max_entries)", |k| {
         BOUNDED.get_or_create(KEYS[k], value).unwrap()
     });
