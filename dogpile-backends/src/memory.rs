@@ -13,16 +13,18 @@
 //! (`seize`), which writes only the reading thread's own slot, then follows pointers; the
 //! region clones the payload from the map's own entry under that guard
 //! ([`Backend::get_with`]), so no reference count of a shared entry moves either. Side by
-//! side on one thread (2026-12-01, 2 shared vCPUs), papaya's get plus clone measured
-//! 0.61x a bare `RwLock<HashMap>` get plus clone, `scc::HashIndex` 0.68x,
-//! `scc::HashMap` (a shared lock on the bucket) 0.79x and 64 `RwLock<HashMap>` shards
-//! 0.78x; the sharded map, like `scc::HashMap`, still writes the reader count of one lock
-//! shared by every reader of a hot key. Keys hash with a randomly seeded `ahash`
+//! side on one thread (2026-12-01, 2 shared vCPUs, three runs), papaya's get plus clone
+//! measured 0.61x to 0.73x a bare `RwLock<HashMap>` get plus clone, `scc::HashIndex`
+//! 0.68x to 1.02x, `scc::HashMap` (a shared lock on the bucket) 0.68x to 1.07x and 64
+//! `RwLock<HashMap>` shards 0.78x to 0.95x: papaya was the cheapest in every run. The
+//! sharded map, like `scc::HashMap`, also writes the reader count of one lock shared by
+//! every reader of a hot key. (Two-thread scaling could not tell them apart on that
+//! loaded machine.) Keys hash with a randomly seeded `ahash`
 //! (HashDoS resistance: keys often come from requests).
 //!
 //! The bounded store was chosen against moka, the earlier one: quick_cache's hit measured
-//! 0.25x moka's `get`, and on a Zipf (s = 0.9) trace of 1M requests over 100k keys into
-//! 10k entries its hit ratio was 67.4 % against moka's TinyLFU 67.0 %. Its policy
+//! 0.18x to 0.25x moka's `get`, and on a Zipf (s = 0.9) trace of 1M requests over 100k
+//! keys into 10k entries its hit ratio was 67.4 % against moka's TinyLFU 67.0 to 67.1 %. Its policy
 //! (CLOCK-Pro-like, with ghost entries of recently evicted keys) admits every new key into
 //! a small "cold" part and promotes the keys asked for again, so a key that many callers
 //! wait for (the dogpile case) is kept, and a one-off key is the first to go. The bound is

@@ -10,7 +10,8 @@
 //! hardware clock read. It lags the precise clock by at most one tick: 1 to 10 ms
 //! (`CONFIG_HZ` 1000 to 100; 4 ms on most distributions), well under a second. Measured
 //! on this project's machine (2026-12-01, 2 shared vCPUs, `tsc` clocksource), it costs
-//! about a quarter of `SystemTime::now` (BENCHMARKS.md). Elsewhere it is `now`.
+//! about 9 ns against 60 to 75 ns for `SystemTime::now` (BENCHMARKS.md). Elsewhere it is
+//! `now`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
