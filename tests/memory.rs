@@ -307,3 +307,29 @@ fn a_full_bounded_store_still_runs_one_creator_per_missing_key() {
         assert!(backend.entry_count() <= 50);
     }
 }
+
+#[test]
+fn an_unbounded_hit_lends_the_stored_entry_without_touching_its_reference_count() {
+    use std::sync::Arc;
+    let backend = MemoryBackend::new();
+    let object: Arc<dyn std::any::Any + Send + Sync> = Arc::new(7u32);
+    backend.set("k", Entry::Object(object.clone())).unwrap();
+    let mut seen = None;
+    backend
+        .get_with("k", &mut |entry| {
+            seen = match entry {
+                // Ours and the store's: the lend made no third handle.
+                Some(Entry::Object(lent)) => {
+                    Some((Arc::ptr_eq(lent, &object), Arc::strong_count(&object)))
+                }
+                _ => None,
+            }
+        })
+        .unwrap();
+    assert_eq!(seen, Some((true, 2)));
+    let mut missing = true;
+    backend
+        .get_with("absent", &mut |entry| missing = entry.is_none())
+        .unwrap();
+    assert!(missing);
+}

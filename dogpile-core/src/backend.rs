@@ -101,6 +101,24 @@ pub trait Backend: Send + Sync + 'static {
     /// Stores `entry` under `key`.
     fn set(&self, key: &str, entry: Entry) -> Result<()>;
 
+    /// Calls `f` once with the entry under `key` (or `None`), lent by the store: a store
+    /// that keeps entries in memory lends its own, so a hit copies only what `f` takes from
+    /// it and touches no shared reference count. The default calls [`get`](Backend::get).
+    ///
+    /// ```
+    /// use dogpile_core::{Backend, Entry, Result};
+    ///
+    /// fn stored_size(backend: &dyn Backend, key: &str) -> Result<Option<usize>> {
+    ///     let mut size = None;
+    ///     backend.get_with(key, &mut |entry| size = entry.map(Entry::approximate_size))?;
+    ///     Ok(size)
+    /// }
+    /// ```
+    fn get_with(&self, key: &str, f: &mut dyn FnMut(Option<&Entry>)) -> Result<()> {
+        f(self.get(key)?.as_ref());
+        Ok(())
+    }
+
     /// Removes `key`; idempotent.
     fn delete(&self, key: &str) -> Result<()>;
 

@@ -64,11 +64,23 @@ impl Freshness<'_> {
             }
         }
         match self.expiration {
-            Some(exp) if self.clock.now() - ct > exp.as_secs_f64() => Lookup::Stale(value),
+            Some(exp) if self.expired(ct, exp.as_secs_f64()) => Lookup::Stale(value),
             _ => Lookup::Fresh(value),
         }
     }
+
+    /// Whether a value created at `ct` is older than `exp` seconds: judged by the coarse
+    /// clock (no system call), and by the precise one only when the coarse reading is
+    /// within [`COARSE_MARGIN`] of the expiry, where its lag could decide.
+    fn expired(&self, ct: f64, exp: f64) -> bool {
+        let age = self.clock.now_coarse() - ct;
+        age > exp || (exp - age < COARSE_MARGIN && self.clock.now() - ct > exp)
+    }
 }
+
+/// How far the coarse clock may lag the precise one, with room to spare (a kernel tick is
+/// 1 to 10 ms).
+const COARSE_MARGIN: f64 = 0.05;
 
 /// Where a call's decisions are reported: the region's name (for logs), its statistics,
 /// and its rate-limited warnings.

@@ -32,6 +32,19 @@ pub trait ProxyBackend: Send + Sync + 'static {
         next.get(key)
     }
 
+    /// See [`Backend::get_with`]. The default goes through this proxy's
+    /// [`get`](ProxyBackend::get), so a proxy that overrides only `get` sees every read;
+    /// override this too to lend the store's entry (`next.get_with(key, f)`).
+    fn get_with(
+        &self,
+        key: &str,
+        f: &mut dyn FnMut(Option<&Entry>),
+        next: &dyn Backend,
+    ) -> Result<()> {
+        f(self.get(key, next)?.as_ref());
+        Ok(())
+    }
+
     /// See [`Backend::set`].
     fn set(&self, key: &str, entry: Entry, next: &dyn Backend) -> Result<()> {
         next.set(key, entry)
@@ -79,6 +92,10 @@ struct Proxied {
 impl Backend for Proxied {
     fn get(&self, key: &str) -> Result<Option<Entry>> {
         self.proxy.get(key, &*self.next)
+    }
+
+    fn get_with(&self, key: &str, f: &mut dyn FnMut(Option<&Entry>)) -> Result<()> {
+        self.proxy.get_with(key, f, &*self.next)
     }
 
     fn set(&self, key: &str, entry: Entry) -> Result<()> {

@@ -543,7 +543,23 @@ impl CacheRegion {
     }
 
     fn read<T: Cacheable>(&self, cfg: &Configured, key: &str) -> Result<Option<CachedValue<T>>> {
-        Ok(cfg.backend.get(key)?.and_then(|e| self.decode(key, e)))
+        if !cfg.stores_objects {
+            return Ok(cfg.backend.get(key)?.and_then(|e| self.decode(key, e)));
+        }
+        // A typed object is cloned from the store's own entry, under its guard: no
+        // reference count of the shared entry is touched on a hit.
+        let mut value = None;
+        cfg.backend.get_with(key, &mut |entry| {
+            value = match entry {
+                Some(Entry::Object(object)) => match object.downcast_ref::<CachedValue<T>>() {
+                    Some(found) => Some(found.clone()),
+                    None => self.decode(key, Entry::Object(Arc::clone(object))),
+                },
+                Some(other) => self.decode(key, other.clone()),
+                None => None,
+            }
+        })?;
+        Ok(value)
     }
 
     /// Reads many keys in one backend call.
