@@ -176,6 +176,11 @@ impl CacheRegion {
         cfg: &Configured,
         key: &str,
     ) -> Result<Option<CachedValue<T>>> {
+        if cfg.nonblocking {
+            // A store whose calls never block (memory): read it as the sync path does,
+            // lending its entry, with no boxed future per call.
+            return self.read(cfg, key);
+        }
         Ok(cfg
             .async_backend
             .get(key)

@@ -120,6 +120,9 @@ pub(crate) struct Configured {
     pub(crate) stores_nothing: bool,
     /// Keys that begin with this are the backend's locks.
     pub(crate) lock_key_prefix: Option<String>,
+    /// The backend never blocks and has no async twin: async callers call it directly.
+    #[cfg(feature = "tokio")]
+    pub(crate) nonblocking: bool,
 }
 
 /// The configuration in force during one operation, borrowed from the region without
@@ -413,6 +416,8 @@ impl CacheRegion {
             stores_nothing: backend.stores_nothing(),
             lock_key_prefix: backend.lock_key_prefix(),
             #[cfg(feature = "tokio")]
+            nonblocking: backend.nonblocking() && backend.async_backend().is_none(),
+            #[cfg(feature = "tokio")]
             async_backend: crate::async_backend::async_path(&backend),
             backend,
             backend_name,
@@ -542,7 +547,11 @@ impl CacheRegion {
         None
     }
 
-    fn read<T: Cacheable>(&self, cfg: &Configured, key: &str) -> Result<Option<CachedValue<T>>> {
+    pub(crate) fn read<T: Cacheable>(
+        &self,
+        cfg: &Configured,
+        key: &str,
+    ) -> Result<Option<CachedValue<T>>> {
         if !cfg.stores_objects {
             return Ok(cfg.backend.get(key)?.and_then(|e| self.decode(key, e)));
         }
