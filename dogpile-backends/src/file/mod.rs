@@ -1,6 +1,10 @@
 //! The `file` backend (dogpile's `dbm`): a persistent store on the local disk, shared safely
 //! by every thread and process of the machine.
 //!
+//! From async code (a region's `_async` methods) every call runs on tokio's blocking pool:
+//! file I/O has no portable async interface (`tokio::fs` itself uses that pool), so an
+//! executor thread never waits on the disk or on a file lock.
+//!
 //! Configured by name, as `file` or `dogpile.cache.dbm`:
 //! `RegionConfig::new("file").argument("filename", "/var/cache/myapp")`; or built directly:
 //!
