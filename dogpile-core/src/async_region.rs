@@ -105,21 +105,12 @@ impl Io for AsyncIo<'_> {
     }
 
     async fn wait_local(&self, waiter: Waiter, deadline: Instant) -> LocalWait {
-        loop {
-            if let Some(done) = waiter.check() {
-                return done;
-            }
-            let listener = waiter.listen();
-            if let Some(done) = waiter.check() {
-                return done;
-            }
-            if tokio::time::timeout_at(deadline.into(), listener)
-                .await
-                .is_err()
-            {
-                return waiter.check().unwrap_or(LocalWait::TimedOut);
-            }
-        }
+        let deadline = tokio::time::Instant::from_std(deadline);
+        waiter
+            .wait_with(|listener| async move {
+                tokio::time::timeout_at(deadline, listener).await.is_ok()
+            })
+            .await
     }
 
     fn mutex(&self, key: &str) -> Option<Box<dyn AsyncCacheMutex>> {

@@ -238,8 +238,16 @@ impl Waiter {
         self.lock.changed.listen()
     }
 
-    /// Blocks until this caller holds the lock or gets a handed-off value, or `deadline`.
-    pub(crate) fn wait_until(self, deadline: Instant) -> LocalWait {
+    /// Waits until this caller holds the lock or gets a handed-off value. `wait_on` waits
+    /// on one listener (blocking the thread, or awaiting) and answers false once the
+    /// caller's deadline has passed.
+    pub(crate) async fn wait_with<Fut>(
+        self,
+        mut wait_on: impl FnMut(EventListener) -> Fut,
+    ) -> LocalWait
+    where
+        Fut: std::future::Future<Output = bool>,
+    {
         loop {
             if let Some(done) = self.check() {
                 return done;
@@ -248,10 +256,19 @@ impl Waiter {
             if let Some(done) = self.check() {
                 return done;
             }
-            if listener.wait_deadline(deadline).is_none() {
+            if !wait_on(listener).await {
                 return self.check().unwrap_or(LocalWait::TimedOut);
             }
         }
+    }
+
+    /// Blocks until this caller holds the lock or gets a handed-off value, or `deadline`.
+    pub(crate) fn wait_until(self, deadline: Instant) -> LocalWait {
+        crate::driver::block_on(
+            self.wait_with(|listener| {
+                std::future::ready(listener.wait_deadline(deadline).is_some())
+            }),
+        )
     }
 }
 
