@@ -13,7 +13,7 @@ use linkme::distributed_slice;
 
 #[cfg(feature = "file")]
 pub mod file;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "memcached"))]
 mod health;
 #[cfg(feature = "memcached")]
 pub mod memcached;

@@ -149,7 +149,6 @@ const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_LOCK_SLEEP: Duration = Duration::from_millis(100);
 const DEFAULT_POOL_SIZE: u32 = 10;
 const DEFAULT_SOCKET_TIMEOUT: Duration = Duration::from_secs(3);
-const DEFAULT_DEAD_RETRY: Duration = Duration::from_secs(5);
 /// memcached's default item size limit (1 MiB), plus headroom.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = (1 << 20) + (64 << 10);
 
@@ -214,7 +213,9 @@ impl MemcachedBackend {
         let settings = PoolSettings {
             size: pool_size(args)?,
             socket_timeout: positive(args, "socket_timeout")?.unwrap_or(DEFAULT_SOCKET_TIMEOUT),
-            dead_retry: args.seconds("dead_retry")?.unwrap_or(DEFAULT_DEAD_RETRY),
+            dead_retry: args
+                .seconds("dead_retry")?
+                .unwrap_or(crate::health::DEFAULT_DEAD_RETRY),
             max_value_size: match args.parse::<usize>("max_value_size")? {
                 Some(0) => return Err(args.invalid("max_value_size", "must be at least 1 byte")),
                 Some(size) => size,

@@ -12,13 +12,13 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use dogpile_core::{Error, Result};
 
 use super::connection::{Connection, Failure, Outcome};
+use crate::health::{self, MarkedDown};
 
 /// How connections to a server are made and pooled.
 #[derive(Debug, Clone, Copy)]
@@ -39,8 +39,7 @@ pub(crate) struct Server {
     description: String,
     settings: PoolSettings,
     pool: RwLock<Pool>,
-    down: AtomicBool,
-    health: Mutex<Option<Down>>,
+    health: health::Health,
 }
 
 type Pool = Arc<r2d2::Pool<Manager>>;
@@ -72,14 +71,8 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
-struct Down {
-    since: Instant,
-    retry_at: Instant,
-    error: String,
-}
-
 /// What a failed command says about its server.
-enum Health {
+enum Verdict {
     /// The server answered (an error, or garbage): it is up; the connection was dropped.
     Answered,
     /// No connection could be had, or the server did not answer in time.
@@ -91,13 +84,19 @@ enum Health {
 impl Server {
     /// A server at `name` (`host:port`); no connection is made until the first command.
     pub(crate) fn new(name: String, settings: PoolSettings) -> Self {
+        let description = format!("memcached at {name}");
         Server {
-            description: format!("memcached at {name}"),
+            // The caller that tries a server again may take a command's deadline and a
+            // connection's (others fail fast meanwhile).
+            health: health::Health::new(
+                description.clone(),
+                settings.dead_retry,
+                settings.socket_timeout * 2,
+            ),
+            description,
             pool: RwLock::new(new_pool(&name, settings)),
             name,
             settings,
-            down: AtomicBool::new(false),
-            health: Mutex::new(None),
         }
     }
 
@@ -132,33 +131,33 @@ impl Server {
                     Err((
                         Failure::Pool(error.to_string()),
                         if busy {
-                            Health::Answered
+                            Verdict::Answered
                         } else {
-                            Health::Unreachable
+                            Verdict::Unreachable
                         },
                     ))
                 }
             };
             let (failure, health) = match outcome {
                 Ok(value) => {
-                    self.mark_up();
+                    self.health.mark_up();
                     return Ok(value);
                 }
                 Err(failed) => failed,
             };
             match health {
-                Health::Answered => {
-                    self.mark_up();
+                Verdict::Answered => {
+                    self.health.mark_up();
                     return Err(self.error(what, Reason::Failed(failure)));
                 }
-                Health::Broken if !retried => {
+                Verdict::Broken if !retried => {
                     tracing::debug!(server = %self.name, %failure, "memcached connection broke; retrying on a fresh one");
                     self.replace_pool(&pool);
                     retried = true;
                 }
-                Health::Broken | Health::Unreachable => {
+                Verdict::Broken | Verdict::Unreachable => {
                     self.replace_pool(&pool);
-                    self.mark_down(&failure);
+                    self.health.mark_down(&failure);
                     return Err(self.error(what, Reason::Failed(failure)));
                 }
             }
@@ -194,61 +193,12 @@ impl Server {
         }
     }
 
-    fn health(&self) -> MutexGuard<'_, Option<Down>> {
-        self.health
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Fails fast while the server is marked down; lets one caller through to try again
     /// once `dead_retry` has passed.
     fn check_up(&self, what: &dyn Fn() -> String) -> Result<()> {
-        if !self.down.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let mut health = self.health();
-        let Some(down) = health.as_mut() else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        if now >= down.retry_at {
-            // This caller probes the server; the others keep failing fast meanwhile (for
-            // at most the time the probe can take).
-            down.retry_at = now + self.settings.socket_timeout * 2;
-            return Ok(());
-        }
-        let reason = Reason::Down {
-            ago: now.duration_since(down.since),
-            retry_in: down.retry_at.duration_since(now),
-            error: down.error.clone(),
-        };
-        drop(health);
-        Err(self.error(what, reason))
-    }
-
-    fn mark_up(&self) {
-        if self.down.load(Ordering::Acquire) {
-            *self.health() = None;
-            self.down.store(false, Ordering::Release);
-            tracing::info!(server = %self.name, "memcached server is reachable again");
-        }
-    }
-
-    fn mark_down(&self, failure: &Failure) {
-        if self.settings.dead_retry.is_zero() {
-            return;
-        }
-        let now = Instant::now();
-        let mut health = self.health();
-        let since = health.as_ref().map_or(now, |down| down.since);
-        *health = Some(Down {
-            since,
-            retry_at: now + self.settings.dead_retry,
-            error: failure.to_string(),
-        });
-        self.down.store(true, Ordering::Release);
-        tracing::warn!(server = %self.name, %failure, dead_retry = ?self.settings.dead_retry,
-            "memcached server unreachable; failing its commands fast until dead_retry passes");
+        self.health
+            .check()
+            .map_err(|down| self.error(what, Reason::Down(down)))
     }
 }
 
@@ -268,16 +218,16 @@ fn new_pool(name: &str, settings: PoolSettings) -> Pool {
 }
 
 /// What a failure says about the server.
-fn health_after(failure: &Failure) -> Health {
+fn health_after(failure: &Failure) -> Verdict {
     match failure {
-        Failure::Timeout { .. } | Failure::Connect(_) | Failure::Pool(_) => Health::Unreachable,
-        Failure::Closed => Health::Broken,
-        Failure::Io(error) if error.kind() == io::ErrorKind::TimedOut => Health::Unreachable,
-        Failure::Io(_) => Health::Broken,
+        Failure::Timeout { .. } | Failure::Connect(_) | Failure::Pool(_) => Verdict::Unreachable,
+        Failure::Closed => Verdict::Broken,
+        Failure::Io(error) if error.kind() == io::ErrorKind::TimedOut => Verdict::Unreachable,
+        Failure::Io(_) => Verdict::Broken,
         Failure::Protocol(_)
         | Failure::Unexpected { .. }
         | Failure::Server(_)
-        | Failure::ValueTooLarge { .. } => Health::Answered,
+        | Failure::ValueTooLarge { .. } => Verdict::Answered,
     }
 }
 
@@ -291,11 +241,7 @@ struct CommandFailed {
 #[derive(Debug)]
 enum Reason {
     Failed(Failure),
-    Down {
-        ago: Duration,
-        retry_in: Duration,
-        error: String,
-    },
+    Down(MarkedDown),
 }
 
 impl fmt::Display for CommandFailed {
@@ -305,18 +251,7 @@ impl fmt::Display for CommandFailed {
                 write!(f, "{}: no connection to the server: {error}", self.what)
             }
             Reason::Failed(failure) => write!(f, "{}: {failure}", self.what),
-            Reason::Down {
-                ago,
-                retry_in,
-                error,
-            } => write!(
-                f,
-                "{}: server marked down {:.1}s ago after: {error}; it is tried again in {:.1}s \
-                 (dead_retry)",
-                self.what,
-                ago.as_secs_f64(),
-                retry_in.as_secs_f64()
-            ),
+            Reason::Down(down) => write!(f, "{}: {down}", self.what),
         }
     }
 }
@@ -325,7 +260,7 @@ impl std::error::Error for CommandFailed {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.reason {
             Reason::Failed(failure) => Some(failure),
-            Reason::Down { .. } => None,
+            Reason::Down(_) => None,
         }
     }
 }
