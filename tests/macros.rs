@@ -397,6 +397,50 @@ mod key_properties {
         proptest::string::string_regex(r"[ |\\0a]{0,3}").unwrap()
     }
 
+    /// Arguments of types the macro writes without `Display` (integers, strings)...
+    #[cache_on_arguments(region = "REGION", namespace = "mixed")]
+    fn plain(a: i64, b: String, c: &u128, d: &&str, e: i8) -> String {
+        format!("{a}{b}{c}{d}{e}")
+    }
+
+    /// ...and the same values through `Display`.
+    #[cache_on_arguments(region = "REGION", namespace = "mixed")]
+    fn shown(
+        a: impl std::fmt::Display,
+        b: impl std::fmt::Display,
+        c: impl std::fmt::Display,
+        d: impl std::fmt::Display,
+        e: impl std::fmt::Display,
+    ) -> String {
+        format!("{a}{b}{c}{d}{e}")
+    }
+
+    static SEPARATE: LazyLock<CacheRegion> = LazyLock::new(|| {
+        CacheRegion::builder()
+            .function_key_generator(|key| format!("{}/{}", key.function, key.args.join("/")))
+            .build()
+    });
+
+    #[cache_on_arguments(region = "SEPARATE")]
+    fn plain_apart(a: u64, b: &str) -> String {
+        format!("{a}{b}")
+    }
+
+    #[cache_on_arguments(region = "SEPARATE")]
+    fn shown_apart(a: impl std::fmt::Display, b: impl std::fmt::Display) -> String {
+        format!("{a}{b}")
+    }
+
+    #[cache_multi_on_arguments(region = "REGION", namespace = "ids")]
+    fn by_ids(ids: &[u64]) -> Vec<u64> {
+        ids.to_vec()
+    }
+
+    #[cache_on_arguments(region = "REGION", namespace = "ids")]
+    fn by_id(id: impl std::fmt::Display) -> u64 {
+        id.to_string().parse().unwrap()
+    }
+
     proptest! {
         #[test]
         fn distinct_argument_tuples_never_share_a_key(
@@ -409,6 +453,28 @@ mod key_properties {
                     prop_assert_eq!(earlier, tuple, "two tuples share a key");
                 }
             }
+        }
+
+        #[test]
+        fn integers_and_strings_are_keyed_as_display_renders_them(
+            a: i64, b in arg(), c: u128, d in arg(), e: i8, long in 0usize..300,
+        ) {
+            let b = b + &"x".repeat(long);
+            prop_assert_eq!(
+                plain_key(a, b.clone(), &c, &d.as_str(), e).replace(":plain|", ":shown|"),
+                shown_key(a, &b, c, &d, e)
+            );
+            prop_assert_eq!(
+                plain_apart_key(c as u64, &d).replace("plain_apart/", "shown_apart/"),
+                shown_apart_key(c as u64, &d)
+            );
+            prop_assert_eq!(
+                by_ids_keys(&[c as u64, a as u64]),
+                vec![
+                    by_id_key(c as u64).replace(":by_id|", ":by_ids|"),
+                    by_id_key(a as u64).replace(":by_id|", ":by_ids|"),
+                ]
+            );
         }
 
         #[test]

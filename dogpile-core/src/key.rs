@@ -95,6 +95,29 @@ pub fn default_function_key(key: &FunctionKey<'_>) -> String {
 /// How an empty argument is written.
 const EMPTY_ARG: &str = "\\0";
 
+/// A buffer a key is written into: a `String`, or the key of one call of a memoized
+/// function (built on the stack when it fits).
+pub(crate) trait KeyBuffer {
+    /// The text written so far.
+    fn text(&self) -> &str;
+    /// Appends `text`.
+    fn push_text(&mut self, text: &str);
+    /// Cuts the text back to its first `len` bytes (a character boundary).
+    fn truncate_to(&mut self, len: usize);
+}
+
+impl KeyBuffer for String {
+    fn text(&self) -> &str {
+        self
+    }
+    fn push_text(&mut self, text: &str) {
+        self.push_str(text);
+    }
+    fn truncate_to(&mut self, len: usize) {
+        self.truncate(len);
+    }
+}
+
 /// True for the bytes that an argument escapes: the separator, `|` and `\`.
 fn is_special(byte: u8) -> bool {
     matches!(byte, b' ' | b'|' | b'\\')
@@ -109,41 +132,45 @@ fn escaped_len(arg: &str) -> usize {
 }
 
 /// Appends `arg` to `out`, escaped if it needs to be.
-fn push_arg(out: &mut String, arg: &str) {
+pub(crate) fn push_arg(out: &mut impl KeyBuffer, arg: &str) {
     if arg.is_empty() {
-        out.push_str(EMPTY_ARG);
+        out.push_text(EMPTY_ARG);
     } else if arg.bytes().any(is_special) {
         push_escaped(out, arg);
     } else {
-        out.push_str(arg);
+        out.push_text(arg);
     }
 }
 
 /// Appends `text` to `out` with a `\` before each special character.
-fn push_escaped(out: &mut String, text: &str) {
-    out.reserve(escaped_len(text));
-    for ch in text.chars() {
-        if ch.is_ascii() && is_special(ch as u8) {
-            out.push('\\');
-        }
-        out.push(ch);
+fn push_escaped(out: &mut impl KeyBuffer, text: &str) {
+    let mut rest = text;
+    // Special characters are ASCII, so every split below is at a character boundary.
+    while let Some(at) = rest.bytes().position(is_special) {
+        out.push_text(&rest[..at]);
+        out.push_text("\\");
+        out.push_text(&rest[at..=at]);
+        rest = &rest[at + 1..];
     }
+    out.push_text(rest);
 }
 
 /// Escapes, in place, the argument written at the end of `key` from byte `start` on, as
 /// [`default_function_key`] writes it. An argument that needs no escape (the common case)
 /// is only scanned.
-pub(crate) fn escape_from(key: &mut String, start: usize) {
-    let Some(arg) = key.get(start..) else { return };
+pub(crate) fn escape_from(key: &mut impl KeyBuffer, start: usize) {
+    let Some(arg) = key.text().get(start..) else {
+        return;
+    };
     if arg.is_empty() {
-        key.push_str(EMPTY_ARG);
+        key.push_text(EMPTY_ARG);
         return;
     }
     let Some(first) = arg.bytes().position(is_special) else {
         return;
     };
-    // Special characters are ASCII, so `start + first` is a character boundary.
-    let rest = key.split_off(start + first);
+    let rest = arg[first..].to_owned();
+    key.truncate_to(start + first);
     push_escaped(key, &rest);
 }
 
@@ -160,17 +187,17 @@ pub(crate) fn prefix_len(module_path: &str, function: &str, namespace: Option<&s
 }
 
 pub(crate) fn push_prefix(
-    out: &mut String,
+    out: &mut impl KeyBuffer,
     module_path: &str,
     function: &str,
     namespace: Option<&str>,
 ) {
-    out.push_str(module_path);
-    out.push(':');
-    out.push_str(function);
+    out.push_text(module_path);
+    out.push_text(":");
+    out.push_text(function);
     if let Some(namespace) = namespace {
-        out.push('|');
-        out.push_str(namespace);
+        out.push_text("|");
+        out.push_text(namespace);
     }
 }
 

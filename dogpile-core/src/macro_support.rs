@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::fmt::{Display, Write};
 
 use crate::error::{Error, Result};
-use crate::key::{escape_from, prefix_len, push_prefix, FunctionKey};
+use crate::key::{escape_from, push_arg, push_prefix, FunctionKey, KeyBuffer};
 use crate::region::{CacheRegion, CreateOptions, Expiration};
 use crate::value::Cacheable;
 
@@ -25,8 +25,8 @@ pub trait KeyArg {
     /// The argument as it appears in the key.
     fn key_arg(&self) -> String;
 
-    /// Appends the argument as it appears in the key to `out`.
-    fn write_key_arg(&self, out: &mut String);
+    /// Writes the argument as argument `index` of the key.
+    fn write_key_arg(&self, args: &mut KeyArgs<'_>, index: usize);
 }
 
 impl<T: Display + ?Sized> KeyArg for T {
@@ -34,93 +34,294 @@ impl<T: Display + ?Sized> KeyArg for T {
         self.to_string()
     }
 
-    fn write_key_arg(&self, out: &mut String) {
-        // Writing to a `String` cannot fail; a `Display` impl that reports an error leaves
-        // what it wrote.
-        let _ = write!(out, "{self}");
+    fn write_key_arg(&self, args: &mut KeyArgs<'_>, index: usize) {
+        args.push_display(index, self);
+    }
+}
+
+/// Renders an argument whose declared type the macro reads as a primitive integer, `str` or
+/// `String` (or a reference to one): the same text as `Display` writes (tested), without
+/// the formatting machinery, since this runs on every call of a memoized function, hits
+/// included. Implemented for those types only, so an argument of another type that happens
+/// to bear one of those names is a compile error, never a wrong key.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is named like a primitive integer or `String` but is another type, so dogpile cannot render it as one",
+    label = "this argument is part of the cache key",
+    note = "rename the type, or render the argument with `to_str = my_fn`, a `fn(&T) -> String`"
+)]
+pub trait PlainKeyArg {
+    /// Writes the argument as argument `index` of the key: its `Display` text, escaped
+    /// where the key needs it (an integer never does).
+    fn write_key_arg(&self, args: &mut KeyArgs<'_>, index: usize);
+}
+
+macro_rules! integer_key_args {
+    ($($int:ty),*) => {$(
+        impl PlainKeyArg for $int {
+            #[inline]
+            fn write_key_arg(&self, args: &mut KeyArgs<'_>, index: usize) {
+                args.push_unescaped(index, itoa::Buffer::new().format(*self));
+            }
+        }
+    )*};
+}
+
+integer_key_args!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+
+impl PlainKeyArg for str {
+    #[inline]
+    fn write_key_arg(&self, args: &mut KeyArgs<'_>, index: usize) {
+        args.push(index, self);
+    }
+}
+
+impl PlainKeyArg for String {
+    #[inline]
+    fn write_key_arg(&self, args: &mut KeyArgs<'_>, index: usize) {
+        args.push(index, self);
+    }
+}
+
+impl<T: PlainKeyArg + ?Sized> PlainKeyArg for &T {
+    #[inline]
+    fn write_key_arg(&self, args: &mut KeyArgs<'_>, index: usize) {
+        (**self).write_key_arg(args, index);
+    }
+}
+
+/// Keys up to this many bytes are built on the stack.
+const INLINE_KEY: usize = 128;
+
+/// The key of one call of a memoized function, which derefs to `str`: built on the stack
+/// when it fits in 128 bytes (most keys do), so that building the key of a cache hit
+/// allocates nothing; on the heap beyond that.
+#[derive(Debug, Clone)]
+pub struct CallKey(Repr);
+
+#[derive(Debug, Clone)]
+enum Repr {
+    Inline(arrayvec::ArrayString<INLINE_KEY>),
+    Heap(String),
+}
+
+impl CallKey {
+    /// An empty key.
+    #[inline]
+    fn new() -> Self {
+        CallKey(Repr::Inline(arrayvec::ArrayString::new()))
+    }
+
+    /// The key as an owned `String`.
+    pub fn into_string(self) -> String {
+        match self.0 {
+            Repr::Inline(key) => key.as_str().to_owned(),
+            Repr::Heap(key) => key,
+        }
+    }
+
+    /// Appends `text`, a few ASCII bytes (an integer's digits), a byte at a time: cheaper
+    /// than a call to `memcpy` for so few.
+    #[inline]
+    fn push_short(&mut self, text: &str) {
+        debug_assert!(text.is_ascii(), "push_short takes ASCII text");
+        if let Repr::Inline(key) = &mut self.0 {
+            if key.remaining_capacity() >= text.len() {
+                for &byte in text.as_bytes() {
+                    key.push(char::from(byte));
+                }
+                return;
+            }
+        }
+        self.push_text(text);
+    }
+
+    /// Moves the key to the heap, with room for `more` bytes.
+    #[cold]
+    fn spill(&mut self, more: usize) -> &mut String {
+        if let Repr::Inline(key) = &self.0 {
+            let mut heap = String::with_capacity(key.len() + more.max(INLINE_KEY));
+            heap.push_str(key);
+            self.0 = Repr::Heap(heap);
+        }
+        match &mut self.0 {
+            Repr::Heap(heap) => heap,
+            Repr::Inline(_) => unreachable!("the key was just moved to the heap"),
+        }
+    }
+}
+
+impl From<String> for CallKey {
+    fn from(key: String) -> Self {
+        CallKey(Repr::Heap(key))
+    }
+}
+
+impl std::ops::Deref for CallKey {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        match &self.0 {
+            Repr::Inline(key) => key,
+            Repr::Heap(key) => key,
+        }
+    }
+}
+
+impl KeyBuffer for CallKey {
+    #[inline]
+    fn text(&self) -> &str {
+        self
+    }
+
+    #[inline]
+    fn push_text(&mut self, text: &str) {
+        match &mut self.0 {
+            Repr::Inline(key) => {
+                if key.try_push_str(text).is_err() {
+                    self.spill(text.len()).push_str(text);
+                }
+            }
+            Repr::Heap(key) => key.push_str(text),
+        }
+    }
+
+    fn truncate_to(&mut self, len: usize) {
+        match &mut self.0 {
+            Repr::Inline(key) => key.truncate(len),
+            Repr::Heap(key) => key.truncate(len),
+        }
+    }
+}
+
+impl std::fmt::Write for CallKey {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.push_text(text);
+        Ok(())
     }
 }
 
 /// Where generated code writes the rendered arguments of a key, by position, in order.
-pub trait KeySlots {
-    /// The (empty) buffer for argument `index`; arguments are written in index order.
-    fn slot(&mut self, index: usize) -> &mut String;
+pub struct KeyArgs<'a>(Args<'a>);
+
+enum Args<'a> {
+    /// Written straight into the key, separated by spaces and escaped: the layout of
+    /// [`default_function_key`](crate::default_function_key).
+    Joined(&'a mut CallKey),
+    /// One buffer per argument, as rendered, for a key generator that receives them apart.
+    Separate(&'a mut [String]),
 }
 
-/// One buffer per argument, for a key generator that receives them apart.
-struct SeparateArgs<'a>(&'a mut [String]);
-
-impl KeySlots for SeparateArgs<'_> {
-    fn slot(&mut self, index: usize) -> &mut String {
-        &mut self.0[index]
+impl KeyArgs<'_> {
+    /// Writes argument `index`: `text`, escaped where the key needs it.
+    #[inline]
+    pub fn push(&mut self, index: usize, text: &str) {
+        match &mut self.0 {
+            Args::Joined(key) => {
+                separate(key, index);
+                push_arg(*key, text);
+            }
+            Args::Separate(args) => args[index].push_str(text),
+        }
     }
-}
 
-/// The arguments written straight into the key, separated by spaces and escaped: the
-/// layout of [`default_function_key`](crate::default_function_key).
-struct JoinedArgs<'a> {
-    key: &'a mut String,
-    /// Where the argument being written starts, once its slot was handed out.
-    open: Option<usize>,
-}
+    /// Writes argument `index`: `text`, which is never empty and holds no character that
+    /// the key escapes (an integer's digits), so it is not scanned.
+    #[inline]
+    fn push_unescaped(&mut self, index: usize, text: &str) {
+        match &mut self.0 {
+            Args::Joined(key) => {
+                separate(key, index);
+                key.push_short(text);
+            }
+            Args::Separate(args) => args[index].push_str(text),
+        }
+    }
 
-impl JoinedArgs<'_> {
-    /// Escapes the argument last written, if any.
-    fn close(&mut self) {
-        if let Some(start) = self.open.take() {
-            escape_from(self.key, start);
+    /// Writes argument `index` by its `Display` text, escaped where the key needs it.
+    pub fn push_display(&mut self, index: usize, value: &(impl Display + ?Sized)) {
+        // Writing to a key or a `String` cannot fail; a `Display` impl that reports an
+        // error leaves what it wrote.
+        match &mut self.0 {
+            Args::Joined(key) => {
+                separate(key, index);
+                let start = key.len();
+                let _ = write!(key, "{value}");
+                escape_from(*key, start);
+            }
+            Args::Separate(args) => {
+                let _ = write!(args[index], "{value}");
+            }
         }
     }
 }
 
-impl KeySlots for JoinedArgs<'_> {
-    fn slot(&mut self, index: usize) -> &mut String {
-        self.close();
-        if index > 0 {
-            self.key.push(' ');
-        }
-        self.open = Some(self.key.len());
-        self.key
+/// The separator before argument `index`.
+#[inline]
+fn separate(key: &mut CallKey, index: usize) {
+    if index > 0 {
+        key.push_text(" ");
     }
 }
 
 /// Builds the key of one call with `region`'s function key generator. With the default
-/// generator (the common case) the key is written in one pass into one allocation, since
-/// this runs on every call of a memoized function, hits included; arguments are escaped in
-/// place as [`default_function_key`](crate::default_function_key) escapes them, which costs
-/// a scan of their bytes unless they hold a special character.
+/// generator (the common case) the key is written in one pass, on the stack when it fits
+/// (see [`CallKey`]), since this runs on every call of a memoized function, hits included;
+/// arguments are escaped as [`default_function_key`](crate::default_function_key) escapes
+/// them, which costs a scan of their bytes unless they hold a special character (an
+/// integer is not scanned).
+///
+/// `prefix` is `"{module}:{fn}|"` or `"{module}:{fn}|{namespace}|"` when the macro could
+/// build it at compile time (a free function that is not generic): the same text that
+/// `module_path`, `function` and `namespace` give.
+#[inline]
 pub fn region_function_key<R>(
+    region: &CacheRegion,
+    prefix: Option<&'static str>,
+    module_path: &str,
+    function: &str,
+    namespace: Option<&str>,
+    count: usize,
+    render: R,
+) -> CallKey
+where
+    R: FnOnce(&mut KeyArgs<'_>),
+{
+    if !region.uses_default_function_key() {
+        return generated_function_key(region, module_path, function, namespace, count, render);
+    }
+    let mut key = CallKey::new();
+    match prefix {
+        Some(prefix) => key.push_text(prefix),
+        None => {
+            push_prefix(&mut key, module_path, function, namespace);
+            key.push_text("|");
+        }
+    }
+    render(&mut KeyArgs(Args::Joined(&mut key)));
+    key
+}
+
+/// [`region_function_key`] with the region's own `function_key_generator`.
+#[inline(never)]
+fn generated_function_key<R>(
     region: &CacheRegion,
     module_path: &str,
     function: &str,
     namespace: Option<&str>,
     count: usize,
     render: R,
-) -> String
+) -> CallKey
 where
-    R: FnOnce(&mut dyn KeySlots),
+    R: FnOnce(&mut KeyArgs<'_>),
 {
-    if !region.uses_default_function_key() {
-        return function_key(
-            |key| region.function_key(key),
-            module_path,
-            function,
-            namespace,
-            count,
-            render,
-        );
-    }
-    let mut key =
-        String::with_capacity(prefix_len(module_path, function, namespace) + 1 + 8 * count);
-    push_prefix(&mut key, module_path, function, namespace);
-    key.push('|');
-    let mut args = JoinedArgs {
-        key: &mut key,
-        open: None,
-    };
-    render(&mut args);
-    args.close();
-    key
+    function_key(
+        |key| region.function_key(key),
+        module_path,
+        function,
+        namespace,
+        count,
+        render,
+    )
 }
 
 thread_local! {
@@ -145,13 +346,13 @@ pub fn function_key<G, R>(
     namespace: Option<&str>,
     count: usize,
     render: R,
-) -> String
+) -> CallKey
 where
     G: FnOnce(&FunctionKey<'_>) -> String,
-    R: FnOnce(&mut dyn KeySlots),
+    R: FnOnce(&mut KeyArgs<'_>),
 {
     let build = |args: &mut [String], render: R, generate: G| {
-        render(&mut SeparateArgs(args));
+        render(&mut KeyArgs(Args::Separate(args)));
         generate(&FunctionKey {
             module_path,
             function,
@@ -175,10 +376,12 @@ where
         Some(key)
     });
     if let Ok(Some(key)) = reused {
-        return key;
+        return CallKey::from(key);
     }
     match steps.take() {
-        Some((render, generate)) => build(&mut vec![String::new(); count], render, generate),
+        Some((render, generate)) => {
+            CallKey::from(build(&mut vec![String::new(); count], render, generate))
+        }
         // The closure above returns `Some` whenever it takes the steps.
         None => unreachable!("function_key's steps were taken without building a key"),
     }
@@ -1074,11 +1277,84 @@ mod tests {
 
     /// The key the one-pass path builds for `args`, each written through its slot.
     fn joined(region: &CacheRegion, args: &[String]) -> String {
-        region_function_key(region, "m", "f", Some("ns"), args.len(), |slots| {
+        region_function_key(region, None, "m", "f", Some("ns"), args.len(), |slots| {
             for (i, arg) in args.iter().enumerate() {
-                arg.write_key_arg(slots.slot(i));
+                KeyArg::write_key_arg(arg, slots, i);
             }
         })
+        .into_string()
+    }
+
+    /// The same, with the prefix the macro builds at compile time, and each argument
+    /// written by [`PlainKeyArg`], as for an argument declared `String`.
+    fn joined_plain(region: &CacheRegion, args: &[String]) -> String {
+        region_function_key(
+            region,
+            Some("m:f|ns|"),
+            "m",
+            "f",
+            Some("ns"),
+            args.len(),
+            |slots| {
+                for (i, arg) in args.iter().enumerate() {
+                    PlainKeyArg::write_key_arg(arg, slots, i);
+                }
+            },
+        )
+        .into_string()
+    }
+
+    /// `PlainKeyArg`'s text of `value`, against `Display`'s.
+    fn plain_is_display<T: PlainKeyArg + Display>(
+        value: T,
+    ) -> std::result::Result<(), TestCaseError> {
+        let region = CacheRegion::new();
+        let key = |arg: &dyn Fn(&mut KeyArgs<'_>)| {
+            region_function_key(&region, Some("m:f|"), "m", "f", None, 2, |args| {
+                args.push(0, "before");
+                arg(args);
+            })
+            .into_string()
+        };
+        let expected = format!("m:f|before {value}");
+        prop_assert_eq!(key(&|args| value.write_key_arg(args, 1)), expected.clone());
+        prop_assert_eq!(key(&|args| PlainKeyArg::write_key_arg(&&value, args, 1)), expected);
+        let mut separate = vec![String::new(); 2];
+        value.write_key_arg(&mut KeyArgs(Args::Separate(&mut separate)), 1);
+        prop_assert_eq!(&separate[1], &value.to_string());
+        Ok(())
+    }
+
+    #[test]
+    fn plain_integers_render_as_display_at_their_limits() {
+        macro_rules! limits {
+            ($($int:ty),*) => {$(
+                plain_is_display(<$int>::MIN).unwrap();
+                plain_is_display(<$int>::MAX).unwrap();
+                plain_is_display(0 as $int).unwrap();
+            )*};
+        }
+        limits!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+    }
+
+    #[test]
+    fn a_key_longer_than_the_stack_buffer_moves_to_the_heap_whole() {
+        let region = CacheRegion::new();
+        for len in [0, 1, 60, 118, 119, 120, 121, 200, 1000] {
+            let args = ["a b".to_string(), "x".repeat(len), "c|".repeat(len / 2 + 1)];
+            let expected = default_function_key(&FunctionKey {
+                module_path: "m",
+                function: "f",
+                namespace: Some("ns"),
+                args: &args,
+            });
+            assert_eq!(joined(&region, &args), expected, "arguments of {len} bytes");
+            assert_eq!(
+                joined_plain(&region, &args),
+                expected,
+                "arguments of {len} bytes"
+            );
+        }
     }
 
     proptest! {
@@ -1097,13 +1373,23 @@ mod tests {
                 args: &args,
             });
             prop_assert_eq!(joined(&region, &args), expected.clone());
+            prop_assert_eq!(joined_plain(&region, &args), expected.clone());
             // The separate-buffers path, as a custom generator gets them.
             let separate = function_key(default_function_key, "m", "f", Some("ns"), args.len(), |slots| {
                 for (i, arg) in args.iter().enumerate() {
-                    arg.write_key_arg(slots.slot(i));
+                    KeyArg::write_key_arg(arg, slots, i);
                 }
             });
-            prop_assert_eq!(separate, expected);
+            prop_assert_eq!(separate.into_string(), expected);
+        }
+
+        #[test]
+        fn plain_integers_render_as_display(a: i64, b: u128, c: i128, d: u16, e: isize) {
+            plain_is_display(a)?;
+            plain_is_display(b)?;
+            plain_is_display(c)?;
+            plain_is_display(d)?;
+            plain_is_display(e)?;
         }
     }
 }

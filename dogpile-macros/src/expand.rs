@@ -229,7 +229,7 @@ fn single(model: &Model, names: &Names) -> Expansion {
             #probe
             #assert_stored
             #region
-            let __dogpile_key: ::std::string::String = #key;
+            let __dogpile_key: ::dogpile::__private::CallKey = #key;
             #options
             #cached_body
         }
@@ -240,7 +240,7 @@ fn single(model: &Model, names: &Names) -> Expansion {
         #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #key_sig {
             #region
-            #key
+            ::dogpile::__private::CallKey::into_string(#key)
         }
 
         #[doc = #doc_invalidate]
@@ -257,7 +257,7 @@ fn single(model: &Model, names: &Names) -> Expansion {
         #[allow(dead_code, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #refresh_sig {
             #region
-            let __dogpile_key: ::std::string::String = #key;
+            let __dogpile_key: ::dogpile::__private::CallKey = #key;
             #refresh_body
         }
 
@@ -324,7 +324,10 @@ fn multi(model: &Model, names: &Names) -> Expansion {
             continue;
         }
         if i == keys_arg.index {
-            parts.push(KeyPart::Render(quote!(__dogpile_element)));
+            parts.push(KeyPart::Render {
+                arg: quote!(__dogpile_element),
+                plain: is_plain(&keys_arg.element),
+            });
         } else {
             parts.push(KeyPart::Fixed(fixed_index));
             fixed_index += 1;
@@ -338,7 +341,7 @@ fn multi(model: &Model, names: &Names) -> Expansion {
         #fixed
         let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_ident
             .iter()
-            .map(|__dogpile_element| #key)
+            .map(|__dogpile_element| ::dogpile::__private::CallKey::into_string(#key))
             .collect();
     };
     let elements = if keys_arg.owned {
@@ -612,8 +615,9 @@ fn region(model: &Model) -> TokenStream {
 
 /// One part of a key.
 enum KeyPart {
-    /// An argument to render: an expression of type `&T`.
-    Render(TokenStream),
+    /// An argument to render: an expression of type `&T`; `plain` when `T` reads as a
+    /// primitive integer, `str` or `String` (see [`is_plain`]).
+    Render { arg: TokenStream, plain: bool },
     /// An argument already rendered into `__dogpile_fixed[i]`.
     Fixed(usize),
 }
@@ -626,9 +630,33 @@ fn key_args(model: &Model) -> Vec<KeyPart> {
         .filter(|arg| arg.keyed)
         .map(|arg| {
             let ident = &arg.ident;
-            KeyPart::Render(quote_spanned!(arg.ty.span()=> &#ident))
+            KeyPart::Render {
+                arg: quote_spanned!(arg.ty.span()=> &#ident),
+                plain: is_plain(&arg.ty),
+            }
         })
         .collect()
+}
+
+/// True for a type named as a primitive integer, `str` or `String`, or a reference to one:
+/// such an argument is written by `PlainKeyArg`, the same text as `Display` without the
+/// formatting machinery. A type of another kind that bears one of these names fails to
+/// compile with `PlainKeyArg`'s message, so a name never gives a wrong key.
+fn is_plain(ty: &Type) -> bool {
+    const PLAIN: &[&str] = &[
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+        "str", "String",
+    ];
+    match ty {
+        Type::Reference(reference) => is_plain(&reference.elem),
+        Type::Paren(inner) => is_plain(&inner.elem),
+        Type::Group(inner) => is_plain(&inner.elem),
+        Type::Path(path) if path.qself.is_none() => path
+            .path
+            .get_ident()
+            .is_some_and(|ident| PLAIN.iter().any(|name| ident == name)),
+        _ => false,
+    }
 }
 
 /// An expression rendering `arg`, an expression of type `&T`, into its part of the key:
@@ -643,14 +671,17 @@ fn render(model: &Model, arg: TokenStream) -> TokenStream {
 /// A statement writing `part` into the key's `index`th argument slot.
 fn write_part(model: &Model, part: &KeyPart, index: usize) -> TokenStream {
     match (part, &model.options.to_str) {
-        (KeyPart::Render(arg), Some(to_str)) => {
-            quote_spanned!(to_str.span()=> __dogpile_args.slot(#index).push_str(&(#to_str)(#arg));)
+        (KeyPart::Render { arg, .. }, Some(to_str)) => {
+            quote_spanned!(to_str.span()=> __dogpile_args.push(#index, &(#to_str)(#arg));)
         }
-        (KeyPart::Render(arg), None) => quote_spanned! {arg.span()=>
-            ::dogpile::__private::KeyArg::write_key_arg(#arg, __dogpile_args.slot(#index));
+        (KeyPart::Render { arg, plain: true }, None) => quote_spanned! {arg.span()=>
+            ::dogpile::__private::PlainKeyArg::write_key_arg(#arg, __dogpile_args, #index);
+        },
+        (KeyPart::Render { arg, plain: false }, None) => quote_spanned! {arg.span()=>
+            ::dogpile::__private::KeyArg::write_key_arg(#arg, __dogpile_args, #index);
         },
         (KeyPart::Fixed(fixed), _) => {
-            quote!(__dogpile_args.slot(#index).push_str(&__dogpile_fixed[#fixed]);)
+            quote!(__dogpile_args.push(#index, &__dogpile_fixed[#fixed]);)
         }
     }
 }
@@ -687,8 +718,24 @@ fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
         Some(namespace) => quote!(::core::option::Option::Some(#namespace)),
         None => quote!(::core::option::Option::None),
     };
+    // A free function that is not generic knows its whole prefix at compile time.
+    let prefix = match (
+        &model.shape.context,
+        model.generics.is_empty(),
+        &options.namespace,
+    ) {
+        (Context::Free, true, Some(namespace)) => quote! {
+            ::core::option::Option::Some(
+                ::core::concat!(::core::module_path!(), ":", #name, "|", #namespace, "|"),
+            )
+        },
+        (Context::Free, true, None) => quote! {
+            ::core::option::Option::Some(::core::concat!(::core::module_path!(), ":", #name, "|"))
+        },
+        _ => quote!(::core::option::Option::None),
+    };
     let render = quote! {
-        |__dogpile_args: &mut dyn ::dogpile::__private::KeySlots| { #(#writes)* }
+        |__dogpile_args: &mut ::dogpile::__private::KeyArgs<'_>| { #(#writes)* }
     };
     let build = match &options.function_key_generator {
         Some(generator) => {
@@ -707,6 +754,7 @@ fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
         None => quote! {
             ::dogpile::__private::region_function_key(
                 __dogpile_region,
+                #prefix,
                 #module,
                 #function,
                 #namespace,

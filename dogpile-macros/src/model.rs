@@ -176,6 +176,8 @@ pub(crate) struct MultiKeys {
     pub(crate) index: usize,
     /// True for `Vec<K>`, false for `&[K]`.
     pub(crate) owned: bool,
+    /// `K`.
+    pub(crate) element: Type,
 }
 
 /// A generic parameter that generated code names: in the turbofish of calls to the body,
@@ -407,8 +409,8 @@ fn multi_keys(shape: &Shape, args: &[Arg], errors: &mut Errors) -> Option<MultiK
         .iter()
         .enumerate()
         .filter(|(_, arg)| arg.keyed)
-        .filter_map(|(index, arg)| list_kind(&arg.ty).map(|owned| (index, arg, owned)));
-    let Some((index, keys, owned)) = lists.next() else {
+        .filter_map(|(index, arg)| list_kind(&arg.ty).map(|list| (index, arg, list)));
+    let Some((index, keys, (owned, element))) = lists.next() else {
         match args.iter().filter(|arg| arg.keyed).collect::<Vec<_>>()[..] {
             [single] => errors.spanned(
                 &single.ty,
@@ -439,7 +441,11 @@ fn multi_keys(shape: &Shape, args: &[Arg], errors: &mut Errors) -> Option<MultiK
     if shape.is_async() {
         refuse_unique_borrows(shape, args, errors);
     }
-    Some(MultiKeys { index, owned })
+    Some(MultiKeys {
+        index,
+        owned,
+        element,
+    })
 }
 
 /// An async multi function's body may run twice (on disjoint keys, when the cache fails),
@@ -473,13 +479,14 @@ fn refuse_unique_borrows(shape: &Shape, args: &[Arg], errors: &mut Errors) {
     }
 }
 
-/// `Some(false)` for `&[K]`, `Some(true)` for `Vec<K>`, `None` for anything else.
-fn list_kind(ty: &Type) -> Option<bool> {
+/// `Some((false, K))` for `&[K]`, `Some((true, K))` for `Vec<K>`, `None` for anything else.
+fn list_kind(ty: &Type) -> Option<(bool, Type)> {
     match ty {
-        Type::Reference(reference) if reference.mutability.is_none() => {
-            matches!(&*reference.elem, Type::Slice(_)).then_some(false)
-        }
-        ty => single_generic(ty, "Vec").map(|_| true),
+        Type::Reference(reference) if reference.mutability.is_none() => match &*reference.elem {
+            Type::Slice(slice) => Some((false, (*slice.elem).clone())),
+            _ => None,
+        },
+        ty => single_generic(ty, "Vec").map(|element| (true, element)),
     }
 }
 
