@@ -66,9 +66,10 @@ fn cached_load_user(id: u64) -> String {
     value()
 }
 
-/// The wall time of `threads` threads each calling `hit(key index)` `iters` times, started
-/// together. With `distinct`, thread `i` reads key `i`; otherwise all read key 0.
-fn timed<F: Fn(usize) -> R + Sync, R>(
+/// The wall time of `threads` threads each calling `hit(Hit { thread, key })` `iters`
+/// times, started together. With `distinct`, thread `i` reads key `i`; otherwise all read
+/// key 0.
+fn timed<F: Fn(Hit) -> R + Sync, R>(
     threads: usize,
     distinct: bool,
     iters: u64,
@@ -82,7 +83,7 @@ fn timed<F: Fn(usize) -> R + Sync, R>(
                 let key = if distinct { t } else { 0 };
                 start.wait();
                 for _ in 0..iters {
-                    black_box(hit(black_box(key)));
+                    black_box(hit(black_box(Hit { thread: t, key })));
                 }
             });
         }
@@ -94,8 +95,21 @@ fn timed<F: Fn(usize) -> R + Sync, R>(
     .elapsed()
 }
 
-/// Benchmarks `hit` as `name` one thread, two on one key, two on distinct keys.
+/// Which thread makes a hit (0 or 1), and on which key (an index into [`KEYS`]).
+#[derive(Clone, Copy)]
+struct Hit {
+    thread: usize,
+    key: usize,
+}
+
+/// Benchmarks `hit` as `name` one thread, two on one key, two on distinct keys; `hit`
+/// receives the key's index.
 fn subject<F: Fn(usize) -> R + Sync, R>(c: &mut Criterion, name: &str, hit: F) {
+    subject_per_thread(c, name, |at: Hit| hit(at.key));
+}
+
+/// As [`subject`], with `hit` told which thread calls it too.
+fn subject_per_thread<F: Fn(Hit) -> R + Sync, R>(c: &mut Criterion, name: &str, hit: F) {
     let mut group = c.benchmark_group(name);
     for (label, threads, distinct) in [
         ("1 thread", 1, false),
@@ -148,8 +162,13 @@ fn peers(c: &mut Criterion) {
     let unshared: Vec<RwLock<HashMap<String, String>>> = (0..2)
         .map(|_| RwLock::new(HashMap::from(owned())))
         .collect();
-    subject(c, "unshared RwLock<HashMap> per thread (ceiling)", |t| {
-        unshared[t].read().unwrap().get(KEYS[t]).cloned()
+    // Each thread reads its own map, whichever key: on the hot key too, nothing is shared.
+    subject_per_thread(c, "unshared RwLock<HashMap> per thread (ceiling)", |at| {
+        unshared[at.thread]
+            .read()
+            .unwrap()
+            .get(KEYS[at.key])
+            .cloned()
     });
 
     let map = RwLock::new(HashMap::from(owned()));

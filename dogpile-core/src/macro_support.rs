@@ -104,10 +104,16 @@ enum Repr {
     Heap(String),
 }
 
+impl Default for CallKey {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl CallKey {
     /// An empty key.
     #[inline]
-    fn new() -> Self {
+    pub fn new() -> Self {
         CallKey(Repr::Inline(arrayvec::ArrayString::new()))
     }
 
@@ -263,7 +269,8 @@ fn separate(key: &mut CallKey, index: usize) {
     }
 }
 
-/// Builds the key of one call with `region`'s function key generator. With the default
+/// Builds the key of one call into `key` (empty, and declared where it is used: moving it
+/// would copy its stack buffer) with `region`'s function key generator. With the default
 /// generator (the common case) the key is written in one pass, on the stack when it fits
 /// (see [`CallKey`]), since this runs on every call of a memoized function, hits included;
 /// arguments are escaped as [`default_function_key`](crate::default_function_key) escapes
@@ -274,7 +281,9 @@ fn separate(key: &mut CallKey, index: usize) {
 /// build it at compile time (a free function that is not generic): the same text that
 /// `module_path`, `function` and `namespace` give.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 pub fn region_function_key<R>(
+    key: &mut CallKey,
     region: &CacheRegion,
     prefix: Option<&'static str>,
     module_path: &str,
@@ -282,39 +291,38 @@ pub fn region_function_key<R>(
     namespace: Option<&str>,
     count: usize,
     render: R,
-) -> CallKey
-where
+) where
     R: FnOnce(&mut KeyArgs<'_>),
 {
     if !region.uses_default_function_key() {
-        return generated_function_key(region, module_path, function, namespace, count, render);
+        generated_function_key(key, region, module_path, function, namespace, count, render);
+        return;
     }
-    let mut key = CallKey::new();
     match prefix {
         Some(prefix) => key.push_text(prefix),
         None => {
-            push_prefix(&mut key, module_path, function, namespace);
+            push_prefix(key, module_path, function, namespace);
             key.push_text("|");
         }
     }
-    render(&mut KeyArgs(Args::Joined(&mut key)));
-    key
+    render(&mut KeyArgs(Args::Joined(key)));
 }
 
 /// [`region_function_key`] with the region's own `function_key_generator`.
 #[inline(never)]
 fn generated_function_key<R>(
+    key: &mut CallKey,
     region: &CacheRegion,
     module_path: &str,
     function: &str,
     namespace: Option<&str>,
     count: usize,
     render: R,
-) -> CallKey
-where
+) where
     R: FnOnce(&mut KeyArgs<'_>),
 {
     function_key(
+        key,
         |key| region.function_key(key),
         module_path,
         function,
@@ -332,22 +340,22 @@ thread_local! {
 /// Buffers that grew past this are dropped after use rather than kept for the thread's life.
 const KEPT_CAPACITY: usize = 1024;
 
-/// Builds the key of one call: `render` writes each key argument into its (empty) buffer,
-/// then `generate` (the region's or the function's key generator) builds the key from a
-/// [`FunctionKey`].
+/// Builds the key of one call into `key`: `render` writes each key argument into its
+/// (empty) buffer, then `generate` (the region's or the function's key generator) builds
+/// the key from a [`FunctionKey`].
 ///
 /// The buffers are reused across calls on a thread, so that a cache hit renders its
 /// arguments without allocating; a nested call (an argument's `Display` that calls a
 /// memoized function) finds them in use and gets fresh ones.
 pub fn function_key<G, R>(
+    key: &mut CallKey,
     generate: G,
     module_path: &str,
     function: &str,
     namespace: Option<&str>,
     count: usize,
     render: R,
-) -> CallKey
-where
+) where
     G: FnOnce(&FunctionKey<'_>) -> String,
     R: FnOnce(&mut KeyArgs<'_>),
 {
@@ -375,12 +383,13 @@ where
         }
         Some(key)
     });
-    if let Ok(Some(key)) = reused {
-        return CallKey::from(key);
+    if let Ok(Some(built)) = reused {
+        *key = CallKey::from(built);
+        return;
     }
     match steps.take() {
         Some((render, generate)) => {
-            CallKey::from(build(&mut vec![String::new(); count], render, generate))
+            *key = CallKey::from(build(&mut vec![String::new(); count], render, generate));
         }
         // The closure above returns `Some` whenever it takes the steps.
         None => unreachable!("function_key's steps were taken without building a key"),
@@ -1277,31 +1286,51 @@ mod tests {
 
     /// The key the one-pass path builds for `args`, each written through its slot.
     fn joined(region: &CacheRegion, args: &[String]) -> String {
-        region_function_key(region, None, "m", "f", Some("ns"), args.len(), |slots| {
-            for (i, arg) in args.iter().enumerate() {
-                KeyArg::write_key_arg(arg, slots, i);
-            }
+        built(|key| {
+            region_function_key(
+                key,
+                region,
+                None,
+                "m",
+                "f",
+                Some("ns"),
+                args.len(),
+                |slots| {
+                    for (i, arg) in args.iter().enumerate() {
+                        KeyArg::write_key_arg(arg, slots, i);
+                    }
+                },
+            );
         })
-        .into_string()
+    }
+
+    /// The key that `fill` builds in a new [`CallKey`].
+    fn built(fill: impl FnOnce(&mut CallKey)) -> String {
+        let mut key = CallKey::new();
+        fill(&mut key);
+        key.into_string()
     }
 
     /// The same, with the prefix the macro builds at compile time, and each argument
     /// written by [`PlainKeyArg`], as for an argument declared `String`.
     fn joined_plain(region: &CacheRegion, args: &[String]) -> String {
-        region_function_key(
-            region,
-            Some("m:f|ns|"),
-            "m",
-            "f",
-            Some("ns"),
-            args.len(),
-            |slots| {
-                for (i, arg) in args.iter().enumerate() {
-                    PlainKeyArg::write_key_arg(arg, slots, i);
-                }
-            },
-        )
-        .into_string()
+        built(|key| {
+            let prefix = Some("m:f|ns|");
+            region_function_key(
+                key,
+                region,
+                prefix,
+                "m",
+                "f",
+                Some("ns"),
+                args.len(),
+                |slots| {
+                    for (i, arg) in args.iter().enumerate() {
+                        PlainKeyArg::write_key_arg(arg, slots, i);
+                    }
+                },
+            );
+        })
     }
 
     /// `PlainKeyArg`'s text of `value`, against `Display`'s.
@@ -1310,15 +1339,19 @@ mod tests {
     ) -> std::result::Result<(), TestCaseError> {
         let region = CacheRegion::new();
         let key = |arg: &dyn Fn(&mut KeyArgs<'_>)| {
-            region_function_key(&region, Some("m:f|"), "m", "f", None, 2, |args| {
-                args.push(0, "before");
-                arg(args);
+            built(|key| {
+                region_function_key(key, &region, Some("m:f|"), "m", "f", None, 2, |args| {
+                    args.push(0, "before");
+                    arg(args);
+                });
             })
-            .into_string()
         };
         let expected = format!("m:f|before {value}");
         prop_assert_eq!(key(&|args| value.write_key_arg(args, 1)), expected.clone());
-        prop_assert_eq!(key(&|args| PlainKeyArg::write_key_arg(&&value, args, 1)), expected);
+        prop_assert_eq!(
+            key(&|args| PlainKeyArg::write_key_arg(&&value, args, 1)),
+            expected
+        );
         let mut separate = vec![String::new(); 2];
         value.write_key_arg(&mut KeyArgs(Args::Separate(&mut separate)), 1);
         prop_assert_eq!(&separate[1], &value.to_string());
@@ -1375,12 +1408,14 @@ mod tests {
             prop_assert_eq!(joined(&region, &args), expected.clone());
             prop_assert_eq!(joined_plain(&region, &args), expected.clone());
             // The separate-buffers path, as a custom generator gets them.
-            let separate = function_key(default_function_key, "m", "f", Some("ns"), args.len(), |slots| {
-                for (i, arg) in args.iter().enumerate() {
-                    KeyArg::write_key_arg(arg, slots, i);
-                }
+            let separate = built(|key| {
+                function_key(key, default_function_key, "m", "f", Some("ns"), args.len(), |slots| {
+                    for (i, arg) in args.iter().enumerate() {
+                        KeyArg::write_key_arg(arg, slots, i);
+                    }
+                });
             });
-            prop_assert_eq!(separate.into_string(), expected);
+            prop_assert_eq!(separate, expected);
         }
 
         #[test]

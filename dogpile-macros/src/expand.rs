@@ -229,7 +229,7 @@ fn single(model: &Model, names: &Names) -> Expansion {
             #probe
             #assert_stored
             #region
-            let __dogpile_key: ::dogpile::__private::CallKey = #key;
+            #key
             #options
             #cached_body
         }
@@ -240,7 +240,8 @@ fn single(model: &Model, names: &Names) -> Expansion {
         #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #key_sig {
             #region
-            ::dogpile::__private::CallKey::into_string(#key)
+            #key
+            ::dogpile::__private::CallKey::into_string(__dogpile_key)
         }
 
         #[doc = #doc_invalidate]
@@ -257,7 +258,7 @@ fn single(model: &Model, names: &Names) -> Expansion {
         #[allow(dead_code, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #refresh_sig {
             #region
-            let __dogpile_key: ::dogpile::__private::CallKey = #key;
+            #key
             #refresh_body
         }
 
@@ -341,7 +342,10 @@ fn multi(model: &Model, names: &Names) -> Expansion {
         #fixed
         let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_ident
             .iter()
-            .map(|__dogpile_element| ::dogpile::__private::CallKey::into_string(#key))
+            .map(|__dogpile_element| {
+                #key
+                ::dogpile::__private::CallKey::into_string(__dogpile_key)
+            })
             .collect();
     };
     let elements = if keys_arg.owned {
@@ -686,7 +690,8 @@ fn write_part(model: &Model, part: &KeyPart, index: usize) -> TokenStream {
     }
 }
 
-/// An expression building the key from `parts`.
+/// Statements declaring `__dogpile_key`, a `CallKey`, and building the key from `parts`
+/// in it (in place: the key is not moved afterwards, which would copy its stack buffer).
 fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
     let options = &model.options;
     let count = parts.len();
@@ -742,6 +747,7 @@ fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
             let generate = quote_spanned!(generator.span()=> (#generator)(__dogpile_function_key));
             quote! {
             ::dogpile::__private::function_key(
+                &mut __dogpile_key,
                 |__dogpile_function_key| #generate,
                 #module,
                 #function,
@@ -753,6 +759,7 @@ fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
         }
         None => quote! {
             ::dogpile::__private::region_function_key(
+                &mut __dogpile_key,
                 __dogpile_region,
                 #prefix,
                 #module,
@@ -763,10 +770,13 @@ fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
             )
         },
     };
-    quote! {{
-        #function_binding
-        #build
-    }}
+    quote! {
+        let mut __dogpile_key = ::dogpile::__private::CallKey::new();
+        {
+            #function_binding
+            #build;
+        }
+    }
 }
 
 /// `let __dogpile_options = CreateOptions::new()...;`, with the options' expiration time
