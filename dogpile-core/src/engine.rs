@@ -487,6 +487,7 @@ pub(crate) fn distributed_outcome<T>(
 
 /// What a failed read means: an error, or (failing open) a logged warning and a miss
 /// (`Ok(None)`).
+#[inline]
 pub(crate) fn read_outcome<V>(
     signals: &Signals<'_>,
     key: &str,
@@ -495,17 +496,21 @@ pub(crate) fn read_outcome<V>(
 ) -> Result<Option<V>> {
     match read {
         Ok(value) => Ok(Some(value)),
-        Err(error) => {
-            signals.failed(&error);
-            if !fail_open {
-                return Err(error);
-            }
-            warn_limited!(signals.warnings, WarningKind::ReadFailed,
-                region = %signals.region, key = %key, %error,
-                "cache read failed; treating it as a miss");
-            Ok(None)
-        }
+        Err(error) => read_failed(signals, key, fail_open, error).map(|()| None),
     }
+}
+
+/// [`read_outcome`] of a failed read: off the hit path, and not generic.
+#[cold]
+fn read_failed(signals: &Signals<'_>, key: &str, fail_open: bool, error: Error) -> Result<()> {
+    signals.failed(&error);
+    if !fail_open {
+        return Err(error);
+    }
+    warn_limited!(signals.warnings, WarningKind::ReadFailed,
+        region = %signals.region, key = %key, %error,
+        "cache read failed; treating it as a miss");
+    Ok(())
 }
 
 /// What a failed store means: an error, or (failing open, or in the background where

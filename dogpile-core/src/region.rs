@@ -141,6 +141,7 @@ impl Current {
 impl std::ops::Deref for Current {
     type Target = Configured;
 
+    #[inline]
     fn deref(&self) -> &Configured {
         match &*self.0 {
             Some(cfg) => cfg,
@@ -343,6 +344,7 @@ impl CacheRegion {
     }
 
     /// Where the engine reports this region's decisions.
+    #[inline]
     pub(crate) fn signals(&self) -> Signals<'_> {
         Signals {
             region: &self.name,
@@ -463,6 +465,7 @@ impl CacheRegion {
         self.state.load().as_ref().and_then(|c| c.expiration)
     }
 
+    #[inline]
     pub(crate) fn configured(&self) -> Result<Current> {
         let state = self.state.load();
         if state.is_none() {
@@ -475,6 +478,7 @@ impl CacheRegion {
 
     // ----- keys ----------------------------------------------------------------------
 
+    #[inline]
     pub(crate) fn mangle<'k>(&self, key: &'k str) -> std::borrow::Cow<'k, str> {
         match &self.key_mangler {
             Some(mangler) => mangler(key).into(),
@@ -487,6 +491,7 @@ impl CacheRegion {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a key that begins with the backend's lock prefix.
+    #[inline]
     pub(crate) fn backend_key<'k>(
         &self,
         cfg: &Configured,
@@ -613,11 +618,13 @@ impl CacheRegion {
             .collect())
     }
 
+    #[inline]
     pub(crate) fn invalidation(&self) -> Option<(f64, bool)> {
         let at = f64::from_bits(self.invalidated_at.load(Ordering::SeqCst));
         (at > 0.0).then(|| (at, self.hard_invalidated.load(Ordering::SeqCst)))
     }
 
+    #[inline]
     pub(crate) fn resolve_expiration(
         &self,
         cfg: &Configured,
@@ -935,6 +942,7 @@ impl CacheRegion {
         })
     }
 
+    #[inline]
     pub(crate) fn rules(&self, cfg: &Configured, background: bool) -> Rules {
         Rules {
             serve_stale: self.serve_stale,
@@ -944,6 +952,7 @@ impl CacheRegion {
         }
     }
 
+    #[inline]
     pub(crate) fn freshness(
         &self,
         cfg: &Configured,
