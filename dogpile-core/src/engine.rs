@@ -496,21 +496,14 @@ pub(crate) fn read_outcome<V>(
 ) -> Result<Option<V>> {
     match read {
         Ok(value) => Ok(Some(value)),
-        Err(error) => read_failed(signals, key, fail_open, error).map(|()| None),
+        Err(error) => {
+            let warning = (
+                WarningKind::ReadFailed,
+                "cache read failed; treating it as a miss",
+            );
+            failed(signals, key, fail_open, error, warning).map(|()| None)
+        }
     }
-}
-
-/// [`read_outcome`] of a failed read: off the hit path, and not generic.
-#[cold]
-fn read_failed(signals: &Signals<'_>, key: &str, fail_open: bool, error: Error) -> Result<()> {
-    signals.failed(&error);
-    if !fail_open {
-        return Err(error);
-    }
-    warn_limited!(signals.warnings, WarningKind::ReadFailed,
-        region = %signals.region, key = %key, %error,
-        "cache read failed; treating it as a miss");
-    Ok(())
 }
 
 /// What a failed store means: an error, or (failing open, or in the background where
@@ -524,16 +517,32 @@ pub(crate) fn store_outcome(
     match stored {
         Ok(()) => Ok(()),
         Err(error) => {
-            signals.failed(&error);
-            if !fail_open {
-                return Err(error);
-            }
-            warn_limited!(signals.warnings, WarningKind::WriteFailed,
-                region = %signals.region, key = %key, %error,
-                "cache write failed; returning the value uncached");
-            Ok(())
+            let warning = (
+                WarningKind::WriteFailed,
+                "cache write failed; returning the value uncached",
+            );
+            failed(signals, key, fail_open, error, warning)
         }
     }
+}
+
+/// A failed read or store: counted, then the error, or failing open the `warning` (its
+/// kind and what the failure means) logged. Off the hit path, and not generic.
+#[cold]
+fn failed(
+    signals: &Signals<'_>,
+    key: &str,
+    fail_open: bool,
+    error: Error,
+    (kind, consequence): (WarningKind, &'static str),
+) -> Result<()> {
+    signals.failed(&error);
+    if !fail_open {
+        return Err(error);
+    }
+    warn_limited!(signals.warnings, kind,
+        region = %signals.region, key = %key, %error, "{consequence}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -295,7 +295,16 @@ pub fn region_function_key<R>(
     R: FnOnce(&mut KeyArgs<'_>),
 {
     if !region.uses_default_function_key() {
-        generated_function_key(key, region, module_path, function, namespace, count, render);
+        let generate = |function_key: &FunctionKey<'_>| region.function_key(function_key);
+        function_key(
+            key,
+            generate,
+            module_path,
+            function,
+            namespace,
+            count,
+            render,
+        );
         return;
     }
     match prefix {
@@ -306,30 +315,6 @@ pub fn region_function_key<R>(
         }
     }
     render(&mut KeyArgs(Args::Joined(key)));
-}
-
-/// [`region_function_key`] with the region's own `function_key_generator`.
-#[inline(never)]
-fn generated_function_key<R>(
-    key: &mut CallKey,
-    region: &CacheRegion,
-    module_path: &str,
-    function: &str,
-    namespace: Option<&str>,
-    count: usize,
-    render: R,
-) where
-    R: FnOnce(&mut KeyArgs<'_>),
-{
-    function_key(
-        key,
-        |key| region.function_key(key),
-        module_path,
-        function,
-        namespace,
-        count,
-        render,
-    )
 }
 
 thread_local! {
@@ -347,6 +332,10 @@ const KEPT_CAPACITY: usize = 1024;
 /// The buffers are reused across calls on a thread, so that a cache hit renders its
 /// arguments without allocating; a nested call (an argument's `Display` that calls a
 /// memoized function) finds them in use and gets fresh ones.
+///
+/// Never inlined: a region or a function with its own key generator is the uncommon case,
+/// kept out of the code of every call.
+#[inline(never)]
 pub fn function_key<G, R>(
     key: &mut CallKey,
     generate: G,
@@ -1284,20 +1273,40 @@ mod tests {
     use super::*;
     use crate::key::default_function_key;
 
-    /// The key the one-pass path builds for `args`, each written through its slot.
+    /// The key the one-pass path builds for `args`, each written by `Display`.
     fn joined(region: &CacheRegion, args: &[String]) -> String {
+        joined_by(region, None, args, |arg, slots, i| {
+            KeyArg::write_key_arg(arg, slots, i);
+        })
+    }
+
+    /// The same, with the prefix the macro builds at compile time, and each argument
+    /// written by [`PlainKeyArg`], as for an argument declared `String`.
+    fn joined_plain(region: &CacheRegion, args: &[String]) -> String {
+        joined_by(region, Some("m:f|ns|"), args, |arg, slots, i| {
+            PlainKeyArg::write_key_arg(arg, slots, i);
+        })
+    }
+
+    /// The key of function `m:f` in namespace `ns` for `args`, each written by `write`.
+    fn joined_by(
+        region: &CacheRegion,
+        prefix: Option<&'static str>,
+        args: &[String],
+        write: fn(&String, &mut KeyArgs<'_>, usize),
+    ) -> String {
         built(|key| {
             region_function_key(
                 key,
                 region,
-                None,
+                prefix,
                 "m",
                 "f",
                 Some("ns"),
                 args.len(),
                 |slots| {
                     for (i, arg) in args.iter().enumerate() {
-                        KeyArg::write_key_arg(arg, slots, i);
+                        write(arg, slots, i);
                     }
                 },
             );
@@ -1309,28 +1318,6 @@ mod tests {
         let mut key = CallKey::new();
         fill(&mut key);
         key.into_string()
-    }
-
-    /// The same, with the prefix the macro builds at compile time, and each argument
-    /// written by [`PlainKeyArg`], as for an argument declared `String`.
-    fn joined_plain(region: &CacheRegion, args: &[String]) -> String {
-        built(|key| {
-            let prefix = Some("m:f|ns|");
-            region_function_key(
-                key,
-                region,
-                prefix,
-                "m",
-                "f",
-                Some("ns"),
-                args.len(),
-                |slots| {
-                    for (i, arg) in args.iter().enumerate() {
-                        PlainKeyArg::write_key_arg(arg, slots, i);
-                    }
-                },
-            );
-        })
     }
 
     /// `PlainKeyArg`'s text of `value`, against `Display`'s.
