@@ -3,8 +3,8 @@
 //!
 //! Unbounded by default, as dogpile's memory backend: a [papaya](https://docs.rs/papaya)
 //! map, so a hit pays for no eviction bookkeeping. With `max_entries` (or, for
-//! `memory_serialized`, `max_bytes`) the store is a [quick_cache](https://docs.rs/quick_cache)
-//! cache, which evicts when the bound is reached.
+//! `memory_serialized`, `max_bytes`) the store is the same kind of map with S3-FIFO
+//! eviction beside it (`memory/bounded.rs`), which evicts when the bound is reached.
 //!
 //! # Why these stores (measured: `benches/memory_hits.rs`, BENCHMARKS.md)
 //!
@@ -13,26 +13,26 @@
 //! (`seize`), which writes only the reading thread's own slot, then follows pointers; the
 //! region clones the payload from the map's own entry under that guard
 //! ([`Backend::get_with`]), so no reference count of a shared entry moves either. Side by
-//! side on one thread (2026-12-01, 2 shared vCPUs, three runs), papaya's get plus clone
-//! measured 0.61x to 0.73x a bare `RwLock<HashMap>` get plus clone, `scc::HashIndex`
-//! 0.68x to 1.02x, `scc::HashMap` (a shared lock on the bucket) 0.68x to 1.07x and 64
-//! `RwLock<HashMap>` shards 0.78x to 0.95x: papaya was the cheapest in every run. The
-//! sharded map, like `scc::HashMap`, also writes the reader count of one lock shared by
-//! every reader of a hot key. (Two-thread scaling could not tell them apart on that
-//! loaded machine.) Keys hash with a randomly seeded `ahash`
-//! (HashDoS resistance: keys often come from requests).
+//! side on one thread, papaya's get plus clone measured 0.62x to 0.77x a bare
+//! `RwLock<HashMap>` get plus clone, and it scales from one thread to two on one hot key
+//! as two threads reading maps of their own do (2026-12-03, 2 vCPUs). `scc::HashIndex`
+//! does as well; `scc::HashMap` and a map split in 64 `RwLock` shards write the reader
+//! count of one lock shared by every reader of a hot key, and do not scale on it. Keys
+//! hash with a randomly seeded `ahash` (HashDoS resistance: keys often come from
+//! requests).
 //!
-//! The bounded store was chosen against moka, the earlier one: quick_cache's hit measured
-//! 0.18x to 0.25x moka's `get`, and on a Zipf (s = 0.9) trace of 1M requests over 100k
-//! keys into 10k entries its hit ratio was 67.4 % against moka's TinyLFU 67.0 to 67.1 %. Its policy
-//! (CLOCK-Pro-like, with ghost entries of recently evicted keys) admits every new key into
-//! a small "cold" part and promotes the keys asked for again, so a key that many callers
-//! wait for (the dogpile case) is kept, and a one-off key is the first to go. The bound is
-//! exact: the store holds at most `max_entries` entries (or `max_bytes` bytes) at every
-//! moment. It is split in shards, each holding an equal part (so the parts may add up to
-//! a few entries under the bound), and a single value heavier than one shard's part of
-//! `max_bytes` is not kept. A bounded hit clones the entry's handle (quick_cache lends no
-//! entry), and takes its shard's read lock.
+//! The bounded store was measured against moka and quick_cache: both take a lock, or
+//! write a shared buffer, on every hit, so neither scales on a hot key (0.8x to 1.1x from
+//! one thread to two, against 1.9x for papaya). This one keeps papaya's read path and adds
+//! one counter per entry that stops at 3: a hit raises it while it is lower, so hits on a
+//! hot key write nothing. Its policy, S3-FIFO, admits every new key into a small queue
+//! and keeps the keys asked for again, so a key that many callers wait for (the dogpile
+//! case) is kept, and a one-off key is the first to go; on a Zipf (s = 0.9) trace of 1M
+//! requests over 100k keys into 10k entries its hit ratio is 66.6 % against moka's
+//! TinyLFU 67.1 % and quick_cache's 67.4 %. Writes take one lock for the whole store, which
+//! also keeps the bound exact: the store holds at most `max_entries` entries (or
+//! `max_bytes` bytes) at every moment, and a single value heavier than `max_bytes` is not
+//! kept. A bounded hit, like an unbounded one, lends the stored entry.
 //!
 //! # Arguments
 //!
@@ -67,6 +67,10 @@ use std::sync::Arc;
 
 use dogpile_core::{Arguments, Backend, Entry, Error, Result};
 
+use self::bounded::{Bounded, Weigh};
+
+mod bounded;
+
 /// Arguments accepted by the memory backends.
 const ARGUMENTS: &[&str] = &["max_entries", "max_bytes"];
 
@@ -80,53 +84,12 @@ pub struct MemoryBackend {
 /// The unbounded map: see the module docs for why papaya, keyed by a randomly seeded hash.
 type Map = papaya::HashMap<String, Entry, ahash::RandomState>;
 
-/// The bounded store.
-type Bounded = quick_cache::sync::Cache<String, Entry, Weight, ahash::RandomState>;
-
+// One per backend, behind an `Arc`: boxing the larger variant would add a pointer to
+// follow on every bounded hit.
+#[allow(clippy::large_enum_variant)]
 enum Store {
     Unbounded(Map),
     Bounded(Bounded),
-}
-
-/// The weight of an entry in a bounded store: 1, or its bytes for `max_bytes`.
-#[derive(Clone, Copy)]
-struct Weight {
-    bytes: bool,
-}
-
-impl quick_cache::Weighter<String, Entry> for Weight {
-    fn weight(&self, key: &String, entry: &Entry) -> u64 {
-        if self.bytes {
-            // Never 0: quick_cache never evicts an entry of weight 0.
-            (key.len() + entry.approximate_size()).max(1) as u64
-        } else {
-            1
-        }
-    }
-}
-
-/// A bounded store holding at most `max` in weight, counted by `weight`.
-fn bounded(max: u64, weight: Weight) -> Bounded {
-    // Every shard holds an equal part, at least 32 entries' worth, so that the parts add
-    // up to `max` or just under it, never over.
-    let mut shards: u64 = 16;
-    while shards > 1 && max / shards < 32 {
-        shards /= 2;
-    }
-    let capacity = max / shards * shards;
-    let items = if weight.bytes { max / 128 } else { max };
-    let options = quick_cache::OptionsBuilder::new()
-        .shards(shards as usize)
-        .estimated_items_capacity(usize::try_from(items.max(1)).unwrap_or(usize::MAX))
-        .weight_capacity(capacity)
-        .build()
-        .expect("a positive capacity and shard count");
-    quick_cache::sync::Cache::with_options(
-        options,
-        weight,
-        ahash::RandomState::new(),
-        Default::default(),
-    )
 }
 
 impl MemoryBackend {
@@ -145,9 +108,9 @@ impl MemoryBackend {
     /// `null` backend to cache nothing).
     pub fn bounded(max_entries: u64) -> Result<Self> {
         Ok(MemoryBackend {
-            store: Arc::new(Store::Bounded(bounded(
+            store: Arc::new(Store::Bounded(Bounded::new(
                 nonzero("memory", "max_entries", max_entries)?,
-                Weight { bytes: false },
+                Weigh::Entries,
             ))),
             serialized: false,
         })
@@ -179,13 +142,13 @@ impl MemoryBackend {
             (Some(_), Some(_)) => {
                 return Err(args.invalid("max_bytes", "give max_entries or max_bytes, not both"))
             }
-            (Some(max), None) => Store::Bounded(bounded(
+            (Some(max), None) => Store::Bounded(Bounded::new(
                 nonzero(args.backend(), "max_entries", max)?,
-                Weight { bytes: false },
+                Weigh::Entries,
             )),
-            (None, Some(max)) => Store::Bounded(bounded(
+            (None, Some(max)) => Store::Bounded(Bounded::new(
                 nonzero(args.backend(), "max_bytes", max)?,
-                Weight { bytes: true },
+                Weigh::Bytes,
             )),
             (None, None) => Store::Unbounded(unbounded()),
         };
@@ -199,7 +162,7 @@ impl MemoryBackend {
     pub fn entry_count(&self) -> u64 {
         match &*self.store {
             Store::Unbounded(map) => map.len() as u64,
-            Store::Bounded(cache) => cache.len() as u64,
+            Store::Bounded(cache) => cache.len(),
         }
     }
 
@@ -242,16 +205,16 @@ impl Backend for MemoryBackend {
     fn get(&self, key: &str) -> Result<Option<Entry>> {
         Ok(match &*self.store {
             Store::Unbounded(map) => map.pin().get(key).cloned(),
-            Store::Bounded(cache) => cache.get(key),
+            Store::Bounded(cache) => cache.get_with(key, |entry| entry.cloned()),
         })
     }
 
-    /// Unbounded: `f` sees the map's own entry under papaya's guard (no lock, no reference
-    /// count touched).
+    /// `f` sees the store's own entry under papaya's guard (no lock, no reference count
+    /// touched).
     fn get_with(&self, key: &str, f: &mut dyn FnMut(Option<&Entry>)) -> Result<()> {
         match &*self.store {
             Store::Unbounded(map) => f(map.pin().get(key)),
-            Store::Bounded(cache) => f(cache.get(key).as_ref()),
+            Store::Bounded(cache) => cache.get_with(key, f),
         }
         Ok(())
     }
@@ -284,7 +247,10 @@ impl Backend for MemoryBackend {
                 let map = map.pin();
                 keys.iter().map(|key| map.get(*key).cloned()).collect()
             }
-            Store::Bounded(cache) => keys.iter().map(|key| cache.get(*key)).collect(),
+            Store::Bounded(cache) => keys
+                .iter()
+                .map(|key| cache.get_with(key, |entry| entry.cloned()))
+                .collect(),
         })
     }
 
@@ -315,7 +281,7 @@ impl Backend for MemoryBackend {
             }
             Store::Bounded(cache) => {
                 for key in keys {
-                    cache.remove(*key);
+                    cache.remove(key);
                 }
             }
         }
