@@ -7,7 +7,8 @@
 //! same key) and `2 threads, distinct keys`. Each sample starts its threads behind a barrier
 //! and times, on the wall clock, every thread doing `iters` hits, so a `2 threads` figure is
 //! the time of two hits done at once: `2 x (1 thread) / (2 threads)` is how a subject
-//! scales. The run also prints the hit ratios of moka and quick_cache on a Zipf trace.
+//! scales. The run also prints the hit ratios of moka, quick_cache and the bounded region
+//! on a Zipf trace, and times writes that evict, into full bounded stores.
 //!
 //! Run with
 //! `cargo bench --bench memory_hits -- --warm-up-time 1 --measurement-time 3`, then
@@ -345,5 +346,53 @@ fn zipf_hit_ratios(_: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, zipf_hit_ratios, peers, candidates, regions);
+/// Keys for the write benchmarks: each thread cycles through a list of its own, twice the
+/// stores' capacity, so that every write of a full store evicts.
+const WRITE_KEYS: usize = 20_000;
+
+thread_local! {
+    /// Where this thread is in its list of write keys.
+    static WRITTEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The next write key of this thread (`thread`'s list).
+fn next_key(keys: &[Vec<String>], thread: usize) -> &str {
+    let i = WRITTEN.with(|n| {
+        let i = n.get();
+        n.set((i + 1) % WRITE_KEYS);
+        i
+    });
+    &keys[thread][i]
+}
+
+/// Writes into full bounded stores of 10k entries, each write evicting: the bounded
+/// region's store takes one lock for all writes (its reads take none), quick_cache and moka
+/// shard theirs. The hot-key mode writes the same list of keys from both threads.
+fn writes(c: &mut Criterion) {
+    let keys: Vec<Vec<String>> = (0..2)
+        .map(|t| (0..WRITE_KEYS).map(|i| format!("w{t}/{i}")).collect())
+        .collect();
+    let region = CacheRegion::new();
+    region
+        .configure(RegionConfig::new("memory").argument("max_entries", 10_000))
+        .unwrap();
+    let unbounded = CacheRegion::new();
+    unbounded.configure(RegionConfig::new("memory")).unwrap();
+    let moka = moka::sync::Cache::new(10_000);
+    let quick = quick_cache::sync::Cache::new(10_000);
+    subject_per_thread(c, "write: region set (unbounded)", |at| {
+        unbounded.set(next_key(&keys, at.key), &value()).unwrap()
+    });
+    subject_per_thread(c, "write: region set (max_entries)", |at| {
+        region.set(next_key(&keys, at.key), &value()).unwrap()
+    });
+    subject_per_thread(c, "write: quick_cache insert", |at| {
+        quick.insert(next_key(&keys, at.key).to_owned(), value())
+    });
+    subject_per_thread(c, "write: moka insert", |at| {
+        moka.insert(next_key(&keys, at.key).to_owned(), value())
+    });
+}
+
+criterion_group!(benches, zipf_hit_ratios, peers, candidates, regions, writes);
 criterion_main!(benches);

@@ -34,6 +34,11 @@
 //! `max_bytes` bytes) at every moment, and a single value heavier than `max_bytes` is not
 //! kept. A bounded hit, like an unbounded one, lends the stored entry.
 //!
+//! The price is on writes: a write that evicts costs about 1.4 µs (papaya's insert and
+//! remove, and their reclamation), four times what it cost with quick_cache, and writers
+//! on several threads contend on the one lock. A write follows a creator call, which
+//! costs far more; a region written much more often than read is better off unbounded.
+//!
 //! # Arguments
 //!
 //! | argument | backends | default | meaning |

@@ -20,7 +20,7 @@
 //! read since it was last passed one more turn per read (up to 3). A key that many
 //! callers wait for (the dogpile case) is kept, and a one-off key is the first to go.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{hash_map, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -78,7 +78,8 @@ struct Queues {
     /// Hashes of keys evicted from the small queue, oldest first, and how many times each
     /// stands in it.
     ghosts: VecDeque<u64>,
-    ghost_counts: HashMap<u64, u32>,
+    /// (The keys are already random hashes: ahash, not SipHash, to place them.)
+    ghost_counts: HashMap<u64, u32, ahash::RandomState>,
 }
 
 impl Bounded {
@@ -282,27 +283,23 @@ impl Queues {
         *self.ghost_counts.entry(hash).or_default() += 1;
         while self.ghosts.len() > room {
             if let Some(old) = self.ghosts.pop_front() {
-                self.drop_ghost(old);
+                self.forget_ghost(old);
             }
         }
     }
 
-    /// True if `hash` was a ghost (which it no longer is).
+    /// Takes one standing of `hash` out of the ghost queue's counts; true if it stood
+    /// there.
     fn forget_ghost(&mut self, hash: u64) -> bool {
-        if self.ghost_counts.contains_key(&hash) {
-            self.drop_ghost(hash);
-            true
-        } else {
-            false
-        }
-    }
-
-    fn drop_ghost(&mut self, hash: u64) {
-        if let Some(count) = self.ghost_counts.get_mut(&hash) {
-            *count -= 1;
-            if *count == 0 {
-                self.ghost_counts.remove(&hash);
+        match self.ghost_counts.entry(hash) {
+            hash_map::Entry::Occupied(mut count) => {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+                true
             }
+            hash_map::Entry::Vacant(_) => false,
         }
     }
 }
