@@ -125,22 +125,6 @@ impl CallKey {
         }
     }
 
-    /// Appends `text`, a few ASCII bytes (an integer's digits), a byte at a time: cheaper
-    /// than a call to `memcpy` for so few.
-    #[inline]
-    fn push_short(&mut self, text: &str) {
-        debug_assert!(text.is_ascii(), "push_short takes ASCII text");
-        if let Repr::Inline(key) = &mut self.0 {
-            if key.remaining_capacity() >= text.len() {
-                for &byte in text.as_bytes() {
-                    key.push(char::from(byte));
-                }
-                return;
-            }
-        }
-        self.push_text(text);
-    }
-
     /// Moves the key to the heap, with room for `more` bytes.
     #[cold]
     fn spill(&mut self, more: usize) -> &mut String {
@@ -237,7 +221,7 @@ impl KeyArgs<'_> {
         match &mut self.0 {
             Args::Joined(key) => {
                 separate(key, index);
-                key.push_short(text);
+                key.push_text(text);
             }
             Args::Separate(args) => args[index].push_str(text),
         }
