@@ -21,7 +21,7 @@
 //! callers wait for (the dogpile case) is kept, and a one-off key is the first to go.
 
 use std::collections::{hash_map, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dogpile_core::Entry;
@@ -47,15 +47,13 @@ pub(super) struct Bounded {
     queues: Mutex<Queues>,
     weigh: Weigh,
     capacity: u64,
-    /// Entries held; changed under the mutex, read without it.
-    entries: AtomicU64,
-    /// Their total weight; likewise.
-    weight: AtomicU64,
 }
 
 /// One stored entry, shared by the map and a queue.
 struct Node {
     key: String,
+    /// The key's hash, for the ghost queue.
+    hash: u64,
     entry: Entry,
     weight: u64,
     /// Reads since the queues last passed it, up to [`MAX_FREQ`].
@@ -73,6 +71,8 @@ struct Queues {
     main: VecDeque<Arc<Node>>,
     small_weight: u64,
     main_weight: u64,
+    /// Entries held (their total weight is `small_weight + main_weight`).
+    entries: u64,
     /// Queue slots of removed or replaced entries, not yet passed.
     dead: usize,
     /// Hashes of keys evicted from the small queue, oldest first, and how many times each
@@ -92,8 +92,6 @@ impl Bounded {
             queues: Mutex::new(Queues::default()),
             weigh,
             capacity,
-            entries: AtomicU64::new(0),
-            weight: AtomicU64::new(0),
         }
     }
 
@@ -134,22 +132,26 @@ impl Bounded {
             }
             return;
         }
-        while queues.small_weight + queues.main_weight + weight > self.capacity {
+        while queues.weight() + weight > self.capacity {
             if !self.evict(&mut queues) {
                 break;
             }
         }
-        let hash = self.hasher.hash_one(key.as_str());
-        let (main, freq) = match replaced {
+        let (hash, main, freq) = match replaced {
             // A new value keeps its key's place in the policy.
             Some(old) => (
+                old.hash,
                 old.main.load(Ordering::Relaxed),
                 old.freq.load(Ordering::Relaxed),
             ),
-            None => (queues.forget_ghost(hash), 0),
+            None => {
+                let hash = self.hasher.hash_one(key.as_str());
+                (hash, queues.forget_ghost(hash), 0)
+            }
         };
         let node = Arc::new(Node {
             key,
+            hash,
             entry,
             weight,
             freq: AtomicU8::new(freq),
@@ -163,8 +165,7 @@ impl Bounded {
             queues.small_weight += weight;
             queues.small.push_back(node.clone());
         }
-        self.entries.fetch_add(1, Ordering::Relaxed);
-        self.weight.fetch_add(weight, Ordering::Relaxed);
+        queues.entries += 1;
         self.map.pin().insert(node.key.clone(), node);
     }
 
@@ -176,12 +177,12 @@ impl Bounded {
 
     /// How many entries the store holds.
     pub(super) fn len(&self) -> u64 {
-        self.entries.load(Ordering::Relaxed)
+        self.lock().entries
     }
 
     /// Their total weight.
     pub(super) fn weight(&self) -> u64 {
-        self.weight.load(Ordering::Relaxed)
+        self.lock().weight()
     }
 
     fn weigh(&self, key: &str, entry: &Entry) -> u64 {
@@ -215,10 +216,9 @@ impl Bounded {
         } else {
             queues.small_weight -= node.weight;
         }
-        let entries = self.entries.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.weight.fetch_sub(node.weight, Ordering::Relaxed);
+        queues.entries -= 1;
         queues.dead += 1;
-        if queues.dead > entries as usize + 64 {
+        if queues.dead > queues.entries as usize + 64 {
             let live = |node: &Arc<Node>| node.live.load(Ordering::Relaxed);
             queues.small.retain(live);
             queues.main.retain(live);
@@ -229,7 +229,7 @@ impl Bounded {
     /// Evicts one entry; false if the store is empty.
     fn evict(&self, queues: &mut Queues) -> bool {
         loop {
-            if queues.small_weight == 0 && queues.main_weight == 0 {
+            if queues.weight() == 0 {
                 return false;
             }
             let small_turn = (queues.small_weight > 0 && queues.small_weight >= self.capacity / 10)
@@ -267,9 +267,8 @@ impl Bounded {
             // Its slot was popped already: `forget` counted it among the dead.
             queues.dead = queues.dead.saturating_sub(1);
             if small_turn {
-                let hash = self.hasher.hash_one(node.key.as_str());
-                let room = (self.len() as usize).max(MIN_GHOSTS);
-                queues.remember_ghost(hash, room);
+                let room = (queues.entries as usize).max(MIN_GHOSTS);
+                queues.remember_ghost(node.hash, room);
             }
             return true;
         }
@@ -277,6 +276,11 @@ impl Bounded {
 }
 
 impl Queues {
+    /// The total weight of the entries held.
+    fn weight(&self) -> u64 {
+        self.small_weight + self.main_weight
+    }
+
     /// Remembers an evicted key's hash, forgetting the oldest beyond `room`.
     fn remember_ghost(&mut self, hash: u64, room: usize) {
         self.ghosts.push_back(hash);
