@@ -235,7 +235,12 @@ fn a_per_call_budget_overrides_the_region_and_fail_open_computes_without_the_loc
     assert!(matches!(error, Error::LockTimeout { .. }), "{error}");
     assert!(started.elapsed() < Duration::from_secs(5));
     let computed: Result<u32, std::convert::Infallible> =
-        region.get_or_create_fail_open("k", CreateOptions::new().time_budget(budget), || Ok(3));
+        dogpile::__private::get_or_create_fail_open(
+            &region,
+            "k",
+            CreateOptions::new().time_budget(budget),
+            || Ok(3),
+        );
     assert_eq!(
         computed.unwrap(),
         3,

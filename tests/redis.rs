@@ -443,7 +443,7 @@ fn server_down_gives_backend_errors_in_time_and_a_restart_recovers() {
     // Failing open, the computed value is returned.
     let started = Instant::now();
     let value: Result<u32, Error> =
-        region.get_or_create_fail_open("k", CreateOptions::new(), || Ok(11));
+        dogpile::__private::get_or_create_fail_open(&region, "k", CreateOptions::new(), || Ok(11));
     assert_eq!(value.unwrap(), 11);
     assert!(started.elapsed() < limit * 3);
     assert_eq!(fail_open_region.get_or_create("k", || 12u32).unwrap(), 12);

@@ -639,11 +639,15 @@ fn fail_open_region_computes_when_the_backend_is_down() {
     // The explicit fail-open call works on an unconfigured region too.
     let unconfigured = CacheRegion::new();
     let calls = AtomicUsize::new(0);
-    let v: Result<u32, std::convert::Infallible> =
-        unconfigured.get_or_create_fail_open("k", CreateOptions::new(), || {
+    let v: Result<u32, std::convert::Infallible> = dogpile::__private::get_or_create_fail_open(
+        &unconfigured,
+        "k",
+        CreateOptions::new(),
+        || {
             calls.fetch_add(1, SeqCst);
             Ok(5)
-        });
+        },
+    );
     assert_eq!(v.unwrap(), 5);
     assert_eq!(calls.load(SeqCst), 1, "the creator runs exactly once");
 }

@@ -6,17 +6,13 @@
 
 #[cfg(feature = "tokio")]
 mod async_backend;
-#[cfg(feature = "tokio")]
-mod async_region;
 mod backend;
 mod clock;
 mod config;
-mod driver;
 mod engine;
 mod error;
 mod key;
-mod lock;
-mod macro_support;
+pub mod lock;
 mod proxy;
 mod region;
 mod registry;
@@ -39,7 +35,7 @@ pub use key::{
     default_function_key, function_key_prefix, length_conditional_mangler, sha1_mangle_key,
     FunctionKey, FunctionKeyGenerator, KeyMangler,
 };
-pub use lock::{acquire_until, lock_token, Backoff, CacheMutex, LockHandle, DEFAULT_RETRY_PAUSE};
+pub use lock::{acquire_until, lock_token, Backoff, CacheMutex, DEFAULT_RETRY_PAUSE};
 pub use proxy::{wrap, ProxyBackend};
 pub use region::{
     make_region, CacheRegion, CreateOptions, Expiration, RegionBuilder, DEFAULT_TIME_BUDGET,
@@ -52,9 +48,5 @@ pub use stats::RegionStats;
 pub use value::{Cacheable, CachedValue, Entry, Metadata, VALUE_VERSION};
 
 #[doc(hidden)]
-pub mod __private {
-    pub use crate::macro_support::*;
-    /// Exposed for the benchmarks only.
-    pub use crate::stats::StatsRecorder;
-    pub use linkme;
-}
+#[path = "private/mod.rs"]
+pub mod __private;

@@ -2,9 +2,8 @@
 //!
 //! A [`Machine`] is one call's decisions about one key. A driver asks it what to do next (a
 //! [`Step`]), does that (reads the backend, takes or waits for the lock, runs the creator,
-//! stores), and feeds what happened back. The blocking driver in `region.rs` is a loop over
-//! these steps; an async driver is the same loop with `.await` where it waits and calls the
-//! backend. The multi form runs one machine per key and batches their reads. Background
+//! stores), and feeds what happened back. The one driver
+//! ([`driver`](crate::engine::driver)) is that loop, over blocking or async I/O. The multi form runs one machine per key and batches their reads. Background
 //! regeneration is one more rule ([`Step::Background`]), and so would be probabilistic early
 //! recomputation: a rule in [`Machine::read`] that, for a fresh value close to expiry, answers
 //! like it does for a stale one.
@@ -26,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::lock::{KeyGuard, LocalWait};
+use crate::lock::local::{KeyGuard, LocalWait};
 use crate::stats::StatsRecorder;
 use crate::value::CachedValue;
 use crate::warnings::{warn_limited, RegionWarnings, WarningKind};

@@ -26,6 +26,8 @@
 //! functions. A region's own `function_key_generator` receives the arguments as rendered,
 //! unescaped, and decides for itself.
 
+pub(crate) mod call;
+
 use std::fmt::Write;
 use std::sync::Arc;
 

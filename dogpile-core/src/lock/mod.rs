@@ -1,0 +1,11 @@
+//! The dogpile lock: this process's lock per key ([`local`]), the lock a backend may share
+//! with other processes ([`distributed`]), and a held lock of both ([`handle`]).
+//!
+//! Lock authors implement [`CacheMutex`] (or its async twin) for their backend; the region
+//! does the waiting, within each call's time budget.
+
+pub(crate) mod distributed;
+pub(crate) mod handle;
+pub(crate) mod local;
+
+pub use distributed::{acquire_until, lock_token, Backoff, CacheMutex, DEFAULT_RETRY_PAUSE};

@@ -1,0 +1,344 @@
+//! [`CacheRegion`]: the front end to one backend. Its construction and configuration are
+//! here; its operations are written once in `ops.rs` and offered by two thin faces,
+//! blocking (`blocking.rs`) and async (`nonblocking.rs`). The dogpile algorithm itself is
+//! the engine's (`crate::engine`).
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::clock::Clock;
+use crate::config::{BackendChoice, RegionConfig};
+use crate::error::{Error, Result};
+use crate::key::FunctionKey;
+use crate::proxy::wrap;
+use crate::registry::create_backend;
+use crate::runner::AsyncCreationRunner;
+use crate::stats::{RegionStats, StatsRecorder};
+use crate::warnings::RegionWarnings;
+
+mod blocking;
+pub(crate) mod io;
+#[cfg(feature = "tokio")]
+mod nonblocking;
+pub(crate) mod ops;
+pub(crate) mod options;
+pub(crate) mod state;
+
+pub use options::{CreateOptions, Expiration};
+pub use state::DEFAULT_TIME_BUDGET;
+
+use state::{Configured, RegionState};
+
+/// A front end to one cache backend, with a default expiration time and the dogpile lock.
+///
+/// Declare regions as lazy statics and configure them at run time:
+///
+/// ```
+/// use std::time::Duration;
+/// use dogpile_core::{CacheRegion, RegionConfig, CacheBackend, Result};
+/// # use std::{collections::HashMap, sync::Mutex};
+/// # #[derive(Default)] struct Dict(Mutex<HashMap<String, Vec<u8>>>);
+/// # impl CacheBackend for Dict {
+/// #     fn get(&self, k: &str) -> Result<Option<Vec<u8>>> { Ok(self.0.lock().unwrap().get(k).cloned()) }
+/// #     fn set(&self, k: &str, v: Vec<u8>) -> Result<()> { self.0.lock().unwrap().insert(k.into(), v); Ok(()) }
+/// #     fn delete(&self, k: &str) -> Result<()> { self.0.lock().unwrap().remove(k); Ok(()) }
+/// # }
+///
+/// static REGION: std::sync::LazyLock<CacheRegion> = std::sync::LazyLock::new(CacheRegion::new);
+///
+/// REGION.configure(RegionConfig::with_backend(Dict::default())
+///     .expiration_time(Duration::from_secs(60)))?;
+/// let answer: u64 = REGION.get_or_create("answer", || 42)?;
+/// assert_eq!(answer, 42);
+/// # Ok::<(), dogpile_core::Error>(())
+/// ```
+pub struct CacheRegion {
+    pub(crate) inner: RegionState,
+}
+
+/// A new, unconfigured region with default options (dogpile's `make_region()`).
+pub fn make_region() -> CacheRegion {
+    CacheRegion::new()
+}
+
+/// Construction-time options of a [`CacheRegion`].
+pub struct RegionBuilder {
+    region: CacheRegion,
+}
+
+impl RegionBuilder {
+    /// The region's name, used in logs and error messages.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.region.inner.name = name.into();
+        self
+    }
+
+    /// Applied to every key before the backend sees it (for example
+    /// [`sha1_mangle_key`](crate::key::sha1_mangle_key)).
+    pub fn key_mangler<F>(mut self, mangler: F) -> Self
+    where
+        F: Fn(&str) -> String + Send + Sync + 'static,
+    {
+        self.region.inner.key_mangler = Some(Arc::new(mangler));
+        self
+    }
+
+    /// Builds the keys of functions memoized with `#[cache_on_arguments]` on this region.
+    pub fn function_key_generator<F>(mut self, generator: F) -> Self
+    where
+        F: Fn(&FunctionKey<'_>) -> String + Send + Sync + 'static,
+    {
+        self.region.inner.function_key_generator = Some(Arc::new(generator));
+        self
+    }
+
+    /// Regenerates stale values in the background (see
+    /// [`CacheRegion::get_or_create_in_background`]).
+    pub fn async_creation_runner(mut self, runner: impl AsyncCreationRunner) -> Self {
+        self.region.inner.runner = Some(Arc::new(runner));
+        self
+    }
+
+    /// The clock expiration and invalidation are judged by (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.region.inner.clock = clock;
+        self
+    }
+
+    /// With `false`, callers that find a stale value wait for the fresh one instead of
+    /// getting the stale value while another caller regenerates. Default `true`.
+    pub fn serve_stale(mut self, serve_stale: bool) -> Self {
+        self.region.inner.serve_stale = serve_stale;
+        self
+    }
+
+    /// With `true`, backend errors are logged and treated as misses (reads) or ignored
+    /// (writes), so `get_or_create` always returns the created value. Default `false`.
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.region.inner.fail_open = fail_open;
+        self
+    }
+
+    /// How long one `get_or_create` call may wait in all: for this process's dogpile lock
+    /// and the backend's distributed lock, however many callers are queued ahead of it.
+    /// When it runs out the call fails with [`Error::LockTimeout`] (failing open, it
+    /// computes the value without the lock). Default [`DEFAULT_TIME_BUDGET`] (30 s).
+    ///
+    /// Backend round trips are bounded by the backend's own `socket_timeout`; a server
+    /// found down is marked down for `dead_retry`, so later calls fail at once.
+    pub fn time_budget(mut self, budget: Duration) -> Self {
+        self.region.inner.time_budget = budget;
+        self
+    }
+
+    /// The region, not yet configured.
+    pub fn build(mut self) -> CacheRegion {
+        // The name (the `region` label of its metrics) and the clock are final only here.
+        self.region.inner.stats = Arc::new(StatsRecorder::new(&self.region.inner.name));
+        self.region.inner.warnings = Arc::new(RegionWarnings::new(self.region.inner.clock.clone()));
+        self.region
+    }
+}
+
+impl Default for CacheRegion {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CacheRegion {
+    /// A new, unconfigured region with default options.
+    pub fn new() -> Self {
+        CacheRegion {
+            inner: RegionState::new(),
+        }
+    }
+
+    /// A builder for the construction-time options.
+    pub fn builder() -> RegionBuilder {
+        RegionBuilder {
+            region: CacheRegion::new(),
+        }
+    }
+
+    /// The region's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// What the region has done since it was made: hits, misses, stale values served,
+    /// creations, errors and lock waits (see [`RegionStats`]). Counting is striped per
+    /// thread, so hits on many threads never contend on one counter.
+    ///
+    /// ```
+    /// use dogpile_core::{CacheRegion, RegionConfig, CacheBackend, Result};
+    /// # use std::{collections::HashMap, sync::Mutex};
+    /// # #[derive(Default)] struct Dict(Mutex<HashMap<String, Vec<u8>>>);
+    /// # impl CacheBackend for Dict {
+    /// #     fn get(&self, k: &str) -> Result<Option<Vec<u8>>> { Ok(self.0.lock().unwrap().get(k).cloned()) }
+    /// #     fn set(&self, k: &str, v: Vec<u8>) -> Result<()> { self.0.lock().unwrap().insert(k.into(), v); Ok(()) }
+    /// #     fn delete(&self, k: &str) -> Result<()> { self.0.lock().unwrap().remove(k); Ok(()) }
+    /// # }
+    /// let region = CacheRegion::builder().name("users").build();
+    /// region.configure(RegionConfig::with_backend(Dict::default()))?;
+    /// region.get_or_create("k", || 1u32)?; // a miss, and a creation
+    /// region.get_or_create("k", || 2u32)?; // a hit
+    /// let stats = region.stats();
+    /// assert_eq!((stats.hits, stats.misses, stats.creations), (1, 1, 1));
+    /// # Ok::<(), dogpile_core::Error>(())
+    /// ```
+    pub fn stats(&self) -> RegionStats {
+        self.inner.stats.snapshot()
+    }
+
+    // ----- configuration -------------------------------------------------------------
+
+    /// Configures the region's backend, expiration time and arguments.
+    ///
+    /// # Errors
+    /// [`Error::RegionAlreadyConfigured`] unless the config says
+    /// `replace_existing_backend(true)`; [`Error::PluginNotFound`] for an unknown backend
+    /// name; [`Error::InvalidArgument`] for an unknown or malformed argument; whatever the
+    /// backend reports when it cannot start.
+    pub fn configure(&self, config: RegionConfig) -> Result<&Self> {
+        let _serialized = self
+            .inner
+            .configure_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(current) = &*self.inner.configured.load() {
+            if !config.replace_existing_backend {
+                return Err(Error::RegionAlreadyConfigured {
+                    region: self.inner.name.clone(),
+                    backend: current.backend_name.clone(),
+                });
+            }
+        }
+        let (backend_name, backend) = match config.backend {
+            BackendChoice::Named(name) => {
+                let backend = create_backend(&name, &config.arguments)?;
+                (name, backend)
+            }
+            BackendChoice::Built { name, backend } => {
+                if let Some(argument) = config.arguments.keys().next() {
+                    return Err(Error::invalid_argument(
+                        &name,
+                        argument,
+                        "arguments apply to named backends only; this backend is already built",
+                    ));
+                }
+                (name, backend)
+            }
+        };
+        let backend = config
+            .wrap
+            .into_iter()
+            .rev()
+            .fold(backend, |backend, proxy| wrap(backend, proxy));
+        tracing::debug!(region = %self.inner.name, backend = %backend_name, "region configured");
+        self.inner.configured.store(Some(Arc::new(Configured {
+            stores_objects: backend.stores_objects(),
+            stores_nothing: backend.stores_nothing(),
+            lock_key_prefix: backend.lock_key_prefix(),
+            #[cfg(feature = "tokio")]
+            nonblocking: backend.nonblocking() && backend.async_backend().is_none(),
+            #[cfg(feature = "tokio")]
+            async_backend: crate::async_backend::async_path(&backend),
+            backend,
+            backend_name,
+            expiration: config.expiration_time,
+        })));
+        Ok(self)
+    }
+
+    /// Configures the region with an already built backend.
+    pub fn configure_backend(
+        &self,
+        backend: impl Backend,
+        expiration_time: Option<Duration>,
+    ) -> Result<&Self> {
+        let mut config = RegionConfig::with_backend(backend);
+        config.expiration_time = expiration_time;
+        self.configure(config)
+    }
+
+    /// Configures the region from string pairs, as dogpile's `configure_from_config`:
+    /// see [`RegionConfig::from_config`].
+    pub fn configure_from_config<I, K, V>(&self, map: I, prefix: &str) -> Result<&Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        self.configure(RegionConfig::from_config(map, prefix)?)
+    }
+
+    /// True once `configure` has succeeded.
+    pub fn is_configured(&self) -> bool {
+        self.inner.configured.load().is_some()
+    }
+
+    /// The configured backend's name.
+    pub fn backend_name(&self) -> Option<String> {
+        self.inner
+            .configured
+            .load()
+            .as_ref()
+            .map(|c| c.backend_name.clone())
+    }
+
+    /// The configured expiration time (`None`: never expires, or not configured).
+    pub fn expiration_time(&self) -> Option<Duration> {
+        self.inner
+            .configured
+            .load()
+            .as_ref()
+            .and_then(|c| c.expiration)
+    }
+
+    /// True when some caller in this process holds the dogpile lock on `key`.
+    pub fn key_is_locked(&self, key: &str) -> bool {
+        self.inner.locks.is_locked(&self.inner.mangle(key))
+    }
+
+    /// Invalidates every value created before now, without touching the backend.
+    ///
+    /// Hard: such values are absent. Soft: they are expired, so `get_or_create` callers
+    /// keep getting the old value while one of them regenerates (`get` returns `None`).
+    ///
+    /// # Errors
+    /// [`Error::SoftInvalidationWithoutExpiration`] for a soft invalidation of a region
+    /// that has no expiration time.
+    pub fn invalidate(&self, hard: bool) -> Result<()> {
+        if !hard && self.expiration_time().is_none() {
+            return Err(Error::SoftInvalidationWithoutExpiration {
+                region: self.inner.name.clone(),
+            });
+        }
+        self.inner.hard_invalidated.store(hard, Ordering::SeqCst);
+        self.inner
+            .invalidated_at
+            .store(self.inner.clock.now().to_bits(), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CacheRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.configured.load();
+        f.debug_struct("CacheRegion")
+            .field("name", &self.inner.name)
+            .field("backend", &state.as_ref().map(|c| &c.backend_name))
+            .field(
+                "expiration_time",
+                &state.as_ref().and_then(|c| c.expiration),
+            )
+            .field("serve_stale", &self.inner.serve_stale)
+            .field("fail_open", &self.inner.fail_open)
+            .field("time_budget", &self.inner.time_budget)
+            .finish()
+    }
+}
