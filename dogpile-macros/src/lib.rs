@@ -7,8 +7,9 @@
 //!
 //! The crate reads as parse (`attr`), model (`model`), expand (`expand`), with `fallback`
 //! emitting the function and stub siblings next to the error when something is wrong,
-//! `siblings` naming and declaring the generated functions for both, and `impls` placing
-//! the siblings of a trait impl's methods in an inherent impl.
+//! `siblings` naming and declaring the generated functions for both (and emitting the
+//! siblings, once for the single and the multi forms), and `impls` placing the siblings of
+//! a trait impl's methods in an inherent impl.
 #![warn(missing_docs)]
 
 use proc_macro::TokenStream;
