@@ -7,11 +7,11 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{Ident, ItemFn, Type};
+use syn::{Ident, Type};
 
 use crate::attr::{ExpirationTime, Flavor};
 use crate::model::{Context, Generic, Model, Part, ReceiverKind};
-use crate::siblings::{signature, KeySignatures, Names, Receiver, ValueSignatures};
+use crate::siblings::{signature, Keys, Names, Operation, Operations, Receiver, Siblings};
 
 /// What the macro emits for one function.
 pub(crate) struct Expansion {
@@ -73,60 +73,117 @@ impl Mode {
     }
 }
 
+/// What the single and the multi forms build differently; [`expand`] puts it together with
+/// what they share.
+struct Form {
+    /// The check, before anything else in the cached function, that a type cached whole is
+    /// not a `Result` or an `Option` (the single form's).
+    probe: TokenStream,
+    /// How the key (single) or keys (multi) are bound.
+    keys: Keys,
+    /// The cached function's value, once the region, the key(s) and the options are bound.
+    cached: TokenStream,
+    /// What each sibling does.
+    operations: Operations,
+}
+
 /// The cached function, its siblings and the original body.
 pub(crate) fn expand(model: &Model) -> Expansion {
     let names = Names::of(&model.shape);
-    match model.shape.flavor {
-        Flavor::Single => single(model, &names),
+    let form = match model.shape.flavor {
+        Flavor::Single => Some(single(model, &names)),
         Flavor::Multi => multi(model, &names),
-    }
-}
-
-fn single(model: &Model, names: &Names) -> Expansion {
+    };
+    let Some(Form {
+        probe,
+        keys,
+        cached,
+        operations,
+    }) = form
+    else {
+        // The model always has the keys argument for the multi form.
+        return Expansion {
+            function: TokenStream::new(),
+            siblings: TokenStream::new(),
+        };
+    };
     let shape = &model.shape;
     let sig = &shape.item.sig;
     let vis = &shape.item.vis;
     let every = &shape.attrs.every;
-    let cached = &shape.attrs.cached;
-    let value = &model.returns.value;
+    let cached_attrs = &shape.attrs.cached;
+    let region = region(model);
+    let assert_stored = assert_stored(model);
+    let options = create_options(model);
+    let build = &keys.build;
+    let main_sig = signature(
+        sig,
+        sig.ident.clone(),
+        Receiver::Keep,
+        None,
+        sig.output.clone(),
+        true,
+    );
+    let function = quote! {
+        #(#cached_attrs)*
+        #(#every)*
+        #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+        #vis #main_sig {
+            #probe
+            #assert_stored
+            #region
+            #build
+            #options
+            #cached
+        }
+    };
+    let siblings = Siblings {
+        shape,
+        names: &names,
+        value: &model.returns.value,
+        region: &region,
+        keys: &keys,
+    }
+    .emit(operations);
+    Expansion { function, siblings }
+}
+
+/// The single form: one key, built from every keyed argument.
+fn single(model: &Model, names: &Names) -> Form {
+    let shape = &model.shape;
     let fn_name = &shape.name;
 
-    let region = region(model);
     let stored = stored(model);
-    let assert_stored = assert_stored(model);
     let key = function_key(model, &key_args(model));
     let key_call = call_key(model, names);
-    let options = create_options(model);
     let mode = Mode::of(model);
     let wait = mode.wait();
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
     let call = quote!(#call #wait);
     let output = &shape.output;
     let get_or_create = mode.op("get_or_create");
+    // The region's `get_or_create`, with a creator returning `value`.
+    let get_or_create = |value: TokenStream| {
+        let creator = mode.creator(&value);
+        quote! {
+            #stored.#get_or_create(
+                __dogpile_region,
+                &__dogpile_key,
+                __dogpile_options,
+                #creator,
+            ) #wait
+        }
+    };
     let cached_body = match part_trait(model) {
         Some(Conversions { into, from }) => {
-            let creator = mode.creator(&quote!(#into(#call)));
-            quote! {
-                #from(#stored.#get_or_create(
-                    __dogpile_region,
-                    &__dogpile_key,
-                    __dogpile_options,
-                    #creator,
-                ) #wait)
-            }
+            let got = get_or_create(quote!(#into(#call)));
+            quote!(#from(#got))
         }
         None => {
-            let creator = mode.creator(
-                &quote!(::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call)),
+            let got = get_or_create(
+                quote!(::core::result::Result::Ok::<_, ::core::convert::Infallible>(#call)),
             );
-            quote! {
-                ::dogpile::__private::unwrap_infallible(#stored.#get_or_create(
-                    __dogpile_region,
-                    &__dogpile_key,
-                    __dogpile_options,
-                    #creator,
-                ) #wait)
-            }
+            quote!(::dogpile::__private::unwrap_infallible(#got))
         }
     };
     let probe = match model.returns.part {
@@ -179,28 +236,8 @@ fn single(model: &Model, names: &Names) -> Expansion {
             ::core::result::Result::Ok(__dogpile_value)
         },
     };
-
     let value_arg = &names.value;
-    let main_sig = signature(
-        sig,
-        sig.ident.clone(),
-        Receiver::Keep,
-        None,
-        sig.output.clone(),
-        true,
-    );
-    let KeySignatures {
-        key: key_sig,
-        invalidate: invalidate_sig,
-    } = KeySignatures::of(shape, names);
-    let ValueSignatures {
-        refresh: refresh_sig,
-        set: set_sig,
-        get: get_sig,
-    } = ValueSignatures::of(shape, names, value);
 
-    let doc_key = format!("The cache key of `{fn_name}` for these arguments.");
-    let doc_invalidate = format!("Removes the cached value of `{fn_name}` for these arguments.");
     let doc_refresh = match model.returns.part {
         Part::Ok => format!(
             "Runs the body of `{fn_name}` and caches its `Ok` value; the outer `Result` \
@@ -214,98 +251,55 @@ fn single(model: &Model, names: &Names) -> Expansion {
             format!("Runs the body of `{fn_name}`, caches its value and returns it.")
         }
     };
-    let doc_set = format!("Caches `{value_arg}` as the value of `{fn_name}` for these arguments.");
-    let doc_get = format!(
-        "The cached value of `{fn_name}` for these arguments, if a fresh one is cached; \
-         never runs the body."
-    );
-    let uncached = uncached(model, names);
-
-    let function = quote! {
-        #(#cached)*
-        #(#every)*
-        #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #main_sig {
-            #probe
-            #assert_stored
-            #region
-            #key
-            #options
-            #cached_body
-        }
-    };
-    let siblings = quote! {
-        #[doc = #doc_key]
-        #(#every)*
-        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #key_sig {
-            #region
-            #key
-            ::dogpile::__private::CallKey::into_string(__dogpile_key)
-        }
-
-        #[doc = #doc_invalidate]
-        #(#every)*
-        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #invalidate_sig {
-            #region
-            let __dogpile_key: ::std::string::String = #key_call;
-            __dogpile_region.#delete_op(&__dogpile_key) #wait
-        }
-
-        #[doc = #doc_refresh]
-        #(#every)*
-        #[allow(dead_code, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #refresh_sig {
-            #region
-            #key
-            #refresh_body
-        }
-
-        #[doc = #doc_set]
-        #(#every)*
-        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #set_sig {
-            #region
-            let __dogpile_key: ::std::string::String = #key_call;
-            #stored.#set_op(__dogpile_region, &__dogpile_key, #value_arg) #wait
-        }
-
-        #[doc = #doc_get]
-        #(#every)*
-        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #get_sig {
-            #region
-            let __dogpile_key: ::std::string::String = #key_call;
-            #get
-        }
-
-        #uncached
-    };
-    Expansion { function, siblings }
+    Form {
+        probe,
+        keys: Keys {
+            build: key,
+            call: quote!(let __dogpile_key: ::std::string::String = #key_call;),
+        },
+        cached: cached_body,
+        operations: Operations {
+            key: Operation {
+                doc: format!("The cache key of `{fn_name}` for these arguments."),
+                body: quote!(::dogpile::__private::CallKey::into_string(__dogpile_key)),
+            },
+            invalidate: Operation {
+                doc: format!("Removes the cached value of `{fn_name}` for these arguments."),
+                body: quote!(__dogpile_region.#delete_op(&__dogpile_key) #wait),
+            },
+            refresh: Operation {
+                doc: doc_refresh,
+                body: refresh_body,
+            },
+            set: Operation {
+                doc: format!(
+                    "Caches `{value_arg}` as the value of `{fn_name}` for these arguments."
+                ),
+                body: quote! {
+                    #stored.#set_op(__dogpile_region, &__dogpile_key, #value_arg) #wait
+                },
+            },
+            get: Operation {
+                doc: format!(
+                    "The cached value of `{fn_name}` for these arguments, if a fresh one is \
+                     cached; never runs the body."
+                ),
+                body: get,
+            },
+        },
+    }
 }
 
-fn multi(model: &Model, names: &Names) -> Expansion {
+/// The multi form: one key per element of the keys argument; `None` without one (the model
+/// always has it).
+fn multi(model: &Model, names: &Names) -> Option<Form> {
     let shape = &model.shape;
-    let sig = &shape.item.sig;
-    let vis = &shape.item.vis;
-    let every = &shape.attrs.every;
-    let cached = &shape.attrs.cached;
-    let value = &model.returns.value;
     let fn_name = &shape.name;
-    let Some(keys_arg) = &model.multi else {
-        // The model always has the keys argument for the multi form.
-        return Expansion {
-            function: TokenStream::new(),
-            siblings: TokenStream::new(),
-        };
-    };
+    let keys_arg = model.multi.as_ref()?;
     let keys_ident = &model.args[keys_arg.index].ident;
     let keys_call = call_key(model, names);
 
-    let region = region(model);
     let stored = stored(model);
-    let assert_stored = assert_stored(model);
     // Other keyed arguments are rendered once, and are part of every element's key.
     let fixed: Vec<TokenStream> = model
         .args
@@ -354,7 +348,6 @@ fn multi(model: &Model, names: &Names) -> Expansion {
         quote!(#keys_ident)
     };
     let label = label(model);
-    let options = create_options(model);
 
     // In the creator, which may run twice (on disjoint keys) when the cache fails: the
     // missing keys in place of the keys argument, other arguments passed again.
@@ -383,20 +376,25 @@ fn multi(model: &Model, names: &Names) -> Expansion {
     let call = quote!(#call #wait);
     let get_or_create_multi = mode.op("get_or_create_multi");
     let refresh_multi = mode.op("refresh_multi");
+    // The region's `get_or_create_multi`, with the body as `body` makes it.
+    let get_or_create = |wrap: &dyn Fn(TokenStream) -> TokenStream| {
+        let body = body(wrap);
+        quote! {
+            #stored.#get_or_create_multi(
+                __dogpile_region,
+                #label,
+                &__dogpile_keys,
+                #elements,
+                __dogpile_options,
+                #body,
+            ) #wait
+        }
+    };
     let (cached_body, refresh_body) = match part_trait(model) {
         Some(Conversions { into, from }) => (
             {
-                let body = body(&|value| quote!(#into(#value)));
-                quote! {
-                    #from(#stored.#get_or_create_multi(
-                        __dogpile_region,
-                        #label,
-                        &__dogpile_keys,
-                        #elements,
-                        __dogpile_options,
-                        #body,
-                    ) #wait)
-                }
+                let got = get_or_create(&|value| quote!(#into(#value)));
+                quote!(#from(#got))
             },
             quote! {
                 match #into(#call) {
@@ -418,19 +416,10 @@ fn multi(model: &Model, names: &Names) -> Expansion {
         ),
         None => (
             {
-                let body = body(
+                let got = get_or_create(
                     &|value| quote!(::core::result::Result::Ok::<_, ::core::convert::Infallible>(#value)),
                 );
-                quote! {
-                    ::dogpile::__private::unwrap_infallible(#stored.#get_or_create_multi(
-                        __dogpile_region,
-                        #label,
-                        &__dogpile_keys,
-                        #elements,
-                        __dogpile_options,
-                        #body,
-                    ) #wait)
-                }
+                quote!(::dogpile::__private::unwrap_infallible(#got))
             },
             quote! {
                 #stored.#refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call) #wait
@@ -440,105 +429,54 @@ fn multi(model: &Model, names: &Names) -> Expansion {
     let delete_multi = mode.op("delete_multi");
     let set_multi = mode.op("set_multi");
     let get_multi = mode.op("get_multi");
-
     let values_arg = &names.value;
-    let main_sig = signature(
-        sig,
-        sig.ident.clone(),
-        Receiver::Keep,
-        None,
-        sig.output.clone(),
-        true,
-    );
-    let KeySignatures {
-        key: keys_sig,
-        invalidate: invalidate_sig,
-    } = KeySignatures::of(shape, names);
-    let ValueSignatures {
-        refresh: refresh_sig,
-        set: set_sig,
-        get: get_sig,
-    } = ValueSignatures::of(shape, names, value);
 
-    let doc_keys = format!("The cache keys of `{fn_name}`, one per element of `{keys_ident}`.");
-    let doc_invalidate =
-        format!("Removes the cached values of `{fn_name}` for the elements of `{keys_ident}`.");
-    let doc_refresh = format!(
-        "Runs the body of `{fn_name}` on every element of `{keys_ident}`, caches the values \
-         and returns them."
-    );
-    let doc_set = format!(
-        "Caches `{values_arg}[i]` as the value of `{fn_name}` for `{keys_ident}[i]`; the \
-         counts must match."
-    );
-    let doc_get = format!(
-        "The cached values of `{fn_name}` for the elements of `{keys_ident}`, in order \
-         (`None` where none is cached; judged by the region's expiration time); never runs \
-         the body."
-    );
-    let uncached = uncached(model, names);
-
-    let function = quote! {
-        #(#cached)*
-        #(#every)*
-        #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #main_sig {
-            #assert_stored
-            #region
-            #keys
-            #options
-            #cached_body
-        }
-    };
-    let siblings = quote! {
-        #[doc = #doc_keys]
-        #(#every)*
-        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #keys_sig {
-            #region
-            #keys
-            __dogpile_keys
-        }
-
-        #[doc = #doc_invalidate]
-        #(#every)*
-        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #invalidate_sig {
-            #region
-            let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            __dogpile_region.#delete_multi(&__dogpile_keys) #wait
-        }
-
-        #[doc = #doc_refresh]
-        #(#every)*
-        #[allow(dead_code, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #refresh_sig {
-            #region
-            #keys
-            #refresh_body
-        }
-
-        #[doc = #doc_set]
-        #(#every)*
-        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #set_sig {
-            #region
-            let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            #stored.#set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg) #wait
-        }
-
-        #[doc = #doc_get]
-        #(#every)*
-        #[allow(dead_code, unused_variables, clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
-        #vis #get_sig {
-            #region
-            let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
-            #stored.#get_multi(__dogpile_region, &__dogpile_keys) #wait
-        }
-
-        #uncached
-    };
-    Expansion { function, siblings }
+    Some(Form {
+        probe: TokenStream::new(),
+        keys: Keys {
+            build: keys,
+            call: quote! {
+                let __dogpile_keys: ::std::vec::Vec<::std::string::String> = #keys_call;
+            },
+        },
+        cached: cached_body,
+        operations: Operations {
+            key: Operation {
+                doc: format!("The cache keys of `{fn_name}`, one per element of `{keys_ident}`."),
+                body: quote!(__dogpile_keys),
+            },
+            invalidate: Operation {
+                doc: format!(
+                    "Removes the cached values of `{fn_name}` for the elements of `{keys_ident}`."
+                ),
+                body: quote!(__dogpile_region.#delete_multi(&__dogpile_keys) #wait),
+            },
+            refresh: Operation {
+                doc: format!(
+                    "Runs the body of `{fn_name}` on every element of `{keys_ident}`, caches \
+                     the values and returns them."
+                ),
+                body: refresh_body,
+            },
+            set: Operation {
+                doc: format!(
+                    "Caches `{values_arg}[i]` as the value of `{fn_name}` for `{keys_ident}[i]`; \
+                     the counts must match."
+                ),
+                body: quote! {
+                    #stored.#set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg) #wait
+                },
+            },
+            get: Operation {
+                doc: format!(
+                    "The cached values of `{fn_name}` for the elements of `{keys_ident}`, in \
+                     order (`None` where none is cached; judged by the region's expiration \
+                     time); never runs the body."
+                ),
+                body: quote!(#stored.#get_multi(__dogpile_region, &__dogpile_keys) #wait),
+            },
+        },
+    })
 }
 
 /// The value operations of the function (`Stored`, or `Unstorable` when the value type
@@ -585,27 +523,6 @@ fn part_trait(model: &Model) -> Option<Conversions> {
 struct Conversions {
     into: TokenStream,
     from: TokenStream,
-}
-
-/// `<fn>_uncached`: the function as written, renamed.
-fn uncached(model: &Model, names: &Names) -> TokenStream {
-    let shape = &model.shape;
-    let mut item: ItemFn = shape.item.clone();
-    item.sig.ident = names.uncached.clone();
-    let doc = format!(
-        "`{}` without the cache: its own body, run on every call.",
-        shape.name
-    );
-    item.attrs = Vec::new();
-    let every = &shape.attrs.every;
-    let body = &shape.attrs.body;
-    quote! {
-        #[doc = #doc]
-        #(#every)*
-        #[allow(dead_code)]
-        #(#body)*
-        #item
-    }
 }
 
 /// `let __dogpile_region: &CacheRegion = &REGION;`, spanned at the region's path so that a

@@ -10,6 +10,7 @@ use quote::quote;
 use syn::{Attribute, Error, ImplItem, ItemFn, ItemImpl, Meta};
 
 use crate::attr::Flavor;
+use crate::pipeline;
 
 /// The impl with its marked methods cached, and an inherent impl holding their siblings.
 pub(crate) fn expand(flavor: Flavor, args: TokenStream, mut block: ItemImpl) -> TokenStream {
@@ -49,7 +50,7 @@ pub(crate) fn expand(flavor: Flavor, args: TokenStream, mut block: ItemImpl) -> 
             sig: method.sig.clone(),
             block: Box::new(method.block.clone()),
         };
-        let expansion = crate::expand_function(flavor, args, function);
+        let expansion = pipeline::expand_function(flavor, args, function);
         *item = ImplItem::Verbatim(expansion.function);
         siblings.push(expansion.siblings);
     }

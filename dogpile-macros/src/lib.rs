@@ -5,10 +5,12 @@
 //! generate names `::dogpile::...`. They work on `fn` and on `async fn` (whose siblings that
 //! reach the cache are `async` too, on the region's async API: the `tokio` feature).
 //!
-//! The crate reads as parse (`attr`), model (`model`), expand (`expand`), with `fallback`
-//! emitting the function and stub siblings next to the error when something is wrong,
-//! `siblings` naming and declaring the generated functions for both, and `impls` placing
-//! the siblings of a trait impl's methods in an inherent impl.
+//! The crate reads as parse (`attr`), model (`model`), expand (`expand`), the three run
+//! for each function by `pipeline`, with `fallback` emitting the function and stub
+//! siblings next to the error when something is wrong, `siblings` naming and declaring the
+//! generated functions for both (and emitting the siblings, once for the single and the
+//! multi forms), and `impls` placing the siblings of a trait impl's methods in an inherent
+//! impl (through `pipeline` for each method).
 #![warn(missing_docs)]
 
 use proc_macro::TokenStream;
@@ -21,11 +23,10 @@ mod expand;
 mod fallback;
 mod impls;
 mod model;
+mod pipeline;
 mod siblings;
 
-use attr::{Flavor, Options};
-use expand::Expansion;
-use model::{Model, Shape, ShapeOptions};
+use attr::Flavor;
 
 #[doc = include_str!("../docs/cache_on_arguments.md")]
 #[proc_macro_attribute]
@@ -41,7 +42,7 @@ pub fn cache_multi_on_arguments(args: TokenStream, item: TokenStream) -> TokenSt
 
 fn run(flavor: Flavor, args: TokenStream2, item: TokenStream2) -> TokenStream2 {
     if let Ok(function) = syn::parse2::<ItemFn>(item.clone()) {
-        return expand_function(flavor, args, function).joined();
+        return pipeline::expand_function(flavor, args, function).joined();
     }
     if let Ok(block) = syn::parse2::<ItemImpl>(item.clone()) {
         return impls::expand(flavor, args, block);
@@ -56,14 +57,4 @@ fn run(flavor: Flavor, args: TokenStream2, item: TokenStream2) -> TokenStream2 {
     )
     .into_compile_error();
     quote!(#error #item)
-}
-
-/// The expansion of one function: parse, model, expand (or the fallback).
-pub(crate) fn expand_function(flavor: Flavor, args: TokenStream2, function: ItemFn) -> Expansion {
-    let options = Options::parse(args, flavor);
-    let shape = Shape::of(function, flavor, ShapeOptions::of(options.as_ref().ok()));
-    match Model::build(&shape, options) {
-        Ok(model) => expand::expand(&model),
-        Err(error) => fallback::expand(&shape, error),
-    }
 }

@@ -1,10 +1,12 @@
-//! Names and signatures of the generated functions, shared by the expansion and the
-//! fallback (which declares the same functions with stub bodies).
+//! The generated functions: their names and signatures, shared by the expansion and the
+//! fallback (which declares the same functions with stub bodies), and the siblings
+//! themselves, emitted once for the single and the multi forms ([`Siblings`]): each form
+//! says how it binds its keys and what each sibling does.
 
-use proc_macro2::Span;
-use quote::format_ident;
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
 use syn::punctuated::Punctuated;
-use syn::{FnArg, Ident, Pat, ReturnType, Signature, Type};
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Signature, Type};
 
 use crate::attr::Flavor;
 use crate::model::Shape;
@@ -217,6 +219,122 @@ impl ValueSignatures {
                 returning(result(got)),
                 true,
             ),
+        }
+    }
+}
+
+/// How the siblings bind the key (the single form) or the keys (the multi form).
+pub(crate) struct Keys {
+    /// Statements building them from the arguments: `__dogpile_key`, a `CallKey`, or
+    /// `__dogpile_keys`, a `Vec<String>`. The cached function starts so too.
+    pub(crate) build: TokenStream,
+    /// A statement binding them, as a `String` or a `Vec<String>`, by a call of
+    /// `<fn>_key` (`<fn>_keys`): for the siblings that need the arguments for nothing else.
+    pub(crate) call: TokenStream,
+}
+
+/// What one sibling does: its doc, and its body once the region and its key(s) are bound.
+pub(crate) struct Operation {
+    /// The sibling's doc comment.
+    pub(crate) doc: String,
+    /// Its last statements and value.
+    pub(crate) body: TokenStream,
+}
+
+/// What each sibling does, by the form of the macro.
+pub(crate) struct Operations {
+    /// `<fn>_key` (`<fn>_keys`): the key(s) built, as strings.
+    pub(crate) key: Operation,
+    /// `invalidate_<fn>`.
+    pub(crate) invalidate: Operation,
+    /// `refresh_<fn>`.
+    pub(crate) refresh: Operation,
+    /// `set_<fn>`.
+    pub(crate) set: Operation,
+    /// `get_<fn>`.
+    pub(crate) get: Operation,
+}
+
+/// The siblings of a cached function: what the single and the multi forms share.
+pub(crate) struct Siblings<'a> {
+    /// The function as written.
+    pub(crate) shape: &'a Shape,
+    /// The siblings' names.
+    pub(crate) names: &'a Names,
+    /// The type of the cached value.
+    pub(crate) value: &'a Type,
+    /// `let __dogpile_region = ..;`.
+    pub(crate) region: &'a TokenStream,
+    /// How the key(s) are bound.
+    pub(crate) keys: &'a Keys,
+}
+
+impl Siblings<'_> {
+    /// The siblings doing `operations`, then `<fn>_uncached`.
+    pub(crate) fn emit(&self, operations: Operations) -> TokenStream {
+        let keys = KeySignatures::of(self.shape, self.names);
+        let values = ValueSignatures::of(self.shape, self.names, self.value);
+        let from_arguments = &self.keys.build;
+        let from_key = &self.keys.call;
+        // `refresh_<fn>` passes every argument to the body: no argument goes unused.
+        let functions = [
+            self.function(keys.key, operations.key, from_arguments, true),
+            self.function(keys.invalidate, operations.invalidate, from_key, true),
+            self.function(values.refresh, operations.refresh, from_arguments, false),
+            self.function(values.set, operations.set, from_key, true),
+            self.function(values.get, operations.get, from_key, true),
+        ];
+        let uncached = self.uncached();
+        quote! {
+            #(#functions)*
+            #uncached
+        }
+    }
+
+    /// One sibling: `sig`, binding the region and the key(s) by `keys`, then doing
+    /// `operation`; `unused` when some arguments may go unused.
+    fn function(
+        &self,
+        sig: Signature,
+        operation: Operation,
+        keys: &TokenStream,
+        unused: bool,
+    ) -> TokenStream {
+        let Operation { doc, body } = operation;
+        let every = &self.shape.attrs.every;
+        let vis = &self.shape.item.vis;
+        let region = self.region;
+        let unused = unused.then(|| quote!(unused_variables,));
+        quote! {
+            #[doc = #doc]
+            #(#every)*
+            #[allow(dead_code, #unused clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
+            #vis #sig {
+                #region
+                #keys
+                #body
+            }
+        }
+    }
+
+    /// `<fn>_uncached`: the function as written, renamed.
+    fn uncached(&self) -> TokenStream {
+        let shape = self.shape;
+        let mut item: ItemFn = shape.item.clone();
+        item.sig.ident = self.names.uncached.clone();
+        let doc = format!(
+            "`{}` without the cache: its own body, run on every call.",
+            shape.name
+        );
+        item.attrs = Vec::new();
+        let every = &shape.attrs.every;
+        let body = &shape.attrs.body;
+        quote! {
+            #[doc = #doc]
+            #(#every)*
+            #[allow(dead_code)]
+            #(#body)*
+            #item
         }
     }
 }

@@ -23,7 +23,7 @@ use redis::{ConnectionAddr, ConnectionInfo, RedisResult, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::connection::{unsupported, Tls};
-use super::resp::{timed_out, Call, Limits, Replies, Setup};
+use super::resp::{not_connected, timed_out, Call, Limits, Replies, Setup};
 
 /// A byte stream a connection runs on (TCP, TLS over TCP, a Unix socket).
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -58,7 +58,8 @@ impl AsyncConnection {
             open: true,
         };
         for setup in Setup::commands(info) {
-            setup.check(conn.call_until(&setup.packed, 0, 1, deadline).await?.pop())?;
+            let call = Call::new(&limits, deadline, 0, 1);
+            setup.check(conn.call_until(&setup.packed, call).await?.pop())?;
         }
         Ok(conn)
     }
@@ -72,22 +73,18 @@ impl AsyncConnection {
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         let deadline = Instant::now() + self.limits.timeout;
-        self.call_until(packed, skip, count, deadline).await
+        let call = Call::new(&self.limits, deadline, skip, count);
+        self.call_until(packed, call).await
     }
 
-    async fn call_until(
-        &mut self,
-        packed: &[u8],
-        skip: usize,
-        count: usize,
-        deadline: Instant,
-    ) -> RedisResult<Vec<Value>> {
+    /// Sends `packed` and reads the replies `call` asks for, before its deadline.
+    async fn call_until(&mut self, packed: &[u8], mut call: Call) -> RedisResult<Vec<Value>> {
         if !self.open {
-            return Err(std::io::Error::from(std::io::ErrorKind::NotConnected).into());
+            return Err(not_connected());
         }
         // Closed until the call completes: one dropped midway leaves it closed.
         self.open = false;
-        let mut call = Call::new(&self.limits, deadline, skip, count);
+        let deadline = call.deadline;
         let outcome = tokio::time::timeout_at(deadline.into(), self.exchange(packed, &mut call))
             .await
             .unwrap_or_else(|_| Err(timed_out()));

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult, Value};
 
 pub(crate) use super::resp::Limits;
-use super::resp::{timed_out, Call, Replies, Setup};
+use super::resp::{not_connected, timed_out, Call, Replies, Setup};
 
 /// The TLS client configuration of a `rediss://` server (`None`: plain connections only).
 #[cfg(feature = "tls")]
@@ -169,25 +169,20 @@ impl Connection {
             open: true,
         };
         for setup in Setup::commands(info) {
-            setup.check(conn.call_until(&setup.packed, 0, 1, deadline)?.pop())?;
+            let call = Call::new(&limits, deadline, 0, 1);
+            setup.check(conn.call_until(&setup.packed, call)?.pop())?;
         }
         conn.db = info.redis_settings().db();
         Ok(conn)
     }
 
-    /// Sends `packed` and reads `skip + count` replies, returning the last `count`, all
-    /// before `deadline` and within the byte budget. Any failure closes the connection.
-    fn call_until(
-        &mut self,
-        packed: &[u8],
-        skip: usize,
-        count: usize,
-        deadline: Instant,
-    ) -> RedisResult<Vec<Value>> {
+    /// Sends `packed` and reads the replies `call` asks for (`skip + count`, returning the
+    /// last `count`), all before its deadline and within its byte budget. Any failure
+    /// closes the connection.
+    fn call_until(&mut self, packed: &[u8], mut call: Call) -> RedisResult<Vec<Value>> {
         if !self.open {
-            return Err(io::Error::from(io::ErrorKind::NotConnected).into());
+            return Err(not_connected());
         }
-        let mut call = Call::new(&self.limits, deadline, skip, count);
         let outcome = self.exchange(packed, &mut call);
         if outcome.is_err() {
             self.open = false;
@@ -197,7 +192,8 @@ impl Connection {
 
     fn call(&mut self, packed: &[u8], skip: usize, count: usize) -> RedisResult<Vec<Value>> {
         let deadline = Instant::now() + self.limits.timeout;
-        self.call_until(packed, skip, count, deadline)
+        let call = Call::new(&self.limits, deadline, skip, count);
+        self.call_until(packed, call)
     }
 
     fn exchange(&mut self, packed: &[u8], call: &mut Call) -> RedisResult<Vec<Value>> {

@@ -90,6 +90,11 @@ pub(crate) fn timed_out() -> RedisError {
     .into()
 }
 
+/// The error of a call on a connection that an earlier call's failure closed.
+pub(crate) fn not_connected() -> RedisError {
+    std::io::Error::from(std::io::ErrorKind::NotConnected).into()
+}
+
 /// The error of a server that closed the connection mid-reply.
 pub(crate) fn closed() -> RedisError {
     std::io::Error::new(
