@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dogpile::backends::RedisBackend;
-use dogpile::{Arguments, AsyncBackend, CacheRegion, Entry, Error, RegionConfig};
+use dogpile::{Arguments, AsyncCacheBackend, CacheRegion, Entry, Error, RegionConfig};
 use fake_redis::{Answer, FakeRedis};
 use redis_server::RedisServer;
 use tokio::sync::{oneshot, Barrier};
@@ -284,7 +284,7 @@ async fn rediss_through_the_async_connection() {
 
 const SOCKET_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn async_backend(server: &FakeRedis) -> Arc<dyn AsyncBackend> {
+fn async_backend(server: &FakeRedis) -> Arc<dyn AsyncCacheBackend> {
     RedisBackend::from_arguments(&Arguments::new(
         "redis",
         [
@@ -340,7 +340,7 @@ async fn get_survives(what: &str, hostile: impl FnOnce() -> Answer + Send + 'sta
         "{what} took {took:?}, more than twice socket_timeout ({message})"
     );
     assert_eq!(
-        bytes(backend.get("k").await.unwrap()).as_deref(),
+        bytes(backend.get_entry("k").await.unwrap()).as_deref(),
         Some(&b"good"[..]),
         "{what}: the next call gets its own answer"
     );
@@ -409,7 +409,7 @@ async fn async_a_call_cancelled_mid_reply_leaves_no_connection_behind() {
     let cancelled = tokio::time::timeout(Duration::from_millis(100), backend.get("k")).await;
     assert!(cancelled.is_err(), "the call was still waiting");
     assert_eq!(
-        bytes(backend.get("k").await.unwrap()).as_deref(),
+        bytes(backend.get_entry("k").await.unwrap()).as_deref(),
         Some(&b"good"[..]),
         "the next call reads its own reply, not the rest of the cancelled one"
     );

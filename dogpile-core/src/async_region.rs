@@ -3,8 +3,8 @@
 //! Every decision is the engine's, as for the blocking driver in `region.rs`; this driver
 //! differs only in how it waits (it awaits the per-key lock's listener and tokio's timer,
 //! never blocking an executor thread) and how it calls the backend (the region's
-//! [`AsyncBackend`](crate::AsyncBackend)). Sync and async callers of one region share its
-//! per-key locks, its hand-offs and its time budget.
+//! [`AsyncCacheBackend`](crate::AsyncCacheBackend)). Sync and async callers of one region
+//! share its per-key locks, its hand-offs and its time budget.
 //!
 //! A future that holds the lock and is dropped (cancelled, timed out) releases the
 //! in-process lock at once, without I/O, and a waiter takes over; a distributed lock it
@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::async_backend::{acquire_until_async, AsyncCacheMutex};
+use crate::backend::{acquire_until_async, AsyncCacheMutex};
 use crate::clock::Clock;
 use crate::driver::{self, Io};
 use crate::engine::{store_outcome, Lookup, Machine, Rules, Signals, Step};
@@ -142,11 +142,11 @@ impl Io for AsyncIo<'_> {
     }
 
     async fn set(&self, key: &str, entry: Entry) -> Result<()> {
-        self.cfg.async_backend.set(key, entry).await
+        self.cfg.async_backend.set_entry(key, entry).await
     }
 
     async fn set_multi(&self, entries: Vec<(&str, Entry)>) -> Result<()> {
-        self.cfg.async_backend.set_multi(entries).await
+        self.cfg.async_backend.set_entries(entries).await
     }
 
     async fn hand_off(handle: AsyncLockHandle, object: Option<Handed>) {
@@ -174,7 +174,7 @@ impl CacheRegion {
         }
         Ok(cfg
             .async_backend
-            .get(key)
+            .get_entry(key)
             .await?
             .and_then(|e| self.decode(key, e)))
     }
@@ -184,7 +184,7 @@ impl CacheRegion {
         cfg: &Configured,
         keys: &[&str],
     ) -> Result<Vec<Option<CachedValue<T>>>> {
-        let entries = cfg.async_backend.get_multi(keys).await?;
+        let entries = cfg.async_backend.get_entries(keys).await?;
         self.decode_multi(cfg, keys, entries)
     }
 
@@ -237,7 +237,7 @@ impl CacheRegion {
         let cfg = self.configured_arc()?;
         let key = self.backend_key(&cfg, key)?;
         let entry = entry_for(&cfg, &key, value, self.clock.now()).0?;
-        self.counted(cfg.async_backend.set(&key, entry).await)
+        self.counted(cfg.async_backend.set_entry(&key, entry).await)
     }
 
     /// As [`set_multi`](Self::set_multi), for async callers: one backend call.
@@ -259,7 +259,7 @@ impl CacheRegion {
             .zip(items)
             .map(|(key, (_, value))| Ok((&**key, entry_for(&cfg, key, value, now).0?)))
             .collect::<Result<Vec<_>>>()?;
-        self.counted(cfg.async_backend.set_multi(entries).await)
+        self.counted(cfg.async_backend.set_entries(entries).await)
     }
 
     /// As [`delete`](Self::delete), for async callers.
@@ -578,7 +578,7 @@ where
             stats.creation(started.elapsed());
             let (entry, object) = entry_for(&cfg, &key, &value, clock.now());
             let stored = match entry {
-                Ok(entry) => cfg.async_backend.set(&key, entry).await,
+                Ok(entry) => cfg.async_backend.set_entry(&key, entry).await,
                 Err(error) => Err(error),
             };
             if let Some(handle) = handle {

@@ -7,9 +7,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{CacheBackend, ProxyBackend};
 use crate::error::{Error, Result};
-use crate::proxy::ProxyBackend;
 
 #[cfg(feature = "serde")]
 mod deserialize;
@@ -43,7 +42,7 @@ pub(crate) enum BackendChoice {
     Named(String),
     Built {
         name: String,
-        backend: Arc<dyn Backend>,
+        backend: Arc<dyn CacheBackend>,
     },
 }
 
@@ -70,7 +69,7 @@ impl RegionConfig {
     }
 
     /// A configuration using an already built backend.
-    pub fn with_backend(backend: impl Backend) -> Self {
+    pub fn with_backend(backend: impl CacheBackend) -> Self {
         let name = std::any::type_name_of_val(&backend).to_owned();
         RegionConfig {
             backend: BackendChoice::Built {
@@ -85,14 +84,11 @@ impl RegionConfig {
     /// [`AsyncCacheBackend`](crate::AsyncCacheBackend) of yours). The region's async methods
     /// use it; its sync methods fail with an [`Error::Backend`] that says to call the async
     /// ones. A backend with both a sync and an async client implements
-    /// [`Backend::async_backend`] instead, and serves both.
+    /// [`CacheBackend::async_twin`] instead, and serves both.
     #[cfg(feature = "tokio")]
-    pub fn with_async_backend(backend: impl crate::AsyncBackend) -> Self {
+    pub fn with_async_backend(backend: impl crate::AsyncCacheBackend) -> Self {
         let name = std::any::type_name_of_val(&backend).to_owned();
-        let backend = crate::async_backend::AsyncOnly {
-            name: name.clone(),
-            backend: Arc::new(backend),
-        };
+        let backend = crate::backend::AsyncOnly::new(name.clone(), Arc::new(backend));
         RegionConfig {
             backend: BackendChoice::Built {
                 name,

@@ -5,10 +5,8 @@
 #![warn(missing_docs)]
 
 #[cfg(feature = "tokio")]
-mod async_backend;
-#[cfg(feature = "tokio")]
 mod async_region;
-mod backend;
+pub mod backend;
 mod clock;
 mod config;
 mod driver;
@@ -17,21 +15,22 @@ mod error;
 mod key;
 mod lock;
 mod macro_support;
-mod proxy;
 mod region;
-mod registry;
 mod runner;
 mod stats;
 mod value;
 mod warnings;
 
-#[cfg(feature = "tokio")]
-pub use async_backend::{acquire_until_async, AsyncBackend, AsyncCacheBackend, AsyncCacheMutex};
 /// The attribute that implements [`AsyncCacheBackend`] and [`AsyncCacheMutex`]
 /// (re-exported from the `async-trait` crate).
 #[cfg(feature = "tokio")]
 pub use async_trait::async_trait;
-pub use backend::{Backend, CacheBackend};
+#[cfg(feature = "tokio")]
+pub use backend::{acquire_until_async, AsyncCacheBackend, AsyncCacheMutex};
+pub use backend::{
+    register_backend, registered_backends, wrap, BackendFactory, BuiltinBackend, CacheBackend,
+    Capabilities, ProxyBackend, BUILTIN_BACKENDS,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Arguments, RegionConfig};
 pub use error::{Error, Result};
@@ -40,12 +39,8 @@ pub use key::{
     FunctionKey, FunctionKeyGenerator, KeyMangler,
 };
 pub use lock::{acquire_until, lock_token, Backoff, CacheMutex, LockHandle, DEFAULT_RETRY_PAUSE};
-pub use proxy::{wrap, ProxyBackend};
 pub use region::{
     make_region, CacheRegion, CreateOptions, Expiration, RegionBuilder, DEFAULT_TIME_BUDGET,
-};
-pub use registry::{
-    register_backend, registered_backends, BackendFactory, BuiltinBackend, BUILTIN_BACKENDS,
 };
 pub use runner::{AsyncCreationRunner, CreationJob, ThreadPoolRunner};
 pub use stats::RegionStats;

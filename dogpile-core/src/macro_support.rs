@@ -1076,7 +1076,7 @@ pub async fn get_with_async<V: Cacheable>(
     };
     let cfg = region.configured()?.to_arc();
     let key = region.mangle(key);
-    let value = match cfg.async_backend.get(&key).await? {
+    let value = match cfg.async_backend.get_entry(&key).await? {
         Some(entry) => region.decode(&key, entry),
         None => None,
     };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
-use crate::backend::Backend;
+use crate::backend::{create_backend, wrap, CacheBackend};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{BackendChoice, RegionConfig};
 use crate::driver::{self, block_on, Io, MultiKeys};
@@ -19,8 +19,6 @@ use crate::key::{default_function_key, FunctionKey, FunctionKeyGenerator, KeyMan
 use crate::lock::{
     acquire_until, CacheMutex, Handed, KeyGuard, KeyLocks, LocalWait, LockHandle, Waiter,
 };
-use crate::proxy::wrap;
-use crate::registry::create_backend;
 use crate::runner::AsyncCreationRunner;
 use crate::stats::{RegionStats, StatsRecorder};
 use crate::value::{encode, Cacheable, CachedValue, Entry};
@@ -110,10 +108,10 @@ impl<T> fmt::Debug for CreateOptions<'_, T> {
 
 /// The configured part of a region: swapped in whole by `configure`.
 pub(crate) struct Configured {
-    pub(crate) backend: Arc<dyn Backend>,
-    /// The async path to `backend` (see `async_backend.rs`).
+    pub(crate) backend: Arc<dyn CacheBackend>,
+    /// The async path to `backend` (see `backend/bridge.rs`).
     #[cfg(feature = "tokio")]
-    pub(crate) async_backend: Arc<dyn crate::AsyncBackend>,
+    pub(crate) async_backend: Arc<dyn crate::AsyncCacheBackend>,
     pub(crate) backend_name: String,
     pub(crate) expiration: Option<Duration>,
     pub(crate) stores_objects: bool,
@@ -413,14 +411,15 @@ impl CacheRegion {
             .rev()
             .fold(backend, |backend, proxy| wrap(backend, proxy));
         tracing::debug!(region = %self.name, backend = %backend_name, "region configured");
+        let capabilities = backend.capabilities();
         self.state.store(Some(Arc::new(Configured {
-            stores_objects: backend.stores_objects(),
-            stores_nothing: backend.stores_nothing(),
-            lock_key_prefix: backend.lock_key_prefix(),
+            stores_objects: capabilities.stores_objects,
+            stores_nothing: capabilities.stores_nothing,
+            lock_key_prefix: capabilities.lock_key_prefix,
             #[cfg(feature = "tokio")]
-            nonblocking: backend.nonblocking() && backend.async_backend().is_none(),
+            nonblocking: capabilities.nonblocking && backend.async_twin().is_none(),
             #[cfg(feature = "tokio")]
-            async_backend: crate::async_backend::async_path(&backend),
+            async_backend: crate::backend::async_path(&backend),
             backend,
             backend_name,
             expiration: config.expiration_time,
@@ -431,7 +430,7 @@ impl CacheRegion {
     /// Configures the region with an already built backend.
     pub fn configure_backend(
         &self,
-        backend: impl Backend,
+        backend: impl CacheBackend,
         expiration_time: Option<Duration>,
     ) -> Result<&Self> {
         let mut config = RegionConfig::with_backend(backend);
@@ -558,7 +557,10 @@ impl CacheRegion {
         key: &str,
     ) -> Result<Option<CachedValue<T>>> {
         if !cfg.stores_objects {
-            return Ok(cfg.backend.get(key)?.and_then(|e| self.decode(key, e)));
+            return Ok(cfg
+                .backend
+                .get_entry(key)?
+                .and_then(|e| self.decode(key, e)));
         }
         // A typed object is cloned from the store's own entry, under its guard: no
         // reference count of the shared entry is touched on a hit.
@@ -586,7 +588,7 @@ impl CacheRegion {
         cfg: &Configured,
         keys: &[&str],
     ) -> Result<Vec<Option<CachedValue<T>>>> {
-        let entries = cfg.backend.get_multi(keys)?;
+        let entries = cfg.backend.get_entries(keys)?;
         self.decode_multi(cfg, keys, entries)
     }
 
@@ -693,7 +695,7 @@ impl CacheRegion {
         let cfg = self.configured()?;
         let key = self.backend_key(&cfg, key)?;
         let entry = entry_for(&cfg, &key, value, self.clock.now()).0?;
-        self.counted(cfg.backend.set(&key, entry))
+        self.counted(cfg.backend.set_entry(&key, entry))
     }
 
     /// Removes `key`. Removing a missing key is not an error.
@@ -744,7 +746,7 @@ impl CacheRegion {
             .zip(items)
             .map(|(key, (_, value))| Ok((&**key, entry_for(&cfg, key, value, now).0?)))
             .collect::<Result<Vec<_>>>()?;
-        self.counted(cfg.backend.set_multi(entries))
+        self.counted(cfg.backend.set_entries(entries))
     }
 
     /// Removes many keys in one backend call.
@@ -1023,7 +1025,7 @@ impl CacheRegion {
             };
             stats.creation(started.elapsed());
             let (entry, object) = entry_for(&cfg, &key, &value, clock.now());
-            let stored = entry.and_then(|entry| cfg.backend.set(&key, entry));
+            let stored = entry.and_then(|entry| cfg.backend.set_entry(&key, entry));
             if let Some(handle) = handle {
                 handle.hand_off(object);
             }
@@ -1269,11 +1271,11 @@ impl Io for BlockingIo<'_> {
     }
 
     async fn set(&self, key: &str, entry: Entry) -> Result<()> {
-        self.cfg.backend.set(key, entry)
+        self.cfg.backend.set_entry(key, entry)
     }
 
     async fn set_multi(&self, entries: Vec<(&str, Entry)>) -> Result<()> {
-        self.cfg.backend.set_multi(entries)
+        self.cfg.backend.set_entries(entries)
     }
 
     async fn hand_off(handle: LockHandle, object: Option<Handed>) {
