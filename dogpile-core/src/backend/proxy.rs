@@ -332,3 +332,203 @@ impl AsyncCacheBackend for AsyncProxied {
         self.proxy.set_multi_async(items, &*self.next).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A store of bytes that counts its calls, with capabilities of its own and (when
+    /// given one) an async twin.
+    #[derive(Default)]
+    struct Store {
+        values: Mutex<HashMap<String, Vec<u8>>>,
+        calls: AtomicUsize,
+        #[cfg(feature = "tokio")]
+        twin: Option<Arc<Twin>>,
+    }
+
+    impl Store {
+        fn capabilities() -> Capabilities {
+            Capabilities::new()
+                .stores_nothing(true)
+                .nonblocking(true)
+                .lock_key_prefix(Some("_lock".into()))
+        }
+    }
+
+    impl CacheBackend for Store {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+            self.calls.fetch_add(1, SeqCst);
+            Ok(self.values.lock().unwrap().get(key).cloned())
+        }
+        fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+            self.calls.fetch_add(1, SeqCst);
+            self.values.lock().unwrap().insert(key.into(), value);
+            Ok(())
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.calls.fetch_add(1, SeqCst);
+            self.values.lock().unwrap().remove(key);
+            Ok(())
+        }
+        fn capabilities(&self) -> Capabilities {
+            Store::capabilities()
+        }
+        #[cfg(feature = "tokio")]
+        fn async_twin(&self) -> Option<Arc<dyn AsyncCacheBackend>> {
+            self.twin
+                .clone()
+                .map(|twin| twin as Arc<dyn AsyncCacheBackend>)
+        }
+    }
+
+    /// A native async twin that counts its calls.
+    #[cfg(feature = "tokio")]
+    #[derive(Default)]
+    struct Twin {
+        values: Mutex<HashMap<String, Vec<u8>>>,
+        calls: AtomicUsize,
+    }
+
+    #[cfg(feature = "tokio")]
+    #[async_trait]
+    impl AsyncCacheBackend for Twin {
+        async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+            self.calls.fetch_add(1, SeqCst);
+            Ok(self.values.lock().unwrap().get(key).cloned())
+        }
+        async fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+            self.calls.fetch_add(1, SeqCst);
+            self.values.lock().unwrap().insert(key.into(), value);
+            Ok(())
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.calls.fetch_add(1, SeqCst);
+            self.values.lock().unwrap().remove(key);
+            Ok(())
+        }
+    }
+
+    /// Counts the reads and writes each face of the proxy sees.
+    #[derive(Default)]
+    struct Seen {
+        sync: AtomicUsize,
+        #[cfg(feature = "tokio")]
+        async_: AtomicUsize,
+    }
+
+    #[cfg_attr(feature = "tokio", async_trait)]
+    impl ProxyBackend for Seen {
+        fn get(&self, key: &str, next: &dyn CacheBackend) -> Result<Option<Entry>> {
+            self.sync.fetch_add(1, SeqCst);
+            next.get_entry(key)
+        }
+        fn set(&self, key: &str, entry: Entry, next: &dyn CacheBackend) -> Result<()> {
+            self.sync.fetch_add(1, SeqCst);
+            next.set_entry(key, entry)
+        }
+        #[cfg(feature = "tokio")]
+        async fn get_async(
+            &self,
+            key: &str,
+            next: &dyn AsyncCacheBackend,
+        ) -> Result<Option<Entry>> {
+            self.async_.fetch_add(1, SeqCst);
+            next.get_entry(key).await
+        }
+        #[cfg(feature = "tokio")]
+        async fn set_async(
+            &self,
+            key: &str,
+            entry: Entry,
+            next: &dyn AsyncCacheBackend,
+        ) -> Result<()> {
+            self.async_.fetch_add(1, SeqCst);
+            next.set_entry(key, entry).await
+        }
+    }
+
+    #[test]
+    fn a_wrapped_backend_keeps_its_capabilities_through_every_layer() {
+        let seen = Arc::new(Seen::default());
+        let once = wrap(Arc::new(Store::default()), seen.clone());
+        let twice = wrap(once.clone(), seen);
+        assert_eq!(once.capabilities(), Store::capabilities());
+        assert_eq!(twice.capabilities(), Store::capabilities());
+    }
+
+    #[test]
+    fn the_sync_hooks_see_sync_calls_and_the_byte_view_goes_through_them() {
+        let store = Arc::new(Store::default());
+        let seen = Arc::new(Seen::default());
+        let proxied = wrap(store.clone(), seen.clone());
+        proxied.set("k", b"v".to_vec()).unwrap();
+        assert_eq!(proxied.get("k").unwrap(), Some(b"v".to_vec()));
+        let mut lent = None;
+        proxied
+            .get_with("k", &mut |entry| {
+                lent = entry.and_then(Entry::as_bytes).map(<[u8]>::to_vec)
+            })
+            .unwrap();
+        assert_eq!(lent, Some(b"v".to_vec()));
+        assert_eq!(seen.sync.load(SeqCst), 3);
+        assert_eq!(store.calls.load(SeqCst), 3);
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test]
+    async fn a_wrapped_backends_async_calls_reach_its_native_twin_through_the_async_hooks() {
+        let twin = Arc::new(Twin::default());
+        let store = Arc::new(Store {
+            twin: Some(twin.clone()),
+            ..Store::default()
+        });
+        let seen = Arc::new(Seen::default());
+        let proxied = wrap(wrap(store.clone(), seen.clone()), seen.clone());
+        let async_face = proxied
+            .async_twin()
+            .expect("a proxied backend has an async path");
+        async_face
+            .set_entry("k", Entry::Bytes(b"v".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(async_face.get("k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            seen.async_.load(SeqCst),
+            4,
+            "both layers' async hooks, twice"
+        );
+        assert_eq!(twin.calls.load(SeqCst), 2, "served by the native twin");
+        assert_eq!(seen.sync.load(SeqCst), 0);
+        assert_eq!(
+            store.calls.load(SeqCst),
+            0,
+            "the sync backend was never called"
+        );
+    }
+
+    #[cfg(feature = "tokio")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn without_a_twin_the_async_hooks_reach_the_backend_by_its_own_path() {
+        // A nonblocking backend without a twin: the async hooks' `next` calls it directly.
+        let store = Arc::new(Store::default());
+        let seen = Arc::new(Seen::default());
+        let async_face = wrap(store.clone(), seen.clone()).async_twin().unwrap();
+        async_face.set("k", b"v".to_vec()).await.unwrap();
+        assert_eq!(
+            async_face
+                .get_entry("k")
+                .await
+                .unwrap()
+                .and_then(|e| e.as_bytes().map(<[u8]>::to_vec)),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(seen.async_.load(SeqCst), 2);
+        assert_eq!(seen.sync.load(SeqCst), 0);
+        assert_eq!(store.calls.load(SeqCst), 2);
+    }
+}
