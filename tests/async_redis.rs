@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dogpile::backends::RedisBackend;
-use dogpile::{Arguments, AsyncBackend, CacheRegion, Entry, Error, RegionConfig};
+use dogpile::{
+    Arguments, AsyncCacheBackend, CacheBackend, CacheRegion, Entry, Error, ProxyBackend,
+    RegionConfig,
+};
 use fake_redis::{Answer, FakeRedis};
 use redis_server::RedisServer;
 use tokio::sync::{oneshot, Barrier};
@@ -97,6 +100,99 @@ fn async_calls_never_use_the_blocking_pool() {
         release.send(()).unwrap();
         busy.await.unwrap().unwrap();
     });
+}
+
+/// A proxy that counts the reads each of its faces sees.
+#[derive(Default)]
+struct SeenReads {
+    sync: AtomicUsize,
+    async_: AtomicUsize,
+}
+
+struct CountReads(Arc<SeenReads>);
+
+#[dogpile::async_trait]
+impl ProxyBackend for CountReads {
+    fn get(&self, key: &str, next: &dyn CacheBackend) -> dogpile::Result<Option<Entry>> {
+        self.0.sync.fetch_add(1, SeqCst);
+        next.get_entry(key)
+    }
+    async fn get_async(
+        &self,
+        key: &str,
+        next: &dyn AsyncCacheBackend,
+    ) -> dogpile::Result<Option<Entry>> {
+        self.0.async_.fetch_add(1, SeqCst);
+        next.get_entry(key).await
+    }
+}
+
+#[test]
+fn a_proxied_redis_region_keeps_its_native_async_path() {
+    // As above: the only blocking-pool thread is kept busy, so an async call that went
+    // to the blocking pool (a proxied backend without its async twin) would time out.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    let server = RedisServer::shared();
+    let seen = Arc::new(SeenReads::default());
+    let region = CacheRegion::new();
+    region
+        .configure(
+            RegionConfig::new("redis")
+                .expiration_time(HOUR)
+                .argument("url", server.url())
+                .argument("distributed_lock", true)
+                .argument("lock_sleep", 0.01)
+                .wrap(CountReads(seen.clone())),
+        )
+        .unwrap();
+    let key = fresh_key("proxied");
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    runtime.block_on(async {
+        let busy = tokio::task::spawn_blocking(move || blocked.recv());
+        let probe = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::task::spawn_blocking(|| ()),
+        );
+        assert!(probe.await.is_err(), "the blocking pool is busy");
+
+        let work = async {
+            region.set_async(&key, &1u32).await.unwrap();
+            assert_eq!(region.get_async::<u32>(&key).await.unwrap(), Some(1));
+            region.delete_async(&key).await.unwrap();
+            let created = region
+                .get_or_create_async(&key, || async { 2u32 })
+                .await
+                .unwrap();
+            assert_eq!(created, 2, "created under the distributed lock");
+        };
+        tokio::time::timeout(PATIENCE, work)
+            .await
+            .expect("the async calls through the proxy finished while the blocking pool was busy");
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+    });
+    let async_reads = seen.async_.load(SeqCst);
+    assert!(
+        async_reads >= 3,
+        "the proxy's async hook saw every async read ({async_reads})"
+    );
+    assert_eq!(
+        seen.sync.load(SeqCst),
+        0,
+        "no async read reached the sync hook"
+    );
+    // The same region's sync calls reach the sync hook, and the same store.
+    assert_eq!(region.get::<u32>(&key).unwrap(), Some(2));
+    assert_eq!(seen.sync.load(SeqCst), 1);
+    // The wrapped backend keeps its lock prefix: a key that would be a lock is refused.
+    let error = runtime
+        .block_on(region.get_async::<u32>(&format!("_lock{key}")))
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidArgument { .. }), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +380,7 @@ async fn rediss_through_the_async_connection() {
 
 const SOCKET_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn async_backend(server: &FakeRedis) -> Arc<dyn AsyncBackend> {
+fn async_backend(server: &FakeRedis) -> Arc<dyn AsyncCacheBackend> {
     RedisBackend::from_arguments(&Arguments::new(
         "redis",
         [
@@ -340,7 +436,7 @@ async fn get_survives(what: &str, hostile: impl FnOnce() -> Answer + Send + 'sta
         "{what} took {took:?}, more than twice socket_timeout ({message})"
     );
     assert_eq!(
-        bytes(backend.get("k").await.unwrap()).as_deref(),
+        bytes(backend.get_entry("k").await.unwrap()).as_deref(),
         Some(&b"good"[..]),
         "{what}: the next call gets its own answer"
     );
@@ -409,7 +505,7 @@ async fn async_a_call_cancelled_mid_reply_leaves_no_connection_behind() {
     let cancelled = tokio::time::timeout(Duration::from_millis(100), backend.get("k")).await;
     assert!(cancelled.is_err(), "the call was still waiting");
     assert_eq!(
-        bytes(backend.get("k").await.unwrap()).as_deref(),
+        bytes(backend.get_entry("k").await.unwrap()).as_deref(),
         Some(&b"good"[..]),
         "the next call reads its own reply, not the rest of the cancelled one"
     );

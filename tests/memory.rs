@@ -7,7 +7,7 @@ mod conformance;
 use std::sync::Barrier;
 use std::thread;
 
-use dogpile::{Backend, CacheRegion, Entry, MemoryBackend, RegionConfig};
+use dogpile::{CacheBackend, CacheRegion, Entry, MemoryBackend, RegionConfig};
 
 mod memory {
     use super::*;
@@ -174,7 +174,8 @@ fn bounded_memory_backend_stays_within_bound_through_the_backend_trait() {
             s.spawn(move || {
                 barrier.wait();
                 for i in 0..KEYS_PER_THREAD {
-                    Backend::set(backend, &format!("{t}/{i}"), Entry::Bytes(vec![1])).unwrap();
+                    CacheBackend::set_entry(backend, &format!("{t}/{i}"), Entry::Bytes(vec![1]))
+                        .unwrap();
                     if i % 100 == 0 {
                         let count = backend.entry_count();
                         assert!(count <= MAX, "{count} entries in a store bounded to {MAX}");
@@ -313,7 +314,9 @@ fn an_unbounded_hit_lends_the_stored_entry_without_touching_its_reference_count(
     use std::sync::Arc;
     let backend = MemoryBackend::new();
     let object: Arc<dyn std::any::Any + Send + Sync> = Arc::new(7u32);
-    backend.set("k", Entry::Object(object.clone())).unwrap();
+    backend
+        .set_entry("k", Entry::Object(object.clone()))
+        .unwrap();
     let mut seen = None;
     backend
         .get_with("k", &mut |entry| {

@@ -9,8 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use dogpile::{
-    length_conditional_mangler, sha1_mangle_key, Backend, CacheBackend, CacheRegion, CreateOptions,
-    Entry, Error, Expiration, ManualClock, ProxyBackend, RegionConfig, ThreadPoolRunner,
+    length_conditional_mangler, sha1_mangle_key, CacheBackend, CacheRegion, CreateOptions, Entry,
+    Error, Expiration, ManualClock, ProxyBackend, RegionConfig, ThreadPoolRunner,
 };
 use serde::{Deserialize, Serialize};
 
@@ -586,21 +586,21 @@ struct Record {
 struct Tag(&'static str, Arc<Record>);
 
 impl ProxyBackend for Tag {
-    fn get(&self, key: &str, next: &dyn Backend) -> dogpile::Result<Option<Entry>> {
+    fn get(&self, key: &str, next: &dyn CacheBackend) -> dogpile::Result<Option<Entry>> {
         self.1
             .calls
             .lock()
             .unwrap()
             .push(format!("{}:get:{key}", self.0));
-        next.get(key)
+        next.get_entry(key)
     }
-    fn set(&self, key: &str, entry: Entry, next: &dyn Backend) -> dogpile::Result<()> {
+    fn set(&self, key: &str, entry: Entry, next: &dyn CacheBackend) -> dogpile::Result<()> {
         self.1
             .calls
             .lock()
             .unwrap()
             .push(format!("{}:set:{key}", self.0));
-        next.set(key, entry)
+        next.set_entry(key, entry)
     }
 }
 

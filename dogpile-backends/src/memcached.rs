@@ -119,7 +119,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dogpile_core::{Arguments, Backend, CacheBackend, CacheMutex, Result};
+use dogpile_core::{Arguments, CacheBackend, CacheMutex, Capabilities, Result};
 
 pub use keys::{memcached_key, MANGLED_PREFIX, MAX_KEY_LEN};
 
@@ -387,8 +387,8 @@ impl CacheBackend for MemcachedBackend {
 
     /// With `distributed_lock`, keys that begin with `_lock` are the locks' (dogpile's
     /// layout, shared with Python).
-    fn lock_key_prefix(&self) -> Option<String> {
-        self.lock.map(|_| "_lock".to_owned())
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().lock_key_prefix(self.lock.map(|_| "_lock".to_owned()))
     }
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
@@ -533,7 +533,7 @@ pub(crate) fn exptime(ttl: Duration) -> u32 {
 }
 
 /// Registration shim so the factory signature matches [`dogpile_core::BuiltinBackend`].
-pub(crate) fn memcached(args: &Arguments) -> Result<Arc<dyn Backend>> {
+pub(crate) fn memcached(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(MemcachedBackend::from_arguments(args)?))
 }
 

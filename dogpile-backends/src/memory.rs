@@ -12,8 +12,8 @@
 //! writes no shared memory. papaya's read takes a guard of its epoch-based reclamation
 //! (`seize`), which writes only the reading thread's own slot, then follows pointers; the
 //! region clones the payload from the map's own entry under that guard
-//! ([`Backend::get_with`]), so no reference count of a shared entry moves either. Side by
-//! side on one thread, papaya's get plus clone measured 0.62x to 0.77x a bare
+//! ([`CacheBackend::get_with`]), so no reference count of a shared entry moves either.
+//! Side by side on one thread, papaya's get plus clone measured 0.62x to 0.77x a bare
 //! `RwLock<HashMap>` get plus clone, and it scales from one thread to two on one hot key
 //! as two threads reading maps of their own do (2026-12-03, 2 vCPUs). `scc::HashIndex`
 //! does as well; `scc::HashMap` and a map split in 64 `RwLock` shards write the reader
@@ -70,7 +70,7 @@
 
 use std::sync::Arc;
 
-use dogpile_core::{Arguments, Backend, Entry, Error, Result};
+use dogpile_core::{Arguments, CacheBackend, Capabilities, Entry, Error, Result};
 
 use self::bounded::{Bounded, Weigh};
 
@@ -206,8 +206,35 @@ fn unbounded() -> Map {
         .build()
 }
 
-impl Backend for MemoryBackend {
-    fn get(&self, key: &str) -> Result<Option<Entry>> {
+/// The memory backend keeps entries: its byte methods are views of the entry methods,
+/// which are what a region calls.
+impl CacheBackend for MemoryBackend {
+    /// The bytes under `key`; an error for a typed object, which has no byte form.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.get_entry(key)? {
+            None => Ok(None),
+            Some(Entry::Bytes(bytes)) => Ok(Some(bytes)),
+            Some(Entry::Object(_)) => Err(Error::backend(
+                "memory",
+                "holds a typed object under this key, which has no byte form: read it \
+                 through a region (or get_entry)",
+            )),
+        }
+    }
+
+    fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        self.set_entry(key, Entry::Bytes(value))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // In memory: async callers call it directly, sharing the one store with sync
+        // callers.
+        Capabilities::new()
+            .stores_objects(!self.serialized)
+            .nonblocking(true)
+    }
+
+    fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
         Ok(match &*self.store {
             Store::Unbounded(map) => map.pin().get(key).cloned(),
             Store::Bounded(cache) => cache.get_with(key, |entry| entry.cloned()),
@@ -224,7 +251,7 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn set(&self, key: &str, entry: Entry) -> Result<()> {
+    fn set_entry(&self, key: &str, entry: Entry) -> Result<()> {
         match &*self.store {
             Store::Unbounded(map) => {
                 map.pin().insert(key.to_owned(), entry);
@@ -246,7 +273,7 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+    fn get_entries(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
         Ok(match &*self.store {
             Store::Unbounded(map) => {
                 let map = map.pin();
@@ -259,7 +286,7 @@ impl Backend for MemoryBackend {
         })
     }
 
-    fn set_multi(&self, items: Vec<(&str, Entry)>) -> Result<()> {
+    fn set_entries(&self, items: Vec<(&str, Entry)>) -> Result<()> {
         match &*self.store {
             Store::Unbounded(map) => {
                 let map = map.pin();
@@ -292,22 +319,13 @@ impl Backend for MemoryBackend {
         }
         Ok(())
     }
-
-    fn stores_objects(&self) -> bool {
-        !self.serialized
-    }
-
-    /// In memory: async callers call it directly, sharing the one store with sync callers.
-    fn nonblocking(&self) -> bool {
-        true
-    }
 }
 
 /// Registration shim so the factory signature matches [`dogpile_core::BuiltinBackend`].
-pub(crate) fn memory(args: &Arguments) -> Result<Arc<dyn Backend>> {
+pub(crate) fn memory(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(MemoryBackend::from_arguments(args)?))
 }
 
-pub(crate) fn memory_serialized(args: &Arguments) -> Result<Arc<dyn Backend>> {
+pub(crate) fn memory_serialized(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(MemoryBackend::serialized_from_arguments(args)?))
 }

@@ -3,18 +3,18 @@
 
 use std::sync::Arc;
 
-use dogpile_core::{Arguments, Backend, Entry, Result};
+use dogpile_core::{Arguments, CacheBackend, Capabilities, Result};
 
 /// Stores nothing; every get is a miss.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NullBackend;
 
-impl Backend for NullBackend {
-    fn get(&self, _key: &str) -> Result<Option<Entry>> {
+impl CacheBackend for NullBackend {
+    fn get(&self, _key: &str) -> Result<Option<Vec<u8>>> {
         Ok(None)
     }
 
-    fn set(&self, _key: &str, _entry: Entry) -> Result<()> {
+    fn set(&self, _key: &str, _value: Vec<u8>) -> Result<()> {
         Ok(())
     }
 
@@ -22,17 +22,13 @@ impl Backend for NullBackend {
         Ok(())
     }
 
-    fn nonblocking(&self) -> bool {
-        true
-    }
-
-    /// Caching off: no dogpile lock, every caller creates.
-    fn stores_nothing(&self) -> bool {
-        true
+    /// Caching off: no dogpile lock, every caller creates; no call blocks.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().stores_nothing(true).nonblocking(true)
     }
 }
 
-pub(crate) fn null(args: &Arguments) -> Result<Arc<dyn Backend>> {
+pub(crate) fn null(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     args.check_known(&[])?;
     Ok(Arc::new(NullBackend))
 }

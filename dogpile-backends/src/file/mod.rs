@@ -597,7 +597,7 @@ impl fmt::Debug for FileBackend {
 }
 
 /// Registration shim so the factory signature matches [`dogpile_core::BuiltinBackend`].
-pub(crate) fn file(args: &Arguments) -> Result<std::sync::Arc<dyn dogpile_core::Backend>> {
+pub(crate) fn file(args: &Arguments) -> Result<std::sync::Arc<dyn CacheBackend>> {
     Ok(std::sync::Arc::new(FileBackend::from_arguments(args)?))
 }
 

@@ -37,13 +37,13 @@
 //! A cluster's connections are the `redis` crate's (slot routing, redirections), and
 //! Sentinel finds its master with blocking calls; their async callers run each call on
 //! tokio's blocking pool (the rule for every sync backend without a native twin, see
-//! `dogpile_core::AsyncBackend`'s module). That never blocks an executor thread, at the
+//! `dogpile_core::backend`'s module docs). That never blocks an executor thread, at the
 //! cost of a hop to a pool thread per call. The crate's async cluster connection would
 //! bring its own parser without a size limit, so it is not used here.
 
 use std::sync::Arc;
 
-use dogpile_core::{async_trait, AsyncBackend, AsyncCacheMutex, Entry, Result};
+use dogpile_core::{async_trait, AsyncCacheBackend, AsyncCacheMutex, Result};
 use redis::{FromRedisValue, RedisResult, Value};
 
 use super::lock::RedisLock;
@@ -57,7 +57,7 @@ pub(crate) struct AsyncRedis {
 
 impl AsyncRedis {
     /// The async twin of the backend that `shared` is the state of, if it has one.
-    pub(crate) fn for_shared(shared: &Arc<Shared>) -> Option<Arc<dyn AsyncBackend>> {
+    pub(crate) fn for_shared(shared: &Arc<Shared>) -> Option<Arc<dyn AsyncCacheBackend>> {
         shared.async_pool.as_ref()?;
         Some(Arc::new(AsyncRedis {
             shared: shared.clone(),
@@ -128,26 +128,19 @@ impl Shared {
     }
 }
 
-fn bytes(entry: Entry, shared: &Shared) -> Result<Vec<u8>> {
-    entry.into_bytes(&shared.describe)
-}
-
 #[async_trait]
-impl AsyncBackend for AsyncRedis {
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+impl AsyncCacheBackend for AsyncRedis {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        let value = self
-            .shared
+        self.shared
             .request_async("GET", &cmd.get_packed_command(), (0, 1), |values| {
                 wrong_type_is_miss(key, one(values))
             })
-            .await?;
-        Ok(value.map(Entry::Bytes))
+            .await
     }
 
-    async fn set(&self, key: &str, entry: Entry) -> Result<()> {
-        let value = bytes(entry, &self.shared)?;
+    async fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
         self.shared.check_size(key, &value)?;
         let cmd = self.shared.set_cmd(key, &value);
         self.shared.query_async("SET", &cmd).await
@@ -159,31 +152,25 @@ impl AsyncBackend for AsyncRedis {
         self.shared.query_async("DEL", &cmd).await
     }
 
-    async fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+    async fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let packed = redis::cmd("MGET").arg(keys).get_packed_command();
-        let values = self
-            .shared
+        self.shared
             .request_async("MGET", &packed, (0, 1), |values| {
                 reply_count(keys.len(), one(values)?)
             })
-            .await?;
-        Ok(values
-            .into_iter()
-            .map(|value| value.map(Entry::Bytes))
-            .collect())
+            .await
     }
 
-    async fn set_multi(&self, items: Vec<(&str, Entry)>) -> Result<()> {
+    async fn set_multi(&self, items: Vec<(&str, Vec<u8>)>) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
         let count = items.len();
-        for (key, entry) in items {
-            let value = bytes(entry, &self.shared)?;
+        for (key, value) in items {
             self.shared.check_size(key, &value)?;
             pipe.add_command(self.shared.set_cmd(key, &value));
         }

@@ -117,7 +117,7 @@ mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::{Arguments, Backend, CacheBackend, CacheMutex, Error, Result};
+use dogpile_core::{Arguments, CacheBackend, CacheMutex, Capabilities, Error, Result};
 use redis::cluster::{cluster_pipe, ClusterConnection};
 use redis::{ConnectionLike, FromRedisValue, RedisResult};
 
@@ -357,7 +357,7 @@ impl RedisBackend {
     /// A region uses it for its async methods, however it was configured (by name or with
     /// `RegionConfig::with_backend`).
     #[cfg(feature = "tokio")]
-    pub fn async_backend(&self) -> Option<Arc<dyn dogpile_core::AsyncBackend>> {
+    pub fn async_backend(&self) -> Option<Arc<dyn dogpile_core::AsyncCacheBackend>> {
         async_backend::AsyncRedis::for_shared(&self.shared)
     }
 }
@@ -457,13 +457,14 @@ impl CacheBackend for RedisBackend {
     }
 
     #[cfg(feature = "tokio")]
-    fn async_backend(&self) -> Option<Arc<dyn dogpile_core::AsyncBackend>> {
+    fn async_twin(&self) -> Option<Arc<dyn dogpile_core::AsyncCacheBackend>> {
         RedisBackend::async_backend(self)
     }
 
     /// With `distributed_lock`, keys that begin with `lock_prefix` are the locks'.
-    fn lock_key_prefix(&self) -> Option<String> {
-        self.shared.lock.as_ref().map(|lock| lock.prefix.clone())
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+            .lock_key_prefix(self.shared.lock.as_ref().map(|lock| lock.prefix.clone()))
     }
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
@@ -476,14 +477,14 @@ impl CacheBackend for RedisBackend {
     }
 }
 
-pub(crate) fn redis(args: &Arguments) -> Result<Arc<dyn Backend>> {
+pub(crate) fn redis(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(RedisBackend::from_arguments(args)?))
 }
 
-pub(crate) fn redis_cluster(args: &Arguments) -> Result<Arc<dyn Backend>> {
+pub(crate) fn redis_cluster(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(RedisBackend::cluster_from_arguments(args)?))
 }
 
-pub(crate) fn redis_sentinel(args: &Arguments) -> Result<Arc<dyn Backend>> {
+pub(crate) fn redis_sentinel(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(RedisBackend::sentinel_from_arguments(args)?))
 }

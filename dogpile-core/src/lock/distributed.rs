@@ -143,6 +143,46 @@ fn jitter(pause: Duration) -> Duration {
     pause.mul_f64(0.5 + unit / 2.0)
 }
 
+/// An async lock shared with other processes: the async twin of [`CacheMutex`].
+#[cfg(feature = "tokio")]
+#[async_trait::async_trait]
+pub trait AsyncCacheMutex: Send + Sync {
+    /// One attempt to take the lock, without waiting.
+    async fn try_acquire(&self) -> Result<bool>;
+
+    /// Releases the lock, if this handle still holds it.
+    async fn release(&self) -> Result<()>;
+
+    /// The longest pause between two tries while waiting.
+    fn retry_pause(&self) -> Duration {
+        DEFAULT_RETRY_PAUSE
+    }
+
+    /// How long a caller may wait for this lock at most, from the start of its call.
+    fn wait_limit(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Takes `mutex`, pausing on tokio's timer between tries (with [`Backoff`]) until
+/// `deadline` at most: `Ok(false)` when the deadline passed first.
+///
+/// # Errors
+/// The backend's error from a try.
+#[cfg(feature = "tokio")]
+pub async fn acquire_until_async(mutex: &dyn AsyncCacheMutex, deadline: Instant) -> Result<bool> {
+    let mut backoff = Backoff::new(deadline, mutex.retry_pause());
+    loop {
+        if mutex.try_acquire().await? {
+            return Ok(true);
+        }
+        match backoff.next_pause() {
+            Some(pause) => tokio::time::sleep(pause).await,
+            None => return Ok(false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,7 +78,7 @@ impl fmt::Debug for LockHandle {
 pub(crate) struct AsyncLockHandle {
     key: String,
     local: Option<KeyGuard>,
-    distributed: Option<Box<dyn crate::async_backend::AsyncCacheMutex>>,
+    distributed: Option<Box<dyn crate::lock::distributed::AsyncCacheMutex>>,
 }
 
 #[cfg(feature = "tokio")]
@@ -86,7 +86,7 @@ impl AsyncLockHandle {
     pub(crate) fn new(
         key: &str,
         local: KeyGuard,
-        distributed: Option<Box<dyn crate::async_backend::AsyncCacheMutex>>,
+        distributed: Option<Box<dyn crate::lock::distributed::AsyncCacheMutex>>,
     ) -> Self {
         AsyncLockHandle {
             key: key.to_owned(),

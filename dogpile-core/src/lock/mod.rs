@@ -9,3 +9,5 @@ pub(crate) mod handle;
 pub(crate) mod local;
 
 pub use distributed::{acquire_until, lock_token, Backoff, CacheMutex, DEFAULT_RETRY_PAUSE};
+#[cfg(feature = "tokio")]
+pub use distributed::{acquire_until_async, AsyncCacheMutex};

@@ -5,19 +5,10 @@
 //! to change in any release.
 
 use std::convert::Infallible;
-use std::future::ready;
-#[cfg(feature = "tokio")]
-use std::future::Future;
 
-use crate::engine::block_on::block_on;
-#[cfg(feature = "tokio")]
-use crate::error::Result;
 pub use crate::key::call::{function_key, CallKey, KeyArg, KeyArgs, PlainKeyArg};
-use crate::region::io::BlockingIo;
-use crate::region::ops;
-use crate::region::{CacheRegion, CreateOptions, Expiration};
+use crate::region::{CacheRegion, Expiration};
 pub use crate::stats::StatsRecorder;
-use crate::value::Cacheable;
 pub use linkme;
 
 mod multi;
@@ -26,7 +17,9 @@ mod stored;
 
 pub use multi::{get_or_create_multi, refresh_multi, set_multi};
 pub use probe::*;
-pub use stored::{Stored, Unstorable};
+pub use stored::{get_or_create_fail_open, Stored, Unstorable};
+#[cfg(feature = "tokio")]
+pub use stored::{get_or_create_fail_open_async, get_with_async};
 
 /// Builds the key of one call into `key` with `region`'s function key generator: see
 /// [`call_key`](crate::key::call::call_key).
@@ -54,56 +47,6 @@ pub fn region_function_key<R>(
         count,
         render,
     );
-}
-
-/// As [`CacheRegion::try_get_or_create_with`], but failing open: an unconfigured region
-/// or a failing backend is logged and `creator`'s value returned. What
-/// `#[cache_on_arguments]` functions call.
-///
-/// # Errors
-/// The creator's only.
-pub fn get_or_create_fail_open<T, E, F>(
-    region: &CacheRegion,
-    key: &str,
-    options: CreateOptions<'_, T>,
-    creator: F,
-) -> std::result::Result<T, E>
-where
-    T: Cacheable,
-    F: FnOnce() -> std::result::Result<T, E>,
-{
-    block_on(ops::get_or_create_fail_open::<BlockingIo, T, E, _, _>(
-        &region.inner,
-        key,
-        &options,
-        move || ready(creator()),
-    ))
-}
-
-/// As [`get_or_create_fail_open`], for async callers: what `#[cache_on_arguments]` on an
-/// `async fn` calls.
-///
-/// # Errors
-/// The creator's only.
-#[cfg(feature = "tokio")]
-pub async fn get_or_create_fail_open_async<T, E, F, Fut>(
-    region: &CacheRegion,
-    key: &str,
-    options: CreateOptions<'_, T>,
-    creator: F,
-) -> std::result::Result<T, E>
-where
-    T: Cacheable,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = std::result::Result<T, E>>,
-{
-    ops::get_or_create_fail_open::<crate::region::io::AsyncIo, T, E, F, Fut>(
-        &region.inner,
-        key,
-        &options,
-        creator,
-    )
-    .await
 }
 
 /// The value of a creator that cannot fail.
@@ -149,21 +92,4 @@ fn warn_zero_expiration(function: &'static str) {
              function runs its body on every call"
         );
     }
-}
-
-/// As [`CacheRegion::get_with`] (expiration never ignored), for async callers: what
-/// `get_<fn>` of a cached `async fn` calls, so that it judges freshness by the function's
-/// `expiration_time`.
-///
-/// # Errors
-/// An unconfigured region; the backend's errors.
-#[cfg(feature = "tokio")]
-pub async fn get_with_async<V: Cacheable>(
-    region: &CacheRegion,
-    key: &str,
-    expiration: Option<Expiration>,
-) -> Result<Option<V>> {
-    let value =
-        ops::get::<crate::region::io::AsyncIo, V>(&region.inner, key, expiration, false).await?;
-    Ok(value.map(|v| v.payload))
 }

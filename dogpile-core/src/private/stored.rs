@@ -1,13 +1,17 @@
 //! The value operations of a cached function, on the type its probe chose: [`Stored`] for a
 //! value type that can be cached, [`Unstorable`] (never run) for one that cannot.
 
-use crate::__private::get_or_create_fail_open;
+use std::future::ready;
+#[cfg(feature = "tokio")]
+use std::future::Future;
+
 use crate::__private::multi::{get_or_create_multi, refresh_multi, set_multi};
 #[cfg(feature = "tokio")]
 use crate::__private::multi::{multi, paired};
-#[cfg(feature = "tokio")]
-use crate::__private::{get_or_create_fail_open_async, get_with_async};
+use crate::engine::block_on::block_on;
 use crate::error::Result;
+use crate::region::io::BlockingIo;
+use crate::region::ops;
 use crate::region::{CacheRegion, CreateOptions, Expiration};
 use crate::value::Cacheable;
 
@@ -306,4 +310,71 @@ impl<V> Unstorable<V> {
     ) -> Result<Vec<V>> {
         unreachable!("assert_stored refuses this value type")
     }
+}
+
+/// As [`CacheRegion::try_get_or_create_with`], but failing open: an unconfigured region
+/// or a failing backend is logged and `creator`'s value returned. What
+/// `#[cache_on_arguments]` functions call.
+///
+/// # Errors
+/// The creator's only.
+pub fn get_or_create_fail_open<T, E, F>(
+    region: &CacheRegion,
+    key: &str,
+    options: CreateOptions<'_, T>,
+    creator: F,
+) -> std::result::Result<T, E>
+where
+    T: Cacheable,
+    F: FnOnce() -> std::result::Result<T, E>,
+{
+    block_on(ops::get_or_create_fail_open::<BlockingIo, T, E, _, _>(
+        &region.inner,
+        key,
+        &options,
+        move || ready(creator()),
+    ))
+}
+
+/// As [`get_or_create_fail_open`], for async callers: what `#[cache_on_arguments]` on an
+/// `async fn` calls.
+///
+/// # Errors
+/// The creator's only.
+#[cfg(feature = "tokio")]
+pub async fn get_or_create_fail_open_async<T, E, F, Fut>(
+    region: &CacheRegion,
+    key: &str,
+    options: CreateOptions<'_, T>,
+    creator: F,
+) -> std::result::Result<T, E>
+where
+    T: Cacheable,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    ops::get_or_create_fail_open::<crate::region::io::AsyncIo, T, E, F, Fut>(
+        &region.inner,
+        key,
+        &options,
+        creator,
+    )
+    .await
+}
+
+/// As [`CacheRegion::get_with`] (expiration never ignored), for async callers: what
+/// `get_<fn>` of a cached `async fn` calls, so that it judges freshness by the function's
+/// `expiration_time`.
+///
+/// # Errors
+/// An unconfigured region; the backend's errors.
+#[cfg(feature = "tokio")]
+pub async fn get_with_async<V: Cacheable>(
+    region: &CacheRegion,
+    key: &str,
+    expiration: Option<Expiration>,
+) -> Result<Option<V>> {
+    let value =
+        ops::get::<crate::region::io::AsyncIo, V>(&region.inner, key, expiration, false).await?;
+    Ok(value.map(|v| v.payload))
 }

@@ -26,7 +26,10 @@ impl BlockingIo {
         key: &str,
     ) -> Result<Option<CachedValue<T>>> {
         if !cfg.stores_objects {
-            return Ok(cfg.backend.get(key)?.and_then(|e| region.decode(key, e)));
+            return Ok(cfg
+                .backend
+                .get_entry(key)?
+                .and_then(|e| region.decode(key, e)));
         }
         let mut value = None;
         cfg.backend.get_with(key, &mut |entry| {
@@ -66,16 +69,16 @@ impl Io for BlockingIo {
         cfg: &Configured,
         keys: &[&str],
     ) -> Result<Vec<Option<CachedValue<T>>>> {
-        let entries = cfg.backend.get_multi(keys)?;
+        let entries = cfg.backend.get_entries(keys)?;
         region.decode_multi(cfg, keys, entries)
     }
 
     async fn set(cfg: &Configured, key: &str, entry: Entry) -> Result<()> {
-        cfg.backend.set(key, entry)
+        cfg.backend.set_entry(key, entry)
     }
 
     async fn set_multi(cfg: &Configured, entries: Vec<(&str, Entry)>) -> Result<()> {
-        cfg.backend.set_multi(entries)
+        cfg.backend.set_entries(entries)
     }
 
     async fn delete(cfg: &Configured, key: &str) -> Result<()> {
@@ -126,7 +129,7 @@ pub(crate) struct AsyncIo;
 impl Io for AsyncIo {
     type Cfg = Arc<Configured>;
     type Handle = crate::lock::handle::AsyncLockHandle;
-    type Mutex = Box<dyn crate::async_backend::AsyncCacheMutex>;
+    type Mutex = Box<dyn crate::lock::distributed::AsyncCacheMutex>;
 
     fn configured(region: &RegionState) -> Result<Arc<Configured>> {
         region.configured_arc()
@@ -144,7 +147,7 @@ impl Io for AsyncIo {
         }
         Ok(cfg
             .async_backend
-            .get(key)
+            .get_entry(key)
             .await?
             .and_then(|e| region.decode(key, e)))
     }
@@ -154,16 +157,16 @@ impl Io for AsyncIo {
         cfg: &Configured,
         keys: &[&str],
     ) -> Result<Vec<Option<CachedValue<T>>>> {
-        let entries = cfg.async_backend.get_multi(keys).await?;
+        let entries = cfg.async_backend.get_entries(keys).await?;
         region.decode_multi(cfg, keys, entries)
     }
 
     async fn set(cfg: &Configured, key: &str, entry: Entry) -> Result<()> {
-        cfg.async_backend.set(key, entry).await
+        cfg.async_backend.set_entry(key, entry).await
     }
 
     async fn set_multi(cfg: &Configured, entries: Vec<(&str, Entry)>) -> Result<()> {
-        cfg.async_backend.set_multi(entries).await
+        cfg.async_backend.set_entries(entries).await
     }
 
     async fn delete(cfg: &Configured, key: &str) -> Result<()> {
@@ -192,7 +195,7 @@ impl Io for AsyncIo {
     }
 
     async fn acquire_until(mutex: &Self::Mutex, deadline: Instant) -> Result<bool> {
-        crate::async_backend::acquire_until_async(&**mutex, deadline).await
+        crate::lock::distributed::acquire_until_async(&**mutex, deadline).await
     }
 
     fn wait_limit(mutex: &Self::Mutex) -> Option<Duration> {

@@ -8,13 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{create_backend, wrap, CacheBackend};
 use crate::clock::Clock;
 use crate::config::{BackendChoice, RegionConfig};
 use crate::error::{Error, Result};
 use crate::key::FunctionKey;
-use crate::proxy::wrap;
-use crate::registry::create_backend;
 use crate::runner::AsyncCreationRunner;
 use crate::stats::{RegionStats, StatsRecorder};
 use crate::warnings::RegionWarnings;
@@ -239,14 +237,15 @@ impl CacheRegion {
             .rev()
             .fold(backend, |backend, proxy| wrap(backend, proxy));
         tracing::debug!(region = %self.inner.name, backend = %backend_name, "region configured");
+        let capabilities = backend.capabilities();
         self.inner.configured.store(Some(Arc::new(Configured {
-            stores_objects: backend.stores_objects(),
-            stores_nothing: backend.stores_nothing(),
-            lock_key_prefix: backend.lock_key_prefix(),
+            stores_objects: capabilities.stores_objects,
+            stores_nothing: capabilities.stores_nothing,
+            lock_key_prefix: capabilities.lock_key_prefix,
             #[cfg(feature = "tokio")]
-            nonblocking: backend.nonblocking() && backend.async_backend().is_none(),
+            nonblocking: capabilities.nonblocking && backend.async_twin().is_none(),
             #[cfg(feature = "tokio")]
-            async_backend: crate::async_backend::async_path(&backend),
+            async_backend: crate::backend::async_path(&backend),
             backend,
             backend_name,
             expiration: config.expiration_time,
@@ -257,7 +256,7 @@ impl CacheRegion {
     /// Configures the region with an already built backend.
     pub fn configure_backend(
         &self,
-        backend: impl Backend,
+        backend: impl CacheBackend,
         expiration_time: Option<Duration>,
     ) -> Result<&Self> {
         let mut config = RegionConfig::with_backend(backend);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use crate::backend::Backend;
+use crate::backend::CacheBackend;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::machine::{store_outcome, Freshness, Rules, Signals};
 use crate::error::{Error, Result};
@@ -47,10 +47,10 @@ pub(crate) struct RegionState {
 
 /// The configured part of a region: swapped in whole by `configure`.
 pub(crate) struct Configured {
-    pub(crate) backend: Arc<dyn Backend>,
-    /// The async path to `backend` (see `async_backend.rs`).
+    pub(crate) backend: Arc<dyn CacheBackend>,
+    /// The async path to `backend` (see `backend/bridge.rs`).
     #[cfg(feature = "tokio")]
-    pub(crate) async_backend: Arc<dyn crate::AsyncBackend>,
+    pub(crate) async_backend: Arc<dyn crate::backend::AsyncCacheBackend>,
     pub(crate) backend_name: String,
     pub(crate) expiration: Option<Duration>,
     pub(crate) stores_objects: bool,

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use crate::backend::Backend;
-use crate::config::Arguments;
+use super::arguments::Arguments;
+use super::cache_backend::CacheBackend;
 use crate::error::{Error, Result};
 
 /// Builds a backend from its arguments.
-pub type BackendFactory = Arc<dyn Fn(&Arguments) -> Result<Arc<dyn Backend>> + Send + Sync>;
+pub type BackendFactory = Arc<dyn Fn(&Arguments) -> Result<Arc<dyn CacheBackend>> + Send + Sync>;
 
 /// A backend shipped with dogpile, registered at link time.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct BuiltinBackend {
     /// The canonical name first, then aliases (dogpile.cache's own names).
     pub names: &'static [&'static str],
     /// Builds the backend.
-    pub factory: fn(&Arguments) -> Result<Arc<dyn Backend>>,
+    pub factory: fn(&Arguments) -> Result<Arc<dyn CacheBackend>>,
 }
 
 /// The built-in backends, filled at link time by `dogpile-backends`.
@@ -50,11 +50,11 @@ fn user_backends() -> &'static RwLock<BTreeMap<String, BackendFactory>> {
 /// ```
 pub fn register_backend<B, F>(name: impl Into<String>, factory: F)
 where
-    B: Backend,
+    B: CacheBackend,
     F: Fn(&Arguments) -> Result<B> + Send + Sync + 'static,
 {
     let factory: BackendFactory =
-        Arc::new(move |args| factory(args).map(|b| Arc::new(b) as Arc<dyn Backend>));
+        Arc::new(move |args| factory(args).map(|b| Arc::new(b) as Arc<dyn CacheBackend>));
     user_backends()
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -83,7 +83,7 @@ pub fn registered_backends() -> Vec<String> {
 pub(crate) fn create_backend(
     name: &str,
     arguments: &std::collections::BTreeMap<String, String>,
-) -> Result<Arc<dyn Backend>> {
+) -> Result<Arc<dyn CacheBackend>> {
     let args = Arguments::new(name, arguments.clone());
     let user = user_backends()
         .read()

@@ -1,0 +1,253 @@
+//! Bridges between the two traits: how a region's async methods reach a sync backend
+//! ([`async_path`]), and the sync face of an async-only backend ([`AsyncOnly`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::async_cache_backend::AsyncCacheBackend;
+use super::cache_backend::CacheBackend;
+use super::capabilities::Capabilities;
+use crate::error::{Error, Result};
+use crate::lock::distributed::AsyncCacheMutex;
+use crate::lock::CacheMutex;
+use crate::value::Entry;
+
+/// The async path to a sync backend: its own async twin; direct calls for a backend that
+/// never blocks; tokio's blocking pool for every other.
+pub(crate) fn async_path(backend: &Arc<dyn CacheBackend>) -> Arc<dyn AsyncCacheBackend> {
+    if let Some(twin) = backend.async_twin() {
+        return twin;
+    }
+    if backend.capabilities().nonblocking {
+        Arc::new(Direct(backend.clone()))
+    } else {
+        Arc::new(OnBlockingPool(backend.clone()))
+    }
+}
+
+/// A sync backend whose calls never block, called on the task.
+struct Direct(Arc<dyn CacheBackend>);
+
+#[async_trait]
+impl AsyncCacheBackend for Direct {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    async fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        self.0.set(key, value)
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.0.delete(key)
+    }
+    async fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.0.get_multi(keys)
+    }
+    async fn set_multi(&self, items: Vec<(&str, Vec<u8>)>) -> Result<()> {
+        self.0.set_multi(items)
+    }
+    async fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        self.0.delete_multi(keys)
+    }
+    fn get_mutex(&self, key: &str) -> Option<Box<dyn AsyncCacheMutex>> {
+        BlockingMutex::of(&*self.0, key)
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        self.0.get_entry(key)
+    }
+    async fn set_entry(&self, key: &str, entry: Entry) -> Result<()> {
+        self.0.set_entry(key, entry)
+    }
+    async fn get_entries(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        self.0.get_entries(keys)
+    }
+    async fn set_entries(&self, items: Vec<(&str, Entry)>) -> Result<()> {
+        self.0.set_entries(items)
+    }
+}
+
+/// A sync backend that may block, called on tokio's blocking pool.
+struct OnBlockingPool(Arc<dyn CacheBackend>);
+
+/// Runs `f` on tokio's blocking pool; a panic there is a backend error.
+async fn blocking<R, F>(f: F) -> Result<R>
+where
+    R: Send + 'static,
+    F: FnOnce() -> Result<R> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(error) => Err(Error::backend(
+            "a sync backend on the blocking pool",
+            format!("the call did not complete: {error}"),
+        )),
+    }
+}
+
+fn owned(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|k| (*k).to_owned()).collect()
+}
+
+fn borrowed(keys: &[String]) -> Vec<&str> {
+    keys.iter().map(String::as_str).collect()
+}
+
+/// Items to store, with owned keys (to send to the blocking pool).
+fn owned_items<V>(items: Vec<(&str, V)>) -> (Vec<String>, Vec<V>) {
+    items
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .unzip()
+}
+
+/// Items to store, with keys borrowed back from [`owned_items`].
+fn borrowed_items<V>(keys: &[String], values: Vec<V>) -> Vec<(&str, V)> {
+    borrowed(keys).into_iter().zip(values).collect()
+}
+
+impl OnBlockingPool {
+    /// Runs `call` with the backend on tokio's blocking pool.
+    async fn run<R, F>(&self, call: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&dyn CacheBackend) -> Result<R> + Send + 'static,
+    {
+        let backend = self.0.clone();
+        blocking(move || call(&*backend)).await
+    }
+}
+
+#[async_trait]
+impl AsyncCacheBackend for OnBlockingPool {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key = key.to_owned();
+        self.run(move |backend| backend.get(&key)).await
+    }
+    async fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+        let key = key.to_owned();
+        self.run(move |backend| backend.set(&key, value)).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key = key.to_owned();
+        self.run(move |backend| backend.delete(&key)).await
+    }
+    async fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys = owned(keys);
+        self.run(move |backend| backend.get_multi(&borrowed(&keys)))
+            .await
+    }
+    async fn set_multi(&self, items: Vec<(&str, Vec<u8>)>) -> Result<()> {
+        let (keys, values) = owned_items(items);
+        self.run(move |backend| backend.set_multi(borrowed_items(&keys, values)))
+            .await
+    }
+    async fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        let keys = owned(keys);
+        self.run(move |backend| backend.delete_multi(&borrowed(&keys)))
+            .await
+    }
+    fn get_mutex(&self, key: &str) -> Option<Box<dyn AsyncCacheMutex>> {
+        BlockingMutex::of(&*self.0, key)
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        let key = key.to_owned();
+        self.run(move |backend| backend.get_entry(&key)).await
+    }
+    async fn set_entry(&self, key: &str, entry: Entry) -> Result<()> {
+        let key = key.to_owned();
+        self.run(move |backend| backend.set_entry(&key, entry))
+            .await
+    }
+    async fn get_entries(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        let keys = owned(keys);
+        self.run(move |backend| backend.get_entries(&borrowed(&keys)))
+            .await
+    }
+    async fn set_entries(&self, items: Vec<(&str, Entry)>) -> Result<()> {
+        let (keys, entries) = owned_items(items);
+        self.run(move |backend| backend.set_entries(borrowed_items(&keys, entries)))
+            .await
+    }
+}
+
+/// A sync distributed lock, tried and released on the blocking pool.
+struct BlockingMutex(Arc<dyn CacheMutex>);
+
+impl BlockingMutex {
+    /// `backend`'s distributed lock on `key`, if it has one, for async callers.
+    fn of(backend: &dyn CacheBackend, key: &str) -> Option<Box<dyn AsyncCacheMutex>> {
+        let mutex = backend.get_mutex(key)?;
+        Some(Box::new(BlockingMutex(Arc::from(mutex))))
+    }
+}
+
+#[async_trait]
+impl AsyncCacheMutex for BlockingMutex {
+    async fn try_acquire(&self) -> Result<bool> {
+        let mutex = self.0.clone();
+        blocking(move || mutex.try_acquire()).await
+    }
+    async fn release(&self) -> Result<()> {
+        let mutex = self.0.clone();
+        blocking(move || mutex.release()).await
+    }
+    fn retry_pause(&self) -> Duration {
+        self.0.retry_pause()
+    }
+    fn wait_limit(&self) -> Option<Duration> {
+        self.0.wait_limit()
+    }
+}
+
+/// The sync face of a region configured with an async-only backend: every call is an error
+/// that says to use the async methods, and the backend itself is the async twin.
+pub(crate) struct AsyncOnly {
+    name: String,
+    backend: Arc<dyn AsyncCacheBackend>,
+}
+
+impl AsyncOnly {
+    /// The sync face of `backend`, named `name` in errors.
+    pub(crate) fn new(name: String, backend: Arc<dyn AsyncCacheBackend>) -> Self {
+        AsyncOnly { name, backend }
+    }
+
+    fn refuse<T>(&self) -> Result<T> {
+        Err(Error::backend(
+            &self.name,
+            "this backend is async only: call the region's _async methods (get_async, \
+             get_or_create_async, ...) from async code",
+        ))
+    }
+}
+
+impl CacheBackend for AsyncOnly {
+    fn get(&self, _: &str) -> Result<Option<Vec<u8>>> {
+        self.refuse()
+    }
+    fn set(&self, _: &str, _: Vec<u8>) -> Result<()> {
+        self.refuse()
+    }
+    fn delete(&self, _: &str) -> Result<()> {
+        self.refuse()
+    }
+    fn set_entry(&self, _: &str, _: Entry) -> Result<()> {
+        self.refuse()
+    }
+    fn set_entries(&self, _: Vec<(&str, Entry)>) -> Result<()> {
+        self.refuse()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.backend.capabilities().nonblocking(false)
+    }
+    fn async_twin(&self) -> Option<Arc<dyn AsyncCacheBackend>> {
+        Some(self.backend.clone())
+    }
+}

@@ -1,0 +1,148 @@
+//! [`CacheBackend`]: the one sync backend trait.
+
+#[cfg(feature = "tokio")]
+use std::sync::Arc;
+
+#[cfg(feature = "tokio")]
+use super::async_cache_backend::AsyncCacheBackend;
+use super::capabilities::Capabilities;
+use super::entries;
+use crate::error::Result;
+use crate::lock::CacheMutex;
+use crate::value::Entry;
+
+/// A cache backend: implement this for your own store.
+///
+/// Three methods over bytes (dogpile's byte format) are required; everything else has a
+/// default.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use dogpile_core::{CacheBackend, Result};
+///
+/// #[derive(Default)]
+/// struct DictionaryBackend {
+///     cache: Mutex<HashMap<String, Vec<u8>>>,
+/// }
+///
+/// impl CacheBackend for DictionaryBackend {
+///     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+///         Ok(self.cache.lock().unwrap().get(key).cloned())
+///     }
+///     fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
+///         self.cache.lock().unwrap().insert(key.to_owned(), value);
+///         Ok(())
+///     }
+///     fn delete(&self, key: &str) -> Result<()> {
+///         self.cache.lock().unwrap().remove(key);
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// The provided methods, by what a backend overrides them for:
+/// - one round trip for many keys: [`get_multi`](Self::get_multi),
+///   [`set_multi`](Self::set_multi), [`delete_multi`](Self::delete_multi);
+/// - a lock shared with other processes: [`get_mutex`](Self::get_mutex);
+/// - what the backend can do ([`Capabilities`]: never blocks, stores typed objects, stores
+///   nothing, lock key prefix): [`capabilities`](Self::capabilities);
+/// - a native async client: [`async_twin`](Self::async_twin);
+/// - a store that keeps typed objects without serializing them (the memory backend): the
+///   entry methods [`get_entry`](Self::get_entry), [`get_with`](Self::get_with),
+///   [`set_entry`](Self::set_entry), [`get_entries`](Self::get_entries),
+///   [`set_entries`](Self::set_entries), with
+///   [`Capabilities::stores_objects`]. These are what a region calls; their defaults
+///   go through the byte methods.
+pub trait CacheBackend: Send + Sync + 'static {
+    /// The bytes stored under `key`, or `None`.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Stores `value` under `key`, replacing what was there.
+    fn set(&self, key: &str, value: Vec<u8>) -> Result<()>;
+
+    /// Removes `key`; removing a missing key is not an error.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// The values of many keys, in order. Override to use one round trip.
+    fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+
+    /// Stores many values. Override to use one round trip.
+    fn set_multi(&self, items: Vec<(&str, Vec<u8>)>) -> Result<()> {
+        items
+            .into_iter()
+            .try_for_each(|(key, value)| self.set(key, value))
+    }
+
+    /// Removes many keys. Override to use one round trip.
+    fn delete_multi(&self, keys: &[&str]) -> Result<()> {
+        keys.iter().try_for_each(|key| self.delete(key))
+    }
+
+    /// A lock on `key` shared with other processes (a distributed dogpile lock), or `None`
+    /// (the default) to use only the region's in-process lock.
+    fn get_mutex(&self, _key: &str) -> Option<Box<dyn CacheMutex>> {
+        None
+    }
+
+    /// What this backend can do; read once, when a region is configured with it. The
+    /// default, [`Capabilities::new`], is a store of bytes that may block.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new()
+    }
+
+    /// This backend's native async twin (redis: its own bounded async connections), which
+    /// a region's async methods use instead of this backend. `None` (the default): async
+    /// callers call this backend directly when it is
+    /// [`nonblocking`](Capabilities::nonblocking), on tokio's blocking pool otherwise.
+    #[cfg(feature = "tokio")]
+    fn async_twin(&self) -> Option<Arc<dyn AsyncCacheBackend>> {
+        None
+    }
+
+    /// The entry stored under `key`, or `None`. The default reads
+    /// [`get`](Self::get)'s bytes.
+    fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        Ok(self.get(key)?.map(Entry::Bytes))
+    }
+
+    /// Calls `f` once with the entry under `key` (or `None`), lent by the store: a store
+    /// that keeps entries in memory lends its own, so a hit copies only what `f` takes from
+    /// it and touches no shared reference count. The default calls
+    /// [`get_entry`](Self::get_entry).
+    ///
+    /// ```
+    /// use dogpile_core::{CacheBackend, Entry, Result};
+    ///
+    /// fn stored_size(backend: &dyn CacheBackend, key: &str) -> Result<Option<usize>> {
+    ///     let mut size = None;
+    ///     backend.get_with(key, &mut |entry| size = entry.map(Entry::approximate_size))?;
+    ///     Ok(size)
+    /// }
+    /// ```
+    fn get_with(&self, key: &str, f: &mut dyn FnMut(Option<&Entry>)) -> Result<()> {
+        f(self.get_entry(key)?.as_ref());
+        Ok(())
+    }
+
+    /// Stores `entry` under `key`. The default stores its bytes with [`set`](Self::set);
+    /// only a store with [`Capabilities::stores_objects`] receives
+    /// [`Entry::Object`], and it overrides this.
+    fn set_entry(&self, key: &str, entry: Entry) -> Result<()> {
+        self.set(key, entry.into_bytes(std::any::type_name::<Self>())?)
+    }
+
+    /// The entries of many keys, in order. The default reads
+    /// [`get_multi`](Self::get_multi)'s bytes.
+    fn get_entries(&self, keys: &[&str]) -> Result<Vec<Option<Entry>>> {
+        Ok(entries::from_bytes(self.get_multi(keys)?))
+    }
+
+    /// Stores many entries. The default stores their bytes with
+    /// [`set_multi`](Self::set_multi).
+    fn set_entries(&self, items: Vec<(&str, Entry)>) -> Result<()> {
+        self.set_multi(entries::into_bytes(items, std::any::type_name::<Self>())?)
+    }
+}
