@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use dogpile::{CacheBackend, CacheRegion, ManualClock, RegionConfig};
+use dogpile::backend::CacheBackend;
+use dogpile::clock::ManualClock;
+use dogpile::{CacheRegion, RegionConfig};
 
 const KEY: &str = "async_hits:load_user|users|42";
 const EXPIRATION: Duration = Duration::from_secs(3600);

@@ -20,7 +20,8 @@ use std::sync::{Barrier, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use dogpile::{cache_on_arguments, CacheRegion, Clock, RegionConfig, SystemClock};
+use dogpile::clock::{Clock, SystemClock};
+use dogpile::{cache_on_arguments, CacheRegion, RegionConfig};
 
 /// The hot key, and the second thread's key for `distinct keys`.
 const KEYS: [&str; 2] = [

@@ -154,10 +154,9 @@ fn memcached(c: &mut Criterion) {
         .map(|i| format!("network_hits:multi|{i}"))
         .collect();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let backend = dogpile::backends::MemcachedBackend::from_arguments(&dogpile::Arguments::new(
-        "memcached",
-        [("url", server.addr())],
-    ))
+    let backend = dogpile::backends::MemcachedBackend::from_arguments(
+        &dogpile::backend::Arguments::new("memcached", [("url", server.addr())]),
+    )
     .unwrap();
     let mut group = c.benchmark_group("memcached multi");
     group.bench_function("bare get of 100 keys, one connection", |b| {
@@ -165,7 +164,8 @@ fn memcached(c: &mut Criterion) {
     });
     group.bench_function("backend get_multi, 100 keys", |b| {
         b.iter(|| {
-            let values = dogpile::CacheBackend::get_multi(&backend, black_box(&key_refs)).unwrap();
+            let values =
+                dogpile::backend::CacheBackend::get_multi(&backend, black_box(&key_refs)).unwrap();
             assert!(values.iter().all(Option::is_some));
         })
     });

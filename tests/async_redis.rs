@@ -17,11 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dogpile::backend::{Arguments, AsyncCacheBackend, CacheBackend, Entry, ProxyBackend};
 use dogpile::backends::RedisBackend;
-use dogpile::{
-    Arguments, AsyncCacheBackend, CacheBackend, CacheRegion, Entry, Error, ProxyBackend,
-    RegionConfig,
-};
+use dogpile::{CacheRegion, Error, RegionConfig};
 use fake_redis::{Answer, FakeRedis};
 use redis_server::RedisServer;
 use tokio::sync::{oneshot, Barrier};
@@ -111,7 +109,7 @@ struct SeenReads {
 
 struct CountReads(Arc<SeenReads>);
 
-#[dogpile::async_trait]
+#[dogpile::backend::async_trait]
 impl ProxyBackend for CountReads {
     fn get(&self, key: &str, next: &dyn CacheBackend) -> dogpile::Result<Option<Entry>> {
         self.0.sync.fetch_add(1, SeqCst);
@@ -549,7 +547,7 @@ fn dead_retry_is_one_record_for_sync_and_async_callers() {
     };
     // Found down by a sync call: async calls fail fast.
     let backend = down();
-    let first = message(dogpile::CacheBackend::get(&backend, "k").unwrap_err());
+    let first = message(dogpile::backend::CacheBackend::get(&backend, "k").unwrap_err());
     assert!(!first.contains("marked down"), "{first}");
     let twin = backend.async_backend().unwrap();
     marked_down(runtime.block_on(twin.get("k")).unwrap_err());
@@ -558,5 +556,5 @@ fn dead_retry_is_one_record_for_sync_and_async_callers() {
     let twin = backend.async_backend().unwrap();
     let first = message(runtime.block_on(twin.get("k")).unwrap_err());
     assert!(!first.contains("marked down"), "{first}");
-    marked_down(dogpile::CacheBackend::get(&backend, "k").unwrap_err());
+    marked_down(dogpile::backend::CacheBackend::get(&backend, "k").unwrap_err());
 }

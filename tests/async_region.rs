@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dogpile::{
-    async_trait, AsyncCacheBackend, CacheBackend, CacheRegion, CreateOptions, Error, ManualClock,
-    RegionConfig,
-};
+use dogpile::backend::{async_trait, AsyncCacheBackend, CacheBackend};
+use dogpile::clock::ManualClock;
+use dogpile::{CacheRegion, CreateOptions, Error, RegionConfig};
 use tokio::sync::{oneshot, Barrier, Notify};
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dogpile::{make_region, CacheRegion, Error, ManualClock, RegionConfig};
+use dogpile::clock::ManualClock;
+use dogpile::{make_region, CacheRegion, Error, RegionConfig};
 
 /// Configures each region from the file's table of the same name.
 fn configure(configs: &mut HashMap<String, RegionConfig>, regions: &[(&str, &CacheRegion)]) {

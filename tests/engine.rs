@@ -10,9 +10,9 @@ use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dogpile::{
-    cache_on_arguments, CacheBackend, CacheMutex, CacheRegion, CreateOptions, Error, RegionConfig,
-};
+use dogpile::backend::CacheBackend;
+use dogpile::lock::CacheMutex;
+use dogpile::{cache_on_arguments, CacheRegion, CreateOptions, Error, RegionConfig};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 

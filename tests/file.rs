@@ -10,7 +10,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use dogpile::{CacheRegion, Error, ManualClock, RegionConfig};
+use dogpile::clock::ManualClock;
+use dogpile::{CacheRegion, Error, RegionConfig};
 use tempfile::TempDir;
 
 /// A config for a store in a new temporary directory, kept alive by the returned guard.

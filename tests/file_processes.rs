@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use dogpile::{CacheRegion, Clock, FileBackend, ManualClock, RegionConfig, SystemClock};
+use dogpile::clock::{Clock, ManualClock, SystemClock};
+use dogpile::{CacheRegion, FileBackend, RegionConfig};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable naming a child's part.

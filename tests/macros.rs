@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, LazyLock, Mutex};
 use std::time::Duration;
 
-use dogpile::{
-    cache_multi_on_arguments, cache_on_arguments, CacheBackend, CacheRegion, Error, FunctionKey,
-    ManualClock, RegionConfig,
-};
+use dogpile::backend::CacheBackend;
+use dogpile::clock::ManualClock;
+use dogpile::key::FunctionKey;
+use dogpile::{cache_multi_on_arguments, cache_on_arguments, CacheRegion, Error, RegionConfig};
 use once_cell::sync::Lazy;
 use serde::{Deserialize, Serialize};
 

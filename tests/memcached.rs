@@ -19,9 +19,10 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::memcached::{memcached_key, MANGLED_PREFIX};
 use dogpile::backends::MemcachedBackend;
-use dogpile::{Arguments, CacheBackend, CacheRegion, CreateOptions, Error, RegionConfig};
+use dogpile::{CacheRegion, CreateOptions, Error, RegionConfig};
 use memcached_server::MemcachedServer;
 
 /// The test servers' item size limit (`-I 8m`): the conformance suite stores values over
@@ -97,9 +98,9 @@ fn backend(url: &str, arguments: &[(&str, &str)]) -> MemcachedBackend {
 }
 
 /// Waits for `mutex` as the region does, up to the lock's own wait limit.
-fn acquire_waiting(mutex: &dyn dogpile::CacheMutex) -> dogpile::Result<bool> {
+fn acquire_waiting(mutex: &dyn dogpile::lock::CacheMutex) -> dogpile::Result<bool> {
     let limit = mutex.wait_limit().unwrap_or(Duration::from_secs(30));
-    dogpile::acquire_until(mutex, Instant::now() + limit)
+    dogpile::lock::acquire_until(mutex, Instant::now() + limit)
 }
 
 #[test]

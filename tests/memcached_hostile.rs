@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::MemcachedBackend;
-use dogpile::{Arguments, CacheBackend, Error};
+use dogpile::Error;
 
 // ----- allocation counting --------------------------------------------------------------
 

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dogpile::{CacheRegion, ManualClock, RegionConfig};
+use dogpile::clock::ManualClock;
+use dogpile::{CacheRegion, RegionConfig};
 use memcached_server::MemcachedServer;
 
 const ROLE: &str = "DOGPILE_MEMCACHED_CHILD";

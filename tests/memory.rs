@@ -7,7 +7,8 @@ mod conformance;
 use std::sync::Barrier;
 use std::thread;
 
-use dogpile::{CacheBackend, CacheRegion, Entry, MemoryBackend, RegionConfig};
+use dogpile::backend::{CacheBackend, Entry};
+use dogpile::{CacheRegion, MemoryBackend, RegionConfig};
 
 mod memory {
     use super::*;
@@ -127,7 +128,10 @@ fn bounded_by_bytes_memory_region_stays_within_max_bytes_under_load() {
         .unwrap();
     // The region owns its backend; a second backend value built the same way through the
     // trait shows the same bound (the region test above covers the region path).
-    let args = dogpile::Arguments::new("memory_serialized", [("max_bytes", MAX_BYTES.to_string())]);
+    let args = dogpile::backend::Arguments::new(
+        "memory_serialized",
+        [("max_bytes", MAX_BYTES.to_string())],
+    );
     let backend = MemoryBackend::serialized_from_arguments(&args).unwrap();
     let direct = CacheRegion::new();
     direct.configure_backend(backend.clone(), None).unwrap();

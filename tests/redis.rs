@@ -13,10 +13,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::RedisBackend;
-use dogpile::{
-    make_region, Arguments, CacheBackend, CacheRegion, CreateOptions, Error, RegionConfig,
-};
+use dogpile::{make_region, CacheRegion, CreateOptions, Error, RegionConfig};
 use redis_server::RedisServer;
 
 mod conformance_redis {
@@ -85,9 +84,9 @@ fn exists(conn: &mut redis::Connection, key: &str) -> bool {
 }
 
 /// Waits for `mutex` as the region does, up to the lock's own wait limit.
-fn acquire_waiting(mutex: &dyn dogpile::CacheMutex) -> dogpile::Result<bool> {
+fn acquire_waiting(mutex: &dyn dogpile::lock::CacheMutex) -> dogpile::Result<bool> {
     let limit = mutex.wait_limit().unwrap_or(Duration::from_secs(30));
-    dogpile::acquire_until(mutex, Instant::now() + limit)
+    dogpile::lock::acquire_until(mutex, Instant::now() + limit)
 }
 
 #[test]

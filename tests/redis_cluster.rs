@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::RedisBackend;
-use dogpile::{make_region, Arguments, CacheBackend, CacheRegion, Error, RegionConfig};
+use dogpile::{make_region, CacheRegion, Error, RegionConfig};
 use redis_server::RedisCluster;
 
 mod conformance_redis_cluster {

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::RedisBackend;
-use dogpile::{Arguments, CacheBackend, Error};
+use dogpile::Error;
 use fake_redis::{Answer, FakeRedis};
 
 /// Counts the bytes allocated now and the most allocated at once since the last reset.

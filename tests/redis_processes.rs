@@ -16,8 +16,10 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::RedisBackend;
-use dogpile::{make_region, Arguments, CacheBackend, CacheRegion, ManualClock, RegionConfig};
+use dogpile::clock::ManualClock;
+use dogpile::{make_region, CacheRegion, RegionConfig};
 use redis_server::RedisServer;
 
 const CHILD: &str = "DOGPILE_REDIS_CHILD";

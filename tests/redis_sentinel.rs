@@ -10,8 +10,9 @@ mod redis_server;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::RedisBackend;
-use dogpile::{make_region, Arguments, CacheBackend, Error, RegionConfig};
+use dogpile::{make_region, Error, RegionConfig};
 use redis_server::RedisSentinel;
 
 mod conformance_redis_sentinel {

@@ -8,10 +8,11 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use dogpile::{
-    length_conditional_mangler, sha1_mangle_key, CacheBackend, CacheRegion, CreateOptions, Entry,
-    Error, Expiration, ManualClock, ProxyBackend, RegionConfig, ThreadPoolRunner,
-};
+use dogpile::backend::{CacheBackend, Entry, ProxyBackend};
+use dogpile::clock::ManualClock;
+use dogpile::key::{length_conditional_mangler, sha1_mangle_key};
+use dogpile::runner::ThreadPoolRunner;
+use dogpile::{CacheRegion, CreateOptions, Error, Expiration, RegionConfig};
 use serde::{Deserialize, Serialize};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -218,17 +219,20 @@ fn configure_from_config_uses_dogpile_layout() {
 fn registered_user_backend_is_found_by_name() {
     let store = Shared::default();
     let seen = store.clone();
-    dogpile::register_backend("test.dictionary", move |args: &dogpile::Arguments| {
-        args.check_known(&[])?;
-        Ok(store.clone())
-    });
+    dogpile::backend::register_backend(
+        "test.dictionary",
+        move |args: &dogpile::backend::Arguments| {
+            args.check_known(&[])?;
+            Ok(store.clone())
+        },
+    );
     let region = CacheRegion::new();
     region
         .configure(RegionConfig::new("test.dictionary"))
         .unwrap();
     region.set("k", &"v".to_string()).unwrap();
     assert!(seen.0.lock().unwrap().contains_key("k"));
-    assert!(dogpile::registered_backends().contains(&"test.dictionary".to_string()));
+    assert!(dogpile::backend::registered_backends().contains(&"test.dictionary".to_string()));
 }
 
 // ----- operations --------------------------------------------------------------------------

@@ -11,7 +11,8 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use dogpile::{CacheRegion, Error, ManualClock, RegionConfig, RegionStats};
+use dogpile::clock::ManualClock;
+use dogpile::{CacheRegion, Error, RegionConfig, RegionStats};
 use redis_server::RedisServer;
 
 const PATIENCE: Duration = Duration::from_secs(10);

@@ -8,7 +8,7 @@
 //! of `dogpile-core` at link time, so `RegionConfig::new("redis")` finds it.
 #![warn(missing_docs)]
 
-use dogpile_core::{BuiltinBackend, BUILTIN_BACKENDS};
+use dogpile_core::__private::{BuiltinBackend, BUILTIN_BACKENDS};
 use linkme::distributed_slice;
 
 #[cfg(feature = "file")]

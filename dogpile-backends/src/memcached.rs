@@ -119,7 +119,9 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dogpile_core::{Arguments, CacheBackend, CacheMutex, Capabilities, Result};
+use dogpile_core::backend::{Arguments, CacheBackend, Capabilities};
+use dogpile_core::lock::CacheMutex;
+use dogpile_core::Result;
 
 pub use keys::{memcached_key, MANGLED_PREFIX, MAX_KEY_LEN};
 
@@ -532,7 +534,7 @@ pub(crate) fn exptime(ttl: Duration) -> u32 {
     u32::try_from(now.saturating_add(seconds)).unwrap_or(u32::MAX)
 }
 
-/// Registration shim so the factory signature matches [`dogpile_core::BuiltinBackend`].
+/// Registration shim so the factory signature matches [`dogpile_core::__private::BuiltinBackend`].
 pub(crate) fn memcached(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(MemcachedBackend::from_arguments(args)?))
 }

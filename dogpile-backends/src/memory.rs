@@ -70,7 +70,8 @@
 
 use std::sync::Arc;
 
-use dogpile_core::{Arguments, CacheBackend, Capabilities, Entry, Error, Result};
+use dogpile_core::backend::{Arguments, CacheBackend, Capabilities, Entry};
+use dogpile_core::{Error, Result};
 
 use self::bounded::{Bounded, Weigh};
 
@@ -321,7 +322,7 @@ impl CacheBackend for MemoryBackend {
     }
 }
 
-/// Registration shim so the factory signature matches [`dogpile_core::BuiltinBackend`].
+/// Registration shim so the factory signature matches [`dogpile_core::__private::BuiltinBackend`].
 pub(crate) fn memory(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(MemoryBackend::from_arguments(args)?))
 }

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use dogpile_core::{Arguments, CacheBackend, Capabilities, Result};
+use dogpile_core::backend::{Arguments, CacheBackend, Capabilities};
+use dogpile_core::Result;
 
 /// Stores nothing; every get is a miss.
 #[derive(Debug, Default, Clone, Copy)]

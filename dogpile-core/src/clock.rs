@@ -31,7 +31,7 @@ pub trait Clock: Send + Sync + 'static {
 /// The system's wall clock (the default).
 ///
 /// ```
-/// use dogpile_core::{Clock, SystemClock};
+/// use dogpile_core::clock::{Clock, SystemClock};
 ///
 /// let clock = SystemClock;
 /// let coarse = clock.now_coarse();
@@ -68,7 +68,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use dogpile_core::{Clock, ManualClock};
+/// use dogpile_core::clock::{Clock, ManualClock};
 ///
 /// let clock = ManualClock::new(1000.0);
 /// clock.advance(Duration::from_secs(5));

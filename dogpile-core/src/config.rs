@@ -58,7 +58,7 @@ impl BackendChoice {
 impl RegionConfig {
     /// A configuration using the backend registered under `backend` (`"memory"`,
     /// `"redis"`, `"dogpile.cache.redis"`, or a name given to
-    /// [`register_backend`](crate::register_backend)).
+    /// [`register_backend`](crate::backend::register_backend)).
     pub fn new(backend: impl Into<String>) -> Self {
         RegionConfig {
             backend: BackendChoice::Named(backend.into()),
@@ -82,7 +82,7 @@ impl RegionConfig {
     }
 
     /// A configuration using an already built async-only backend (an
-    /// [`AsyncCacheBackend`](crate::AsyncCacheBackend) of yours). The region's async methods
+    /// [`AsyncCacheBackend`](crate::backend::AsyncCacheBackend) of yours). The region's async methods
     /// use it; its sync methods fail with an [`Error::Backend`] that says to call the async
     /// ones. A backend with both a sync and an async client implements
     /// [`CacheBackend::async_twin`] instead, and serves both.

@@ -13,7 +13,7 @@ pub type CreationJob = Box<dyn FnOnce() + Send + 'static>;
 /// Plug in your own: a tokio `spawn_blocking`, a job queue.
 ///
 /// ```
-/// use dogpile_core::{AsyncCreationRunner, CreationJob};
+/// use dogpile_core::runner::{AsyncCreationRunner, CreationJob};
 ///
 /// struct SpawnThread;
 /// impl AsyncCreationRunner for SpawnThread {

@@ -124,7 +124,7 @@ pub(crate) fn encode<T: Serialize>(payload: &T, metadata: &Metadata, key: &str) 
     Ok(out)
 }
 
-/// What a [`CacheBackend`](crate::CacheBackend) stores under a key.
+/// What a [`CacheBackend`](crate::backend::CacheBackend) stores under a key.
 ///
 /// Byte backends only ever see [`Entry::Bytes`]; backends that keep typed objects
 /// (the memory backend) also receive [`Entry::Object`], which holds an

@@ -143,7 +143,7 @@ impl Options {
                     parse_function(
                         &meta,
                         "function_key_generator",
-                        "fn(&dogpile::FunctionKey) -> String",
+                        "fn(&dogpile::key::FunctionKey) -> String",
                     )?,
                 ),
                 "skip" => skip.set(&path, parse_skip(&meta)?),

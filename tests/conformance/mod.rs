@@ -40,9 +40,8 @@ use std::sync::{Arc, Barrier, LazyLock};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dogpile::{
-    CacheRegion, Clock, CreateOptions, Expiration, ManualClock, RegionConfig, SystemClock,
-};
+use dogpile::clock::{Clock, ManualClock, SystemClock};
+use dogpile::{CacheRegion, CreateOptions, Expiration, RegionConfig};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 

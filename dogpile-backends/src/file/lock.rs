@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use dogpile_core::{CacheMutex, Error, Result};
+use dogpile_core::lock::CacheMutex;
+use dogpile_core::{Error, Result};
 use fs4::FileExt;
 use fs4::TryLockError;
 
@@ -170,7 +171,7 @@ pub(super) fn lock_rw(path: &Path, exclusive: bool) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dogpile_core::acquire_until;
+    use dogpile_core::lock::acquire_until;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Barrier;
     use std::thread;

@@ -103,7 +103,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dogpile_core::{sha1_mangle_key, Arguments, CacheBackend, CacheMutex, Error, Result};
+use dogpile_core::backend::{Arguments, CacheBackend};
+use dogpile_core::key::sha1_mangle_key;
+use dogpile_core::lock::CacheMutex;
+use dogpile_core::{Error, Result};
 use fs4::FileExt;
 
 use self::lock::{lock_rw, KeyFileLock};
@@ -596,7 +599,7 @@ impl fmt::Debug for FileBackend {
     }
 }
 
-/// Registration shim so the factory signature matches [`dogpile_core::BuiltinBackend`].
+/// Registration shim so the factory signature matches [`dogpile_core::__private::BuiltinBackend`].
 pub(crate) fn file(args: &Arguments) -> Result<std::sync::Arc<dyn CacheBackend>> {
     Ok(std::sync::Arc::new(FileBackend::from_arguments(args)?))
 }

@@ -34,7 +34,7 @@ pub fn memcached_key(key: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(format!(
             "{MANGLED_PREFIX}{}",
-            dogpile_core::sha1_mangle_key(key)
+            dogpile_core::key::sha1_mangle_key(key)
         ))
     }
 }
@@ -93,7 +93,7 @@ mod tests {
                 memcached_key(&mangled),
                 format!(
                     "{MANGLED_PREFIX}{}",
-                    dogpile_core::sha1_mangle_key(&mangled)
+                    dogpile_core::key::sha1_mangle_key(&mangled)
                 )
             );
         }

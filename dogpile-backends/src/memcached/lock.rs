@@ -8,7 +8,7 @@
 //!   it still holds that token: it reads the token with its CAS id (`mg <key> v c`), then
 //!   deletes with a compare-and-delete (`md <key> C<cas>`): a lock that expired and was
 //!   taken by another process has another CAS id, so the old holder never removes it;
-//! - a waiting caller (the region's backoff, [`dogpile_core::Backoff`]) pauses at most
+//! - a waiting caller (the region's backoff, [`dogpile_core::lock::Backoff`]) pauses at most
 //!   `lock_sleep` between tries and gives up after `lock_blocking_timeout` counted from
 //!   the start of its call, or sooner when its time budget runs out (the region reports
 //!   [`dogpile_core::Error::LockTimeout`]). dogpile's backoff grows without bound.
@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::{lock_token, CacheMutex, Result};
+use dogpile_core::lock::{lock_token, CacheMutex};
+use dogpile_core::Result;
 
 use super::keys::{display_key, memcached_key};
 use super::protocol::Mode;

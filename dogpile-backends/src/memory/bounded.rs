@@ -24,7 +24,7 @@ use std::collections::{hash_map, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dogpile_core::Entry;
+use dogpile_core::backend::Entry;
 
 /// The most a key's access count goes up to.
 const MAX_FREQ: u8 = 3;

@@ -26,7 +26,7 @@
 //! - `dead_retry` is shared: the server's health is one record for both paths, so a
 //!   server marked down by a sync call fails async calls fast too, and the other way.
 //! - The distributed lock is the blocking side's (`SET NX PX` with a
-//!   [`lock_token`](dogpile_core::lock_token), the same compare-and-delete script), taken
+//!   [`lock_token`](dogpile_core::lock::lock_token), the same compare-and-delete script), taken
 //!   and released with async calls; the region waits between tries on tokio's timer. A
 //!   cancelled holder's lock is released by a task the region spawns.
 //! - TLS (`rediss://`) uses tokio-rustls with the configuration built once from the
@@ -43,7 +43,9 @@
 
 use std::sync::Arc;
 
-use dogpile_core::{async_trait, AsyncCacheBackend, AsyncCacheMutex, Result};
+use dogpile_core::backend::{async_trait, AsyncCacheBackend};
+use dogpile_core::lock::AsyncCacheMutex;
+use dogpile_core::Result;
 use redis::{FromRedisValue, RedisResult, Value};
 
 use super::lock::RedisLock;

@@ -6,7 +6,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use dogpile_core::{lock_token, CacheMutex, Result, DEFAULT_RETRY_PAUSE};
+use dogpile_core::lock::{lock_token, CacheMutex, DEFAULT_RETRY_PAUSE};
+use dogpile_core::Result;
 
 use super::Shared;
 
@@ -127,8 +128,8 @@ impl CacheMutex for RedisLock {
 /// The same lock for async callers: the same commands on the backend's async
 /// connections (see the `async_backend` module).
 #[cfg(feature = "tokio")]
-#[dogpile_core::async_trait]
-impl dogpile_core::AsyncCacheMutex for RedisLock {
+#[dogpile_core::backend::async_trait]
+impl dogpile_core::lock::AsyncCacheMutex for RedisLock {
     async fn try_acquire(&self) -> Result<bool> {
         let Some(settings) = self.shared.lock.as_ref() else {
             return Ok(true);

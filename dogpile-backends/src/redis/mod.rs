@@ -117,7 +117,9 @@ mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::{Arguments, CacheBackend, CacheMutex, Capabilities, Error, Result};
+use dogpile_core::backend::{Arguments, CacheBackend, Capabilities};
+use dogpile_core::lock::CacheMutex;
+use dogpile_core::{Error, Result};
 use redis::cluster::{cluster_pipe, ClusterConnection};
 use redis::{ConnectionLike, FromRedisValue, RedisResult};
 
@@ -357,7 +359,7 @@ impl RedisBackend {
     /// A region uses it for its async methods, however it was configured (by name or with
     /// `RegionConfig::with_backend`).
     #[cfg(feature = "tokio")]
-    pub fn async_backend(&self) -> Option<Arc<dyn dogpile_core::AsyncCacheBackend>> {
+    pub fn async_backend(&self) -> Option<Arc<dyn dogpile_core::backend::AsyncCacheBackend>> {
         async_backend::AsyncRedis::for_shared(&self.shared)
     }
 }
@@ -457,7 +459,7 @@ impl CacheBackend for RedisBackend {
     }
 
     #[cfg(feature = "tokio")]
-    fn async_twin(&self) -> Option<Arc<dyn dogpile_core::AsyncCacheBackend>> {
+    fn async_twin(&self) -> Option<Arc<dyn dogpile_core::backend::AsyncCacheBackend>> {
         RedisBackend::async_backend(self)
     }
 

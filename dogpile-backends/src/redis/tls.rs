@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use dogpile_core::{Arguments, Error, Result};
+use dogpile_core::backend::Arguments;
+use dogpile_core::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;

@@ -11,16 +11,17 @@ use crate::value::Entry;
 /// An async cache backend: implement this for your own async store, and configure a
 /// region with it through
 /// [`RegionConfig::with_async_backend`](crate::RegionConfig::with_async_backend); or return
-/// it from your sync backend's [`async_twin`](crate::CacheBackend::async_twin), so that one
+/// it from your sync backend's [`async_twin`](crate::backend::CacheBackend::async_twin), so that one
 /// region serves sync and async callers.
 ///
-/// The same shape as [`CacheBackend`](crate::CacheBackend), async: three methods over
+/// The same shape as [`CacheBackend`](crate::backend::CacheBackend), async: three methods over
 /// bytes are required, everything else has a default.
 ///
 /// ```
 /// use std::collections::HashMap;
 /// use tokio::sync::Mutex;
-/// use dogpile_core::{async_trait, AsyncCacheBackend, Result};
+/// use dogpile_core::Result;
+/// use dogpile_core::backend::{async_trait, AsyncCacheBackend};
 ///
 /// #[derive(Default)]
 /// struct AsyncDictionary {
@@ -85,7 +86,7 @@ pub trait AsyncCacheBackend: Send + Sync + 'static {
     }
 
     /// What this backend can do, as
-    /// [`CacheBackend::capabilities`](crate::CacheBackend::capabilities). A region reads it
+    /// [`CacheBackend::capabilities`](crate::backend::CacheBackend::capabilities). A region reads it
     /// for a backend given to
     /// [`RegionConfig::with_async_backend`](crate::RegionConfig::with_async_backend);
     /// [`nonblocking`](Capabilities::nonblocking) means nothing here.

@@ -19,7 +19,8 @@ use crate::value::Entry;
 /// ```
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
-/// use dogpile_core::{CacheBackend, Result};
+/// use dogpile_core::Result;
+/// use dogpile_core::backend::CacheBackend;
 ///
 /// #[derive(Default)]
 /// struct DictionaryBackend {
@@ -114,7 +115,8 @@ pub trait CacheBackend: Send + Sync + 'static {
     /// [`get_entry`](Self::get_entry).
     ///
     /// ```
-    /// use dogpile_core::{CacheBackend, Entry, Result};
+    /// use dogpile_core::Result;
+    /// use dogpile_core::backend::{CacheBackend, Entry};
     ///
     /// fn stored_size(backend: &dyn CacheBackend, key: &str) -> Result<Option<usize>> {
     ///     let mut size = None;

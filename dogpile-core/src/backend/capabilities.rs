@@ -1,14 +1,14 @@
 //! [`Capabilities`]: what a backend can do, answered in one place.
 
 /// What a backend can do, and how a region should talk to it: one value, returned by
-/// [`CacheBackend::capabilities`](crate::CacheBackend::capabilities) (and its async twin's),
+/// [`CacheBackend::capabilities`](crate::backend::CacheBackend::capabilities) (and its async twin's),
 /// read once when a region is configured.
 ///
 /// The default (every flag off, no lock prefix) is right for a store of bytes that may
 /// block, such as a network client; a backend says what differs with the setters:
 ///
 /// ```
-/// use dogpile_core::Capabilities;
+/// use dogpile_core::backend::Capabilities;
 ///
 /// // An in-memory store of bytes: never blocks, so async callers call it on the task.
 /// let capabilities = Capabilities::new().nonblocking(true);
@@ -17,10 +17,10 @@
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
-    /// The store takes [`Entry::Object`](crate::Entry::Object) values (typed objects,
+    /// The store takes [`Entry::Object`](crate::backend::Entry::Object) values (typed objects,
     /// never serialized) through the `*_entry` / `*_entries` methods, which it then
     /// overrides; the region never serializes for it. Off: every entry it receives is
-    /// [`Entry::Bytes`](crate::Entry::Bytes).
+    /// [`Entry::Bytes`](crate::backend::Entry::Bytes).
     pub stores_objects: bool,
     /// The store keeps nothing (the null backend): the region takes no dogpile lock and
     /// every caller creates its own value, as with caching switched off.
@@ -28,10 +28,10 @@ pub struct Capabilities {
     /// No call ever blocks (no I/O, no waiting beyond a short in-memory lock): a region's
     /// async methods call the backend directly on the task instead of on tokio's blocking
     /// pool. Used only for a sync backend without an
-    /// [`async_twin`](crate::CacheBackend::async_twin), whose twin is used instead.
+    /// [`async_twin`](crate::backend::CacheBackend::async_twin), whose twin is used instead.
     pub nonblocking: bool,
     /// The prefix of the keys the backend's distributed locks
-    /// ([`get_mutex`](crate::CacheBackend::get_mutex)) live under (dogpile's `_lock`), if
+    /// ([`get_mutex`](crate::backend::CacheBackend::get_mutex)) live under (dogpile's `_lock`), if
     /// it has distributed locks: the region refuses every key that begins with it, so that
     /// no value can read, overwrite or delete a lock.
     pub lock_key_prefix: Option<String>,

@@ -7,7 +7,8 @@
 //!   backend) overrides.
 //! - [`AsyncCacheBackend`] (feature `tokio`) is the same shape, async.
 //! - [`ProxyBackend`] wraps a backend to add behaviour; the wrapped backend keeps its
-//!   capabilities and its async path ([`wrap`]).
+//!   capabilities and its async path
+//!   ([`RegionConfig::wrap`](crate::RegionConfig::wrap)).
 //! - [`register_backend`] names a backend, so that a configuration (a file) selects it.
 //!
 //! # How a region's async methods reach a backend
@@ -38,15 +39,22 @@ mod entries;
 mod proxy;
 mod registry;
 
+pub use crate::value::Entry;
 pub use arguments::Arguments;
 #[cfg(feature = "tokio")]
 pub use async_cache_backend::AsyncCacheBackend;
+/// The attribute that implements [`AsyncCacheBackend`] and
+/// [`AsyncCacheMutex`](crate::lock::AsyncCacheMutex) (re-exported from the `async-trait`
+/// crate).
+#[cfg(feature = "tokio")]
+pub use async_trait::async_trait;
 #[cfg(feature = "tokio")]
 pub(crate) use bridge::{async_path, AsyncOnly};
 pub use cache_backend::CacheBackend;
 pub use capabilities::Capabilities;
-pub use proxy::{wrap, ProxyBackend};
+pub(crate) use proxy::wrap;
+pub use proxy::ProxyBackend;
 pub(crate) use registry::create_backend;
-pub use registry::{
-    register_backend, registered_backends, BackendFactory, BuiltinBackend, BUILTIN_BACKENDS,
-};
+pub use registry::{register_backend, registered_backends, BackendFactory};
+#[doc(hidden)]
+pub use registry::{BuiltinBackend, BUILTIN_BACKENDS};

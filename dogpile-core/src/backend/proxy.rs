@@ -41,7 +41,8 @@ use crate::value::Entry;
 ///
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use dogpile_core::{CacheBackend, Entry, ProxyBackend, Result};
+/// use dogpile_core::Result;
+/// use dogpile_core::backend::{CacheBackend, Entry, ProxyBackend};
 ///
 /// #[derive(Default)]
 /// struct CountGets(AtomicUsize);
@@ -55,7 +56,7 @@ use crate::value::Entry;
 /// ```
 ///
 /// A proxy that overrides an async hook implements the trait with
-/// [`#[async_trait]`](crate::async_trait), as [`get_async`](ProxyBackend::get_async) shows.
+/// [`#[async_trait]`](crate::backend::async_trait), as [`get_async`](ProxyBackend::get_async) shows.
 #[cfg_attr(feature = "tokio", async_trait)]
 pub trait ProxyBackend: Send + Sync + 'static {
     /// A region's sync read; see [`CacheBackend::get_entry`].
@@ -117,9 +118,10 @@ pub trait ProxyBackend: Send + Sync + 'static {
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
-    /// use dogpile_core::{
-    ///     async_trait, AsyncCacheBackend, CacheBackend, Entry, ProxyBackend, Result,
+    /// use dogpile_core::backend::{
+    ///     async_trait, AsyncCacheBackend, CacheBackend, Entry, ProxyBackend,
     /// };
+    /// use dogpile_core::Result;
     ///
     /// #[derive(Default)]
     /// struct CountGets(AtomicUsize);

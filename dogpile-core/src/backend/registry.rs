@@ -37,7 +37,8 @@ fn user_backends() -> &'static RwLock<BTreeMap<String, BackendFactory>> {
 /// `factory`. Registering a name again replaces the earlier factory.
 ///
 /// ```
-/// use dogpile_core::{register_backend, Arguments, CacheBackend, Result};
+/// use dogpile_core::Result;
+/// use dogpile_core::backend::{register_backend, Arguments, CacheBackend};
 ///
 /// struct Nothing;
 /// impl CacheBackend for Nothing {

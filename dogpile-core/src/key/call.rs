@@ -189,7 +189,7 @@ pub struct KeyArgs<'a>(Args<'a>);
 
 enum Args<'a> {
     /// Written straight into the key, separated by spaces and escaped: the layout of
-    /// [`default_function_key`](crate::default_function_key).
+    /// [`default_function_key`](crate::key::default_function_key).
     Joined(&'a mut CallKey),
     /// One buffer per argument, as rendered, for a key generator that receives them apart.
     Separate(&'a mut [String]),
@@ -251,7 +251,7 @@ fn separate(key: &mut CallKey, index: usize) {
 /// would copy its stack buffer) with the region's function key generator (`None`: the default one). With the default
 /// generator (the common case) the key is written in one pass, on the stack when it fits
 /// (see [`CallKey`]), since this runs on every call of a memoized function, hits included;
-/// arguments are escaped as [`default_function_key`](crate::default_function_key) escapes
+/// arguments are escaped as [`default_function_key`](crate::key::default_function_key) escapes
 /// them, which costs a scan of their bytes unless they hold a special character (an
 /// integer is not scanned).
 ///

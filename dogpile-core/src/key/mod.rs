@@ -65,7 +65,7 @@ pub type FunctionKeyGenerator = Arc<dyn Fn(&FunctionKey<'_>) -> String + Send + 
 /// those characters keep dogpile's layout exactly.
 ///
 /// ```
-/// use dogpile_core::{default_function_key, FunctionKey};
+/// use dogpile_core::key::{default_function_key, FunctionKey};
 ///
 /// let args = ["3".to_string(), "4".to_string()];
 /// let key = FunctionKey { module_path: "myapp::tools", function: "one", namespace: Some("foo"), args: &args };
@@ -207,7 +207,7 @@ pub(crate) fn push_prefix(
 ///
 /// ```
 /// assert_eq!(
-///     dogpile_core::sha1_mangle_key("some_key"),
+///     dogpile_core::key::sha1_mangle_key("some_key"),
 ///     "53def077a4264bd3183d4eb21b1f56f883e1b572"
 /// );
 /// ```
@@ -224,7 +224,7 @@ pub fn sha1_mangle_key(key: &str) -> String {
 /// `length_conditional_mangler`.
 ///
 /// ```
-/// use dogpile_core::{length_conditional_mangler, sha1_mangle_key};
+/// use dogpile_core::key::{length_conditional_mangler, sha1_mangle_key};
 ///
 /// let mangle = length_conditional_mangler(10, sha1_mangle_key);
 /// assert_eq!(mangle("short"), "short");

@@ -20,7 +20,8 @@ use crate::error::Result;
 /// ```
 /// use std::sync::atomic::{AtomicBool, Ordering};
 /// use std::sync::Arc;
-/// use dogpile_core::{CacheMutex, Result};
+/// use dogpile_core::Result;
+/// use dogpile_core::lock::CacheMutex;
 ///
 /// /// A "distributed" lock that is one flag shared by its handles.
 /// struct FlagLock { flag: Arc<AtomicBool>, mine: AtomicBool }

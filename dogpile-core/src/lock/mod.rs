@@ -1,5 +1,6 @@
-//! The dogpile lock: this process's lock per key ([`local`]), the lock a backend may share
-//! with other processes ([`distributed`]), and a held lock of both ([`handle`]).
+//! The dogpile lock: this process's lock per key (`local.rs`), the lock a backend may share
+//! with other processes (`distributed.rs`: [`CacheMutex`] and its async twin), and a held
+//! lock of both (`handle.rs`).
 //!
 //! Lock authors implement [`CacheMutex`] (or its async twin) for their backend; the region
 //! does the waiting, within each call's time budget.

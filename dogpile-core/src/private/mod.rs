@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 
+pub use crate::backend::{BuiltinBackend, BUILTIN_BACKENDS};
 pub use crate::key::call::{function_key, CallKey, KeyArg, KeyArgs, PlainKeyArg};
 use crate::region::{CacheRegion, Expiration};
 pub use crate::stats::StatsRecorder;
@@ -22,7 +23,7 @@ pub use stored::{get_or_create_fail_open, Stored, Unstorable};
 pub use stored::{get_or_create_fail_open_async, get_with_async};
 
 /// Builds the key of one call into `key` with `region`'s function key generator: see
-/// [`call_key`](crate::key::call::call_key).
+/// `key::call::call_key`.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub fn region_function_key<R>(

@@ -101,9 +101,9 @@ impl<V: Cacheable> Stored<V> {
     }
 }
 
-/// What [`ProbeUnstorable`] gives for a value type that is not [`Cacheable`]: the methods
+/// What [`ProbeUnstorable`](crate::__private::ProbeUnstorable) gives for a value type that is not [`Cacheable`]: the methods
 /// of [`Stored`] without its bound, so that the calls type-check and only
-/// [`assert_stored`] reports the problem. Never runs: a program that picks it does not
+/// [`assert_stored`](crate::__private::assert_stored) reports the problem. Never runs: a program that picks it does not
 /// compile.
 pub struct Unstorable<V>(pub(crate) std::marker::PhantomData<fn() -> V>);
 
@@ -328,6 +328,9 @@ where
     T: Cacheable,
     F: FnOnce() -> std::result::Result<T, E>,
 {
+    if let Some(value) = ops::fresh_hit(&region.inner, key, options.expiration) {
+        return Ok(value);
+    }
     block_on(ops::get_or_create_fail_open::<BlockingIo, T, E, _, _>(
         &region.inner,
         key,
@@ -353,6 +356,9 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = std::result::Result<T, E>>,
 {
+    if let Some(value) = ops::fresh_hit(&region.inner, key, options.expiration) {
+        return Ok(value);
+    }
     ops::get_or_create_fail_open::<crate::region::io::AsyncIo, T, E, F, Fut>(
         &region.inner,
         key,

@@ -102,7 +102,7 @@ impl CacheRegion {
     ///
     /// # Time budget
     /// All of a call's waiting (for this process's lock, for the backend's distributed
-    /// lock) ends by one deadline, the region's [`time_budget`](RegionBuilder::time_budget)
+    /// lock) ends by one deadline, the region's [`time_budget`](crate::RegionBuilder::time_budget)
     /// (30 s unless set), or [`CreateOptions::time_budget`]: a caller queued behind others
     /// never pays their waits in turn. When it runs out the call fails with
     /// [`Error::LockTimeout`]; failing open, it computes the value without the lock.
@@ -147,6 +147,9 @@ impl CacheRegion {
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {
+        if let Some(value) = ops::fresh_hit(&self.inner, key, options.expiration) {
+            return Ok(value);
+        }
         block_on(ops::try_get_or_create::<BlockingIo, T, E, _, _>(
             &self.inner,
             key,
@@ -156,7 +159,7 @@ impl CacheRegion {
     }
 
     /// As [`get_or_create`](Self::get_or_create), but when the region has an
-    /// [`async_creation_runner`](RegionBuilder::async_creation_runner) and the value is
+    /// [`async_creation_runner`](crate::RegionBuilder::async_creation_runner) and the value is
     /// stale, the caller that wins the lock also returns the stale value at once and the
     /// runner regenerates, stores and releases the lock. A missing value is always created
     /// by the caller.

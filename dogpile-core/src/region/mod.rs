@@ -36,7 +36,8 @@ use state::{Configured, RegionState};
 ///
 /// ```
 /// use std::time::Duration;
-/// use dogpile_core::{CacheRegion, RegionConfig, CacheBackend, Result};
+/// use dogpile_core::{CacheRegion, RegionConfig, Result};
+/// use dogpile_core::backend::CacheBackend;
 /// # use std::{collections::HashMap, sync::Mutex};
 /// # #[derive(Default)] struct Dict(Mutex<HashMap<String, Vec<u8>>>);
 /// # impl CacheBackend for Dict {
@@ -172,7 +173,8 @@ impl CacheRegion {
     /// thread, so hits on many threads never contend on one counter.
     ///
     /// ```
-    /// use dogpile_core::{CacheRegion, RegionConfig, CacheBackend, Result};
+    /// use dogpile_core::{CacheRegion, RegionConfig, Result};
+    /// use dogpile_core::backend::CacheBackend;
     /// # use std::{collections::HashMap, sync::Mutex};
     /// # #[derive(Default)] struct Dict(Mutex<HashMap<String, Vec<u8>>>);
     /// # impl CacheBackend for Dict {
@@ -244,6 +246,8 @@ impl CacheRegion {
             lock_key_prefix: capabilities.lock_key_prefix,
             #[cfg(feature = "tokio")]
             nonblocking: capabilities.nonblocking && backend.async_twin().is_none(),
+            #[cfg(not(feature = "tokio"))]
+            nonblocking: capabilities.nonblocking,
             #[cfg(feature = "tokio")]
             async_backend: crate::backend::async_path(&backend),
             backend,

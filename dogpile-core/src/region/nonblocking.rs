@@ -68,7 +68,8 @@ impl CacheRegion {
     /// executor thread. Sync and async callers of one region share its per-key locks.
     ///
     /// ```
-    /// # use dogpile_core::{CacheRegion, RegionConfig, CacheBackend, Result};
+    /// # use dogpile_core::{CacheRegion, RegionConfig, Result};
+    /// # use dogpile_core::backend::CacheBackend;
     /// # use std::{collections::HashMap, sync::Mutex};
     /// # #[derive(Default)] struct Dict(Mutex<HashMap<String, Vec<u8>>>);
     /// # impl CacheBackend for Dict {
@@ -141,6 +142,9 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if let Some(value) = ops::fresh_hit(&self.inner, key, options.expiration) {
+            return Ok(value);
+        }
         ops::try_get_or_create::<AsyncIo, T, E, F, Fut>(&self.inner, key, &options, creator).await
     }
 

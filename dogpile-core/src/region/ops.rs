@@ -9,6 +9,7 @@ use crate::clock::Clock;
 use crate::engine::driver::{self, CreateError, Io};
 use crate::engine::machine::{Lookup, Machine, Signals, Step};
 use crate::error::{Error, Result};
+use crate::region::io::BlockingIo;
 use crate::region::options::{CreateOptions, Expiration};
 use crate::region::state::{entry_for, Configured, RegionState};
 use crate::stats::StatsRecorder;
@@ -117,6 +118,30 @@ pub(crate) async fn delete_multi<IO: Io, K: AsRef<str>>(
     let mangled = region.backend_keys(&cfg, keys)?;
     let refs: Vec<&str> = mangled.iter().map(|k| &**k).collect();
     region.counted(IO::delete_multi(&cfg, &refs).await)
+}
+
+/// A fresh hit on a backend that never blocks (memory), served at once: the common case of
+/// `get_or_create`, on either face, with no future built. `None`: anything else (a miss, a
+/// stale value, an error, a backend that may block), which the whole operation handles.
+#[inline]
+pub(crate) fn fresh_hit<T: Cacheable>(
+    region: &RegionState,
+    key: &str,
+    expiration: Option<Expiration>,
+) -> Option<T> {
+    let cfg = region.configured().ok()?;
+    if !cfg.nonblocking {
+        return None;
+    }
+    let key = region.backend_key(&cfg, key).ok()?;
+    let value = BlockingIo::read_now(region, &cfg, &key).ok()??;
+    match region.freshness(&cfg, expiration).judge(Some(value)) {
+        Lookup::Fresh(value) => {
+            region.stats.hit();
+            Some(value.payload)
+        }
+        Lookup::Stale(_) | Lookup::Missing => None,
+    }
 }
 
 /// No background rule: the caller always creates.

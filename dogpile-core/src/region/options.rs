@@ -18,7 +18,7 @@ impl From<Duration> for Expiration {
     }
 }
 
-/// Per-call options of [`CacheRegion::get_or_create_with`] and friends.
+/// Per-call options of [`CacheRegion::get_or_create_with`](crate::CacheRegion::get_or_create_with) and friends.
 ///
 /// ```
 /// use dogpile_core::{CreateOptions, Expiration};

@@ -57,8 +57,8 @@ pub(crate) struct Configured {
     pub(crate) stores_nothing: bool,
     /// Keys that begin with this are the backend's locks.
     pub(crate) lock_key_prefix: Option<String>,
-    /// The backend never blocks and has no async twin: async callers call it directly.
-    #[cfg(feature = "tokio")]
+    /// The backend never blocks (and has no async twin): async callers call it directly,
+    /// and a fresh hit is served without building a future.
     pub(crate) nonblocking: bool,
 }
 
