@@ -62,14 +62,27 @@ impl Mode {
         }
     }
 
-    /// A creator returning `value` (an expression that may `.await`): a closure, or for an
-    /// async function a closure returning an `async move` block.
+    /// A creator returning `value` (an expression that may `.await`): a closure returning
+    /// a future, an `async move` block for an async function, the value made ready for a
+    /// blocking one.
     fn creator(self, value: &TokenStream) -> TokenStream {
         if self.asynchronous {
             quote!(move || async move { #value })
         } else {
-            quote!(move || #value)
+            quote!(move || ::core::future::ready(#value))
         }
+    }
+
+    /// A value operation `name` of the function, called on `stored` with `args`: one method
+    /// for both faces, told which by its first argument, then blocked on or awaited.
+    fn value_op(self, stored: &TokenStream, name: &str, args: TokenStream) -> TokenStream {
+        let name = quote::format_ident!("{name}");
+        let (face, finish) = if self.asynchronous {
+            (quote!(::dogpile::__private::AsyncIo), quote!(.wait().await))
+        } else {
+            (quote!(::dogpile::__private::BlockingIo), quote!(.block()))
+        };
+        quote!(#stored.#name(#face, #args) #finish)
     }
 }
 
@@ -161,18 +174,14 @@ fn single(model: &Model, names: &Names) -> Form {
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
     let call = quote!(#call #wait);
     let output = &shape.output;
-    let get_or_create = mode.op("get_or_create");
     // The region's `get_or_create`, with a creator returning `value`.
     let get_or_create = |value: TokenStream| {
         let creator = mode.creator(&value);
-        quote! {
-            #stored.#get_or_create(
-                __dogpile_region,
-                &__dogpile_key,
-                __dogpile_options,
-                #creator,
-            ) #wait
-        }
+        mode.value_op(
+            &stored,
+            "get_or_create",
+            quote!(__dogpile_region, &__dogpile_key, __dogpile_options, #creator),
+        )
     };
     let cached_body = match part_trait(model) {
         Some(Conversions { into, from }) => {
@@ -198,29 +207,32 @@ fn single(model: &Model, names: &Names) -> Form {
         },
         _ => TokenStream::new(),
     };
-    let get_op = mode.op("get");
-    let get = match &model.options.expiration_time {
-        None => quote! {
-            #stored.#get_op(__dogpile_region, &__dogpile_key, ::core::option::Option::None) #wait
-        },
+    let expiration = match &model.options.expiration_time {
+        None => quote!(::core::option::Option::None),
         Some(expiration) => {
             let expiration = expiration_value(model, expiration);
-            quote! {
-                #stored.#get_op(
-                    __dogpile_region,
-                    &__dogpile_key,
-                    ::core::option::Option::Some(#expiration),
-                ) #wait
-            }
+            quote!(::core::option::Option::Some(#expiration))
         }
     };
-    let set_op = mode.op("set");
+    let get = mode.value_op(
+        &stored,
+        "get",
+        quote!(__dogpile_region, &__dogpile_key, #expiration),
+    );
+    let set = |value: TokenStream| {
+        mode.value_op(
+            &stored,
+            "set",
+            quote!(__dogpile_region, &__dogpile_key, #value),
+        )
+    };
+    let set_value = set(quote!(&__dogpile_value));
     let delete_op = mode.op("delete");
     let refresh_body = match part_trait(model) {
         Some(Conversions { into, from }) => quote! {
             match #into(#call) {
                 ::core::result::Result::Ok(__dogpile_value) => {
-                    #stored.#set_op(__dogpile_region, &__dogpile_key, &__dogpile_value) #wait ?;
+                    #set_value?;
                     ::core::result::Result::Ok(#from(
                         ::core::result::Result::Ok(__dogpile_value),
                     ))
@@ -232,7 +244,7 @@ fn single(model: &Model, names: &Names) -> Form {
         },
         None => quote! {
             let __dogpile_value = #call;
-            #stored.#set_op(__dogpile_region, &__dogpile_key, &__dogpile_value) #wait ?;
+            #set_value?;
             ::core::result::Result::Ok(__dogpile_value)
         },
     };
@@ -275,9 +287,7 @@ fn single(model: &Model, names: &Names) -> Form {
                 doc: format!(
                     "Caches `{value_arg}` as the value of `{fn_name}` for these arguments."
                 ),
-                body: quote! {
-                    #stored.#set_op(__dogpile_region, &__dogpile_key, #value_arg) #wait
-                },
+                body: set(quote!(#value_arg)),
             },
             get: Operation {
                 doc: format!(
@@ -369,27 +379,28 @@ fn multi(model: &Model, names: &Names) -> Option<Form> {
             quote!(|__dogpile_missing| { #bindings async move { #value } })
         } else {
             let value = wrap(call_body_again(model, names, keys_arg.index, &missing));
-            quote!(|__dogpile_missing| { #value })
+            quote!(|__dogpile_missing| ::core::future::ready({ #value }))
         }
     };
     let call = call_body(model, names, |arg| arg.ident.to_token_stream());
     let call = quote!(#call #wait);
-    let get_or_create_multi = mode.op("get_or_create_multi");
-    let refresh_multi = mode.op("refresh_multi");
     // The region's `get_or_create_multi`, with the body as `body` makes it.
     let get_or_create = |wrap: &dyn Fn(TokenStream) -> TokenStream| {
         let body = body(wrap);
-        quote! {
-            #stored.#get_or_create_multi(
-                __dogpile_region,
-                #label,
-                &__dogpile_keys,
-                #elements,
-                __dogpile_options,
-                #body,
-            ) #wait
-        }
+        mode.value_op(
+            &stored,
+            "get_or_create_multi",
+            quote!(__dogpile_region, #label, &__dogpile_keys, #elements, __dogpile_options, #body),
+        )
     };
+    let refresh = |values: TokenStream| {
+        mode.value_op(
+            &stored,
+            "refresh_multi",
+            quote!(__dogpile_region, #label, &__dogpile_keys, #values),
+        )
+    };
+    let refresh_values = refresh(quote!(__dogpile_values));
     let (cached_body, refresh_body) = match part_trait(model) {
         Some(Conversions { into, from }) => (
             {
@@ -399,14 +410,7 @@ fn multi(model: &Model, names: &Names) -> Option<Form> {
             quote! {
                 match #into(#call) {
                     ::core::result::Result::Ok(__dogpile_values) => ::core::result::Result::Ok(
-                        #from(::core::result::Result::Ok(
-                            #stored.#refresh_multi(
-                                __dogpile_region,
-                                #label,
-                                &__dogpile_keys,
-                                __dogpile_values,
-                            ) #wait ?,
-                        )),
+                        #from(::core::result::Result::Ok(#refresh_values?)),
                     ),
                     ::core::result::Result::Err(__dogpile_error) => ::core::result::Result::Ok(
                         #from(::core::result::Result::Err(__dogpile_error)),
@@ -421,14 +425,10 @@ fn multi(model: &Model, names: &Names) -> Option<Form> {
                 );
                 quote!(::dogpile::__private::unwrap_infallible(#got))
             },
-            quote! {
-                #stored.#refresh_multi(__dogpile_region, #label, &__dogpile_keys, #call) #wait
-            },
+            refresh(call.clone()),
         ),
     };
     let delete_multi = mode.op("delete_multi");
-    let set_multi = mode.op("set_multi");
-    let get_multi = mode.op("get_multi");
     let values_arg = &names.value;
 
     Some(Form {
@@ -463,9 +463,11 @@ fn multi(model: &Model, names: &Names) -> Option<Form> {
                     "Caches `{values_arg}[i]` as the value of `{fn_name}` for `{keys_ident}[i]`; \
                      the counts must match."
                 ),
-                body: quote! {
-                    #stored.#set_multi(__dogpile_region, #label, &__dogpile_keys, #values_arg) #wait
-                },
+                body: mode.value_op(
+                    &stored,
+                    "set_multi",
+                    quote!(__dogpile_region, #label, &__dogpile_keys, #values_arg),
+                ),
             },
             get: Operation {
                 doc: format!(
@@ -473,7 +475,11 @@ fn multi(model: &Model, names: &Names) -> Option<Form> {
                      order (`None` where none is cached; judged by the region's expiration \
                      time); never runs the body."
                 ),
-                body: quote!(#stored.#get_multi(__dogpile_region, &__dogpile_keys) #wait),
+                body: mode.value_op(
+                    &stored,
+                    "get_multi",
+                    quote!(__dogpile_region, &__dogpile_keys),
+                ),
             },
         },
     })

@@ -33,7 +33,7 @@ use crate::value::{Cacheable, CachedValue, Entry};
 /// How a driver does what the engine asks: the only part of the blocking and the async
 /// paths that differs. Every method is an associated function: a face is a type, and the
 /// region and its configuration are passed in.
-pub(crate) trait Io {
+pub(crate) trait Io: 'static {
     /// The configuration in force, as this face holds it during a call.
     type Cfg: Deref<Target = Configured>;
     /// A held dogpile lock.

@@ -16,11 +16,11 @@ mod multi;
 mod probe;
 mod stored;
 
-pub use multi::{get_or_create_multi, refresh_multi, set_multi};
-pub use probe::*;
-pub use stored::{get_or_create_fail_open, Stored, Unstorable};
 #[cfg(feature = "tokio")]
-pub use stored::{get_or_create_fail_open_async, get_with_async};
+pub use crate::region::io::AsyncIo;
+pub use crate::region::io::BlockingIo;
+pub use probe::*;
+pub use stored::{get_or_create_fail_open, Flow, Stored, Unstorable};
 
 /// Builds the key of one call into `key` with `region`'s function key generator: see
 /// `key::call::call_key`.

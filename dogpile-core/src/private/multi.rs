@@ -1,65 +1,19 @@
 //! The cached path of `#[cache_multi_on_arguments]` functions: one generic body for both
-//! faces, and the `set_`/`refresh_` siblings.
+//! faces, and the pairing of keys and values for `set_<fn>`.
 
 use std::collections::HashMap;
-use std::future::{ready, Future};
+use std::future::Future;
 
-use crate::engine::block_on::block_on;
 use crate::engine::driver::Io;
 use crate::error::{Error, Result};
-use crate::region::io::BlockingIo;
 use crate::region::ops;
 use crate::region::{CacheRegion, CreateOptions};
 use crate::value::Cacheable;
-
-/// The cached path of a `#[cache_multi_on_arguments]` function, failing open.
-///
-/// `keys[i]` is the cache key of `elements[i]`. `body` is the function's own body: it gets
-/// the elements that need a value, in the caller's order and without repeats, and returns
-/// their values in the same order. The region's engine fails open (backend errors are
-/// misses and warnings); only an unconfigured region is left to fall back on, and then the
-/// body computes every element, once.
-pub fn get_or_create_multi<K, T, E, F>(
-    region: &CacheRegion,
-    function: &str,
-    keys: &[String],
-    elements: &[K],
-    options: CreateOptions<'_, T>,
-    mut body: F,
-) -> std::result::Result<Vec<T>, E>
-where
-    K: Clone,
-    T: Cacheable,
-    F: FnMut(Vec<K>) -> std::result::Result<Vec<T>, E>,
-{
-    block_on(multi::<BlockingIo, K, T, E, _, _>(
-        region,
-        function,
-        keys,
-        elements,
-        options,
-        |elements| ready(body(elements)),
-    ))
-}
 
 /// The cache could not serve a multi call at all: logged (rate-limited).
 fn warn_unavailable(region: &CacheRegion, function: &str, error: &Error) {
     crate::warnings::warn_limited!(region.inner.warnings, crate::warnings::WarningKind::CacheUnavailable,
         region = %region.name(), function, %error, "cache unavailable; computing the values uncached");
-}
-
-/// Stores `values[i]` under `keys[i]`: `set_<fn>` of a `#[cache_multi_on_arguments]`
-/// function.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] when the counts differ; the region's errors.
-pub fn set_multi<T: Cacheable>(
-    region: &CacheRegion,
-    function: &str,
-    keys: &[String],
-    values: &[T],
-) -> Result<()> {
-    region.set_multi(&paired(region, function, keys, values)?)
 }
 
 /// `keys[i]` with `values[i]`, for a multi function's `set_<fn>`.
@@ -90,21 +44,6 @@ pub(crate) fn paired<'k, T: Clone>(
         .collect())
 }
 
-/// Stores freshly computed values and returns them: `refresh_<fn>` of a
-/// `#[cache_multi_on_arguments]` function.
-///
-/// # Errors
-/// As [`set_multi`].
-pub fn refresh_multi<T: Cacheable>(
-    region: &CacheRegion,
-    function: &str,
-    keys: &[String],
-    values: Vec<T>,
-) -> Result<Vec<T>> {
-    set_multi(region, function, keys, &values)?;
-    Ok(values)
-}
-
 /// The first element of each key: repeated elements share one value, as in dogpile.
 fn first_elements(keys: &[String]) -> HashMap<&str, usize> {
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
@@ -121,6 +60,13 @@ fn first_elements(keys: &[String]) -> HashMap<&str, usize> {
 ///
 /// # Errors
 /// The body's errors only.
+/// The cached path of a `#[cache_multi_on_arguments]` function, failing open.
+///
+/// `keys[i]` is the cache key of `elements[i]`. `body` is the function's own body: it gets
+/// the elements that need a value, in the caller's order and without repeats, and returns
+/// their values in the same order. The region's engine fails open (backend errors are
+/// misses and warnings); only an unconfigured region is left to fall back on, and then the
+/// body computes every element, once.
 pub(crate) async fn multi<IO, K, T, E, F, Fut>(
     region: &CacheRegion,
     function: &str,

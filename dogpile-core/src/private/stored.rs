@@ -1,320 +1,255 @@
 //! The value operations of a cached function, on the type its probe chose: [`Stored`] for a
 //! value type that can be cached, [`Unstorable`] (never run) for one that cannot.
+//!
+//! Each operation is one method for both faces: its first argument says which
+//! ([`BlockingIo`] or [`AsyncIo`](crate::region::io::AsyncIo)), and it returns a [`Flow`],
+//! which the blocking face blocks on and the async face awaits.
+#![allow(private_bounds, clippy::type_complexity)]
 
-use std::future::ready;
-#[cfg(feature = "tokio")]
-use std::future::Future;
+use std::future::{ready, Future, Ready};
 
-use crate::__private::multi::{get_or_create_multi, refresh_multi, set_multi};
-#[cfg(feature = "tokio")]
 use crate::__private::multi::{multi, paired};
 use crate::engine::block_on::block_on;
+use crate::engine::driver::Io;
 use crate::error::Result;
 use crate::region::io::BlockingIo;
 use crate::region::ops;
 use crate::region::{CacheRegion, CreateOptions, Expiration};
 use crate::value::Cacheable;
 
+/// What an operation comes to: its answer at once (a fresh hit on a store that never
+/// blocks: no future is built), or the future of the whole operation.
+pub enum Flow<R, Fut> {
+    /// Answered.
+    Done(R),
+    /// Still to run.
+    Pending(Fut),
+}
+
+impl<R, Fut: Future<Output = R>> Flow<R, Fut> {
+    /// The answer, on the blocking face: the future is run on this thread.
+    #[inline]
+    pub fn block(self) -> R {
+        match self {
+            Flow::Done(answer) => answer,
+            Flow::Pending(future) => block_on(future),
+        }
+    }
+
+    /// The answer, on the async face.
+    pub async fn wait(self) -> R {
+        match self {
+            Flow::Done(answer) => answer,
+            Flow::Pending(future) => future.await,
+        }
+    }
+}
+
 /// The value operations of a cached function whose value type is [`Cacheable`]: the
-/// region's, called directly.
+/// region's operations, failing open where the function's own call is concerned.
 pub struct Stored<V>(pub(crate) std::marker::PhantomData<fn() -> V>);
 
 impl<V: Cacheable> Stored<V> {
-    /// [`get_or_create_fail_open`].
+    /// The cached call: a fresh hit at once, else the region's `get_or_create`, failing
+    /// open (an unconfigured region or a failing backend is logged and the creator's value
+    /// returned).
     #[inline]
-    pub fn get_or_create<E, F>(
+    pub fn get_or_create<'a, IO: Io, E: 'a, F, Fut>(
         self,
-        region: &CacheRegion,
-        key: &str,
-        options: CreateOptions<'_, V>,
+        _: IO,
+        region: &'a CacheRegion,
+        key: &'a str,
+        options: CreateOptions<'a, V>,
         creator: F,
-    ) -> std::result::Result<V, E>
+    ) -> Flow<std::result::Result<V, E>, impl Future<Output = std::result::Result<V, E>> + 'a>
     where
-        F: FnOnce() -> std::result::Result<V, E>,
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = std::result::Result<V, E>> + 'a,
     {
-        get_or_create_fail_open(region, key, options, creator)
+        if let Some(value) = ops::fresh_hit(&region.inner, key, options.expiration) {
+            return Flow::Done(Ok(value));
+        }
+        Flow::Pending(async move {
+            ops::get_or_create_fail_open::<IO, V, E, F, Fut>(&region.inner, key, &options, creator)
+                .await
+        })
     }
 
-    /// [`CacheRegion::get_with`], never ignoring the expiration.
-    #[inline]
-    pub fn get(
+    /// `get_<fn>`: the fresh value, judged by the function's expiration time.
+    pub fn get<'a, IO: Io>(
         self,
-        region: &CacheRegion,
-        key: &str,
+        _: IO,
+        region: &'a CacheRegion,
+        key: &'a str,
         expiration: Option<Expiration>,
-    ) -> Result<Option<V>> {
-        region.get_with(key, expiration, false)
+    ) -> Flow<Result<Option<V>>, impl Future<Output = Result<Option<V>>> + 'a> {
+        Flow::Pending(async move {
+            let value = ops::get::<IO, V>(&region.inner, key, expiration, false).await?;
+            Ok(value.map(|value| value.payload))
+        })
     }
 
-    /// [`CacheRegion::set`].
-    #[inline]
-    pub fn set(self, region: &CacheRegion, key: &str, value: &V) -> Result<()> {
-        region.set(key, value)
-    }
-
-    /// [`get_or_create_multi`].
-    #[inline]
-    pub fn get_or_create_multi<K, E, F>(
+    /// `set_<fn>` (and `refresh_<fn>`'s store).
+    pub fn set<'a, IO: Io>(
         self,
-        region: &CacheRegion,
-        function: &str,
-        keys: &[String],
-        elements: &[K],
-        options: CreateOptions<'_, V>,
+        _: IO,
+        region: &'a CacheRegion,
+        key: &'a str,
+        value: &'a V,
+    ) -> Flow<Result<()>, impl Future<Output = Result<()>> + 'a> {
+        Flow::Pending(ops::set::<IO, V>(&region.inner, key, value))
+    }
+
+    /// The cached call of a multi function (see [`multi`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn get_or_create_multi<'a, IO: Io, K, E: 'a, F, Fut>(
+        self,
+        _: IO,
+        region: &'a CacheRegion,
+        function: &'a str,
+        keys: &'a [String],
+        elements: &'a [K],
+        options: CreateOptions<'a, V>,
         body: F,
-    ) -> std::result::Result<Vec<V>, E>
+    ) -> Flow<
+        std::result::Result<Vec<V>, E>,
+        impl Future<Output = std::result::Result<Vec<V>, E>> + 'a,
+    >
     where
         K: Clone,
-        F: FnMut(Vec<K>) -> std::result::Result<Vec<V>, E>,
+        F: FnMut(Vec<K>) -> Fut + 'a,
+        Fut: Future<Output = std::result::Result<Vec<V>, E>> + 'a,
     {
-        get_or_create_multi(region, function, keys, elements, options, body)
+        Flow::Pending(multi::<IO, K, V, E, F, Fut>(
+            region, function, keys, elements, options, body,
+        ))
     }
 
-    /// [`CacheRegion::get_multi`].
-    #[inline]
-    pub fn get_multi(self, region: &CacheRegion, keys: &[String]) -> Result<Vec<Option<V>>> {
-        region.get_multi(keys)
-    }
-
-    /// [`set_multi`].
-    #[inline]
-    pub fn set_multi(
+    /// `get_<fn>` of a multi function.
+    pub fn get_multi<'a, IO: Io>(
         self,
-        region: &CacheRegion,
-        function: &str,
-        keys: &[String],
-        values: &[V],
-    ) -> Result<()> {
-        set_multi(region, function, keys, values)
+        _: IO,
+        region: &'a CacheRegion,
+        keys: &'a [String],
+    ) -> Flow<Result<Vec<Option<V>>>, impl Future<Output = Result<Vec<Option<V>>>> + 'a> {
+        Flow::Pending(ops::get_multi::<IO, V, String>(&region.inner, keys))
     }
 
-    /// [`refresh_multi`].
-    #[inline]
-    pub fn refresh_multi(
+    /// `set_<fn>` of a multi function: `values[i]` under `keys[i]`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when the counts differ;
+    /// the region's errors.
+    pub fn set_multi<'a, IO: Io>(
         self,
-        region: &CacheRegion,
-        function: &str,
-        keys: &[String],
+        _: IO,
+        region: &'a CacheRegion,
+        function: &'a str,
+        keys: &'a [String],
+        values: &'a [V],
+    ) -> Flow<Result<()>, impl Future<Output = Result<()>> + 'a> {
+        Flow::Pending(async move {
+            let items = paired(region, function, keys, values)?;
+            ops::set_multi::<IO, V, &str>(&region.inner, &items).await
+        })
+    }
+
+    /// `refresh_<fn>` of a multi function: stores freshly computed values, returns them.
+    pub fn refresh_multi<'a, IO: Io>(
+        self,
+        face: IO,
+        region: &'a CacheRegion,
+        function: &'a str,
+        keys: &'a [String],
         values: Vec<V>,
-    ) -> Result<Vec<V>> {
-        refresh_multi(region, function, keys, values)
+    ) -> Flow<Result<Vec<V>>, impl Future<Output = Result<Vec<V>>> + 'a> {
+        Flow::Pending(async move {
+            self.set_multi(face, region, function, keys, &values)
+                .wait()
+                .await?;
+            Ok(values)
+        })
     }
 }
 
-/// What [`ProbeUnstorable`](crate::__private::ProbeUnstorable) gives for a value type that is not [`Cacheable`]: the methods
-/// of [`Stored`] without its bound, so that the calls type-check and only
-/// [`assert_stored`](crate::__private::assert_stored) reports the problem. Never runs: a program that picks it does not
-/// compile.
+/// What [`ProbeUnstorable`](crate::__private::ProbeUnstorable) gives for a value type that
+/// is not [`Cacheable`]: the methods of [`Stored`] without its bound, so that the calls
+/// type-check and only [`assert_stored`](crate::__private::assert_stored) reports the
+/// problem. Never runs: a program that picks it does not compile.
 pub struct Unstorable<V>(pub(crate) std::marker::PhantomData<fn() -> V>);
 
+/// An answer [`Unstorable`] never gives.
+type Never<R> = Flow<R, Ready<R>>;
+
 #[allow(missing_docs, clippy::missing_panics_doc, clippy::unused_self)]
+#[allow(clippy::too_many_arguments)]
 impl<V> Unstorable<V> {
-    pub fn get_or_create<E, F>(
+    pub fn get_or_create<IO, E, F>(
         self,
+        _: IO,
         _: &CacheRegion,
         _: &str,
         _: CreateOptions<'_, V>,
         _: F,
-    ) -> std::result::Result<V, E> {
+    ) -> Never<std::result::Result<V, E>> {
         unreachable!("assert_stored refuses this value type")
     }
-    pub fn get(self, _: &CacheRegion, _: &str, _: Option<Expiration>) -> Result<Option<V>> {
-        unreachable!("assert_stored refuses this value type")
-    }
-    pub fn set(self, _: &CacheRegion, _: &str, _: &V) -> Result<()> {
-        unreachable!("assert_stored refuses this value type")
-    }
-    pub fn get_or_create_multi<K, E, F>(
+    pub fn get<IO>(
         self,
-        _: &CacheRegion,
-        _: &str,
-        _: &[String],
-        _: &[K],
-        _: CreateOptions<'_, V>,
-        _: F,
-    ) -> std::result::Result<Vec<V>, E> {
-        unreachable!("assert_stored refuses this value type")
-    }
-    pub fn get_multi(self, _: &CacheRegion, _: &[String]) -> Result<Vec<Option<V>>> {
-        unreachable!("assert_stored refuses this value type")
-    }
-    pub fn set_multi(self, _: &CacheRegion, _: &str, _: &[String], _: &[V]) -> Result<()> {
-        unreachable!("assert_stored refuses this value type")
-    }
-    pub fn refresh_multi(
-        self,
-        _: &CacheRegion,
-        _: &str,
-        _: &[String],
-        _: Vec<V>,
-    ) -> Result<Vec<V>> {
-        unreachable!("assert_stored refuses this value type")
-    }
-}
-
-/// The async value operations of [`Stored`], for a cached `async fn`.
-#[cfg(feature = "tokio")]
-impl<V: Cacheable> Stored<V> {
-    /// [`get_or_create_fail_open_async`].
-    #[inline]
-    pub async fn get_or_create_async<E, F, Fut>(
-        self,
-        region: &CacheRegion,
-        key: &str,
-        options: CreateOptions<'_, V>,
-        creator: F,
-    ) -> std::result::Result<V, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<V, E>>,
-    {
-        get_or_create_fail_open_async(region, key, options, creator).await
-    }
-
-    /// [`get_with_async`].
-    #[inline]
-    pub async fn get_async(
-        self,
-        region: &CacheRegion,
-        key: &str,
-        expiration: Option<Expiration>,
-    ) -> Result<Option<V>> {
-        get_with_async(region, key, expiration).await
-    }
-
-    /// [`CacheRegion::set_async`].
-    #[inline]
-    pub async fn set_async(self, region: &CacheRegion, key: &str, value: &V) -> Result<()> {
-        region.set_async(key, value).await
-    }
-
-    /// [`get_or_create_multi`], for async callers.
-    #[inline]
-    pub async fn get_or_create_multi_async<K, E, F, Fut>(
-        self,
-        region: &CacheRegion,
-        function: &str,
-        keys: &[String],
-        elements: &[K],
-        options: CreateOptions<'_, V>,
-        body: F,
-    ) -> std::result::Result<Vec<V>, E>
-    where
-        K: Clone,
-        F: FnMut(Vec<K>) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<Vec<V>, E>>,
-    {
-        multi::<crate::region::io::AsyncIo, K, V, E, F, Fut>(
-            region, function, keys, elements, options, body,
-        )
-        .await
-    }
-
-    /// [`CacheRegion::get_multi_async`].
-    #[inline]
-    pub async fn get_multi_async(
-        self,
-        region: &CacheRegion,
-        keys: &[String],
-    ) -> Result<Vec<Option<V>>> {
-        region.get_multi_async(keys).await
-    }
-
-    /// [`set_multi`], for async callers.
-    #[inline]
-    pub async fn set_multi_async(
-        self,
-        region: &CacheRegion,
-        function: &str,
-        keys: &[String],
-        values: &[V],
-    ) -> Result<()> {
-        region
-            .set_multi_async(&paired(region, function, keys, values)?)
-            .await
-    }
-
-    /// [`refresh_multi`], for async callers.
-    #[inline]
-    pub async fn refresh_multi_async(
-        self,
-        region: &CacheRegion,
-        function: &str,
-        keys: &[String],
-        values: Vec<V>,
-    ) -> Result<Vec<V>> {
-        self.set_multi_async(region, function, keys, &values)
-            .await?;
-        Ok(values)
-    }
-}
-
-/// The async methods of [`Unstorable`]: as its blocking ones, never run.
-#[cfg(feature = "tokio")]
-#[allow(
-    missing_docs,
-    clippy::missing_panics_doc,
-    clippy::unused_self,
-    clippy::unused_async
-)]
-impl<V> Unstorable<V> {
-    pub async fn get_or_create_async<E, F>(
-        self,
-        _: &CacheRegion,
-        _: &str,
-        _: CreateOptions<'_, V>,
-        _: F,
-    ) -> std::result::Result<V, E> {
-        unreachable!("assert_stored refuses this value type")
-    }
-    pub async fn get_async(
-        self,
+        _: IO,
         _: &CacheRegion,
         _: &str,
         _: Option<Expiration>,
-    ) -> Result<Option<V>> {
+    ) -> Never<Result<Option<V>>> {
         unreachable!("assert_stored refuses this value type")
     }
-    pub async fn set_async(self, _: &CacheRegion, _: &str, _: &V) -> Result<()> {
+    pub fn set<IO>(self, _: IO, _: &CacheRegion, _: &str, _: &V) -> Never<Result<()>> {
         unreachable!("assert_stored refuses this value type")
     }
-    pub async fn get_or_create_multi_async<K, E, F>(
+    pub fn get_or_create_multi<IO, K, E, F>(
         self,
+        _: IO,
         _: &CacheRegion,
         _: &str,
         _: &[String],
         _: &[K],
         _: CreateOptions<'_, V>,
         _: F,
-    ) -> std::result::Result<Vec<V>, E> {
+    ) -> Never<std::result::Result<Vec<V>, E>> {
         unreachable!("assert_stored refuses this value type")
     }
-    pub async fn get_multi_async(self, _: &CacheRegion, _: &[String]) -> Result<Vec<Option<V>>> {
-        unreachable!("assert_stored refuses this value type")
-    }
-    pub async fn set_multi_async(
+    pub fn get_multi<IO>(
         self,
+        _: IO,
+        _: &CacheRegion,
+        _: &[String],
+    ) -> Never<Result<Vec<Option<V>>>> {
+        unreachable!("assert_stored refuses this value type")
+    }
+    pub fn set_multi<IO>(
+        self,
+        _: IO,
         _: &CacheRegion,
         _: &str,
         _: &[String],
         _: &[V],
-    ) -> Result<()> {
+    ) -> Never<Result<()>> {
         unreachable!("assert_stored refuses this value type")
     }
-    pub async fn refresh_multi_async(
+    pub fn refresh_multi<IO>(
         self,
+        _: IO,
         _: &CacheRegion,
         _: &str,
         _: &[String],
         _: Vec<V>,
-    ) -> Result<Vec<V>> {
+    ) -> Never<Result<Vec<V>>> {
         unreachable!("assert_stored refuses this value type")
     }
 }
 
 /// As [`CacheRegion::try_get_or_create_with`], but failing open: an unconfigured region
-/// or a failing backend is logged and `creator`'s value returned. What
-/// `#[cache_on_arguments]` functions call.
+/// or a failing backend is logged and `creator`'s value returned.
 ///
 /// # Errors
 /// The creator's only.
@@ -328,59 +263,7 @@ where
     T: Cacheable,
     F: FnOnce() -> std::result::Result<T, E>,
 {
-    if let Some(value) = ops::fresh_hit(&region.inner, key, options.expiration) {
-        return Ok(value);
-    }
-    block_on(ops::get_or_create_fail_open::<BlockingIo, T, E, _, _>(
-        &region.inner,
-        key,
-        &options,
-        move || ready(creator()),
-    ))
-}
-
-/// As [`get_or_create_fail_open`], for async callers: what `#[cache_on_arguments]` on an
-/// `async fn` calls.
-///
-/// # Errors
-/// The creator's only.
-#[cfg(feature = "tokio")]
-pub async fn get_or_create_fail_open_async<T, E, F, Fut>(
-    region: &CacheRegion,
-    key: &str,
-    options: CreateOptions<'_, T>,
-    creator: F,
-) -> std::result::Result<T, E>
-where
-    T: Cacheable,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = std::result::Result<T, E>>,
-{
-    if let Some(value) = ops::fresh_hit(&region.inner, key, options.expiration) {
-        return Ok(value);
-    }
-    ops::get_or_create_fail_open::<crate::region::io::AsyncIo, T, E, F, Fut>(
-        &region.inner,
-        key,
-        &options,
-        creator,
-    )
-    .await
-}
-
-/// As [`CacheRegion::get_with`] (expiration never ignored), for async callers: what
-/// `get_<fn>` of a cached `async fn` calls, so that it judges freshness by the function's
-/// `expiration_time`.
-///
-/// # Errors
-/// An unconfigured region; the backend's errors.
-#[cfg(feature = "tokio")]
-pub async fn get_with_async<V: Cacheable>(
-    region: &CacheRegion,
-    key: &str,
-    expiration: Option<Expiration>,
-) -> Result<Option<V>> {
-    let value =
-        ops::get::<crate::region::io::AsyncIo, V>(&region.inner, key, expiration, false).await?;
-    Ok(value.map(|v| v.payload))
+    Stored(std::marker::PhantomData)
+        .get_or_create(BlockingIo, region, key, options, move || ready(creator()))
+        .block()
 }

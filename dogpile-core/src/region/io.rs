@@ -14,7 +14,7 @@ use crate::region::state::{Configured, Current, RegionState};
 use crate::value::{Cacheable, CachedValue, Entry};
 
 /// The blocking face's I/O: every future is complete when first polled.
-pub(crate) struct BlockingIo;
+pub struct BlockingIo;
 
 impl BlockingIo {
     /// Reads and decodes one key, blocking: an object store lends its entry, so a hit
@@ -123,7 +123,7 @@ impl Io for BlockingIo {
 
 /// The async face's I/O: the backend's async path, and waits that yield to the runtime.
 #[cfg(feature = "tokio")]
-pub(crate) struct AsyncIo;
+pub struct AsyncIo;
 
 #[cfg(feature = "tokio")]
 impl Io for AsyncIo {
