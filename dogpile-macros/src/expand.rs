@@ -665,30 +665,32 @@ fn function_key(model: &Model, parts: &[KeyPart]) -> TokenStream {
     let render = quote! {
         |__dogpile_args: &mut ::dogpile::__private::KeyArgs<'_>| { #(#writes)* }
     };
+    let site = quote! {
+        ::dogpile::__private::Site {
+            module_path: #module,
+            function: #function,
+            namespace: #namespace,
+            count: #count,
+        }
+    };
     let build = match &options.function_key_generator {
         Some(generator) => {
             let generate = quote_spanned!(generator.span()=> (#generator)(__dogpile_function_key));
             quote! {
-            ::dogpile::__private::function_key(
-                &mut __dogpile_key,
-                |__dogpile_function_key| #generate,
-                #module,
-                #function,
-                #namespace,
-                #count,
-                #render,
-            )
+                ::dogpile::__private::function_key(
+                    &mut __dogpile_key,
+                    |__dogpile_function_key| #generate,
+                    #site,
+                    #render,
+                )
             }
         }
         None => quote! {
-            ::dogpile::__private::region_function_key(
+            ::dogpile::__private::call_key(
                 &mut __dogpile_key,
-                __dogpile_region,
+                ::dogpile::__private::function_key_generator(__dogpile_region),
                 #prefix,
-                #module,
-                #function,
-                #namespace,
-                #count,
+                #site,
                 #render,
             )
         },

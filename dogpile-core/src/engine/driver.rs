@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::engine::machine::{
     distributed_deadline, distributed_outcome, local_outcome, read_outcome, store_outcome, Batch,
-    Budget, Keep, Locked, Machine, Rules, Settled, Signals, Step,
+    Budget, Keep, Locked, Machine, Settled, Signals, Step,
 };
 use crate::error::{Error, Result};
 use crate::lock::local::{Handed, KeyGuard, LocalWait, Waiter};
@@ -86,6 +86,37 @@ pub(crate) enum CreateError<E> {
     Cache(Error),
     Creator(E),
 }
+
+impl<E: From<Error>> CreateError<E> {
+    /// The caller's error: the creator's own, or the cache's through `From`.
+    pub(crate) fn into_caller(self) -> E {
+        match self {
+            CreateError::Cache(error) => error.into(),
+            CreateError::Creator(error) => error,
+        }
+    }
+}
+
+/// A creator: a closure whose future makes the value or fails (on the blocking face the
+/// future is ready when made).
+pub(crate) trait Creator<T, E>: FnOnce() -> Self::Made {
+    /// The creator's future.
+    type Made: Future<Output = std::result::Result<T, E>>;
+}
+
+impl<T, E, F, Fut> Creator<T, E> for F
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    type Made = Fut;
+}
+
+/// The background rule's hand-over: gets the configuration, the key, the creator and the
+/// held lock, and regenerates in the background.
+pub(crate) trait Detach<IO: Io, F>: FnOnce(&IO::Cfg, &str, F, Option<IO::Handle>) {}
+
+impl<IO: Io, F, D: FnOnce(&IO::Cfg, &str, F, Option<IO::Handle>)> Detach<IO, F> for D {}
 
 /// Takes the dogpile lock on `key` (this process's first, then the backend's distributed
 /// lock, if any): at once or not at all, or waiting until the budget's deadline (and the
@@ -214,38 +245,40 @@ pub(crate) async fn regenerate<IO: Io, T: Cacheable, Fut>(
     let _ = store_outcome(&signals, key, true, stored);
 }
 
-/// Steps one key's machine from `step` (what its first read asked for) to the call's
-/// answer. `detach`, with the background rule, hands the creator and the held lock to
-/// whoever regenerates in the background.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn drive<IO, T, E, F, Fut, D>(
+/// `get_or_create` on one key: the engine's machine stepped from its first read to the
+/// call's answer. `detach`, with the background rule, hands the creator and the held lock
+/// to whoever regenerates in the background.
+pub(crate) async fn drive<IO, T, E, F, D>(
     region: &RegionState,
-    cfg: &IO::Cfg,
     key: &str,
     options: &CreateOptions<'_, T>,
     creator: &mut Option<F>,
-    mut machine: Machine<'_, T>,
-    mut step: Step<T>,
+    fail_open: bool,
     mut detach: Option<D>,
 ) -> std::result::Result<T, CreateError<E>>
 where
     IO: Io,
     T: Cacheable,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = std::result::Result<T, E>>,
-    D: FnOnce(&IO::Cfg, &str, F, Option<IO::Handle>),
+    F: Creator<T, E>,
+    D: Detach<IO, F>,
 {
+    let cfg = IO::configured(region).map_err(CreateError::Cache)?;
+    let key = &*region.backend_key(&cfg, key).map_err(CreateError::Cache)?;
+    let rules = region.rules(&cfg, fail_open, detach.is_some());
+    let freshness = region.freshness(&cfg, options.expiration);
+    let mut machine = Machine::new(region.signals(), key, freshness, rules);
     let mut budget = Budget::new(options.time_budget.unwrap_or(region.time_budget));
     let mut handle = None;
+    let mut step = Step::Read;
     loop {
         step = match step {
             Step::Return(value) => return Ok(value),
             Step::Fail(error) => return Err(CreateError::Cache(error)),
-            Step::Read => machine.read(IO::read(region, cfg, key).await),
+            Step::Read => machine.read(IO::read(region, &cfg, key).await),
             Step::TryLock | Step::WaitLock => {
                 let wait = matches!(step, Step::WaitLock);
                 let locked;
-                (locked, handle) = lock::<IO, T>(region, cfg, key, wait, &mut budget).await;
+                (locked, handle) = lock::<IO, T>(region, &cfg, key, wait, &mut budget).await;
                 machine.locked(locked)
             }
             Step::Create => {
@@ -258,12 +291,12 @@ where
                 let should_cache = options.should_cache(&value);
                 let now = region.clock.now();
                 let stored =
-                    store::<IO, T>(cfg, now, key, &value, should_cache, handle.take()).await;
+                    store::<IO, T>(&cfg, now, key, &value, should_cache, handle.take()).await;
                 machine.stored(value, stored)
             }
             Step::Background(stale) => match (creator.take(), detach.take()) {
                 (Some(creator), Some(detach)) => {
-                    detach(cfg, key, creator, handle.take());
+                    detach(&cfg, key, creator, handle.take());
                     return Ok(stale);
                 }
                 _ => unreachable!("the background rule is only set with a detach"),
@@ -276,21 +309,26 @@ where
 /// `get_multi` and their stores into one `set_multi`, their locks taken in key order (so
 /// two multi calls never wait on each other in a cycle), all within one time budget.
 /// `creator` gets the keys that need a value, as given, and returns their values in order.
-pub(crate) async fn drive_multi<IO, T, F, Fut>(
+pub(crate) async fn drive_multi<IO, T, K, F, Fut>(
     region: &RegionState,
-    cfg: &Configured,
-    keys: MultiKeys,
+    keys: &[K],
     options: &CreateOptions<'_, T>,
     creator: F,
-    rules: Rules,
+    fail_open: bool,
 ) -> Result<Vec<T>>
 where
     IO: Io,
     T: Cacheable,
+    K: AsRef<str>,
     F: FnOnce(Vec<String>) -> Fut,
     Fut: Future<Output = Vec<T>>,
 {
-    let MultiKeys { inputs, unique } = keys;
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cfg = &*IO::configured(region)?;
+    let MultiKeys { inputs, unique } = region.distinct_keys(cfg, keys)?;
+    let rules = region.rules(cfg, fail_open, false);
     let distinct: Vec<&str> = unique.iter().map(|(key, _)| key.as_str()).collect();
     let freshness = region.freshness(cfg, options.expiration);
     let mut batch: Batch<'_, T, IO::Handle> =

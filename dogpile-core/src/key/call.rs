@@ -247,9 +247,23 @@ fn separate(key: &mut CallKey, index: usize) {
     }
 }
 
+/// Where a memoized call is: what its key's prefix is made of, and how many arguments its
+/// key has.
+#[derive(Debug, Clone, Copy)]
+pub struct Site<'a> {
+    /// The function's module (`module_path!()`, or the type of a method's `Self`).
+    pub module_path: &'a str,
+    /// The function's name, with its generic arguments when it has any.
+    pub function: &'a str,
+    /// The namespace given to the macro, if any.
+    pub namespace: Option<&'a str>,
+    /// How many arguments the key has.
+    pub count: usize,
+}
+
 /// Builds the key of one call into `key` (empty, and declared where it is used: moving it
-/// would copy its stack buffer) with the region's function key generator (`None`: the default one). With the default
-/// generator (the common case) the key is written in one pass, on the stack when it fits
+/// would copy its stack buffer) with the region's function key generator (`None`: the default
+/// one). With the default generator (the common case) the key is written in one pass, on the stack when it fits
 /// (see [`CallKey`]), since this runs on every call of a memoized function, hits included;
 /// arguments are escaped as [`default_function_key`](crate::key::default_function_key) escapes
 /// them, which costs a scan of their bytes unless they hold a special character (an
@@ -257,38 +271,25 @@ fn separate(key: &mut CallKey, index: usize) {
 ///
 /// `prefix` is `"{module}:{fn}|"` or `"{module}:{fn}|{namespace}|"` when the macro could
 /// build it at compile time (a free function that is not generic): the same text that
-/// `module_path`, `function` and `namespace` give.
+/// `site` gives.
 #[inline]
-#[allow(clippy::too_many_arguments)]
 pub fn call_key<R>(
     key: &mut CallKey,
     generator: Option<&FunctionKeyGenerator>,
     prefix: Option<&'static str>,
-    module_path: &str,
-    function: &str,
-    namespace: Option<&str>,
-    count: usize,
+    site: Site<'_>,
     render: R,
 ) where
     R: FnOnce(&mut KeyArgs<'_>),
 {
     if let Some(generator) = generator {
-        let generate = |function_key: &FunctionKey<'_>| generator(function_key);
-        function_key(
-            key,
-            generate,
-            module_path,
-            function,
-            namespace,
-            count,
-            render,
-        );
+        function_key(key, |function_key| generator(function_key), site, render);
         return;
     }
     match prefix {
         Some(prefix) => key.push_text(prefix),
         None => {
-            push_prefix(key, module_path, function, namespace);
+            push_prefix(key, site.module_path, site.function, site.namespace);
             key.push_text("|");
         }
     }
@@ -314,24 +315,18 @@ const KEPT_CAPACITY: usize = 1024;
 /// Never inlined: a region or a function with its own key generator is the uncommon case,
 /// kept out of the code of every call.
 #[inline(never)]
-pub fn function_key<G, R>(
-    key: &mut CallKey,
-    generate: G,
-    module_path: &str,
-    function: &str,
-    namespace: Option<&str>,
-    count: usize,
-    render: R,
-) where
+pub fn function_key<G, R>(key: &mut CallKey, generate: G, site: Site<'_>, render: R)
+where
     G: FnOnce(&FunctionKey<'_>) -> String,
     R: FnOnce(&mut KeyArgs<'_>),
 {
+    let count = site.count;
     let build = |args: &mut [String], render: R, generate: G| {
         render(&mut KeyArgs(Args::Separate(args)));
         generate(&FunctionKey {
-            module_path,
-            function,
-            namespace,
+            module_path: site.module_path,
+            function: site.function,
+            namespace: site.namespace,
             args,
         })
     };
@@ -385,6 +380,20 @@ mod tests {
         })
     }
 
+    fn site<'a>(
+        module_path: &'a str,
+        function: &'a str,
+        namespace: Option<&'a str>,
+        count: usize,
+    ) -> Site<'a> {
+        Site {
+            module_path,
+            function,
+            namespace,
+            count,
+        }
+    }
+
     /// The key of function `m:f` in namespace `ns` for `args`, each written by `write`.
     fn joined_by(
         prefix: Option<&'static str>,
@@ -396,10 +405,7 @@ mod tests {
                 key,
                 None,
                 prefix,
-                "m",
-                "f",
-                Some("ns"),
-                args.len(),
+                site("m", "f", Some("ns"), args.len()),
                 |slots| {
                     for (i, arg) in args.iter().enumerate() {
                         write(arg, slots, i);
@@ -422,7 +428,7 @@ mod tests {
     ) -> std::result::Result<(), TestCaseError> {
         let key = |arg: &dyn Fn(&mut KeyArgs<'_>)| {
             built(|key| {
-                call_key(key, None, Some("m:f|"), "m", "f", None, 2, |args| {
+                call_key(key, None, Some("m:f|"), site("m", "f", None, 2), |args| {
                     args.push(0, "before");
                     arg(args);
                 });
@@ -485,7 +491,7 @@ mod tests {
             prop_assert_eq!(joined_plain(&args), expected.clone());
             // The separate-buffers path, as a custom generator gets them.
             let separate = built(|key| {
-                function_key(key, default_function_key, "m", "f", Some("ns"), args.len(), |slots| {
+                function_key(key, default_function_key, site("m", "f", Some("ns"), args.len()), |slots| {
                     for (i, arg) in args.iter().enumerate() {
                         KeyArg::write_key_arg(arg, slots, i);
                     }

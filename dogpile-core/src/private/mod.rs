@@ -7,7 +7,8 @@
 use std::convert::Infallible;
 
 pub use crate::backend::{BuiltinBackend, BUILTIN_BACKENDS};
-pub use crate::key::call::{function_key, CallKey, KeyArg, KeyArgs, PlainKeyArg};
+pub use crate::key::call::{call_key, function_key, CallKey, KeyArg, KeyArgs, PlainKeyArg, Site};
+use crate::key::FunctionKeyGenerator;
 use crate::region::{CacheRegion, Expiration};
 pub use crate::stats::StatsRecorder;
 pub use linkme;
@@ -19,35 +20,14 @@ mod stored;
 #[cfg(feature = "tokio")]
 pub use crate::region::io::AsyncIo;
 pub use crate::region::io::BlockingIo;
+pub use crate::region::ops::Flow;
 pub use probe::*;
-pub use stored::{get_or_create_fail_open, Flow, Stored, Unstorable};
+pub use stored::{get_or_create_fail_open, Stored, Unstorable};
 
-/// Builds the key of one call into `key` with `region`'s function key generator: see
-/// `key::call::call_key`.
+/// The function key generator of `region`, for [`call_key`].
 #[inline]
-#[allow(clippy::too_many_arguments)]
-pub fn region_function_key<R>(
-    key: &mut CallKey,
-    region: &CacheRegion,
-    prefix: Option<&'static str>,
-    module_path: &str,
-    function: &str,
-    namespace: Option<&str>,
-    count: usize,
-    render: R,
-) where
-    R: FnOnce(&mut KeyArgs<'_>),
-{
-    crate::key::call::call_key(
-        key,
-        region.inner.function_key_generator.as_ref(),
-        prefix,
-        module_path,
-        function,
-        namespace,
-        count,
-        render,
-    );
+pub fn function_key_generator(region: &CacheRegion) -> Option<&FunctionKeyGenerator> {
+    region.inner.function_key_generator.as_ref()
 }
 
 /// The value of a creator that cannot fail.

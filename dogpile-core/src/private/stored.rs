@@ -9,41 +9,13 @@
 use std::future::{ready, Future, Ready};
 
 use crate::__private::multi::{multi, paired};
-use crate::engine::block_on::block_on;
-use crate::engine::driver::Io;
+use crate::engine::driver::{CreateError, Creator, Io};
 use crate::error::Result;
 use crate::region::io::BlockingIo;
-use crate::region::ops;
+use crate::region::ops::{self, Flow, NoDetach};
 use crate::region::{CacheRegion, CreateOptions, Expiration};
 use crate::value::Cacheable;
-
-/// What an operation comes to: its answer at once (a fresh hit on a store that never
-/// blocks: no future is built), or the future of the whole operation.
-pub enum Flow<R, Fut> {
-    /// Answered.
-    Done(R),
-    /// Still to run.
-    Pending(Fut),
-}
-
-impl<R, Fut: Future<Output = R>> Flow<R, Fut> {
-    /// The answer, on the blocking face: the future is run on this thread.
-    #[inline]
-    pub fn block(self) -> R {
-        match self {
-            Flow::Done(answer) => answer,
-            Flow::Pending(future) => block_on(future),
-        }
-    }
-
-    /// The answer, on the async face.
-    pub async fn wait(self) -> R {
-        match self {
-            Flow::Done(answer) => answer,
-            Flow::Pending(future) => future.await,
-        }
-    }
-}
+use crate::warnings::{warn_limited, WarningKind};
 
 /// The value operations of a cached function whose value type is [`Cacheable`]: the
 /// region's operations, failing open where the function's own call is concerned.
@@ -51,27 +23,49 @@ pub struct Stored<V>(pub(crate) std::marker::PhantomData<fn() -> V>);
 
 impl<V: Cacheable> Stored<V> {
     /// The cached call: a fresh hit at once, else the region's `get_or_create`, failing
-    /// open (an unconfigured region or a failing backend is logged and the creator's value
-    /// returned).
+    /// open: an unconfigured region or a failing backend is logged and the creator's value
+    /// returned.
     #[inline]
-    pub fn get_or_create<'a, IO: Io, E: 'a, F, Fut>(
+    pub fn get_or_create<'a, IO: Io, E: 'a, F: Creator<V, E> + 'a>(
         self,
         _: IO,
         region: &'a CacheRegion,
         key: &'a str,
         options: CreateOptions<'a, V>,
         creator: F,
-    ) -> Flow<std::result::Result<V, E>, impl Future<Output = std::result::Result<V, E>> + 'a>
-    where
-        F: FnOnce() -> Fut + 'a,
-        Fut: Future<Output = std::result::Result<V, E>> + 'a,
-    {
-        if let Some(value) = ops::fresh_hit(&region.inner, key, options.expiration) {
+    ) -> Flow<std::result::Result<V, E>, impl Future<Output = std::result::Result<V, E>> + 'a> {
+        let region = &region.inner;
+        if let Some(value) = ops::fresh_hit(region, key, options.expiration) {
             return Flow::Done(Ok(value));
         }
         Flow::Pending(async move {
-            ops::get_or_create_fail_open::<IO, V, E, F, Fut>(&region.inner, key, &options, creator)
-                .await
+            let mut creator = Some(creator);
+            let detach = None::<NoDetach<IO, F>>;
+            let outcome = ops::get_or_create::<IO, V, E, F, _>(
+                region,
+                key,
+                &options,
+                &mut creator,
+                true,
+                detach,
+            )
+            .await;
+            match outcome {
+                Ok(value) => Ok(value),
+                Err(CreateError::Creator(error)) => Err(error),
+                // Failing open, the engine turns read, lock and write failures into misses
+                // and warnings: a cache error (an unconfigured region, a refused key) comes
+                // before the creator ran, and the creator still gives the answer.
+                Err(CreateError::Cache(error)) => match creator.take() {
+                    Some(creator) => {
+                        warn_limited!(region.warnings, WarningKind::CacheUnavailable,
+                            region = %region.name, key, %error,
+                            "cache unavailable; computing the value uncached");
+                        creator().await
+                    }
+                    None => unreachable!("fail-open cache error after the creator ran: {error}"),
+                },
+            }
         })
     }
 

@@ -147,15 +147,8 @@ impl CacheRegion {
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {
-        if let Some(value) = ops::fresh_hit(&self.inner, key, options.expiration) {
-            return Ok(value);
-        }
-        block_on(ops::try_get_or_create::<BlockingIo, T, E, _, _>(
-            &self.inner,
-            key,
-            &options,
-            move || ready(creator()),
-        ))
+        let creator = move || ready(creator());
+        ops::try_get_or_create::<BlockingIo, T, E, _>(&self.inner, key, &options, creator).block()
     }
 
     /// As [`get_or_create`](Self::get_or_create), but when the region has an
@@ -179,7 +172,7 @@ impl CacheRegion {
         });
         let creator: Job<T> = Box::new(move || ready(Ok(creator())));
         let options = CreateOptions::new();
-        block_on(ops::get_or_create::<BlockingIo, T, Error, _, _, _>(
+        block_on(ops::get_or_create::<BlockingIo, T, Error, _, _>(
             region,
             key,
             &options,

@@ -142,10 +142,9 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if let Some(value) = ops::fresh_hit(&self.inner, key, options.expiration) {
-            return Ok(value);
-        }
-        ops::try_get_or_create::<AsyncIo, T, E, F, Fut>(&self.inner, key, &options, creator).await
+        ops::try_get_or_create::<AsyncIo, T, E, F>(&self.inner, key, &options, creator)
+            .wait()
+            .await
     }
 
     /// As [`get_or_create_async`](Self::get_or_create_async), but when the value is stale,
@@ -170,7 +169,7 @@ impl CacheRegion {
                 tokio::spawn(job.regenerate::<AsyncIo, T, _>(creator, handle));
             };
         let options = CreateOptions::new();
-        ops::get_or_create::<AsyncIo, T, Error, _, _, _>(
+        ops::get_or_create::<AsyncIo, T, Error, _, _>(
             region,
             key,
             &options,

@@ -6,15 +6,44 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::engine::driver::{self, CreateError, Io};
-use crate::engine::machine::{Lookup, Machine, Signals, Step};
+use crate::engine::block_on::block_on;
+use crate::engine::driver::{self, CreateError, Creator, Io};
+use crate::engine::machine::{Lookup, Signals};
 use crate::error::{Error, Result};
 use crate::region::io::BlockingIo;
 use crate::region::options::{CreateOptions, Expiration};
 use crate::region::state::{entry_for, Configured, RegionState};
 use crate::stats::StatsRecorder;
 use crate::value::{Cacheable, CachedValue};
-use crate::warnings::{warn_limited, RegionWarnings, WarningKind};
+use crate::warnings::RegionWarnings;
+
+/// What an operation comes to: its answer at once (a fresh hit on a store that never
+/// blocks: no future is built), or the future of the whole operation.
+pub enum Flow<R, Fut> {
+    /// Answered.
+    Done(R),
+    /// Still to run.
+    Pending(Fut),
+}
+
+impl<R, Fut: Future<Output = R>> Flow<R, Fut> {
+    /// The answer, on the blocking face: the future is run on this thread.
+    #[inline]
+    pub fn block(self) -> R {
+        match self {
+            Flow::Done(answer) => answer,
+            Flow::Pending(future) => block_on(future),
+        }
+    }
+
+    /// The answer, on the async face.
+    pub async fn wait(self) -> R {
+        match self {
+            Flow::Done(answer) => answer,
+            Flow::Pending(future) => future.await,
+        }
+    }
+}
 
 /// The value under `key` with its metadata, or `None` when absent, expired or invalidated
 /// (unless `ignore_expiration`); counted as a hit or a miss.
@@ -147,124 +176,37 @@ pub(crate) fn fresh_hit<T: Cacheable>(
 /// No background rule: the caller always creates.
 pub(crate) type NoDetach<IO, F> = fn(&<IO as Io>::Cfg, &str, F, Option<<IO as Io>::Handle>);
 
-/// `get_or_create`: the engine's machine for `key`, its first read here (a fresh hit
-/// returns before the driver's future is made), then the driver, on the heap (a miss
-/// pays one allocation; the hit path keeps a small future).
-pub(crate) async fn get_or_create<IO, T, E, F, Fut, D>(
-    region: &RegionState,
-    key: &str,
-    options: &CreateOptions<'_, T>,
-    creator: &mut Option<F>,
-    fail_open: bool,
-    detach: Option<D>,
-) -> std::result::Result<T, CreateError<E>>
+/// `get_or_create`: the [driver](driver::drive), which steps the engine's machine.
+pub(crate) use driver::drive as get_or_create;
+
+/// `try_get_or_create`: a fresh hit at once, else the whole operation; the creator's
+/// error is the caller's, and so is the cache's, through `From`.
+pub(crate) fn try_get_or_create<'a, IO, T, E, F>(
+    region: &'a RegionState,
+    key: &'a str,
+    options: &'a CreateOptions<'a, T>,
+    creator: F,
+) -> Flow<std::result::Result<T, E>, impl Future<Output = std::result::Result<T, E>> + 'a>
 where
     IO: Io,
     T: Cacheable,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = std::result::Result<T, E>>,
-    D: FnOnce(&IO::Cfg, &str, F, Option<IO::Handle>),
+    E: From<Error> + 'a,
+    F: Creator<T, E> + 'a,
 {
-    let cfg = IO::configured(region).map_err(CreateError::Cache)?;
-    let key = region.backend_key(&cfg, key).map_err(CreateError::Cache)?;
-    let rules = region.rules(&cfg, fail_open, detach.is_some());
-    let freshness = region.freshness(&cfg, options.expiration);
-    let mut machine = Machine::new(region.signals(), &key, freshness, rules);
-    let step = machine.read(IO::read(region, &cfg, &key).await);
-    if let Step::Return(value) = step {
-        return Ok(value);
+    if let Some(value) = fresh_hit(region, key, options.expiration) {
+        return Flow::Done(Ok(value));
     }
-    Box::pin(driver::drive::<IO, T, E, F, Fut, D>(
-        region, &cfg, &key, options, creator, machine, step, detach,
-    ))
-    .await
+    Flow::Pending(async move {
+        let detach = None::<NoDetach<IO, F>>;
+        get_or_create::<IO, T, E, F, _>(region, key, options, &mut Some(creator), false, detach)
+            .await
+            .map_err(CreateError::into_caller)
+    })
 }
 
-/// `try_get_or_create`: the creator's error is the caller's, and so is the cache's,
-/// through `From`.
-pub(crate) async fn try_get_or_create<IO, T, E, F, Fut>(
-    region: &RegionState,
-    key: &str,
-    options: &CreateOptions<'_, T>,
-    creator: F,
-) -> std::result::Result<T, E>
-where
-    IO: Io,
-    T: Cacheable,
-    E: From<Error>,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = std::result::Result<T, E>>,
-{
-    let mut creator = Some(creator);
-    let detach = None::<NoDetach<IO, F>>;
-    match get_or_create::<IO, T, E, F, Fut, _>(region, key, options, &mut creator, false, detach)
-        .await
-    {
-        Ok(value) => Ok(value),
-        Err(CreateError::Cache(error)) => Err(error.into()),
-        Err(CreateError::Creator(error)) => Err(error),
-    }
-}
-
-/// `get_or_create`, failing open: an unconfigured region or a failing backend is logged
-/// and the creator's value returned. What memoized functions call.
-pub(crate) async fn get_or_create_fail_open<IO, T, E, F, Fut>(
-    region: &RegionState,
-    key: &str,
-    options: &CreateOptions<'_, T>,
-    creator: F,
-) -> std::result::Result<T, E>
-where
-    IO: Io,
-    T: Cacheable,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = std::result::Result<T, E>>,
-{
-    let mut creator = Some(creator);
-    let detach = None::<NoDetach<IO, F>>;
-    match get_or_create::<IO, T, E, F, Fut, _>(region, key, options, &mut creator, true, detach)
-        .await
-    {
-        Ok(value) => Ok(value),
-        Err(CreateError::Creator(error)) => Err(error),
-        // Failing open, the engine turns read, lock and write failures into misses and
-        // warnings: a cache error (an unconfigured region, a refused key) comes before the
-        // creator ran, and the creator still gives the answer.
-        Err(CreateError::Cache(error)) => match creator.take() {
-            Some(creator) => {
-                warn_limited!(region.warnings, WarningKind::CacheUnavailable, region = %region.name,
-                    key, %error, "cache unavailable; computing the value uncached");
-                creator().await
-            }
-            None => unreachable!("fail-open cache error after the creator ran: {error}"),
-        },
-    }
-}
-
-/// `get_or_create_multi`: one machine per distinct key (see
-/// [`drive_multi`](driver::drive_multi)).
-pub(crate) async fn get_or_create_multi<IO, T, K, F, Fut>(
-    region: &RegionState,
-    keys: &[K],
-    options: &CreateOptions<'_, T>,
-    creator: F,
-    fail_open: bool,
-) -> Result<Vec<T>>
-where
-    IO: Io,
-    T: Cacheable,
-    K: AsRef<str>,
-    F: FnOnce(Vec<String>) -> Fut,
-    Fut: Future<Output = Vec<T>>,
-{
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let cfg = IO::configured(region)?;
-    let keys = region.distinct_keys(&cfg, keys)?;
-    let rules = region.rules(&cfg, fail_open, false);
-    driver::drive_multi::<IO, T, F, Fut>(region, &cfg, keys, options, creator, rules).await
-}
+/// `get_or_create_multi`: one machine per distinct key (see the
+/// [driver](driver::drive_multi)).
+pub(crate) use driver::drive_multi as get_or_create_multi;
 
 /// What a background regeneration takes along: owned, so that it outlives the call that
 /// handed it over.
