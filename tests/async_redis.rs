@@ -57,18 +57,14 @@ fn locked_region(server: &RedisServer) -> Arc<CacheRegion> {
     )
 }
 
-#[test]
-fn async_calls_never_use_the_blocking_pool() {
-    // One blocking-pool thread, kept busy for the whole test: an async call that needed
-    // the blocking pool would wait behind it and time out.
+/// Runs `work` on a runtime whose one blocking-pool thread is kept busy the whole time:
+/// an async call that needed the blocking pool would wait behind it and time out.
+fn with_the_blocking_pool_busy(work: impl std::future::Future<Output = ()>, what: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(1)
         .build()
         .unwrap();
-    let server = RedisServer::shared();
-    // Configured before any runtime exists: configuring needs none.
-    let region = locked_region(server);
     let (release, blocked) = std::sync::mpsc::channel::<()>();
     runtime.block_on(async {
         let busy = tokio::task::spawn_blocking(move || blocked.recv());
@@ -77,27 +73,39 @@ fn async_calls_never_use_the_blocking_pool() {
             tokio::task::spawn_blocking(|| ()),
         );
         assert!(probe.await.is_err(), "the blocking pool is busy");
-
-        let key = fresh_key("no-blocking-pool");
-        let work = async {
-            region.set_async(&key, &1u32).await.unwrap();
-            assert_eq!(region.get_async::<u32>(&key).await.unwrap(), Some(1));
-            region.delete_async(&key).await.unwrap();
-            let created = region
-                .get_or_create_async(&key, || async { 2u32 })
-                .await
-                .unwrap();
-            assert_eq!(created, 2, "created under the distributed lock");
-            let keys = [key.clone(), fresh_key("no-blocking-pool")];
-            let values = region.get_multi_async::<u32, _>(&keys).await.unwrap();
-            assert_eq!(values, vec![Some(2), None]);
-        };
         tokio::time::timeout(PATIENCE, work)
             .await
-            .expect("the async calls finished while the blocking pool was busy");
+            .unwrap_or_else(|_| panic!("{what} finished while the blocking pool was busy"));
         release.send(()).unwrap();
         busy.await.unwrap().unwrap();
     });
+}
+
+/// Sets, reads, deletes and creates `key` under the distributed lock, from async code.
+async fn set_get_delete_create(region: &CacheRegion, key: &str) {
+    region.set_async(key, &1u32).await.unwrap();
+    assert_eq!(region.get_async::<u32>(key).await.unwrap(), Some(1));
+    region.delete_async(key).await.unwrap();
+    let created = region
+        .get_or_create_async(key, || async { 2u32 })
+        .await
+        .unwrap();
+    assert_eq!(created, 2, "created under the distributed lock");
+}
+
+#[test]
+fn async_calls_never_use_the_blocking_pool() {
+    let server = RedisServer::shared();
+    // Configured before any runtime exists: configuring needs none.
+    let region = locked_region(server);
+    let key = fresh_key("no-blocking-pool");
+    let work = async {
+        set_get_delete_create(&region, &key).await;
+        let keys = [key.clone(), fresh_key("no-blocking-pool")];
+        let values = region.get_multi_async::<u32, _>(&keys).await.unwrap();
+        assert_eq!(values, vec![Some(2), None]);
+    };
+    with_the_blocking_pool_busy(work, "the async calls");
 }
 
 /// A proxy that counts the reads each of its faces sees.
@@ -127,13 +135,8 @@ impl ProxyBackend for CountReads {
 
 #[test]
 fn a_proxied_redis_region_keeps_its_native_async_path() {
-    // As above: the only blocking-pool thread is kept busy, so an async call that went
-    // to the blocking pool (a proxied backend without its async twin) would time out.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(1)
-        .build()
-        .unwrap();
+    // With the only blocking-pool thread busy, an async call that went to the blocking pool
+    // (a proxied backend without its async twin) would time out.
     let server = RedisServer::shared();
     let seen = Arc::new(SeenReads::default());
     let region = CacheRegion::new();
@@ -148,31 +151,10 @@ fn a_proxied_redis_region_keeps_its_native_async_path() {
         )
         .unwrap();
     let key = fresh_key("proxied");
-    let (release, blocked) = std::sync::mpsc::channel::<()>();
-    runtime.block_on(async {
-        let busy = tokio::task::spawn_blocking(move || blocked.recv());
-        let probe = tokio::time::timeout(
-            Duration::from_millis(200),
-            tokio::task::spawn_blocking(|| ()),
-        );
-        assert!(probe.await.is_err(), "the blocking pool is busy");
-
-        let work = async {
-            region.set_async(&key, &1u32).await.unwrap();
-            assert_eq!(region.get_async::<u32>(&key).await.unwrap(), Some(1));
-            region.delete_async(&key).await.unwrap();
-            let created = region
-                .get_or_create_async(&key, || async { 2u32 })
-                .await
-                .unwrap();
-            assert_eq!(created, 2, "created under the distributed lock");
-        };
-        tokio::time::timeout(PATIENCE, work)
-            .await
-            .expect("the async calls through the proxy finished while the blocking pool was busy");
-        release.send(()).unwrap();
-        busy.await.unwrap().unwrap();
-    });
+    let work = async {
+        set_get_delete_create(&region, &key).await;
+    };
+    with_the_blocking_pool_busy(work, "the async calls through the proxy");
     let async_reads = seen.async_.load(SeqCst);
     assert!(
         async_reads >= 3,
@@ -187,6 +169,10 @@ fn a_proxied_redis_region_keeps_its_native_async_path() {
     assert_eq!(region.get::<u32>(&key).unwrap(), Some(2));
     assert_eq!(seen.sync.load(SeqCst), 1);
     // The wrapped backend keeps its lock prefix: a key that would be a lock is refused.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let error = runtime
         .block_on(region.get_async::<u32>(&format!("_lock{key}")))
         .unwrap_err();

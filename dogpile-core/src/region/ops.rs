@@ -1,5 +1,5 @@
 //! Every operation a region offers, written once, generic over the driver's [`Io`]: the
-//! blocking face (`mod.rs`) runs each with `block_on`, the async face (`nonblocking.rs`)
+//! blocking face (`blocking.rs`) runs each with `block_on`, the async face (`nonblocking.rs`)
 //! awaits it. A behaviour added here (a rule, a count, a refusal) reaches both faces.
 
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! What a region is made of, and what the driver may ask of it: its options, its
 //! configuration in force, its locks and observers, and the steps every operation shares
 //! (keys, decoding, freshness, the rules of a call). No I/O here and no public API: the
-//! operations are in `ops.rs`, the public faces in `mod.rs` and `nonblocking.rs`.
+//! operations are in `ops.rs`, the public faces in `blocking.rs` and `nonblocking.rs`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
