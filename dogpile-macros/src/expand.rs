@@ -78,7 +78,7 @@ impl Mode {
     fn value_op(self, stored: &TokenStream, name: &str, args: TokenStream) -> TokenStream {
         let name = quote::format_ident!("{name}");
         let (face, finish) = if self.asynchronous {
-            (quote!(::dogpile::__private::AsyncIo), quote!(.wait().await))
+            (quote!(::dogpile::__private::AsyncIo), quote!(.await))
         } else {
             (quote!(::dogpile::__private::BlockingIo), quote!(.block()))
         };

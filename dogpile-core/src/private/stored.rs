@@ -36,9 +36,9 @@ impl<V: Cacheable> Stored<V> {
     ) -> Flow<std::result::Result<V, E>, impl Future<Output = std::result::Result<V, E>> + 'a> {
         let region = &region.inner;
         if let Some(value) = ops::fresh_hit(region, key, options.expiration) {
-            return Flow::Done(Ok(value));
+            return Flow::done(Ok(value));
         }
-        Flow::Pending(async move {
+        Flow::pending(async move {
             let mut creator = Some(creator);
             let detach = None::<NoDetach<IO, F>>;
             let outcome = ops::get_or_create::<IO, V, E, F, _>(
@@ -77,7 +77,7 @@ impl<V: Cacheable> Stored<V> {
         key: &'a str,
         expiration: Option<Expiration>,
     ) -> Flow<Result<Option<V>>, impl Future<Output = Result<Option<V>>> + 'a> {
-        Flow::Pending(async move {
+        Flow::pending(async move {
             let value = ops::get::<IO, V>(&region.inner, key, expiration, false).await?;
             Ok(value.map(|value| value.payload))
         })
@@ -91,7 +91,7 @@ impl<V: Cacheable> Stored<V> {
         key: &'a str,
         value: &'a V,
     ) -> Flow<Result<()>, impl Future<Output = Result<()>> + 'a> {
-        Flow::Pending(ops::set::<IO, V>(&region.inner, key, value))
+        Flow::pending(ops::set::<IO, V>(&region.inner, key, value))
     }
 
     /// The cached call of a multi function (see [`multi`]).
@@ -114,7 +114,7 @@ impl<V: Cacheable> Stored<V> {
         F: FnMut(Vec<K>) -> Fut + 'a,
         Fut: Future<Output = std::result::Result<Vec<V>, E>> + 'a,
     {
-        Flow::Pending(multi::<IO, K, V, E, F, Fut>(
+        Flow::pending(multi::<IO, K, V, E, F, Fut>(
             region, function, keys, elements, options, body,
         ))
     }
@@ -126,7 +126,7 @@ impl<V: Cacheable> Stored<V> {
         region: &'a CacheRegion,
         keys: &'a [String],
     ) -> Flow<Result<Vec<Option<V>>>, impl Future<Output = Result<Vec<Option<V>>>> + 'a> {
-        Flow::Pending(ops::get_multi::<IO, V, String>(&region.inner, keys))
+        Flow::pending(ops::get_multi::<IO, V, String>(&region.inner, keys))
     }
 
     /// `set_<fn>` of a multi function: `values[i]` under `keys[i]`.
@@ -142,7 +142,7 @@ impl<V: Cacheable> Stored<V> {
         keys: &'a [String],
         values: &'a [V],
     ) -> Flow<Result<()>, impl Future<Output = Result<()>> + 'a> {
-        Flow::Pending(async move {
+        Flow::pending(async move {
             let items = paired(region, function, keys, values)?;
             ops::set_multi::<IO, V, &str>(&region.inner, &items).await
         })
@@ -157,9 +157,8 @@ impl<V: Cacheable> Stored<V> {
         keys: &'a [String],
         values: Vec<V>,
     ) -> Flow<Result<Vec<V>>, impl Future<Output = Result<Vec<V>>> + 'a> {
-        Flow::Pending(async move {
+        Flow::pending(async move {
             self.set_multi(face, region, function, keys, &values)
-                .wait()
                 .await?;
             Ok(values)
         })

@@ -148,7 +148,7 @@ impl CacheRegion {
         F: FnOnce() -> Result<T, E>,
     {
         let creator = move || ready(creator());
-        ops::try_get_or_create::<BlockingIo, T, E, _>(&self.inner, key, &options, creator).block()
+        ops::try_get_or_create::<BlockingIo, T, E, _>(&self.inner, key, options, creator).block()
     }
 
     /// As [`get_or_create`](Self::get_or_create), but when the region has an

@@ -94,8 +94,14 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        self.get_or_create_with_async(key, CreateOptions::new(), creator)
-            .await
+        let creator = move || async move { Ok::<T, Error>(creator().await) };
+        ops::try_get_or_create::<AsyncIo, T, Error, _>(
+            &self.inner,
+            key,
+            CreateOptions::new(),
+            creator,
+        )
+        .await
     }
 
     /// As [`get_or_create_async`](Self::get_or_create_async), with per-call options.
@@ -110,10 +116,8 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        self.try_get_or_create_with_async(key, options, || async {
-            Ok::<T, Error>(creator().await)
-        })
-        .await
+        let creator = move || async move { Ok::<T, Error>(creator().await) };
+        ops::try_get_or_create::<AsyncIo, T, Error, _>(&self.inner, key, options, creator).await
     }
 
     /// As [`try_get_or_create`](Self::try_get_or_create), for async callers: an `Err` from
@@ -125,7 +129,7 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.try_get_or_create_with_async(key, CreateOptions::new(), creator)
+        ops::try_get_or_create::<AsyncIo, T, E, F>(&self.inner, key, CreateOptions::new(), creator)
             .await
     }
 
@@ -142,9 +146,7 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        ops::try_get_or_create::<AsyncIo, T, E, F>(&self.inner, key, &options, creator)
-            .wait()
-            .await
+        ops::try_get_or_create::<AsyncIo, T, E, F>(&self.inner, key, options, creator).await
     }
 
     /// As [`get_or_create_async`](Self::get_or_create_async), but when the value is stale,

@@ -3,7 +3,9 @@
 //! awaits it. A behaviour added here (a rule, a count, a refusal) reaches both faces.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use crate::clock::Clock;
 use crate::engine::block_on::block_on;
@@ -17,13 +19,34 @@ use crate::stats::StatsRecorder;
 use crate::value::{Cacheable, CachedValue};
 use crate::warnings::RegionWarnings;
 
-/// What an operation comes to: its answer at once (a fresh hit on a store that never
-/// blocks: no future is built), or the future of the whole operation.
-pub enum Flow<R, Fut> {
-    /// Answered.
-    Done(R),
-    /// Still to run.
-    Pending(Fut),
+pin_project_lite::pin_project! {
+    /// What an operation comes to: its answer at once (a fresh hit on a store that never
+    /// blocks: no future is built), or the future of the whole operation. The blocking
+    /// face [`block`](Flow::block)s on it; the async face awaits it (it is a future).
+    #[project = FlowProj]
+    #[allow(missing_docs)] // the fields, which the variants' docs name
+    pub enum Flow<R, Fut> {
+        /// Answered: the answer, taken when polled.
+        Done { answer: Option<R> },
+        /// Still to run: the whole operation.
+        Pending { #[pin] future: Fut },
+    }
+}
+
+impl<R, Fut> Flow<R, Fut> {
+    /// Answered at once.
+    #[inline]
+    pub(crate) fn done(answer: R) -> Self {
+        Flow::Done {
+            answer: Some(answer),
+        }
+    }
+
+    /// The whole operation, to run.
+    #[inline]
+    pub(crate) fn pending(future: Fut) -> Self {
+        Flow::Pending { future }
+    }
 }
 
 impl<R, Fut: Future<Output = R>> Flow<R, Fut> {
@@ -31,16 +54,24 @@ impl<R, Fut: Future<Output = R>> Flow<R, Fut> {
     #[inline]
     pub fn block(self) -> R {
         match self {
-            Flow::Done(answer) => answer,
-            Flow::Pending(future) => block_on(future),
+            Flow::Done { answer } => answer.expect("a Flow is blocked on once"),
+            Flow::Pending { future } => block_on(future),
         }
     }
+}
 
-    /// The answer, on the async face.
-    pub async fn wait(self) -> R {
-        match self {
-            Flow::Done(answer) => answer,
-            Flow::Pending(future) => future.await,
+impl<R, Fut: Future<Output = R>> Future for Flow<R, Fut> {
+    type Output = R;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
+        match self.project() {
+            FlowProj::Done { answer } => Poll::Ready(
+                answer
+                    .take()
+                    .expect("a Flow is not polled after it answered"),
+            ),
+            FlowProj::Pending { future } => future.poll(cx),
         }
     }
 }
@@ -184,7 +215,7 @@ pub(crate) use driver::drive as get_or_create;
 pub(crate) fn try_get_or_create<'a, IO, T, E, F>(
     region: &'a RegionState,
     key: &'a str,
-    options: &'a CreateOptions<'a, T>,
+    options: CreateOptions<'a, T>,
     creator: F,
 ) -> Flow<std::result::Result<T, E>, impl Future<Output = std::result::Result<T, E>> + 'a>
 where
@@ -194,11 +225,11 @@ where
     F: Creator<T, E> + 'a,
 {
     if let Some(value) = fresh_hit(region, key, options.expiration) {
-        return Flow::Done(Ok(value));
+        return Flow::done(Ok(value));
     }
-    Flow::Pending(async move {
+    Flow::pending(async move {
         let detach = None::<NoDetach<IO, F>>;
-        get_or_create::<IO, T, E, F, _>(region, key, options, &mut Some(creator), false, detach)
+        get_or_create::<IO, T, E, F, _>(region, key, &options, &mut Some(creator), false, detach)
             .await
             .map_err(CreateError::into_caller)
     })
