@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::engine::driver::{self, CreateError, Io};
+use crate::engine::driver::{self, CreateError, CreatorError, Io, Told, Untold};
 use crate::engine::machine::{Lookup, Machine, Signals, Step};
 use crate::error::{Error, Result};
 use crate::region::io::BlockingIo;
@@ -161,6 +161,7 @@ pub(crate) async fn get_or_create<IO, T, E, F, Fut, D>(
 where
     IO: Io,
     T: Cacheable,
+    E: CreatorError,
     F: FnOnce() -> Fut,
     Fut: Future<Output = std::result::Result<T, E>>,
     D: FnOnce(&IO::Cfg, &str, F, Option<IO::Handle>),
@@ -181,7 +182,8 @@ where
 }
 
 /// `try_get_or_create`: the creator's error is the caller's, and so is the cache's,
-/// through `From`.
+/// through `From`; the callers that waited for a creator that failed get
+/// [`Error::CreatorFailed`] with its text, through `From` too.
 pub(crate) async fn try_get_or_create<IO, T, E, F, Fut>(
     region: &RegionState,
     key: &str,
@@ -191,18 +193,23 @@ pub(crate) async fn try_get_or_create<IO, T, E, F, Fut>(
 where
     IO: Io,
     T: Cacheable,
-    E: From<Error>,
+    E: From<Error> + std::fmt::Display,
     F: FnOnce() -> Fut,
     Fut: Future<Output = std::result::Result<T, E>>,
 {
+    // Its error wrapped as one whose text the waiters are handed.
+    let creator = move || {
+        let creating = creator();
+        async move { creating.await.map_err(Told) }
+    };
     let mut creator = Some(creator);
-    let detach = None::<NoDetach<IO, F>>;
-    match get_or_create::<IO, T, E, F, Fut, _>(region, key, options, &mut creator, false, detach)
+    let detach = None::<NoDetach<IO, _>>;
+    match get_or_create::<IO, T, _, _, _, _>(region, key, options, &mut creator, false, detach)
         .await
     {
         Ok(value) => Ok(value),
         Err(CreateError::Cache(error)) => Err(error.into()),
-        Err(CreateError::Creator(error)) => Err(error),
+        Err(CreateError::Creator(Told(error))) => Err(error),
     }
 }
 
@@ -220,13 +227,17 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = std::result::Result<T, E>>,
 {
+    // Its error (of any type) wrapped as one that is not handed to the waiters.
+    let creator = move || {
+        let creating = creator();
+        async move { creating.await.map_err(Untold) }
+    };
     let mut creator = Some(creator);
-    let detach = None::<NoDetach<IO, F>>;
-    match get_or_create::<IO, T, E, F, Fut, _>(region, key, options, &mut creator, true, detach)
-        .await
+    let detach = None::<NoDetach<IO, _>>;
+    match get_or_create::<IO, T, _, _, _, _>(region, key, options, &mut creator, true, detach).await
     {
         Ok(value) => Ok(value),
-        Err(CreateError::Creator(error)) => Err(error),
+        Err(CreateError::Creator(Untold(error))) => Err(error),
         // Failing open, the engine turns read, lock and write failures into misses and
         // warnings: a cache error (an unconfigured region, a refused key) comes before the
         // creator ran, and the creator still gives the answer.
@@ -234,7 +245,7 @@ where
             Some(creator) => {
                 warn_limited!(region.warnings, WarningKind::CacheUnavailable, region = %region.name,
                     key, %error, "cache unavailable; computing the value uncached");
-                creator().await
+                creator().await.map_err(|Untold(error)| error)
             }
             None => unreachable!("fail-open cache error after the creator ran: {error}"),
         },
