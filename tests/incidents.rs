@@ -204,3 +204,115 @@ fn sync_and_async_waiters_share_one_failure() {
     assert_eq!(calls.load(SeqCst), 1);
     assert_eq!(judge(&results, "k"), (1, CALLERS - 1));
 }
+
+/// A sync backend whose distributed lock takes a while to answer, as a remote one does:
+/// async callers reach it on tokio's blocking pool.
+#[derive(Clone, Default)]
+struct SlowLockStore {
+    values: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
+    /// The keys whose distributed lock is held.
+    held: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Tries under way.
+    trying: Arc<AtomicUsize>,
+}
+
+impl dogpile::backend::CacheBackend for SlowLockStore {
+    fn get(&self, key: &str) -> dogpile::Result<Option<Vec<u8>>> {
+        Ok(self.values.lock().unwrap().get(key).cloned())
+    }
+    fn set(&self, key: &str, value: Vec<u8>) -> dogpile::Result<()> {
+        self.values.lock().unwrap().insert(key.to_owned(), value);
+        Ok(())
+    }
+    fn delete(&self, key: &str) -> dogpile::Result<()> {
+        self.values.lock().unwrap().remove(key);
+        Ok(())
+    }
+    fn get_mutex(&self, key: &str) -> Option<Box<dyn dogpile::lock::CacheMutex>> {
+        Some(Box::new(SlowLock {
+            key: key.to_owned(),
+            held: self.held.clone(),
+            trying: self.trying.clone(),
+            mine: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+}
+
+/// Takes 50 ms to answer a try (the round trip); has no `Drop` of its own, so the region
+/// alone must see that a lock taken for a dropped call is released.
+struct SlowLock {
+    key: String,
+    held: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    trying: Arc<AtomicUsize>,
+    mine: std::sync::atomic::AtomicBool,
+}
+
+impl dogpile::lock::CacheMutex for SlowLock {
+    fn try_acquire(&self) -> dogpile::Result<bool> {
+        self.trying.fetch_add(1, SeqCst);
+        thread::sleep(Duration::from_millis(50));
+        let won = self.held.lock().unwrap().insert(self.key.clone());
+        self.mine.store(won, SeqCst);
+        self.trying.fetch_sub(1, SeqCst);
+        Ok(won)
+    }
+    fn release(&self) -> dogpile::Result<()> {
+        if self.mine.swap(false, SeqCst) {
+            self.held.lock().unwrap().remove(&self.key);
+        }
+        Ok(())
+    }
+}
+
+/// Waits (a few ms at a time, 2 s at most) until no try is under way and no distributed
+/// lock is held.
+async fn all_released(store: &SlowLockStore) -> bool {
+    for _ in 0..400 {
+        if store.trying.load(SeqCst) == 0 && store.held.lock().unwrap().is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_call_dropped_while_a_sync_lock_is_taken_on_the_blocking_pool_leaves_it_free() {
+    let store = SlowLockStore::default();
+    let region = CacheRegion::builder().name("incidents").build();
+    region
+        .configure(RegionConfig::with_backend(store.clone()))
+        .unwrap();
+    for round in 0..10u64 {
+        // Dropped while the pool's task is taking the lock (it answers after 50 ms).
+        let key = format!("k{round}");
+        let call = region.get_or_create_async(&key, || async { 1u32 });
+        let timeout = Duration::from_millis(5 + round * 4);
+        assert!(tokio::time::timeout(timeout, call).await.is_err());
+        assert!(
+            all_released(&store).await,
+            "round {round}: the lock was left held"
+        );
+        // The key is free for the next creator at once.
+        let started = Instant::now();
+        let options = dogpile::CreateOptions::new().time_budget(Duration::from_secs(1));
+        let value = region
+            .get_or_create_with_async(&key, options, || async { 2u32 })
+            .await;
+        assert_eq!(value.unwrap(), 2);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // Dropped while holding it, during the creation.
+        let key = format!("held{round}");
+        let call = region.get_or_create_async(&key, || async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            3u32
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(80), call)
+            .await
+            .is_err());
+        assert!(
+            all_released(&store).await,
+            "round {round}: the lock was left held"
+        );
+    }
+}
