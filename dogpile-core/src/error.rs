@@ -82,6 +82,22 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// The creator of this key, run by another caller of this process whose creation this
+    /// call waited for, failed: the waiters of a wave share its failure instead of each
+    /// calling the origin again. The caller that ran the creator gets its own error.
+    #[error(
+        "the creator of key `{key}` in region `{region}` failed (run by another caller \
+         of this process, whose result this call waited for): {message}"
+    )]
+    CreatorFailed {
+        /// The region's name.
+        region: String,
+        /// The cache key.
+        key: String,
+        /// The creator's error, as text.
+        message: String,
+    },
+
     /// Soft invalidation needs an expiration time to compare against.
     #[error(
         "soft invalidation of region `{region}` needs an expiration time; \

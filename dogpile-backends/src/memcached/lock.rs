@@ -11,7 +11,10 @@
 //! - a waiting caller (the region's backoff, [`dogpile_core::lock::Backoff`]) pauses at most
 //!   `lock_sleep` between tries and gives up after `lock_blocking_timeout` counted from
 //!   the start of its call, or sooner when its time budget runs out (the region reports
-//!   [`dogpile_core::Error::LockTimeout`]). dogpile's backoff grows without bound.
+//!   [`dogpile_core::Error::LockTimeout`]). dogpile's backoff grows without bound;
+//! - a lock is released when its handle is dropped without a release, and async callers,
+//!   which reach this lock on tokio's blocking pool, never strand one: a lock taken there
+//!   after the caller was dropped (a request timeout) is released by the pool's task.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -111,5 +114,17 @@ impl CacheMutex for MemcachedLock {
                  outlived lock_timeout); another process may have taken it, so it was left alone");
         }
         Ok(())
+    }
+}
+
+/// A holder dropped without releasing (a caller that panicked, a handle let go of)
+/// releases here; on a blocking thread, as every call of this backend (async callers reach
+/// it through tokio's blocking pool, which releases a lock its caller left behind there).
+impl Drop for MemcachedLock {
+    fn drop(&mut self) {
+        if let Err(error) = self.release() {
+            tracing::warn!(key = %display_key(&self.key), %error,
+                "failed to release a dropped memcached dogpile lock; it expires after lock_timeout");
+        }
     }
 }

@@ -178,31 +178,97 @@ impl AsyncCacheBackend for OnBlockingPool {
 }
 
 /// A sync distributed lock, tried and released on the blocking pool.
-struct BlockingMutex(Arc<dyn CacheMutex>);
+///
+/// A blocking task runs to its end even when the call that started it is dropped (a
+/// request timeout): a lock it takes after its caller is gone is released by the task
+/// itself, and one its caller may still hold is released when this handle is dropped.
+struct BlockingMutex {
+    mutex: Arc<dyn CacheMutex>,
+    state: Arc<std::sync::Mutex<Holding>>,
+}
+
+/// Who is answerable for a [`BlockingMutex`]'s lock.
+#[derive(Default)]
+struct Holding {
+    /// A try took the lock and told the handle: the handle releases it.
+    held: bool,
+    /// The handle is gone: a try that takes the lock releases it at once.
+    abandoned: bool,
+}
 
 impl BlockingMutex {
     /// `backend`'s distributed lock on `key`, if it has one, for async callers.
     fn of(backend: &dyn CacheBackend, key: &str) -> Option<Box<dyn AsyncCacheMutex>> {
         let mutex = backend.get_mutex(key)?;
-        Some(Box::new(BlockingMutex(Arc::from(mutex))))
+        Some(Box::new(BlockingMutex {
+            mutex: Arc::from(mutex),
+            state: Arc::default(),
+        }))
+    }
+
+    fn holding(state: &std::sync::Mutex<Holding>) -> std::sync::MutexGuard<'_, Holding> {
+        state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 #[async_trait]
 impl AsyncCacheMutex for BlockingMutex {
     async fn try_acquire(&self) -> Result<bool> {
-        let mutex = self.0.clone();
-        blocking(move || mutex.try_acquire()).await
+        let (mutex, state) = (self.mutex.clone(), self.state.clone());
+        blocking(move || {
+            if !mutex.try_acquire()? {
+                return Ok(false);
+            }
+            let mut holding = Self::holding(&state);
+            if holding.abandoned {
+                drop(holding);
+                mutex.release()?;
+                return Ok(false);
+            }
+            holding.held = true;
+            Ok(true)
+        })
+        .await
     }
     async fn release(&self) -> Result<()> {
-        let mutex = self.0.clone();
-        blocking(move || mutex.release()).await
+        let (mutex, state) = (self.mutex.clone(), self.state.clone());
+        blocking(move || {
+            Self::holding(&state).held = false;
+            mutex.release()
+        })
+        .await
     }
     fn retry_pause(&self) -> Duration {
-        self.0.retry_pause()
+        self.mutex.retry_pause()
     }
     fn wait_limit(&self) -> Option<Duration> {
-        self.0.wait_limit()
+        self.mutex.wait_limit()
+    }
+}
+
+impl Drop for BlockingMutex {
+    fn drop(&mut self) {
+        let held = {
+            let mut holding = Self::holding(&self.state);
+            holding.abandoned = true;
+            std::mem::take(&mut holding.held)
+        };
+        if !held {
+            return;
+        }
+        let mutex = self.mutex.clone();
+        let release = move || {
+            if let Err(error) = mutex.release() {
+                tracing::warn!(%error, "failed to release the distributed dogpile lock of a dropped call");
+            }
+        };
+        // Off the executor when there is one; a thread with no runtime may block.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(release)),
+            Err(_) => release(),
+        }
     }
 }
 

@@ -13,8 +13,10 @@
 //! observers, options) and the configuration in force ([`Configured`]), never its public
 //! face.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -25,7 +27,7 @@ use crate::engine::machine::{
     Budget, Keep, Locked, Machine, Settled, Signals, Step,
 };
 use crate::error::{Error, Result};
-use crate::lock::local::{Handed, KeyGuard, LocalWait, Waiter};
+use crate::lock::local::{CreatorFailure, Handed, KeyGuard, LocalWait, Waiter};
 use crate::region::options::CreateOptions;
 use crate::region::state::{entry_for, Configured, MultiKeys, RegionState};
 use crate::value::{Cacheable, CachedValue, Entry};
@@ -87,16 +89,6 @@ pub(crate) enum CreateError<E> {
     Creator(E),
 }
 
-impl<E: From<Error>> CreateError<E> {
-    /// The caller's error: the creator's own, or the cache's through `From`.
-    pub(crate) fn into_caller(self) -> E {
-        match self {
-            CreateError::Cache(error) => error.into(),
-            CreateError::Creator(error) => error,
-        }
-    }
-}
-
 /// A creator: a closure whose future makes the value or fails (on the blocking face the
 /// future is ready when made).
 pub(crate) trait Creator<T, E>: FnOnce() -> Self::Made {
@@ -117,6 +109,52 @@ where
 pub(crate) trait Detach<IO: Io, F>: FnOnce(&IO::Cfg, &str, F, Option<IO::Handle>) {}
 
 impl<IO: Io, F, D: FnOnce(&IO::Cfg, &str, F, Option<IO::Handle>)> Detach<IO, F> for D {}
+
+/// A creator's error as the driver sees it: what it hands to the callers of this process
+/// waiting on its key (issue 18: a failing origin is called once per wave, not once per
+/// waiter).
+pub(crate) trait CreatorError {
+    /// The text the waiters fail with ([`Error::CreatorFailed`]); `None`: nothing is
+    /// handed, and a waiter takes the lock and creates itself.
+    fn failure(&self) -> Option<String>;
+}
+
+impl CreatorError for Error {
+    fn failure(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+/// The error of a `try_` form's creator: its waiters fail with its text. The caller that
+/// ran the creator gets the error itself back.
+pub(crate) struct Told<E>(pub(crate) E);
+
+impl<E: Display> CreatorError for Told<E> {
+    fn failure(&self) -> Option<String> {
+        Some(self.0.to_string())
+    }
+}
+
+/// The error of a fail-open form's creator (a memoized function's, of any type): not
+/// handed, since its waiters cannot fail with it; they create in turn.
+pub(crate) struct Untold<E>(pub(crate) E);
+
+impl<E> CreatorError for Untold<E> {
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Releases the lock of a caller whose creator failed, handing the failure (when it can be
+/// told) to this process's waiters first.
+async fn hand_failure<IO: Io>(handle: Option<IO::Handle>, error: &impl CreatorError) {
+    if let Some(handle) = handle {
+        let failure = error
+            .failure()
+            .map(|message| Arc::new(CreatorFailure { message }) as Handed);
+        IO::hand_off(handle, failure).await;
+    }
+}
 
 /// Takes the dogpile lock on `key` (this process's first, then the backend's distributed
 /// lock, if any): at once or not at all, or waiting until the budget's deadline (and the
@@ -238,8 +276,9 @@ pub(crate) async fn regenerate<IO: Io, T: Cacheable, Fut>(
 ) where
     Fut: Future<Output = Result<T>>,
 {
-    let Ok(value) = timed_creation(&signals, key, creator).await else {
-        return;
+    let value = match timed_creation(&signals, key, creator).await {
+        Ok(value) => value,
+        Err(error) => return hand_failure::<IO>(handle, &error).await,
     };
     let stored = store::<IO, T>(cfg, clock.now(), key, &value, true, handle).await;
     let _ = store_outcome(&signals, key, true, stored);
@@ -259,6 +298,7 @@ pub(crate) async fn drive<IO, T, E, F, D>(
 where
     IO: Io,
     T: Cacheable,
+    E: CreatorError,
     F: Creator<T, E>,
     D: Detach<IO, F>,
 {
@@ -285,9 +325,13 @@ where
                 let Some(creator) = creator.take() else {
                     unreachable!("the engine asks for one creation per call")
                 };
-                let value = timed_creation(&region.signals(), key, creator)
-                    .await
-                    .map_err(CreateError::Creator)?;
+                let value = match timed_creation(&region.signals(), key, creator).await {
+                    Ok(value) => value,
+                    Err(error) => {
+                        hand_failure::<IO>(handle.take(), &error).await;
+                        return Err(CreateError::Creator(error));
+                    }
+                };
                 let should_cache = options.should_cache(&value);
                 let now = region.clock.now();
                 let stored =

@@ -13,6 +13,8 @@
 //!                ├─ stale (serve_stale) ─► TryLock ─┬─ busy ──► Return(stale)
 //!                │                                   └─ held ──► Read (again)
 //!                └─ missing, or stale ───► WaitLock ─┬─ handed a value ──► Return(it)
+//!                                                    ├─ handed a failure ──► Fail(CreatorFailed),
+//!                                                    │                or WaitLock (again)
 //!                                                    ├─ timed out ──► Fail(LockTimeout),
 //!                                                    │                or Create (fail open)
 //!                                                    └─ held ──► Read (again)
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::lock::local::{KeyGuard, LocalWait};
+use crate::lock::local::{CreatorFailure, KeyGuard, LocalWait};
 use crate::stats::StatsRecorder;
 use crate::value::CachedValue;
 use crate::warnings::{warn_limited, RegionWarnings, WarningKind};
@@ -111,6 +113,10 @@ pub(crate) struct Rules {
     /// Values need the dogpile lock; false for a store that keeps nothing, where every
     /// caller creates its own.
     pub(crate) lock: bool,
+    /// A caller handed the failure of the creator it waited for answers with it
+    /// ([`Error::CreatorFailed`]); otherwise it takes the lock and creates itself (a form
+    /// whose error type cannot be built from [`Error`]).
+    pub(crate) share_failures: bool,
 }
 
 /// One call's time budget: all of its waiting (the in-process lock, the distributed lock)
@@ -178,6 +184,8 @@ pub(crate) enum Locked<T> {
     Busy,
     /// The holder created a value while this caller waited, and handed it over.
     HandedOff(T),
+    /// The holder's creator failed while this caller waited; its error's text.
+    Failed(String),
     /// The deadline passed while waiting.
     TimedOut(Duration),
 }
@@ -301,6 +309,15 @@ impl<'a, T> Machine<'a, T> {
                 None => Step::WaitLock,
             },
             Locked::HandedOff(value) => Step::Return(value),
+            Locked::Failed(message) if self.rules.share_failures => {
+                Step::Fail(Error::CreatorFailed {
+                    region: self.signals.region.to_owned(),
+                    key: self.key.to_owned(),
+                    message,
+                })
+            }
+            // Waits again: the lock is free now, so this caller takes it and creates.
+            Locked::Failed(_) => Step::WaitLock,
             Locked::TimedOut(waited) if self.rules.fail_open => {
                 warn_limited!(self.signals.warnings, WarningKind::LockUnavailable,
                     region = %self.signals.region, key = %self.key, ?waited,
@@ -434,18 +451,24 @@ impl<'a, T, H> Batch<'a, T, H> {
 }
 
 /// What waiting for the in-process lock came to, for a caller that wants a `T`: go on to
-/// the distributed lock with the guard (`Ok`), or the lock step's outcome (`Err`). `None`: a
-/// value of another type was handed off under this key; the caller waits again, and then
-/// takes the lock and reads for itself.
+/// the distributed lock with the guard (`Ok`), or the lock step's outcome (`Err`: a value
+/// or a creator's failure handed off, or the deadline). `None`: a value of another type was
+/// handed off under this key; the caller waits again, and then takes the lock and reads
+/// for itself.
 pub(crate) fn local_outcome<T: Clone + 'static>(
     wait: LocalWait,
     budget: &mut Budget,
 ) -> Option<std::result::Result<KeyGuard, Locked<T>>> {
     match wait {
         LocalWait::Held(guard) => Some(Ok(guard)),
-        LocalWait::HandedOff(value) => value
-            .downcast_ref::<CachedValue<T>>()
-            .map(|value| Err(Locked::HandedOff(value.payload.clone()))),
+        LocalWait::HandedOff(handed) => {
+            if let Some(value) = handed.downcast_ref::<CachedValue<T>>() {
+                return Some(Err(Locked::HandedOff(value.payload.clone())));
+            }
+            handed
+                .downcast_ref::<CreatorFailure>()
+                .map(|failure| Err(Locked::Failed(failure.message.clone())))
+        }
         LocalWait::TimedOut => Some(Err(Locked::TimedOut(budget.spent()))),
     }
 }
@@ -555,6 +578,7 @@ mod tests {
             fail_open,
             background,
             lock: true,
+            share_failures: true,
         }
     }
 
@@ -614,6 +638,35 @@ mod tests {
         let mut m = machine(&clock, rules(true, false, false));
         assert!(matches!(m.read(Ok(None)), Step::WaitLock));
         assert!(matches!(m.locked(Locked::HandedOff(3)), Step::Return(3)));
+    }
+
+    #[test]
+    fn a_handed_failure_fails_the_waiter_or_sends_it_back_to_the_lock() {
+        let clock = ManualClock::new(100.0);
+        let mut m = machine(&clock, rules(true, false, false));
+        assert!(matches!(m.read(Ok(None)), Step::WaitLock));
+        match m.locked(Locked::Failed("db down".into())) {
+            Step::Fail(Error::CreatorFailed {
+                region,
+                key,
+                message,
+            }) => assert_eq!((&*region, &*key, &*message), ("r", "k", "db down")),
+            _ => panic!("expected CreatorFailed"),
+        }
+        let mut m = machine(
+            &clock,
+            Rules {
+                share_failures: false,
+                ..rules(true, false, false)
+            },
+        );
+        m.read(Ok(None));
+        assert!(matches!(
+            m.locked(Locked::Failed("db down".into())),
+            Step::WaitLock
+        ));
+        assert!(matches!(m.locked(Locked::Held), Step::Read));
+        assert!(matches!(m.read(Ok(None)), Step::Create));
     }
 
     #[test]

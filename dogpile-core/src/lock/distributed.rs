@@ -46,6 +46,10 @@ pub trait CacheMutex: Send + Sync {
     fn try_acquire(&self) -> Result<bool>;
 
     /// Releases the lock, if this handle still holds it.
+    ///
+    /// A handle dropped while it holds the lock should release it too (`Drop`), where it
+    /// can: async callers reach a sync lock on tokio's blocking pool, and a caller dropped
+    /// there (a request timeout) leaves the region no other way to release it.
     fn release(&self) -> Result<()>;
 
     /// The longest pause between two tries while waiting (dogpile's `lock_sleep`).
@@ -149,6 +153,11 @@ fn jitter(pause: Duration) -> Duration {
 #[async_trait::async_trait]
 pub trait AsyncCacheMutex: Send + Sync {
     /// One attempt to take the lock, without waiting.
+    ///
+    /// The future may be dropped at any await (the caller's request timed out): a lock it
+    /// took, or may have taken (a command sent, its reply not read), must not be left held,
+    /// for example by knowing its token before sending and releasing by that token when
+    /// dropped, or by running the attempt in a task of its own.
     async fn try_acquire(&self) -> Result<bool>;
 
     /// Releases the lock, if this handle still holds it.

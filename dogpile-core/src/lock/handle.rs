@@ -72,8 +72,10 @@ impl fmt::Debug for LockHandle {
 ///
 /// A future that holds it and is dropped (cancelled, timed out) releases the in-process
 /// lock at once, without I/O, and a waiter takes over; a distributed lock it held is
-/// released by a task spawned on the current runtime (or, with no runtime left, expires
-/// after the backend's `lock_timeout`).
+/// released by a task spawned on the current runtime (with no runtime left, by the lock's
+/// own `Drop` where it has one, as the built-in locks do, or else it expires after the
+/// backend's `lock_timeout`). A future dropped while it was still acquiring the distributed
+/// lock leaves that to the lock: the built-in ones release what such an acquire took.
 #[cfg(feature = "tokio")]
 pub(crate) struct AsyncLockHandle {
     key: String,
@@ -127,7 +129,7 @@ impl Drop for AsyncLockHandle {
                 });
             }
             Err(_) => tracing::warn!(%key,
-                "a cancelled call held the distributed dogpile lock and no runtime is left to release it; it expires after the backend's lock_timeout"),
+                "a cancelled call held the distributed dogpile lock and no runtime is left to release it; unless the lock releases itself when dropped, it expires after the backend's lock_timeout"),
         }
     }
 }

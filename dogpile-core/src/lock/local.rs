@@ -10,7 +10,8 @@
 //! per key. A caller that created a value under the lock *hands it off* to the callers
 //! waiting on that key in this process: they return it without reading the backend again
 //! (which matters when the backend is down: its creator runs once per wave of callers, not
-//! once per caller).
+//! once per caller). A caller whose creator failed hands its failure off the same way
+//! ([`CreatorFailure`]), so a failing origin is also called once per wave.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -21,8 +22,17 @@ use event_listener::{Event, EventListener, Listener};
 
 use crate::engine::block_on::block_on;
 
-/// A value handed from the caller that created it to the callers waiting on its key.
+/// A value handed from the caller that created it to the callers waiting on its key: a
+/// created value, or a [`CreatorFailure`].
 pub(crate) type Handed = Arc<dyn Any + Send + Sync>;
+
+/// What a caller whose creator failed hands to the callers waiting on its key, so that
+/// they answer with its failure at once instead of each calling the origin again in turn.
+#[derive(Debug)]
+pub(crate) struct CreatorFailure {
+    /// The creator's error, as text.
+    pub(crate) message: String,
+}
 
 type Map = Mutex<HashMap<String, Weak<KeyLock>>>;
 

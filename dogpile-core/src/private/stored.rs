@@ -9,7 +9,7 @@
 use std::future::{ready, Future, Ready};
 
 use crate::__private::multi::{multi, paired};
-use crate::engine::driver::{CreateError, Creator, Io};
+use crate::engine::driver::{CreateError, Creator, Io, Untold};
 use crate::error::Result;
 use crate::region::io::BlockingIo;
 use crate::region::ops::{self, Flow, NoDetach};
@@ -39,20 +39,20 @@ impl<V: Cacheable> Stored<V> {
             return Flow::done(Ok(value));
         }
         Flow::pending(async move {
+            // Its error (of any type) wrapped as one that is not handed to the waiters: they
+            // cannot fail with it, so they create in turn.
+            let creator = move || {
+                let creating = creator();
+                async move { creating.await.map_err(Untold) }
+            };
             let mut creator = Some(creator);
-            let detach = None::<NoDetach<IO, F>>;
-            let outcome = ops::get_or_create::<IO, V, E, F, _>(
-                region,
-                key,
-                &options,
-                &mut creator,
-                true,
-                detach,
-            )
-            .await;
+            let detach = None::<NoDetach<IO, _>>;
+            let outcome =
+                ops::get_or_create::<IO, V, _, _, _>(region, key, &options, &mut creator, true, detach)
+                    .await;
             match outcome {
                 Ok(value) => Ok(value),
-                Err(CreateError::Creator(error)) => Err(error),
+                Err(CreateError::Creator(Untold(error))) => Err(error),
                 // Failing open, the engine turns read, lock and write failures into misses
                 // and warnings: a cache error (an unconfigured region, a refused key) comes
                 // before the creator ran, and the creator still gives the answer.
@@ -61,7 +61,7 @@ impl<V: Cacheable> Stored<V> {
                         warn_limited!(region.warnings, WarningKind::CacheUnavailable,
                             region = %region.name, key, %error,
                             "cache unavailable; computing the value uncached");
-                        creator().await
+                        creator().await.map_err(|Untold(error)| error)
                     }
                     None => unreachable!("fail-open cache error after the creator ran: {error}"),
                 },

@@ -126,10 +126,18 @@ impl CacheRegion {
 
     /// As [`get_or_create`](Self::get_or_create) with a fallible creator: its `Err` is
     /// returned and nothing is cached.
+    ///
+    /// # A creator that fails
+    /// The caller that ran `creator` gets its `Err` as it was. The callers of this process
+    /// that waited for that creation (no value to serve) get its failure at the same time,
+    /// without calling the origin again: [`Error::CreatorFailed`], naming the region and the
+    /// key and carrying the error's text (hence `E: Display`), converted with `From`. The
+    /// next caller after the failure runs the creator again. A creator that panics hands
+    /// nothing: a waiter takes the lock and runs its own creator.
     pub fn try_get_or_create<T, E, F>(&self, key: &str, creator: F) -> Result<T, E>
     where
         T: Cacheable,
-        E: From<Error>,
+        E: From<Error> + std::fmt::Display,
         F: FnOnce() -> Result<T, E>,
     {
         self.try_get_or_create_with(key, CreateOptions::new(), creator)
@@ -144,7 +152,7 @@ impl CacheRegion {
     ) -> Result<T, E>
     where
         T: Cacheable,
-        E: From<Error>,
+        E: From<Error> + std::fmt::Display,
         F: FnOnce() -> Result<T, E>,
     {
         let creator = move || ready(creator());

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use crate::clock::Clock;
 use crate::engine::block_on::block_on;
-use crate::engine::driver::{self, CreateError, Creator, Io};
+use crate::engine::driver::{self, CreateError, Creator, Io, Told};
 use crate::engine::machine::{Lookup, Signals};
 use crate::error::{Error, Result};
 use crate::region::io::BlockingIo;
@@ -221,17 +221,28 @@ pub(crate) fn try_get_or_create<'a, IO, T, E, F>(
 where
     IO: Io,
     T: Cacheable,
-    E: From<Error> + 'a,
+    E: From<Error> + std::fmt::Display + 'a,
     F: Creator<T, E> + 'a,
 {
     if let Some(value) = fresh_hit(region, key, options.expiration) {
         return Flow::done(Ok(value));
     }
     Flow::pending(async move {
-        let detach = None::<NoDetach<IO, F>>;
-        get_or_create::<IO, T, E, F, _>(region, key, &options, &mut Some(creator), false, detach)
-            .await
-            .map_err(CreateError::into_caller)
+        // Its error wrapped as one whose text the waiters are handed: the callers that
+        // waited for a creator that failed get [`Error::CreatorFailed`], through `From`.
+        let creator = move || {
+            let creating = creator();
+            async move { creating.await.map_err(Told) }
+        };
+        let detach = None::<NoDetach<IO, _>>;
+        let outcome =
+            get_or_create::<IO, T, _, _, _>(region, key, &options, &mut Some(creator), false, detach)
+                .await;
+        match outcome {
+            Ok(value) => Ok(value),
+            Err(CreateError::Cache(error)) => Err(error.into()),
+            Err(CreateError::Creator(Told(error))) => Err(error),
+        }
     })
 }
 

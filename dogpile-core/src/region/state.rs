@@ -375,7 +375,9 @@ impl RegionState {
     }
 
     /// The rules of a call: the region's, failing open when it does or the call asks to,
-    /// with the background rule when asked for.
+    /// with the background rule when asked for. A call that asks to fail open (a memoized
+    /// function's, whose error type dogpile cannot build) takes over from a creator that
+    /// failed instead of sharing its failure.
     #[inline]
     pub(crate) fn rules(&self, cfg: &Configured, fail_open: bool, background: bool) -> Rules {
         Rules {
@@ -383,6 +385,7 @@ impl RegionState {
             fail_open: fail_open || self.fail_open,
             background,
             lock: !cfg.stores_nothing,
+            share_failures: !fail_open,
         }
     }
 }
