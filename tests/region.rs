@@ -151,6 +151,77 @@ fn unknown_backend_lists_the_known_names() {
 }
 
 #[test]
+fn misspelt_backend_names_and_arguments_get_a_suggestion() {
+    let region = CacheRegion::new();
+    let err = region.configure(RegionConfig::new("reddis")).unwrap_err();
+    assert!(
+        matches!(&err, Error::PluginNotFound { suggestion: Some(s), .. } if s == "redis"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with(
+            "no cache backend named `reddis` (did you mean `redis`?); known backends: "
+        ),
+        "{err}"
+    );
+    let err = region
+        .configure(RegionConfig::new("dogpile.cache.memroy"))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(did you mean `dogpile.cache.memory`?)"),
+        "{err}"
+    );
+    let err = region.configure(RegionConfig::new("postgres")).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::PluginNotFound {
+                suggestion: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("did you mean"), "{err}");
+
+    let err = region
+        .configure(RegionConfig::new("memory").argument("max_entires", 10))
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "invalid argument `max_entires` for backend `memory`: unknown argument \
+             (did you mean `max_entries`?); accepted: "
+        ),
+        "{err}"
+    );
+    let err = region
+        .configure_from_config(
+            [("c.backend", "memory"), ("c.arguments.max_entires", "10")],
+            "c.",
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("(did you mean `max_entries`?)"),
+        "{err}"
+    );
+    let err = region
+        .configure_from_config([("c.backend", "memory"), ("c.expiraton_time", "10")], "c.")
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidRegionOption { option, .. } if option == "c.expiraton_time"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("(did you mean `c.expiration_time`?)"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("for backend"), "{err}");
+    assert!(!region.is_configured());
+}
+
+#[test]
 fn unknown_or_malformed_arguments_are_errors_naming_them() {
     let region = CacheRegion::new();
     let err = region
