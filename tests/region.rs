@@ -287,6 +287,54 @@ fn configure_from_config_uses_dogpile_layout() {
 }
 
 #[test]
+fn regions_are_named_when_built_or_after_the_prefix_of_their_flat_config() {
+    let config = HashMap::from([
+        ("cache.local.backend", "memory"),
+        ("cache.users.backend", "memory"),
+    ]);
+    assert_eq!(dogpile::make_region().name(), "<unnamed>");
+    let users = CacheRegion::named("users");
+    assert_eq!(users.name(), "users");
+    // A name given when the region is built is kept.
+    users
+        .configure_from_config(&config, "cache.users.")
+        .unwrap();
+    assert_eq!(users.name(), "users");
+
+    let local = dogpile::make_region();
+    // A failed configuration names nothing.
+    let failed = local.configure_from_config([("cache.local.backend", "reddis")], "cache.local.");
+    assert!(failed.is_err());
+    assert_eq!(local.name(), "<unnamed>");
+    local
+        .configure_from_config(&config, "cache.local.")
+        .unwrap();
+    assert_eq!(local.name(), "cache.local");
+    assert!(
+        format!("{local:?}").contains("\"cache.local\""),
+        "{local:?}"
+    );
+    // The first name sticks.
+    local
+        .configure(
+            RegionConfig::from_config(&config, "cache.users.")
+                .unwrap()
+                .replace_existing_backend(true),
+        )
+        .unwrap();
+    assert_eq!(local.name(), "cache.local");
+    let err = local.configure(RegionConfig::new("memory")).unwrap_err();
+    assert!(err.to_string().contains("region `cache.local`"), "{err}");
+
+    // No prefix, no name.
+    let plain = dogpile::make_region();
+    plain
+        .configure_from_config([("backend", "null")], "")
+        .unwrap();
+    assert_eq!(plain.name(), "<unnamed>");
+}
+
+#[test]
 fn registered_user_backend_is_found_by_name() {
     let store = Shared::default();
     let seen = store.clone();

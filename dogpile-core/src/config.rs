@@ -36,6 +36,8 @@ pub struct RegionConfig {
     pub(crate) arguments: BTreeMap<String, String>,
     pub(crate) replace_existing_backend: bool,
     pub(crate) wrap: Vec<Arc<dyn ProxyBackend>>,
+    /// The name an unnamed region takes from this configuration: the prefix of a flat one.
+    pub(crate) name: Option<String>,
 }
 
 #[derive(Clone)]
@@ -66,6 +68,7 @@ impl RegionConfig {
             arguments: BTreeMap::new(),
             replace_existing_backend: false,
             wrap: Vec::new(),
+            name: None,
         }
     }
 
@@ -129,7 +132,8 @@ impl RegionConfig {
     /// Reads a configuration from string pairs, as dogpile's `configure_from_config`:
     /// `{prefix}backend`, `{prefix}expiration_time` (seconds, `-1` for never, or a
     /// duration such as `90s`, `10m`, `1h30m`) and `{prefix}arguments.{name}`. Keys without
-    /// the prefix are ignored.
+    /// the prefix are ignored. A region built without a name that is configured with it
+    /// takes the prefix as its name, without the trailing dot (`cache.local`).
     ///
     /// ```
     /// use std::collections::HashMap;
@@ -185,9 +189,11 @@ impl RegionConfig {
         }
         let backend =
             backend.ok_or_else(|| invalid("backend", "missing: name the backend to use".into()))?;
+        let name = prefix.trim_end_matches('.');
         Ok(RegionConfig {
             expiration_time,
             arguments,
+            name: (!name.is_empty()).then(|| name.to_owned()),
             ..RegionConfig::new(backend)
         })
     }
@@ -262,6 +268,7 @@ impl fmt::Debug for RegionConfig {
             .field("arguments", &redacted(&self.arguments))
             .field("replace_existing_backend", &self.replace_existing_backend)
             .field("wrap", &self.wrap.len())
+            .field("name", &self.name)
             .finish()
     }
 }
