@@ -151,6 +151,77 @@ fn unknown_backend_lists_the_known_names() {
 }
 
 #[test]
+fn misspelt_backend_names_and_arguments_get_a_suggestion() {
+    let region = CacheRegion::new();
+    let err = region.configure(RegionConfig::new("reddis")).unwrap_err();
+    assert!(
+        matches!(&err, Error::PluginNotFound { suggestion: Some(s), .. } if s == "redis"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with(
+            "no cache backend named `reddis` (did you mean `redis`?); known backends: "
+        ),
+        "{err}"
+    );
+    let err = region
+        .configure(RegionConfig::new("dogpile.cache.memroy"))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(did you mean `dogpile.cache.memory`?)"),
+        "{err}"
+    );
+    let err = region.configure(RegionConfig::new("postgres")).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::PluginNotFound {
+                suggestion: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("did you mean"), "{err}");
+
+    let err = region
+        .configure(RegionConfig::new("memory").argument("max_entires", 10))
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "invalid argument `max_entires` for backend `memory`: unknown argument \
+             (did you mean `max_entries`?); accepted: "
+        ),
+        "{err}"
+    );
+    let err = region
+        .configure_from_config(
+            [("c.backend", "memory"), ("c.arguments.max_entires", "10")],
+            "c.",
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("(did you mean `max_entries`?)"),
+        "{err}"
+    );
+    let err = region
+        .configure_from_config([("c.backend", "memory"), ("c.expiraton_time", "10")], "c.")
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidRegionOption { option, .. } if option == "c.expiraton_time"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("(did you mean `c.expiration_time`?)"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("for backend"), "{err}");
+    assert!(!region.is_configured());
+}
+
+#[test]
 fn unknown_or_malformed_arguments_are_errors_naming_them() {
     let region = CacheRegion::new();
     let err = region
@@ -213,6 +284,54 @@ fn configure_from_config_uses_dogpile_layout() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("max_entries"), "{err}");
+}
+
+#[test]
+fn regions_are_named_when_built_or_after_the_prefix_of_their_flat_config() {
+    let config = HashMap::from([
+        ("cache.local.backend", "memory"),
+        ("cache.users.backend", "memory"),
+    ]);
+    assert_eq!(dogpile::make_region().name(), "<unnamed>");
+    let users = CacheRegion::named("users");
+    assert_eq!(users.name(), "users");
+    // A name given when the region is built is kept.
+    users
+        .configure_from_config(&config, "cache.users.")
+        .unwrap();
+    assert_eq!(users.name(), "users");
+
+    let local = dogpile::make_region();
+    // A failed configuration names nothing.
+    let failed = local.configure_from_config([("cache.local.backend", "reddis")], "cache.local.");
+    assert!(failed.is_err());
+    assert_eq!(local.name(), "<unnamed>");
+    local
+        .configure_from_config(&config, "cache.local.")
+        .unwrap();
+    assert_eq!(local.name(), "cache.local");
+    assert!(
+        format!("{local:?}").contains("\"cache.local\""),
+        "{local:?}"
+    );
+    // The first name sticks.
+    local
+        .configure(
+            RegionConfig::from_config(&config, "cache.users.")
+                .unwrap()
+                .replace_existing_backend(true),
+        )
+        .unwrap();
+    assert_eq!(local.name(), "cache.local");
+    let err = local.configure(RegionConfig::new("memory")).unwrap_err();
+    assert!(err.to_string().contains("region `cache.local`"), "{err}");
+
+    // No prefix, no name.
+    let plain = dogpile::make_region();
+    plain
+        .configure_from_config([("backend", "null")], "")
+        .unwrap();
+    assert_eq!(plain.name(), "<unnamed>");
 }
 
 #[test]

@@ -216,6 +216,49 @@ fn the_counts_reach_the_metrics_facade() {
     assert_eq!(count("dogpile_creations_total"), Some(1), "{counts:?}");
 }
 
+#[test]
+fn unnamed_regions_configured_from_a_flat_config_are_separate_series() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let config = [
+        ("cache.local.backend", "memory"),
+        ("cache.other.backend", "memory"),
+    ];
+    metrics::with_local_recorder(&recorder, || {
+        let local = dogpile::make_region();
+        let other = dogpile::make_region();
+        local.configure_from_config(config, "cache.local.").unwrap();
+        other.configure_from_config(config, "cache.other.").unwrap();
+        local.get::<u32>("absent").unwrap();
+        other.get::<u32>("absent").unwrap();
+        other.get::<u32>("absent").unwrap();
+    });
+    let mut misses: Vec<(String, u64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let key = key.key();
+            let region = key
+                .labels()
+                .find(|l| l.key() == "region")?
+                .value()
+                .to_owned();
+            match value {
+                DebugValue::Counter(n) if key.name() == "dogpile_misses_total" => Some((region, n)),
+                _ => None,
+            }
+        })
+        .collect();
+    misses.sort();
+    assert_eq!(
+        misses,
+        [("cache.local".to_owned(), 1), ("cache.other".to_owned(), 2)]
+    );
+}
+
 /// Collects what a `tracing` subscriber writes.
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);

@@ -36,6 +36,8 @@ pub struct RegionConfig {
     pub(crate) arguments: BTreeMap<String, String>,
     pub(crate) replace_existing_backend: bool,
     pub(crate) wrap: Vec<Arc<dyn ProxyBackend>>,
+    /// The name an unnamed region takes from this configuration: the prefix of a flat one.
+    pub(crate) name: Option<String>,
 }
 
 #[derive(Clone)]
@@ -66,6 +68,7 @@ impl RegionConfig {
             arguments: BTreeMap::new(),
             replace_existing_backend: false,
             wrap: Vec::new(),
+            name: None,
         }
     }
 
@@ -129,7 +132,8 @@ impl RegionConfig {
     /// Reads a configuration from string pairs, as dogpile's `configure_from_config`:
     /// `{prefix}backend`, `{prefix}expiration_time` (seconds, `-1` for never, or a
     /// duration such as `90s`, `10m`, `1h30m`) and `{prefix}arguments.{name}`. Keys without
-    /// the prefix are ignored.
+    /// the prefix are ignored. A region built without a name that is configured with it
+    /// takes the prefix as its name, without the trailing dot (`cache.local`).
     ///
     /// ```
     /// use std::collections::HashMap;
@@ -143,16 +147,18 @@ impl RegionConfig {
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the backend is missing, or a key under the prefix is
-    /// unknown or malformed.
+    /// [`Error::InvalidRegionOption`] when the backend is missing, or a key under the prefix
+    /// is unknown (suggesting the option a misspelt key meant) or malformed. Backend
+    /// arguments are checked by the backend, when the region is configured.
     pub fn from_config<I, K, V>(map: I, prefix: &str) -> Result<Self>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let invalid = |argument: &str, reason: String| {
-            Error::invalid_argument("region", format!("{prefix}{argument}"), reason)
+        let invalid = |option: &str, reason: String| Error::InvalidRegionOption {
+            option: format!("{prefix}{option}"),
+            reason,
         };
         let mut backend = None;
         let mut expiration_time = None;
@@ -170,20 +176,37 @@ impl RegionConfig {
             } else if let Some(argument) = name.strip_prefix("arguments.") {
                 arguments.insert(argument.to_owned(), value.to_owned());
             } else {
+                let suggestion = suggest_option(name).map(|option| format!("{prefix}{option}"));
                 return Err(invalid(
                     name,
-                    "unknown key; expected `backend`, `expiration_time` or `arguments.NAME`".into(),
+                    format!(
+                        "unknown key{}; expected `backend`, `expiration_time` or \
+                         `arguments.NAME`",
+                        crate::suggest::did_you_mean(&suggestion)
+                    ),
                 ));
             }
         }
         let backend =
             backend.ok_or_else(|| invalid("backend", "missing: name the backend to use".into()))?;
+        let name = prefix.trim_end_matches('.');
         Ok(RegionConfig {
             expiration_time,
             arguments,
+            name: (!name.is_empty()).then(|| name.to_owned()),
             ..RegionConfig::new(backend)
         })
     }
+}
+
+/// The region option a misspelt key of a flat configuration meant: `expiration_time` for
+/// `expiraton_time`, `arguments.url` for `argument.url`.
+fn suggest_option(name: &str) -> Option<String> {
+    if let Some((head, argument)) = name.split_once('.') {
+        return crate::suggest::closest(head, ["arguments"])
+            .map(|arguments| format!("{arguments}.{argument}"));
+    }
+    crate::suggest::closest(name, ["backend", "expiration_time"]).map(str::to_owned)
 }
 
 /// An expiration time: a number of seconds (fractions allowed), `-1` for never, or a
@@ -245,6 +268,7 @@ impl fmt::Debug for RegionConfig {
             .field("arguments", &redacted(&self.arguments))
             .field("replace_existing_backend", &self.replace_existing_backend)
             .field("wrap", &self.wrap.len())
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -393,5 +417,40 @@ mod tests {
         let unknown = RegionConfig::from_config([("p.backend", "memory"), ("p.expire", "3")], "p.")
             .unwrap_err();
         assert!(unknown.to_string().contains("p.expire"), "{unknown}");
+    }
+
+    #[test]
+    fn from_config_names_region_options_and_suggests_the_meant_one() {
+        let err = |key: &str| {
+            RegionConfig::from_config([("c.backend", "memory"), (key, "3")], "c.")
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("c.expiraton_time"),
+            "invalid region option `c.expiraton_time`: unknown key (did you mean \
+             `c.expiration_time`?); expected `backend`, `expiration_time` or `arguments.NAME`"
+        );
+        assert_eq!(
+            err("c.argument.url"),
+            "invalid region option `c.argument.url`: unknown key (did you mean \
+             `c.arguments.url`?); expected `backend`, `expiration_time` or `arguments.NAME`"
+        );
+        assert_eq!(
+            err("c.colour"),
+            "invalid region option `c.colour`: unknown key; expected `backend`, \
+             `expiration_time` or `arguments.NAME`"
+        );
+        let err = RegionConfig::from_config([("c.backnd", "memory")], "c.").unwrap_err();
+        assert!(matches!(err, Error::InvalidRegionOption { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("(did you mean `c.backend`?)"),
+            "{err}"
+        );
+        let missing = RegionConfig::from_config([("c.expiration_time", "3")], "c.").unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "invalid region option `c.backend`: missing: name the backend to use"
+        );
     }
 }

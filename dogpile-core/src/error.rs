@@ -29,22 +29,41 @@ pub enum Error {
     },
 
     /// No backend is registered under this name.
-    #[error("no cache backend named `{name}`; known backends: {known}")]
+    #[error(
+        "no cache backend named `{name}`{}; known backends: {known}",
+        crate::suggest::did_you_mean(.suggestion)
+    )]
     PluginNotFound {
         /// The name that was asked for.
         name: String,
         /// The names that are registered, comma separated.
         known: String,
+        /// The registered name closest to `name`, when one is close enough to be a typo
+        /// (`redis` for `reddis`).
+        suggestion: Option<String>,
     },
 
-    /// A backend or region argument is missing, unknown or malformed (dogpile's
-    /// `ValidationError`).
+    /// A backend argument, or an argument of a call, is missing, unknown or malformed
+    /// (dogpile's `ValidationError`).
     #[error("invalid argument `{argument}` for backend `{backend}`: {reason}")]
     InvalidArgument {
-        /// The backend being configured (or `region` for region options).
+        /// The backend being configured (or ``region `NAME` `` for a call's argument).
         backend: String,
         /// The argument's name.
         argument: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+
+    /// A region option of a flat configuration ([`RegionConfig::from_config`]) is missing,
+    /// unknown or malformed: `{prefix}backend`, `{prefix}expiration_time` or
+    /// `{prefix}arguments.NAME`.
+    ///
+    /// [`RegionConfig::from_config`]: crate::RegionConfig::from_config
+    #[error("invalid region option `{option}`: {reason}")]
+    InvalidRegionOption {
+        /// The option's key, prefix included (`cache.local.expiration_time`).
+        option: String,
         /// What is wrong and what is accepted.
         reason: String,
     },

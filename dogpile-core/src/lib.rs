@@ -19,6 +19,7 @@ pub mod lock;
 mod region;
 pub mod runner;
 mod stats;
+mod suggest;
 pub mod value;
 mod warnings;
 

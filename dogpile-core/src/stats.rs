@@ -124,6 +124,15 @@ impl StatsRecorder {
         }
     }
 
+    /// Labels the metrics of a region named after it was made (from its configuration's
+    /// prefix), as long as they are not registered yet (they are at the first count).
+    pub(crate) fn name_region(&self, region: &str) {
+        #[cfg(feature = "metrics")]
+        self.metrics.rename(region);
+        #[cfg(not(feature = "metrics"))]
+        let _ = region;
+    }
+
     #[inline]
     fn stripe(&self) -> &Stripe {
         // The stripe count is a power of two.
@@ -308,6 +317,8 @@ mod metrics_handles {
     /// Handles registered at the first count, with the recorder in force then.
     pub(super) struct Lazy {
         region: String,
+        /// The name the region was given after it was made, if any.
+        renamed: OnceLock<String>,
         handles: OnceLock<Handles>,
     }
 
@@ -315,8 +326,14 @@ mod metrics_handles {
         pub(super) fn new(region: &str) -> Self {
             Lazy {
                 region: region.to_owned(),
+                renamed: OnceLock::new(),
                 handles: OnceLock::new(),
             }
+        }
+
+        /// The `region` label of handles registered from now on.
+        pub(super) fn rename(&self, region: &str) {
+            let _ = self.renamed.set(region.to_owned());
         }
 
         #[inline]
@@ -325,7 +342,8 @@ mod metrics_handles {
         }
 
         fn register(&self) -> Handles {
-            let labels = || [("region", self.region.clone())];
+            let region = self.renamed.get().unwrap_or(&self.region);
+            let labels = || [("region", region.clone())];
             Handles {
                 counters: COUNTERS.map(|(name, description)| {
                     metrics::describe_counter!(name, description);

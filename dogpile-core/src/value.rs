@@ -32,9 +32,22 @@ pub const MAX_DEPTH: usize = 128;
 
 /// Any type a region can cache: serializable, cloneable, shareable between threads.
 ///
-/// Implemented for every type that meets the bounds; there is nothing to implement.
+/// Implemented for every type that meets the bounds; there is nothing to implement. A type
+/// that misses one is a compile error naming the bounds, at the call that would cache it:
+///
+/// ```compile_fail
+/// # let region = dogpile_core::CacheRegion::new();
+/// struct Report; // neither Serialize, Deserialize nor Clone
+/// let report = region.get_or_create("report", || Report); // `Report` cannot be cached
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: a cached value is `Serialize`, `Deserialize` (owned), `Clone`, `Send`, `Sync` and `'static`",
+    label = "the value this call would cache",
+    note = "derive what it lacks, `#[derive(serde::Serialize, serde::Deserialize, Clone)]`, or cache an owned, thread-safe type that has them"
+)]
 pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
+#[diagnostic::do_not_recommend]
 impl<T> Cacheable for T where T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
 /// The metadata stored beside every value: creation time and format version.

@@ -161,14 +161,35 @@ impl Arguments {
         })
     }
 
-    /// Fails on the first argument not in `known`, listing what is accepted.
+    /// Fails on the first argument not in `known`, listing what is accepted and suggesting
+    /// the accepted name closest to a misspelt one (`max_entries` for `max_entires`).
+    ///
+    /// ```
+    /// use dogpile_core::backend::Arguments;
+    ///
+    /// let args = Arguments::new("mine", [("max_entires", "10")]);
+    /// let err = args.check_known(&["max_entries", "url"]).unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid argument `max_entires` for backend `mine`: unknown argument \
+    ///      (did you mean `max_entries`?); accepted: max_entries, url"
+    /// );
+    /// ```
     pub fn check_known(&self, known: &[&str]) -> Result<()> {
         match self.values.keys().find(|k| !known.contains(&k.as_str())) {
             None => Ok(()),
-            Some(unknown) => Err(self.invalid(
-                unknown,
-                format!("unknown argument; accepted: {}", known.join(", ")),
-            )),
+            Some(unknown) => {
+                let suggestion =
+                    crate::suggest::closest(unknown, known.iter().copied()).map(str::to_owned);
+                Err(self.invalid(
+                    unknown,
+                    format!(
+                        "unknown argument{}; accepted: {}",
+                        crate::suggest::did_you_mean(&suggestion),
+                        known.join(", ")
+                    ),
+                ))
+            }
         }
     }
 

@@ -97,8 +97,11 @@ pub(crate) fn create_backend(
     if let Some(builtin) = BUILTIN_BACKENDS.iter().find(|b| b.names.contains(&name)) {
         return (builtin.factory)(&args);
     }
+    let known = registered_backends();
     Err(Error::PluginNotFound {
         name: name.to_owned(),
-        known: registered_backends().join(", "),
+        suggestion: crate::suggest::closest(name, known.iter().map(String::as_str))
+            .map(str::to_owned),
+        known: known.join(", "),
     })
 }

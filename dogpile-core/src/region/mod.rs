@@ -19,6 +19,7 @@ use crate::warnings::RegionWarnings;
 
 mod blocking;
 pub(crate) mod io;
+mod name;
 #[cfg(feature = "tokio")]
 mod nonblocking;
 pub(crate) mod ops;
@@ -28,6 +29,7 @@ pub(crate) mod state;
 pub use options::{CreateOptions, Expiration};
 pub use state::DEFAULT_TIME_BUDGET;
 
+use name::RegionName;
 use state::{Configured, RegionState};
 
 /// A front end to one cache backend, with a default expiration time and the dogpile lock.
@@ -59,6 +61,12 @@ pub struct CacheRegion {
 }
 
 /// A new, unconfigured region with default options (dogpile's `make_region()`).
+///
+/// Its name (in logs, errors and the `region` label of its metrics) is taken from the
+/// prefix of its flat configuration ([`configure_from_config`](CacheRegion::configure_from_config)
+/// with `"cache.local."` names it `cache.local`), and is `<unnamed>` until then. Python's
+/// `make_region(name="users")` is [`CacheRegion::named("users")`](CacheRegion::named);
+/// [`CacheRegion::builder`] takes the other options of `make_region`.
 pub fn make_region() -> CacheRegion {
     CacheRegion::new()
 }
@@ -69,9 +77,11 @@ pub struct RegionBuilder {
 }
 
 impl RegionBuilder {
-    /// The region's name, used in logs and error messages.
+    /// The region's name, used in logs, error messages and the `region` label of its
+    /// metrics (dogpile's `make_region(name=...)`). A region built without one takes the
+    /// prefix of its flat configuration (see [`CacheRegion::configure_from_config`]).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.region.inner.name = name.into();
+        self.region.inner.name = RegionName::given(name.into());
         self
     }
 
@@ -156,6 +166,21 @@ impl CacheRegion {
         }
     }
 
+    /// A new, unconfigured region named `name` (dogpile's `make_region(name="users")`):
+    /// its name appears in logs, error messages and the `region` label of its metrics, so
+    /// that each region is its own series.
+    ///
+    /// ```
+    /// use std::sync::LazyLock;
+    /// use dogpile_core::CacheRegion;
+    ///
+    /// static USERS: LazyLock<CacheRegion> = LazyLock::new(|| CacheRegion::named("users"));
+    /// assert_eq!(USERS.name(), "users");
+    /// ```
+    pub fn named(name: impl Into<String>) -> Self {
+        CacheRegion::builder().name(name).build()
+    }
+
     /// A builder for the construction-time options.
     pub fn builder() -> RegionBuilder {
         RegionBuilder {
@@ -163,9 +188,12 @@ impl CacheRegion {
         }
     }
 
-    /// The region's name.
+    /// The region's name: the one it was built with ([`CacheRegion::named`],
+    /// [`RegionBuilder::name`]), else the prefix of its flat configuration once
+    /// [`configure_from_config`](Self::configure_from_config) has succeeded, else
+    /// `<unnamed>`.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        self.inner.name.as_str()
     }
 
     /// What the region has done since it was made: hits, misses, stale values served,
@@ -212,7 +240,7 @@ impl CacheRegion {
         if let Some(current) = &*self.inner.configured.load() {
             if !config.replace_existing_backend {
                 return Err(Error::RegionAlreadyConfigured {
-                    region: self.inner.name.clone(),
+                    region: self.inner.name.to_string(),
                     backend: current.backend_name.clone(),
                 });
             }
@@ -238,6 +266,11 @@ impl CacheRegion {
             .into_iter()
             .rev()
             .fold(backend, |backend, proxy| wrap(backend, proxy));
+        if let Some(name) = &config.name {
+            if self.inner.name.name_if_unnamed(name) {
+                self.inner.stats.name_region(name);
+            }
+        }
         tracing::debug!(region = %self.inner.name, backend = %backend_name, "region configured");
         let capabilities = backend.capabilities();
         self.inner.configured.store(Some(Arc::new(Configured {
@@ -269,7 +302,27 @@ impl CacheRegion {
     }
 
     /// Configures the region from string pairs, as dogpile's `configure_from_config`:
-    /// see [`RegionConfig::from_config`].
+    /// see [`RegionConfig::from_config`]. A region built without a name is named after the
+    /// prefix, without its trailing dot, so that each region of a config file is its own
+    /// series in the metrics:
+    ///
+    /// ```
+    /// use dogpile_core::make_region;
+    /// # use dogpile_core::{backend::{register_backend, Arguments, CacheBackend}, Result};
+    /// # struct Nothing;
+    /// # impl CacheBackend for Nothing {
+    /// #     fn get(&self, _: &str) -> Result<Option<Vec<u8>>> { Ok(None) }
+    /// #     fn set(&self, _: &str, _: Vec<u8>) -> Result<()> { Ok(()) }
+    /// #     fn delete(&self, _: &str) -> Result<()> { Ok(()) }
+    /// # }
+    /// # register_backend("dogpile.cache.null", |_: &Arguments| Ok(Nothing));
+    ///
+    /// let config = [("cache.local.backend", "dogpile.cache.null")];
+    /// let local = make_region();
+    /// local.configure_from_config(config, "cache.local.")?;
+    /// assert_eq!(local.name(), "cache.local");
+    /// # Ok::<(), dogpile_core::Error>(())
+    /// ```
     pub fn configure_from_config<I, K, V>(&self, map: I, prefix: &str) -> Result<&Self>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -318,7 +371,7 @@ impl CacheRegion {
     pub fn invalidate(&self, hard: bool) -> Result<()> {
         if !hard && self.expiration_time().is_none() {
             return Err(Error::SoftInvalidationWithoutExpiration {
-                region: self.inner.name.clone(),
+                region: self.inner.name.to_string(),
             });
         }
         self.inner.hard_invalidated.store(hard, Ordering::SeqCst);

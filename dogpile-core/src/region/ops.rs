@@ -264,7 +264,7 @@ pub(crate) struct Detached {
 impl Detached {
     pub(crate) fn new(region: &RegionState, cfg: Arc<Configured>, key: &str) -> Self {
         Detached {
-            name: region.name.clone(),
+            name: region.name.to_string(),
             stats: region.stats.clone(),
             warnings: region.warnings.clone(),
             clock: region.clock.clone(),

@@ -17,6 +17,7 @@ use crate::engine::machine::{store_outcome, Freshness, Rules, Signals};
 use crate::error::{Error, Result};
 use crate::key::{FunctionKeyGenerator, KeyMangler};
 use crate::lock::local::{Handed, KeyLocks};
+use crate::region::name::{RegionName, UNNAMED};
 use crate::region::options::{CreateOptions, Expiration};
 use crate::runner::AsyncCreationRunner;
 use crate::stats::StatsRecorder;
@@ -28,7 +29,7 @@ pub const DEFAULT_TIME_BUDGET: Duration = Duration::from_secs(30);
 
 /// Everything a region holds; [`CacheRegion`](crate::CacheRegion) is its public face.
 pub(crate) struct RegionState {
-    pub(crate) name: String,
+    pub(crate) name: RegionName,
     pub(crate) key_mangler: Option<KeyMangler>,
     pub(crate) function_key_generator: Option<FunctionKeyGenerator>,
     pub(crate) runner: Option<Arc<dyn AsyncCreationRunner>>,
@@ -98,7 +99,7 @@ impl RegionState {
     /// A new, unconfigured region's state with default options.
     pub(crate) fn new() -> Self {
         RegionState {
-            name: "<unnamed>".to_owned(),
+            name: RegionName::default(),
             key_mangler: None,
             function_key_generator: None,
             runner: None,
@@ -111,7 +112,7 @@ impl RegionState {
             invalidated_at: AtomicU64::new(0),
             hard_invalidated: AtomicBool::new(false),
             locks: Arc::default(),
-            stats: Arc::new(StatsRecorder::new("<unnamed>")),
+            stats: Arc::new(StatsRecorder::new(UNNAMED)),
             warnings: Arc::default(),
         }
     }
@@ -149,7 +150,7 @@ impl RegionState {
         let state = self.configured.load();
         if state.is_none() {
             return Err(Error::RegionNotConfigured {
-                region: self.name.clone(),
+                region: self.name.to_string(),
             });
         }
         Ok(Current(state))
