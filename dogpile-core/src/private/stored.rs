@@ -47,9 +47,15 @@ impl<V: Cacheable> Stored<V> {
             };
             let mut creator = Some(creator);
             let detach = None::<NoDetach<IO, _>>;
-            let outcome =
-                ops::get_or_create::<IO, V, _, _, _>(region, key, &options, &mut creator, true, detach)
-                    .await;
+            let outcome = ops::get_or_create::<IO, V, _, _, _>(
+                region,
+                key,
+                &options,
+                &mut creator,
+                true,
+                detach,
+            )
+            .await;
             match outcome {
                 Ok(value) => Ok(value),
                 Err(CreateError::Creator(Untold(error))) => Err(error),

@@ -234,11 +234,10 @@ where
             let creating = creator();
             async move { creating.await.map_err(Told) }
         };
-        let detach = None::<NoDetach<IO, _>>;
-        let outcome =
-            get_or_create::<IO, T, _, _, _>(region, key, &options, &mut Some(creator), false, detach)
-                .await;
-        match outcome {
+        let (mut creator, detach) = (Some(creator), None::<NoDetach<IO, _>>);
+        let call =
+            get_or_create::<IO, T, _, _, _>(region, key, &options, &mut creator, false, detach);
+        match call.await {
             Ok(value) => Ok(value),
             Err(CreateError::Cache(error)) => Err(error.into()),
             Err(CreateError::Creator(Told(error))) => Err(error),
