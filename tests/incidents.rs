@@ -316,3 +316,70 @@ async fn an_async_call_dropped_while_a_sync_lock_is_taken_on_the_blocking_pool_l
         );
     }
 }
+
+/// Issue 18, item 8: callers handed a value by a creator in this process are lock waits,
+/// not misses; the caller that created is the one miss.
+#[test]
+fn callers_handed_a_value_count_as_lock_waits_not_misses() {
+    const WAITERS: usize = 19;
+    for round in 0..ROUNDS {
+        let region = region("memory");
+        let barrier = Arc::new(Barrier::new(WAITERS + 1));
+        let threads: Vec<_> = (0..=WAITERS)
+            .map(|_| {
+                let (region, barrier) = (region.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    region
+                        .get_or_create("k", || {
+                            thread::sleep(Duration::from_millis(100));
+                            7u32
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert_eq!(thread.join().unwrap(), 7);
+        }
+        let stats = region.stats();
+        assert_eq!(
+            (stats.hits, stats.misses, stats.creations, stats.lock_waits),
+            (0, 1, 1, WAITERS as u64),
+            "round {round}: {stats:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_callers_handed_a_value_count_as_lock_waits_not_misses() {
+    const WAITERS: usize = 19;
+    for round in 0..ROUNDS {
+        let region = region("memory_serialized");
+        let barrier = Arc::new(tokio::sync::Barrier::new(WAITERS + 1));
+        let tasks: Vec<_> = (0..=WAITERS)
+            .map(|_| {
+                let (region, barrier) = (region.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    region
+                        .get_or_create_async("k", || async {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            7u32
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 7);
+        }
+        let stats = region.stats();
+        assert_eq!(
+            (stats.hits, stats.misses, stats.creations, stats.lock_waits),
+            (0, 1, 1, WAITERS as u64),
+            "round {round}: {stats:?}"
+        );
+    }
+}

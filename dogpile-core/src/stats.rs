@@ -13,7 +13,10 @@ use crossbeam_utils::CachePadded;
 /// A snapshot of what a region did since it was made (`CacheRegion::stats`).
 ///
 /// `get` and `get_or_create` both count hits and misses; a stale value served while another
-/// caller regenerates counts in `stale_served`, not in `hits`.
+/// caller regenerates counts in `stale_served`, not in `hits`. A `get_or_create` caller
+/// that waited for another caller of this process to create the value and was handed it
+/// counts in `lock_waits` only, not in `misses`: 20 callers served by one creation are one
+/// miss (the caller that created) and 19 lock waits, so `misses` stays what the origin saw.
 ///
 /// Each region keeps its counts in stripes, one cache line each; a thread always counts in
 /// the same stripe (threads are given stripes in turn), so threads on different cores do
@@ -31,12 +34,12 @@ use crossbeam_utils::CachePadded;
 /// | metric | kind | counts |
 /// |---|---|---|
 /// | `dogpile_hits_total` | counter | fresh values returned from the cache |
-/// | `dogpile_misses_total` | counter | lookups that found no usable value (absent, expired for `get`, undecodable) |
+/// | `dogpile_misses_total` | counter | lookups that found no usable value (absent, expired for `get`, undecodable) and were not handed one by another caller's creation |
 /// | `dogpile_stale_served_total` | counter | stale values returned while another caller regenerates |
 /// | `dogpile_creations_total` | counter | creator calls that returned a value |
 /// | `dogpile_creation_errors_total` | counter | creator calls that failed |
 /// | `dogpile_backend_errors_total` | counter | backend operations that failed |
-/// | `dogpile_lock_waits_total` | counter | callers that waited for another caller's creation |
+/// | `dogpile_lock_waits_total` | counter | callers that waited for another caller's creation (counted when the wait begins) |
 /// | `dogpile_creation_seconds` | histogram | how long each creator call took |
 /// | `dogpile_lock_wait_seconds` | histogram | how long each lock wait took |
 ///
@@ -48,7 +51,8 @@ use crossbeam_utils::CachePadded;
 pub struct RegionStats {
     /// Fresh values returned from the cache.
     pub hits: u64,
-    /// Lookups that found no usable value.
+    /// Lookups that found no usable value, and were not handed one by another caller's
+    /// creation (those count in `lock_waits`).
     pub misses: u64,
     /// Stale values returned while another caller regenerated them.
     pub stale_served: u64,
@@ -58,7 +62,7 @@ pub struct RegionStats {
     pub creation_errors: u64,
     /// Backend operations that failed.
     pub backend_errors: u64,
-    /// Callers that waited for another caller's creation.
+    /// Callers that waited for another caller's creation (counted when the wait begins).
     pub lock_waits: u64,
     /// Total time spent in creators (successful or not); kept in nanoseconds, so it wraps
     /// after 584 years.
@@ -69,7 +73,8 @@ pub struct RegionStats {
 
 impl RegionStats {
     /// `hits / (hits + misses + stale_served)`: the share of lookups answered with a fresh
-    /// value; `None` before the first lookup.
+    /// value from the cache; `None` before the first lookup. Callers handed another
+    /// caller's value (`lock_waits`) are in neither part.
     pub fn hit_ratio(&self) -> Option<f64> {
         let lookups = self.hits + self.misses + self.stale_served;
         (lookups > 0).then(|| self.hits as f64 / lookups as f64)
@@ -147,15 +152,14 @@ impl StatsRecorder {
     }
 
     fn add_timed(&self, count: Count, time: Time, elapsed: Duration) {
-        let stripe = self.stripe();
-        stripe.counts[count as usize].fetch_add(1, Relaxed);
-        stripe.nanos[time as usize].fetch_add(nanos(elapsed), Relaxed);
+        self.add(count);
+        self.add_time(time, elapsed);
+    }
+
+    fn add_time(&self, time: Time, elapsed: Duration) {
+        self.stripe().nanos[time as usize].fetch_add(nanos(elapsed), Relaxed);
         #[cfg(feature = "metrics")]
-        {
-            let metrics = self.metrics.get();
-            metrics.counters[count as usize].increment(1);
-            metrics.histograms[time as usize].record(elapsed.as_secs_f64());
-        }
+        self.metrics.get().histograms[time as usize].record(elapsed.as_secs_f64());
     }
 
     /// A fresh value was returned from the cache.
@@ -194,6 +198,18 @@ impl StatsRecorder {
     /// A caller waited `elapsed` for the dogpile lock held by another caller.
     pub fn lock_wait(&self, elapsed: Duration) {
         self.add_timed(Count::LockWaits, Time::LockWait, elapsed);
+    }
+
+    /// A caller began waiting for the dogpile lock held by another caller: counted at
+    /// once, so that waits under way show in an incident; its time is added by
+    /// [`lock_wait_ended`](Self::lock_wait_ended).
+    pub fn lock_wait_began(&self) {
+        self.add(Count::LockWaits);
+    }
+
+    /// A wait counted by [`lock_wait_began`](Self::lock_wait_began) ended after `elapsed`.
+    pub fn lock_wait_ended(&self, elapsed: Duration) {
+        self.add_time(Time::LockWait, elapsed);
     }
 
     /// The counts so far, summed over the stripes.

@@ -171,6 +171,11 @@ pub(crate) async fn lock<IO: Io, T: Cacheable>(
         loop {
             let waiter = region.locks.waiter(key);
             let waited = match waiter.check() {
+                // Handed a value between starting to wait and checking: a wait all the same.
+                Some(done @ LocalWait::HandedOff(_)) => {
+                    region.stats.lock_wait(Duration::ZERO);
+                    done
+                }
                 Some(done) => done,
                 None => timed_wait(region, key, IO::wait_local(waiter, deadline)).await,
             };
@@ -205,12 +210,14 @@ pub(crate) async fn lock<IO: Io, T: Cacheable>(
     (locked, handle)
 }
 
-/// Awaits a lock held by another caller in a `dogpile.lock_wait` span, counting the wait.
+/// Awaits a lock held by another caller in a `dogpile.lock_wait` span, counting the wait
+/// when it begins and its time when it ends.
 async fn timed_wait<R>(region: &RegionState, key: &str, wait: impl Future<Output = R>) -> R {
     let span = tracing::debug_span!("dogpile.lock_wait", region = %region.name, key);
     let started = Instant::now();
+    region.stats.lock_wait_began();
     let waited = wait.instrument(span).await;
-    region.stats.lock_wait(started.elapsed());
+    region.stats.lock_wait_ended(started.elapsed());
     waited
 }
 

@@ -206,9 +206,9 @@ pub(crate) struct Machine<'a, T> {
     rules: Rules,
     phase: Phase,
     stale: Option<T>,
-    /// The first read found a stale value whose count (stale served, or miss) waits for
-    /// the lock's answer.
-    uncounted_stale: bool,
+    /// The first read found no fresh value; its count waits for the call's outcome: stale
+    /// served, a miss, or (handed another caller's value) nothing but the lock wait.
+    uncounted: bool,
 }
 
 impl<'a, T> Machine<'a, T> {
@@ -227,13 +227,13 @@ impl<'a, T> Machine<'a, T> {
             rules,
             phase: Phase::First,
             stale: None,
-            uncounted_stale: false,
+            uncounted: false,
         }
     }
 
-    /// Counts the lookup that found a stale value, once: served, or a miss.
+    /// Counts the lookup that found no fresh value, once: a stale value served, or a miss.
     fn count_stale(&mut self, served: bool) {
-        if std::mem::take(&mut self.uncounted_stale) {
+        if std::mem::take(&mut self.uncounted) {
             if served {
                 self.signals.stats.stale_served();
             } else {
@@ -247,7 +247,10 @@ impl<'a, T> Machine<'a, T> {
     pub(crate) fn read(&mut self, read: Result<Option<CachedValue<T>>>) -> Step<T> {
         let value = match read_outcome(&self.signals, self.key, self.rules.fail_open, read) {
             Ok(value) => value.flatten(),
-            Err(error) => return Step::Fail(error),
+            Err(error) => {
+                self.count_stale(false);
+                return Step::Fail(error);
+            }
         };
         let lookup = self.freshness.judge(value);
         let stats = self.signals.stats;
@@ -266,16 +269,15 @@ impl<'a, T> Machine<'a, T> {
             }
             (Phase::First, Lookup::Stale(value)) => {
                 self.stale = Some(value.payload);
+                self.uncounted = true;
                 if self.rules.serve_stale {
-                    self.uncounted_stale = true;
                     Step::TryLock
                 } else {
-                    stats.miss();
                     Step::WaitLock
                 }
             }
             (Phase::First, Lookup::Missing) => {
-                stats.miss();
+                self.uncounted = true;
                 Step::WaitLock
             }
             (Phase::Locked, _) => self.create(),
@@ -284,6 +286,14 @@ impl<'a, T> Machine<'a, T> {
 
     /// Feeds what taking the lock came to.
     pub(crate) fn locked(&mut self, locked: Locked<T>) -> Step<T> {
+        let step = self.lock_step(locked);
+        if matches!(step, Step::Fail(_) | Step::Create) {
+            self.count_stale(false);
+        }
+        step
+    }
+
+    fn lock_step(&mut self, locked: Locked<T>) -> Step<T> {
         match locked {
             Locked::Held => {
                 self.phase = Phase::Locked;
@@ -308,7 +318,12 @@ impl<'a, T> Machine<'a, T> {
                 // Only a stale value makes a caller try rather than wait.
                 None => Step::WaitLock,
             },
-            Locked::HandedOff(value) => Step::Return(value),
+            // Another caller's creation answered this one: a lock wait (counted by the
+            // driver), not a miss.
+            Locked::HandedOff(value) => {
+                self.uncounted = false;
+                Step::Return(value)
+            }
             Locked::Failed(message) if self.rules.share_failures => {
                 Step::Fail(Error::CreatorFailed {
                     region: self.signals.region.to_owned(),

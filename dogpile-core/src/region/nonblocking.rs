@@ -122,6 +122,7 @@ impl CacheRegion {
 
     /// As [`try_get_or_create`](Self::try_get_or_create), for async callers: an `Err` from
     /// the creator is returned and not cached.
+    ///
     /// The callers waiting for a creator that fails get its failure, as with
     /// [`try_get_or_create`](Self::try_get_or_create) ("A creator that fails").
     pub async fn try_get_or_create_async<T, E, F, Fut>(&self, key: &str, creator: F) -> Result<T, E>
