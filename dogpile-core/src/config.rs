@@ -33,6 +33,7 @@ mod deserialize;
 pub struct RegionConfig {
     pub(crate) backend: BackendChoice,
     pub(crate) expiration_time: Option<Duration>,
+    pub(crate) stale_if_error: Option<Duration>,
     pub(crate) arguments: BTreeMap<String, String>,
     pub(crate) replace_existing_backend: bool,
     pub(crate) wrap: Vec<Arc<dyn ProxyBackend>>,
@@ -65,6 +66,7 @@ impl RegionConfig {
         RegionConfig {
             backend: BackendChoice::Named(backend.into()),
             expiration_time: None,
+            stale_if_error: None,
             arguments: BTreeMap::new(),
             replace_existing_backend: false,
             wrap: Vec::new(),
@@ -106,6 +108,21 @@ impl RegionConfig {
     /// `get`). Without it, values never expire.
     pub fn expiration_time(mut self, expiration_time: Duration) -> Self {
         self.expiration_time = Some(expiration_time);
+        self
+    }
+
+    /// When a creator fails (returns an error) and the value it was regenerating expired
+    /// no longer ago than `window`, every caller of the wave gets that value, the one that
+    /// ran the creator included; the failure is logged (rate-limited) and counted as a
+    /// creation error, the value as stale served. Past the window, the error is returned.
+    /// Per call: [`CreateOptions::stale_if_error`](crate::CreateOptions::stale_if_error).
+    /// Config key `stale_if_error` (seconds, a duration string such as `"10m"`, or `-1` for
+    /// any age). Default: off.
+    ///
+    /// A value that was missing has nothing to fall back on: its callers get the error. A
+    /// creator that panics is not caught; the lock is released and a waiter creates.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = Some(window);
         self
     }
 
@@ -162,6 +179,7 @@ impl RegionConfig {
         };
         let mut backend = None;
         let mut expiration_time = None;
+        let mut stale_if_error = None;
         let mut arguments = BTreeMap::new();
         for (key, value) in map {
             let Some(name) = key.as_ref().strip_prefix(prefix) else {
@@ -173,6 +191,12 @@ impl RegionConfig {
             } else if name == "expiration_time" {
                 expiration_time =
                     parse_expiration(value).map_err(|reason| invalid("expiration_time", reason))?;
+            } else if name == "stale_if_error" {
+                stale_if_error = Some(
+                    parse_expiration(value)
+                        .map_err(|reason| invalid("stale_if_error", reason))?
+                        .unwrap_or(Duration::MAX),
+                );
             } else if let Some(argument) = name.strip_prefix("arguments.") {
                 arguments.insert(argument.to_owned(), value.to_owned());
             } else {
@@ -180,8 +204,8 @@ impl RegionConfig {
                 return Err(invalid(
                     name,
                     format!(
-                        "unknown key{}; expected `backend`, `expiration_time` or \
-                         `arguments.NAME`",
+                        "unknown key{}; expected `backend`, `expiration_time`, \
+                         `stale_if_error` or `arguments.NAME`",
                         crate::suggest::did_you_mean(&suggestion)
                     ),
                 ));
@@ -192,6 +216,7 @@ impl RegionConfig {
         let name = prefix.trim_end_matches('.');
         Ok(RegionConfig {
             expiration_time,
+            stale_if_error,
             arguments,
             name: (!name.is_empty()).then(|| name.to_owned()),
             ..RegionConfig::new(backend)
@@ -206,7 +231,8 @@ fn suggest_option(name: &str) -> Option<String> {
         return crate::suggest::closest(head, ["arguments"])
             .map(|arguments| format!("{arguments}.{argument}"));
     }
-    crate::suggest::closest(name, ["backend", "expiration_time"]).map(str::to_owned)
+    crate::suggest::closest(name, ["backend", "expiration_time", "stale_if_error"])
+        .map(str::to_owned)
 }
 
 /// An expiration time: a number of seconds (fractions allowed), `-1` for never, or a
@@ -265,6 +291,7 @@ impl fmt::Debug for RegionConfig {
         f.debug_struct("RegionConfig")
             .field("backend", &self.backend.name())
             .field("expiration_time", &self.expiration_time)
+            .field("stale_if_error", &self.stale_if_error)
             .field("arguments", &redacted(&self.arguments))
             .field("replace_existing_backend", &self.replace_existing_backend)
             .field("wrap", &self.wrap.len())
@@ -429,17 +456,19 @@ mod tests {
         assert_eq!(
             err("c.expiraton_time"),
             "invalid region option `c.expiraton_time`: unknown key (did you mean \
-             `c.expiration_time`?); expected `backend`, `expiration_time` or `arguments.NAME`"
+             `c.expiration_time`?); expected `backend`, `expiration_time`, `stale_if_error` or \
+             `arguments.NAME`"
         );
         assert_eq!(
             err("c.argument.url"),
             "invalid region option `c.argument.url`: unknown key (did you mean \
-             `c.arguments.url`?); expected `backend`, `expiration_time` or `arguments.NAME`"
+             `c.arguments.url`?); expected `backend`, `expiration_time`, `stale_if_error` or \
+             `arguments.NAME`"
         );
         assert_eq!(
             err("c.colour"),
             "invalid region option `c.colour`: unknown key; expected `backend`, \
-             `expiration_time` or `arguments.NAME`"
+             `expiration_time`, `stale_if_error` or `arguments.NAME`"
         );
         let err = RegionConfig::from_config([("c.backnd", "memory")], "c.").unwrap_err();
         assert!(matches!(err, Error::InvalidRegionOption { .. }), "{err:?}");

@@ -46,10 +46,12 @@ pub(crate) enum WarningKind {
     WriteFailed,
     /// The cache could not be used at all (decorated functions compute uncached).
     CacheUnavailable,
+    /// A creator failed and the stale value was served in its place (`stale_if_error`).
+    StaleIfError,
 }
 
 impl WarningKind {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 }
 
 /// Decides which occurrences of one kind of warning are logged.

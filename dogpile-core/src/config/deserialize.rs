@@ -16,6 +16,9 @@ struct Fields {
     backend: String,
     #[serde(default, deserialize_with = "expiration_time")]
     expiration_time: Option<Duration>,
+    /// Absent: off; `-1`: any age.
+    #[serde(default, deserialize_with = "stale_if_error")]
+    stale_if_error: Option<Duration>,
     #[serde(default, deserialize_with = "arguments")]
     arguments: BTreeMap<String, String>,
     #[serde(default)]
@@ -24,7 +27,8 @@ struct Fields {
 
 /// Reads a region's configuration from a file's table: `backend` (required),
 /// `expiration_time` (seconds, `-1` for never, or a duration string such as `"10m"` or
-/// `"1h30m"`; absent: never), `arguments` (a table of strings, numbers, booleans or lists
+/// `"1h30m"`; absent: never), `stale_if_error` (written the same way; see
+/// [`RegionConfig::stale_if_error`]), `arguments` (a table of strings, numbers, booleans or lists
 /// of them, which become the string arguments the backend parses; a list becomes a comma
 /// separated string), and `replace_existing_backend` (a boolean).
 ///
@@ -43,11 +47,17 @@ impl<'de> Deserialize<'de> for RegionConfig {
         let fields = Fields::deserialize(deserializer)?;
         Ok(RegionConfig {
             expiration_time: fields.expiration_time,
+            stale_if_error: fields.stale_if_error,
             arguments: fields.arguments,
             replace_existing_backend: fields.replace_existing_backend,
             ..RegionConfig::new(fields.backend)
         })
     }
+}
+
+/// `stale_if_error`, written as `expiration_time` is (`-1`: any age).
+fn stale_if_error<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Ok(Some(expiration_time(d)?.unwrap_or(Duration::MAX)))
 }
 
 fn expiration_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -256,7 +266,7 @@ mod tests {
             (
                 "[r]\nbackend = \"memory\"\nexpire = 3",
                 "unknown field `expire`, expected one of `backend`, `expiration_time`, \
-                 `arguments`, `replace_existing_backend`",
+                 `stale_if_error`, `arguments`, `replace_existing_backend`",
             ),
             (
                 "[r]\nbackend = \"memory\"\nexpiration_time = \"soon\"",

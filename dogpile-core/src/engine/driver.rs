@@ -311,7 +311,10 @@ where
 {
     let cfg = IO::configured(region).map_err(CreateError::Cache)?;
     let key = &*region.backend_key(&cfg, key).map_err(CreateError::Cache)?;
-    let rules = region.rules(&cfg, fail_open, detach.is_some());
+    let mut rules = region.rules(&cfg, fail_open, detach.is_some());
+    if let Some(window) = options.stale_if_error {
+        rules.stale_if_error = Some(window);
+    }
     let freshness = region.freshness(&cfg, options.expiration);
     let mut machine = Machine::new(region.signals(), key, freshness, rules);
     let mut budget = Budget::new(options.time_budget.unwrap_or(region.time_budget));
@@ -335,6 +338,16 @@ where
                 let value = match timed_creation(&region.signals(), key, creator).await {
                     Ok(value) => value,
                     Err(error) => {
+                        let text = error.failure();
+                        let text = text.as_deref().unwrap_or("the creator returned an error");
+                        if let Some(stale) = machine.creator_failed(&text) {
+                            // `stale_if_error`: the wave's answer is the stale value.
+                            let answer = stale.payload.clone();
+                            if let Some(handle) = handle.take() {
+                                IO::hand_off(handle, Some(Arc::new(stale) as Handed)).await;
+                            }
+                            return Ok(answer);
+                        }
                         hand_failure::<IO>(handle.take(), &error).await;
                         return Err(CreateError::Creator(error));
                     }

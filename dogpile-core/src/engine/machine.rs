@@ -70,6 +70,19 @@ impl Freshness<'_> {
         }
     }
 
+    /// How long ago (seconds) a value created at `ct` went stale: when it expired, or when
+    /// the region was invalidated after it was made, whichever came first.
+    pub(crate) fn stale_for(&self, ct: f64) -> f64 {
+        let expired_at = self.expiration.map(|exp| ct + exp.as_secs_f64());
+        let invalidated_at = self.invalidated.and_then(|(at, _)| (ct < at).then_some(at));
+        let since = match (expired_at, invalidated_at) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return 0.0,
+        };
+        (self.clock.now() - since).max(0.0)
+    }
+
     /// Whether a value created at `ct` is older than `exp` seconds: judged by the coarse
     /// clock (no system call), and by the precise one only when the coarse reading is
     /// within [`COARSE_MARGIN`] of the expiry, where its lag could decide.
@@ -113,6 +126,9 @@ pub(crate) struct Rules {
     /// Values need the dogpile lock; false for a store that keeps nothing, where every
     /// caller creates its own.
     pub(crate) lock: bool,
+    /// When the creator fails, a stale value that went stale no longer ago than this is
+    /// the answer (`stale_if_error`).
+    pub(crate) stale_if_error: Option<Duration>,
     /// A caller handed the failure of the creator it waited for answers with it
     /// ([`Error::CreatorFailed`]); otherwise it takes the lock and creates itself (a form
     /// whose error type cannot be built from [`Error`]).
@@ -205,7 +221,9 @@ pub(crate) struct Machine<'a, T> {
     freshness: Freshness<'a>,
     rules: Rules,
     phase: Phase,
-    stale: Option<T>,
+    /// The stale value read, kept for `serve_stale`, the background rule and
+    /// `stale_if_error`.
+    stale: Option<CachedValue<T>>,
     /// The first read found no fresh value; its count waits for the call's outcome: stale
     /// served, a miss, or (handed another caller's value) nothing but the lock wait.
     uncounted: bool,
@@ -268,7 +286,7 @@ impl<'a, T> Machine<'a, T> {
                 Step::Create
             }
             (Phase::First, Lookup::Stale(value)) => {
-                self.stale = Some(value.payload);
+                self.stale = Some(value);
                 self.uncounted = true;
                 if self.rules.serve_stale {
                     Step::TryLock
@@ -280,7 +298,13 @@ impl<'a, T> Machine<'a, T> {
                 self.uncounted = true;
                 Step::WaitLock
             }
-            (Phase::Locked, _) => self.create(),
+            (Phase::Locked, lookup) => {
+                if let Lookup::Stale(value) = lookup {
+                    // The newest stale value, for `stale_if_error`.
+                    self.stale = Some(value);
+                }
+                self.create()
+            }
         }
     }
 
@@ -313,7 +337,7 @@ impl<'a, T> Machine<'a, T> {
             Locked::Busy => match self.stale.take() {
                 Some(stale) => {
                     self.count_stale(true);
-                    Step::Return(stale)
+                    Step::Return(stale.payload)
                 }
                 // Only a stale value makes a caller try rather than wait.
                 None => Step::WaitLock,
@@ -348,16 +372,34 @@ impl<'a, T> Machine<'a, T> {
     }
 
     fn create(&mut self) -> Step<T> {
-        match self.stale.take() {
-            Some(stale) if self.rules.background => {
+        if self.rules.background {
+            if let Some(stale) = self.stale.take() {
                 self.count_stale(true);
-                Step::Background(stale)
-            }
-            _ => {
-                self.count_stale(false);
-                Step::Create
+                return Step::Background(stale.payload);
             }
         }
+        self.count_stale(false);
+        Step::Create
+    }
+
+    /// The creator failed: the stale value to answer with instead, when `stale_if_error`
+    /// allows it (it went stale no longer ago than the window); counted as stale served,
+    /// the failure logged (rate-limited). `None`: the failure is the answer.
+    pub(crate) fn creator_failed(
+        &mut self,
+        failure: &dyn std::fmt::Display,
+    ) -> Option<CachedValue<T>> {
+        let window = self.rules.stale_if_error?;
+        let stale = self.stale.take()?;
+        let stale_for = self.freshness.stale_for(stale.metadata.ct);
+        if Duration::try_from_secs_f64(stale_for).is_ok_and(|stale_for| stale_for > window) {
+            return None;
+        }
+        self.signals.stats.stale_served();
+        warn_limited!(self.signals.warnings, WarningKind::StaleIfError,
+            region = %self.signals.region, key = %self.key, error = %failure,
+            "creator failed; serving the stale value (stale_if_error)");
+        Some(stale)
     }
 
     /// Feeds what storing a created value came to; `value` is the created value.
@@ -594,6 +636,7 @@ mod tests {
             background,
             lock: true,
             share_failures: true,
+            stale_if_error: None,
         }
     }
 

@@ -286,6 +286,7 @@ impl CacheRegion {
             backend,
             backend_name,
             expiration: config.expiration_time,
+            stale_if_error: config.stale_if_error,
         })));
         Ok(self)
     }

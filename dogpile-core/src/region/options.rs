@@ -32,6 +32,7 @@ pub struct CreateOptions<'a, T> {
     pub(crate) expiration: Option<Expiration>,
     pub(crate) should_cache: Option<&'a (dyn Fn(&T) -> bool + Sync + 'a)>,
     pub(crate) time_budget: Option<Duration>,
+    pub(crate) stale_if_error: Option<Duration>,
 }
 
 impl<'a, T> CreateOptions<'a, T> {
@@ -41,6 +42,7 @@ impl<'a, T> CreateOptions<'a, T> {
             expiration: None,
             should_cache: None,
             time_budget: None,
+            stale_if_error: None,
         }
     }
 
@@ -64,6 +66,13 @@ impl<'a, T> CreateOptions<'a, T> {
         self
     }
 
+    /// Overrides the region's
+    /// [`stale_if_error`](crate::RegionConfig::stale_if_error) window for this call.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = Some(window);
+        self
+    }
+
     pub(crate) fn should_cache(&self, value: &T) -> bool {
         self.should_cache.is_none_or(|f| f(value))
     }
@@ -81,6 +90,7 @@ impl<T> fmt::Debug for CreateOptions<'_, T> {
             .field("expiration", &self.expiration)
             .field("should_cache_fn", &self.should_cache.is_some())
             .field("time_budget", &self.time_budget)
+            .field("stale_if_error", &self.stale_if_error)
             .finish()
     }
 }

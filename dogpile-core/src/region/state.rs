@@ -54,6 +54,8 @@ pub(crate) struct Configured {
     pub(crate) async_backend: Arc<dyn crate::backend::AsyncCacheBackend>,
     pub(crate) backend_name: String,
     pub(crate) expiration: Option<Duration>,
+    /// See [`RegionConfig::stale_if_error`](crate::RegionConfig::stale_if_error).
+    pub(crate) stale_if_error: Option<Duration>,
     pub(crate) stores_objects: bool,
     pub(crate) stores_nothing: bool,
     /// Keys that begin with this are the backend's locks.
@@ -382,6 +384,7 @@ impl RegionState {
     #[inline]
     pub(crate) fn rules(&self, cfg: &Configured, fail_open: bool, background: bool) -> Rules {
         Rules {
+            stale_if_error: cfg.stale_if_error,
             serve_stale: self.serve_stale,
             fail_open: fail_open || self.fail_open,
             background,
