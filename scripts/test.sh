@@ -20,3 +20,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo test --workspace --all-features "$@"
+# The compile errors of a build without the `tokio` feature (nothing to check with it on).
+cargo test --no-default-features --test compile_fail_no_tokio

@@ -128,6 +128,7 @@ pub(crate) fn expand(model: &Model) -> Expansion {
     let region = region(model);
     let assert_stored = assert_stored(model);
     let options = create_options(model);
+    let (siblings_probe, marker) = siblings_check(model);
     let build = &keys.build;
     let main_sig = signature(
         sig,
@@ -142,6 +143,7 @@ pub(crate) fn expand(model: &Model) -> Expansion {
         #(#every)*
         #[allow(clippy::ptr_arg, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         #vis #main_sig {
+            #siblings_probe
             #probe
             #assert_stored
             #region
@@ -158,7 +160,53 @@ pub(crate) fn expand(model: &Model) -> Expansion {
         keys: &keys,
     }
     .emit(operations);
-    Expansion { function, siblings }
+    Expansion {
+        function,
+        siblings: quote!(#siblings #marker),
+    }
+}
+
+/// For a method or an associated function: a hidden inherent method, among the siblings,
+/// that says they are in an inherent impl; and a check in the function that finds it.
+///
+/// An attribute on a method cannot see whether it is in a trait impl, where its siblings do
+/// not belong (the compiler reports each as not a member of the trait). The check tells:
+/// in a trait impl the marker is missing, so the check's call resolves to the fallback
+/// trait declared next to it, whose value fails a bound with a message saying to put the
+/// attribute on the impl block too. In an inherent impl (or in the inherent impl the
+/// attribute on a trait impl's block emits) the marker, an inherent method, wins.
+fn siblings_check(model: &Model) -> (TokenStream, TokenStream) {
+    let shape = &model.shape;
+    if shape.context == Context::Free {
+        return (TokenStream::new(), TokenStream::new());
+    }
+    let name = &shape.name;
+    let marker = quote::format_ident!("__dogpile_siblings_of_{}", name, span = name.span());
+    let check = quote_spanned! {name.span()=>
+        {
+            #[allow(dead_code, non_camel_case_types)]
+            trait __dogpile_no_siblings {
+                fn #marker(&self) -> ::dogpile::__private::SiblingsMissing {
+                    ::dogpile::__private::SiblingsMissing
+                }
+            }
+            #[allow(dead_code)]
+            impl<__DogpileT: ?::core::marker::Sized> __dogpile_no_siblings for __DogpileT {}
+            let _ = |__dogpile_probe: &Self| {
+                ::dogpile::__private::siblings_beside(__dogpile_probe.#marker())
+            };
+        }
+    };
+    let every = &shape.attrs.every;
+    let marker = quote_spanned! {name.span()=>
+        #[doc(hidden)]
+        #(#every)*
+        #[allow(dead_code)]
+        fn #marker(&self) -> ::dogpile::__private::SiblingsBeside {
+            ::dogpile::__private::SiblingsBeside
+        }
+    };
+    (check, marker)
 }
 
 /// The single form: one key, built from every keyed argument.

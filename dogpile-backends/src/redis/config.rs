@@ -191,6 +191,64 @@ fn with_credentials(info: ConnectionInfo, db: Option<i64>, common: &Common) -> C
     info.set_redis_settings(redis)
 }
 
+/// The connection to the server at `url`. A TLS URL (`rediss://`, `valkeys://`, with
+/// `#insecure` as its only fragment) is read here rather than by the `redis` crate, whose
+/// parser accepts one only with its own TLS features: dogpile's TLS is its own (rustls, in
+/// `tls.rs`), so the `tls` feature leaves the redis crate's features as the application
+/// chose them (its `tls-rustls` without `tokio-rustls-comp` breaks `tokio-comp`).
+fn server_info(url: &str) -> std::result::Result<ConnectionInfo, String> {
+    let tls_scheme = url.split_once("://").and_then(|(scheme, rest)| {
+        match scheme.to_ascii_lowercase().as_str() {
+            "rediss" => Some(("redis", rest)),
+            "valkeys" => Some(("valkey", rest)),
+            _ => None,
+        }
+    });
+    let Some((plain, rest)) = tls_scheme else {
+        return url.into_connection_info().map_err(|e| e.to_string());
+    };
+    if !cfg!(feature = "tls") {
+        return Err("a TLS URL needs dogpile's `tls` feature".into());
+    }
+    let (rest, insecure) = match rest.split_once('#') {
+        None => (rest, false),
+        Some((rest, "insecure")) => (rest, true),
+        Some(_) => return Err("`#insecure` is the only fragment a TLS URL takes".into()),
+    };
+    let info = format!("{plain}://{rest}")
+        .into_connection_info()
+        .map_err(|e| e.to_string())?;
+    match info.addr().clone() {
+        ConnectionAddr::Tcp(host, port) => Ok(info.set_addr(ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            tls_params: None,
+        })),
+        other => Err(format!("a TLS URL names a TCP server, not {other}")),
+    }
+}
+
+/// Fails when node `n` of `argument` is a TLS URL and the redis crate, which connects to
+/// cluster and Sentinel nodes, has no TLS (dogpile's `cluster-tls` feature gives it TLS).
+fn check_node_tls(args: &Arguments, argument: &str, n: usize, node: &str) -> Result<()> {
+    let lower = node.trim().to_ascii_lowercase();
+    let tls = lower.starts_with("rediss://") || lower.starts_with("valkeys://");
+    if tls && !cfg!(feature = "cluster-tls") {
+        let list = args.shown(argument).unwrap_or_default();
+        return Err(args.invalid(
+            argument,
+            format!(
+                "node {} of `{list}` is a TLS URL: cluster and Sentinel nodes are reached \
+                 through the redis crate's own TLS, which dogpile's `cluster-tls` feature \
+                 turns on",
+                n + 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `redis`: one server, from `url` or `host`/`port`/`db`.
 pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
@@ -209,7 +267,7 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
                     );
                 }
             }
-            url.trim().into_connection_info().map_err(|e| {
+            server_info(url.trim()).map_err(|e| {
                 // `shown`: the URL's password never reaches the message.
                 let url = args.shown("url").unwrap_or_default();
                 args.invalid("url", format!("`{url}` is not a redis URL: {e}"))
@@ -358,6 +416,7 @@ pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
     }
     let mut infos = Vec::with_capacity(nodes.len());
     for (n, node) in nodes.iter().enumerate() {
+        check_node_tls(args, argument, n, node)?;
         let info = node_url(node)
             .into_connection_info()
             .map_err(|e| not_a_node(args, argument, n, &e))?;
@@ -420,6 +479,7 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
     }
     let mut addrs = Vec::with_capacity(sentinels.len());
     for (n, node) in sentinels.iter().enumerate() {
+        check_node_tls(args, "sentinels", n, node)?;
         let info = node_url(node)
             .into_connection_info()
             .map_err(|e| not_a_node(args, "sentinels", n, &e))?;
@@ -463,4 +523,61 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
     };
     let pools = Pools::Server(Pool::new(connector, common.pool_size, common.timeout));
     Ok(settings(describe, pools, common))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn tls_urls_are_read_without_the_redis_crates_tls() {
+        let tls = |url: &str| match server_info(url).unwrap().addr().clone() {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => (host, port, insecure),
+            other => panic!("{url}: not TLS: {other:?}"),
+        };
+        assert_eq!(tls("rediss://cache:6380/2"), ("cache".into(), 6380, false));
+        assert_eq!(tls("REDISS://cache"), ("cache".into(), 6379, false));
+        assert_eq!(tls("rediss://cache:1#insecure"), ("cache".into(), 1, true));
+        assert_eq!(tls("valkeys://cache:7"), ("cache".into(), 7, false));
+        let info = server_info("rediss://u:secret@cache:6380/3").unwrap();
+        assert_eq!(info.redis_settings().db(), 3);
+        assert_eq!(info.redis_settings().username(), Some("u"));
+        let err = server_info("rediss://cache#other").unwrap_err();
+        assert!(err.contains("#insecure"), "{err}");
+        assert!(matches!(
+            server_info("redis://cache:6379").unwrap().addr(),
+            ConnectionAddr::Tcp(..)
+        ));
+    }
+
+    #[test]
+    #[cfg(not(feature = "tls"))]
+    fn tls_urls_need_the_tls_feature() {
+        let err = server_info("rediss://cache:6380").unwrap_err();
+        assert!(err.contains("`tls` feature"), "{err}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "cluster-tls"))]
+    fn tls_cluster_nodes_need_the_cluster_tls_feature() {
+        let backends: [(&str, fn(&Arguments) -> Result<Shared>); 2] =
+            [("url", cluster), ("sentinels", sentinel)];
+        for (argument, backend) in backends {
+            let args = Arguments::new("redis_cluster", [(argument, "redis://a:1, rediss://b:2")]);
+            let err = backend(&args)
+                .err()
+                .expect("a TLS node is refused")
+                .to_string();
+            assert!(
+                err.contains("node 2 of") && err.contains("`cluster-tls` feature"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -64,10 +64,15 @@
 //! | `lock_prefix` | `_lock` | the lock key is this prefix + the cache key; 2 to 10 of letters, digits, `_ - . :` |
 //! | `thread_local_lock` | | accepted for compatibility with dogpile.cache configurations, and has no effect: the lock handle here is never bound to a thread (dogpile needs `false` to release a lock from the background runner's thread; this port always can) |
 //!
-//! TLS (the `tls` feature, on by default) is rustls with the ring provider; the `ssl_*`
-//! names are redis-py's, as dogpile.cache passes them through. `redis_cluster` passes
-//! `rediss://` node URLs to the `redis` crate's own TLS (the system's CAs, no `ssl_*`
-//! arguments; not tested here); `redis_sentinel` masters are reached over plain TCP.
+//! TLS (the `tls` feature, on by default) is rustls with the ring provider, on dogpile's
+//! own connections: it turns on no feature of the `redis` crate, so an application that
+//! depends on `redis` itself (with `tokio-comp`, say) builds unchanged. The `ssl_*` names
+//! are redis-py's, as dogpile.cache passes them through. `redis_cluster` and
+//! `redis_sentinel` nodes are reached by the `redis` crate itself: `rediss://` node URLs
+//! need the `cluster-tls` feature (off by default), which turns on the redis crate's
+//! `tls-rustls` (the system's CAs, no `ssl_*` arguments; not tested here); without it
+//! they are refused at configure time. `redis_sentinel` masters are reached over plain
+//! TCP.
 //!
 //! # The distributed lock
 //!

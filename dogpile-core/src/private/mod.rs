@@ -24,6 +24,26 @@ pub use crate::region::ops::Flow;
 pub use probe::*;
 pub use stored::{get_or_create_fail_open, Stored, Unstorable};
 
+/// Expands to its first group of tokens with dogpile's `tokio` feature, else to its second:
+/// the expansion of a memoized `async fn` is the first, and the second is the function as
+/// written with an error saying to enable `tokio` (one error, not one per async call).
+#[cfg(feature = "tokio")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __dogpile_with_tokio {
+    ({ $($with:tt)* } { $($without:tt)* }) => { $($with)* };
+}
+
+/// Without the `tokio` feature: the second group.
+#[cfg(not(feature = "tokio"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __dogpile_with_tokio {
+    ({ $($with:tt)* } { $($without:tt)* }) => { $($without)* };
+}
+
+pub use crate::__dogpile_with_tokio as with_tokio;
+
 /// The function key generator of `region`, for [`call_key`].
 #[inline]
 pub fn function_key_generator(region: &CacheRegion) -> Option<&FunctionKeyGenerator> {

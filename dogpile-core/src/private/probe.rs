@@ -202,3 +202,27 @@ pub trait StoredThreadSafe {}
 
 #[diagnostic::do_not_recommend]
 impl<T: Send + Sync + 'static> StoredThreadSafe for T {}
+
+/// What the siblings marker of a cached method returns: its siblings are in an inherent
+/// impl, beside it or beside its trait impl.
+pub struct SiblingsBeside;
+
+/// What the fallback of the siblings check returns: the marker is missing, so the method
+/// is in a trait impl whose block does not carry the attribute.
+pub struct SiblingsMissing;
+
+/// Implemented by [`SiblingsBeside`] only: a method of a trait impl whose block lacks the
+/// attribute fails this bound, with a message saying to add it.
+#[diagnostic::on_unimplemented(
+    message = "#[cache_on_arguments] on a method of a trait impl needs `#[cache_on_arguments]` on the impl block too",
+    label = "this method is in a trait impl, where its generated functions cannot go",
+    note = "write `#[cache_on_arguments]` (without options) above `impl Trait for Type`: the generated functions (`invalidate_<fn>`, `<fn>_key`, ...) then go to an inherent impl of the type (the same goes for `#[cache_multi_on_arguments]`)"
+)]
+pub trait SiblingsInherent {}
+
+impl SiblingsInherent for SiblingsBeside {}
+
+/// Compiles only when the siblings of the cached method are in an inherent impl.
+pub fn siblings_beside<S: SiblingsInherent>(marker: S) {
+    let _ = marker;
+}
