@@ -34,6 +34,7 @@ pub struct RegionConfig {
     pub(crate) backend: BackendChoice,
     pub(crate) expiration_time: Option<Duration>,
     pub(crate) stale_if_error: Option<Duration>,
+    pub(crate) retry_after_error: Option<Duration>,
     pub(crate) arguments: BTreeMap<String, String>,
     pub(crate) replace_existing_backend: bool,
     pub(crate) wrap: Vec<Arc<dyn ProxyBackend>>,
@@ -67,6 +68,7 @@ impl RegionConfig {
             backend: BackendChoice::Named(backend.into()),
             expiration_time: None,
             stale_if_error: None,
+            retry_after_error: None,
             arguments: BTreeMap::new(),
             replace_existing_backend: false,
             wrap: Vec::new(),
@@ -126,6 +128,19 @@ impl RegionConfig {
         self
     }
 
+    /// After a creator fails on a key, callers of this process within `interval` get the
+    /// stale value (with [`stale_if_error`](Self::stale_if_error)) or the failure
+    /// ([`Error::CreatorFailed`]) at once, without calling the origin; after it, one caller
+    /// tries again. Config key `retry_after_error` (seconds or a duration string). Default:
+    /// off.
+    ///
+    /// A memoized function's error cannot be made from a remembered failure: without a
+    /// stale value to serve, its callers create as usual.
+    pub fn retry_after_error(mut self, interval: Duration) -> Self {
+        self.retry_after_error = Some(interval);
+        self
+    }
+
     /// A backend argument. Values are kept as strings and parsed by the backend.
     pub fn argument(mut self, name: impl Into<String>, value: impl fmt::Display) -> Self {
         self.arguments.insert(name.into(), value.to_string());
@@ -180,6 +195,7 @@ impl RegionConfig {
         let mut backend = None;
         let mut expiration_time = None;
         let mut stale_if_error = None;
+        let mut retry_after_error = None;
         let mut arguments = BTreeMap::new();
         for (key, value) in map {
             let Some(name) = key.as_ref().strip_prefix(prefix) else {
@@ -197,6 +213,9 @@ impl RegionConfig {
                         .map_err(|reason| invalid("stale_if_error", reason))?
                         .unwrap_or(Duration::MAX),
                 );
+            } else if name == "retry_after_error" {
+                retry_after_error = parse_expiration(value)
+                    .map_err(|reason| invalid("retry_after_error", reason))?;
             } else if let Some(argument) = name.strip_prefix("arguments.") {
                 arguments.insert(argument.to_owned(), value.to_owned());
             } else {
@@ -205,7 +224,7 @@ impl RegionConfig {
                     name,
                     format!(
                         "unknown key{}; expected `backend`, `expiration_time`, \
-                         `stale_if_error` or `arguments.NAME`",
+                         `stale_if_error`, `retry_after_error` or `arguments.NAME`",
                         crate::suggest::did_you_mean(&suggestion)
                     ),
                 ));
@@ -217,6 +236,7 @@ impl RegionConfig {
         Ok(RegionConfig {
             expiration_time,
             stale_if_error,
+            retry_after_error,
             arguments,
             name: (!name.is_empty()).then(|| name.to_owned()),
             ..RegionConfig::new(backend)
@@ -231,8 +251,16 @@ fn suggest_option(name: &str) -> Option<String> {
         return crate::suggest::closest(head, ["arguments"])
             .map(|arguments| format!("{arguments}.{argument}"));
     }
-    crate::suggest::closest(name, ["backend", "expiration_time", "stale_if_error"])
-        .map(str::to_owned)
+    crate::suggest::closest(
+        name,
+        [
+            "backend",
+            "expiration_time",
+            "stale_if_error",
+            "retry_after_error",
+        ],
+    )
+    .map(str::to_owned)
 }
 
 /// An expiration time: a number of seconds (fractions allowed), `-1` for never, or a
@@ -292,6 +320,7 @@ impl fmt::Debug for RegionConfig {
             .field("backend", &self.backend.name())
             .field("expiration_time", &self.expiration_time)
             .field("stale_if_error", &self.stale_if_error)
+            .field("retry_after_error", &self.retry_after_error)
             .field("arguments", &redacted(&self.arguments))
             .field("replace_existing_backend", &self.replace_existing_backend)
             .field("wrap", &self.wrap.len())
@@ -456,19 +485,19 @@ mod tests {
         assert_eq!(
             err("c.expiraton_time"),
             "invalid region option `c.expiraton_time`: unknown key (did you mean \
-             `c.expiration_time`?); expected `backend`, `expiration_time`, `stale_if_error` or \
-             `arguments.NAME`"
+             `c.expiration_time`?); expected `backend`, `expiration_time`, `stale_if_error`, \
+             `retry_after_error` or `arguments.NAME`"
         );
         assert_eq!(
             err("c.argument.url"),
             "invalid region option `c.argument.url`: unknown key (did you mean \
-             `c.arguments.url`?); expected `backend`, `expiration_time`, `stale_if_error` or \
-             `arguments.NAME`"
+             `c.arguments.url`?); expected `backend`, `expiration_time`, `stale_if_error`, \
+             `retry_after_error` or `arguments.NAME`"
         );
         assert_eq!(
             err("c.colour"),
             "invalid region option `c.colour`: unknown key; expected `backend`, \
-             `expiration_time`, `stale_if_error` or `arguments.NAME`"
+             `expiration_time`, `stale_if_error`, `retry_after_error` or `arguments.NAME`"
         );
         let err = RegionConfig::from_config([("c.backnd", "memory")], "c.").unwrap_err();
         assert!(matches!(err, Error::InvalidRegionOption { .. }), "{err:?}");

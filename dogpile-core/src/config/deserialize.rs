@@ -19,6 +19,8 @@ struct Fields {
     /// Absent: off; `-1`: any age.
     #[serde(default, deserialize_with = "stale_if_error")]
     stale_if_error: Option<Duration>,
+    #[serde(default, deserialize_with = "expiration_time")]
+    retry_after_error: Option<Duration>,
     #[serde(default, deserialize_with = "arguments")]
     arguments: BTreeMap<String, String>,
     #[serde(default)]
@@ -28,7 +30,7 @@ struct Fields {
 /// Reads a region's configuration from a file's table: `backend` (required),
 /// `expiration_time` (seconds, `-1` for never, or a duration string such as `"10m"` or
 /// `"1h30m"`; absent: never), `stale_if_error` (written the same way; see
-/// [`RegionConfig::stale_if_error`]), `arguments` (a table of strings, numbers, booleans or lists
+/// [`RegionConfig::stale_if_error`]), `retry_after_error` (likewise), `arguments` (a table of strings, numbers, booleans or lists
 /// of them, which become the string arguments the backend parses; a list becomes a comma
 /// separated string), and `replace_existing_backend` (a boolean).
 ///
@@ -48,6 +50,7 @@ impl<'de> Deserialize<'de> for RegionConfig {
         Ok(RegionConfig {
             expiration_time: fields.expiration_time,
             stale_if_error: fields.stale_if_error,
+            retry_after_error: fields.retry_after_error,
             arguments: fields.arguments,
             replace_existing_backend: fields.replace_existing_backend,
             ..RegionConfig::new(fields.backend)
@@ -266,7 +269,7 @@ mod tests {
             (
                 "[r]\nbackend = \"memory\"\nexpire = 3",
                 "unknown field `expire`, expected one of `backend`, `expiration_time`, \
-                 `stale_if_error`, `arguments`, `replace_existing_backend`",
+                 `stale_if_error`, `retry_after_error`, `arguments`, `replace_existing_backend`",
             ),
             (
                 "[r]\nbackend = \"memory\"\nexpiration_time = \"soon\"",

@@ -156,6 +156,21 @@ async fn hand_failure<IO: Io>(handle: Option<IO::Handle>, error: &impl CreatorEr
     }
 }
 
+/// `stale_if_error`: when the machine's stale value may answer a failure (`message`), it is
+/// the answer, handed to this process's waiters too.
+async fn stale_on_failure<IO: Io, T: Cacheable>(
+    machine: &mut Machine<'_, T>,
+    handle: &mut Option<IO::Handle>,
+    message: &str,
+) -> Option<T> {
+    let stale = machine.creator_failed(&message)?;
+    let answer = stale.payload.clone();
+    if let Some(handle) = handle.take() {
+        IO::hand_off(handle, Some(Arc::new(stale) as Handed)).await;
+    }
+    Some(answer)
+}
+
 /// Takes the dogpile lock on `key` (this process's first, then the backend's distributed
 /// lock, if any): at once or not at all, or waiting until the budget's deadline (and the
 /// distributed lock's own wait limit).
@@ -332,20 +347,47 @@ where
                 machine.locked(locked)
             }
             Step::Create => {
+                if let Some(interval) = cfg.retry_after_error {
+                    let now = region.clock.now();
+                    if let Some(message) = region.failures.recent(key, now, interval) {
+                        // `retry_after_error`: the origin failed a moment ago; its failure
+                        // (or the stale value) is the answer, without calling it again.
+                        if let Some(answer) =
+                            stale_on_failure::<IO, T>(&mut machine, &mut handle, &message).await
+                        {
+                            return Ok(answer);
+                        }
+                        if rules.share_failures {
+                            let failure = Error::CreatorFailed {
+                                region: region.signals().region.to_owned(),
+                                key: key.to_owned(),
+                                message,
+                            };
+                            hand_failure::<IO>(handle.take(), &failure).await;
+                            return Err(CreateError::Cache(failure));
+                        }
+                    }
+                }
                 let Some(creator) = creator.take() else {
                     unreachable!("the engine asks for one creation per call")
                 };
                 let value = match timed_creation(&region.signals(), key, creator).await {
-                    Ok(value) => value,
+                    Ok(value) => {
+                        if cfg.retry_after_error.is_some() {
+                            region.failures.clear(key);
+                        }
+                        value
+                    }
                     Err(error) => {
                         let text = error.failure();
-                        let text = text.as_deref().unwrap_or("the creator returned an error");
-                        if let Some(stale) = machine.creator_failed(&text) {
-                            // `stale_if_error`: the wave's answer is the stale value.
-                            let answer = stale.payload.clone();
-                            if let Some(handle) = handle.take() {
-                                IO::hand_off(handle, Some(Arc::new(stale) as Handed)).await;
-                            }
+                        let text = text.unwrap_or_else(|| "the creator returned an error".into());
+                        if let Some(interval) = cfg.retry_after_error {
+                            let now = region.clock.now();
+                            region.failures.record(key, now, text.clone(), interval);
+                        }
+                        if let Some(answer) =
+                            stale_on_failure::<IO, T>(&mut machine, &mut handle, &text).await
+                        {
                             return Ok(answer);
                         }
                         hand_failure::<IO>(handle.take(), &error).await;

@@ -18,6 +18,7 @@ use crate::stats::{RegionStats, StatsRecorder};
 use crate::warnings::RegionWarnings;
 
 mod blocking;
+pub(crate) mod failures;
 pub(crate) mod io;
 mod name;
 #[cfg(feature = "tokio")]
@@ -287,6 +288,7 @@ impl CacheRegion {
             backend_name,
             expiration: config.expiration_time,
             stale_if_error: config.stale_if_error,
+            retry_after_error: config.retry_after_error,
         })));
         Ok(self)
     }

@@ -17,6 +17,7 @@ use crate::engine::machine::{store_outcome, Freshness, Rules, Signals};
 use crate::error::{Error, Result};
 use crate::key::{FunctionKeyGenerator, KeyMangler};
 use crate::lock::local::{Handed, KeyLocks};
+use crate::region::failures::Failures;
 use crate::region::name::{RegionName, UNNAMED};
 use crate::region::options::{CreateOptions, Expiration};
 use crate::runner::AsyncCreationRunner;
@@ -44,6 +45,8 @@ pub(crate) struct RegionState {
     pub(crate) locks: Arc<KeyLocks>,
     pub(crate) stats: Arc<StatsRecorder>,
     pub(crate) warnings: Arc<RegionWarnings>,
+    /// Creator failures remembered for `retry_after_error`.
+    pub(crate) failures: Failures,
 }
 
 /// The configured part of a region: swapped in whole by `configure`.
@@ -56,6 +59,8 @@ pub(crate) struct Configured {
     pub(crate) expiration: Option<Duration>,
     /// See [`RegionConfig::stale_if_error`](crate::RegionConfig::stale_if_error).
     pub(crate) stale_if_error: Option<Duration>,
+    /// See [`RegionConfig::retry_after_error`](crate::RegionConfig::retry_after_error).
+    pub(crate) retry_after_error: Option<Duration>,
     pub(crate) stores_objects: bool,
     pub(crate) stores_nothing: bool,
     /// Keys that begin with this are the backend's locks.
@@ -116,6 +121,7 @@ impl RegionState {
             locks: Arc::default(),
             stats: Arc::new(StatsRecorder::new(UNNAMED)),
             warnings: Arc::default(),
+            failures: Failures::default(),
         }
     }
 
