@@ -116,7 +116,8 @@ impl RegionConfig {
     /// When a creator fails (returns an error) and the value it was regenerating expired
     /// no longer ago than `window`, every caller of the wave gets that value, the one that
     /// ran the creator included; the failure is logged (rate-limited) and counted as a
-    /// creation error, the value as stale served. Past the window, the error is returned.
+    /// creation error, the value as stale served on error
+    /// (`RegionStats::stale_served_on_error`). Past the window, the error is returned.
     /// Per call: [`CreateOptions::stale_if_error`](crate::CreateOptions::stale_if_error).
     /// Config key `stale_if_error` (seconds, a duration string such as `"10m"`, or `-1` for
     /// any age). Default: off.

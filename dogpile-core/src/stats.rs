@@ -36,6 +36,7 @@ use crossbeam_utils::CachePadded;
 /// | `dogpile_hits_total` | counter | fresh values returned from the cache |
 /// | `dogpile_misses_total` | counter | lookups that found no usable value (absent, expired for `get`, undecodable) and were not handed one by another caller's creation |
 /// | `dogpile_stale_served_total` | counter | stale values returned while another caller regenerates |
+/// | `dogpile_stale_served_on_error_total` | counter | stale values returned because the creator failed (`stale_if_error`) |
 /// | `dogpile_creations_total` | counter | creator calls that returned a value |
 /// | `dogpile_creation_errors_total` | counter | creator calls that failed |
 /// | `dogpile_backend_errors_total` | counter | backend operations that failed |
@@ -56,6 +57,9 @@ pub struct RegionStats {
     pub misses: u64,
     /// Stale values returned while another caller regenerated them.
     pub stale_served: u64,
+    /// Stale values returned because the creator failed (`stale_if_error`), to the caller
+    /// that ran it and to those it handed the value to (`retry_after_error` included).
+    pub stale_served_on_error: u64,
     /// Creator calls that returned a value.
     pub creations: u64,
     /// Creator calls that failed.
@@ -72,11 +76,11 @@ pub struct RegionStats {
 }
 
 impl RegionStats {
-    /// `hits / (hits + misses + stale_served)`: the share of lookups answered with a fresh
+    /// `hits / (hits + misses + stale_served + stale_served_on_error)`: the share of lookups answered with a fresh
     /// value from the cache; `None` before the first lookup. Callers handed another
     /// caller's value (`lock_waits`) are in neither part.
     pub fn hit_ratio(&self) -> Option<f64> {
-        let lookups = self.hits + self.misses + self.stale_served;
+        let lookups = self.hits + self.misses + self.stale_served + self.stale_served_on_error;
         (lookups > 0).then(|| self.hits as f64 / lookups as f64)
     }
 }
@@ -91,6 +95,7 @@ enum Count {
     CreationErrors,
     BackendErrors,
     LockWaits,
+    StaleServedOnError,
 }
 
 /// What is timed; the index of its total in a stripe and of its histogram.
@@ -100,7 +105,7 @@ enum Time {
     LockWait,
 }
 
-const COUNTS: usize = 7;
+const COUNTS: usize = 8;
 const TIMES: usize = 2;
 
 /// One stripe: every count of a region, on its own cache line(s).
@@ -180,6 +185,12 @@ impl StatsRecorder {
         self.add(Count::StaleServed);
     }
 
+    /// A stale value was returned because the creator failed (`stale_if_error`).
+    #[inline]
+    pub fn stale_served_on_error(&self) {
+        self.add(Count::StaleServedOnError);
+    }
+
     /// A creator returned a value after running for `elapsed`.
     pub fn creation(&self, elapsed: Duration) {
         self.add_timed(Count::Creations, Time::Creation, elapsed);
@@ -232,6 +243,7 @@ impl StatsRecorder {
             creation_errors: counts[Count::CreationErrors as usize],
             backend_errors: counts[Count::BackendErrors as usize],
             lock_waits: counts[Count::LockWaits as usize],
+            stale_served_on_error: counts[Count::StaleServedOnError as usize],
             creation_time: Duration::from_nanos(nanos[Time::Creation as usize]),
             lock_wait_time: Duration::from_nanos(nanos[Time::LockWait as usize]),
         }
@@ -309,6 +321,10 @@ mod metrics_handles {
         (
             "dogpile_lock_waits_total",
             "callers that waited for another caller's creation",
+        ),
+        (
+            "dogpile_stale_served_on_error_total",
+            "stale values returned because the creator failed (stale_if_error)",
         ),
     ];
 
@@ -407,6 +423,7 @@ mod tests {
                 creation_errors: 1,
                 backend_errors: 2,
                 lock_waits: 1,
+                stale_served_on_error: 0,
                 creation_time: Duration::from_millis(13),
                 lock_wait_time: Duration::from_micros(250),
             }

@@ -383,7 +383,7 @@ impl<'a, T> Machine<'a, T> {
     }
 
     /// The creator failed: the stale value to answer with instead, when `stale_if_error`
-    /// allows it (it went stale no longer ago than the window); counted as stale served,
+    /// allows it (it went stale no longer ago than the window); counted as stale served on error,
     /// the failure logged (rate-limited). `None`: the failure is the answer.
     pub(crate) fn creator_failed(
         &mut self,
@@ -395,7 +395,7 @@ impl<'a, T> Machine<'a, T> {
         if Duration::try_from_secs_f64(stale_for).is_ok_and(|stale_for| stale_for > window) {
             return None;
         }
-        self.signals.stats.stale_served();
+        self.signals.stats.stale_served_on_error();
         warn_limited!(self.signals.warnings, WarningKind::StaleIfError,
             region = %self.signals.region, key = %self.key, error = %failure,
             "creator failed; serving the stale value (stale_if_error)");
