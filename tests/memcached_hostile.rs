@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::MemcachedBackend;
-use dogpile::Error;
+use dogpile::{CacheRegion, Error, RegionConfig};
 
 // ----- allocation counting --------------------------------------------------------------
 
@@ -514,4 +514,61 @@ fn a_stale_reply_that_arrives_late_is_never_taken_for_the_next_ones() {
     }
     fake.wait_closed(closed, "stale reply");
     assert_eq!(backend.get("other").unwrap(), Some(good_value("other")));
+}
+
+/// A server that accepts every connection and closes it at once, as a proxy whose
+/// upstream is down does; its address.
+fn accepts_and_closes() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    addr
+}
+
+/// The threads of this process now (Linux's `/proc/self/status`).
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no thread count in /proc/self/status:\n{status}"))
+}
+
+#[test]
+fn a_server_that_accepts_and_closes_costs_no_threads() {
+    // Every call finds its connection closed, retries on a fresh one, closed again: with
+    // dead_retry 0 the server is never left alone, so each call connects twice. Nothing
+    // the pool does for that may start threads (it once started 3 per failed call, until
+    // spawning failed and a call panicked).
+    let addr = accepts_and_closes();
+    let region = CacheRegion::new();
+    region
+        .configure(
+            RegionConfig::new("memcached")
+                .argument("url", addr.as_str())
+                .argument("socket_timeout", "0.5")
+                .argument("dead_retry", "0"),
+        )
+        .unwrap();
+    let mut most = threads();
+    for call in 0..2000 {
+        let error = match region.get::<u32>("k") {
+            Err(error) => error,
+            Ok(value) => panic!("call {call}: expected an error, got {value:?}"),
+        };
+        assert!(
+            matches!(error, Error::Backend { .. }),
+            "call {call}: {error}"
+        );
+        assert!(error.to_string().contains(&addr), "call {call}: {error}");
+        most = most.max(threads());
+        // Checked at every call, so that a regression stops at once rather than taking
+        // the machine's threads.
+        assert!(most < 64, "call {call}: {most} threads in the process");
+    }
 }

@@ -109,6 +109,7 @@
 mod connection;
 mod keys;
 mod lock;
+mod pool;
 mod protocol;
 mod ring;
 mod server;
