@@ -572,3 +572,62 @@ fn a_server_that_accepts_and_closes_costs_no_threads() {
         assert!(most < 64, "call {call}: {most} threads in the process");
     }
 }
+
+/// A loopback address that nothing listens on (bound a moment ago, then let go):
+/// connections to it are refused.
+fn refusing_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The bound on a refused connection's error: a refusal is known at once.
+const REFUSED_WITHIN: Duration = Duration::from_millis(100);
+
+/// The region's first call against `addr` fails within [`REFUSED_WITHIN`] (its
+/// `socket_timeout` is the default, 3 s), naming the server and the refusal; the next
+/// one is refused at once as well, because the server is marked down (`dead_retry`).
+fn refused_at_once(
+    addr: &str,
+    call: impl Fn(&CacheRegion) -> dogpile::Result<Option<u32>>,
+    face: &str,
+) {
+    let region = CacheRegion::new();
+    region
+        .configure(RegionConfig::new("memcached").argument("url", addr))
+        .unwrap();
+    let started = Instant::now();
+    let outcome = call(&region);
+    let took = started.elapsed();
+    let message = match outcome {
+        Err(error @ Error::Backend { .. }) => error.to_string(),
+        other => panic!("{face}: expected Error::Backend, got {other:?}"),
+    };
+    assert!(took < REFUSED_WITHIN, "{face}: took {took:?}: {message}");
+    assert!(message.contains(addr), "{face}: {message}");
+    assert!(message.contains("refused"), "{face}: {message}");
+    let message = call(&region).unwrap_err().to_string();
+    assert!(
+        message.contains(addr) && message.contains("marked down"),
+        "{face}: {message}"
+    );
+}
+
+#[test]
+fn a_refused_connection_fails_at_once_naming_the_server() {
+    refused_at_once(&refusing_addr(), |region| region.get("k"), "sync");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn a_refused_connection_fails_at_once_from_async_code_too() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    refused_at_once(
+        &refusing_addr(),
+        |region| runtime.block_on(region.get_async("k")),
+        "async",
+    );
+}

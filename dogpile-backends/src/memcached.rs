@@ -100,7 +100,10 @@
 //! Every error is an [`Error::Backend`](dogpile_core::Error::Backend) that names the
 //! server (`memcached at 10.0.0.1:11211`) and the command and key. A command never waits
 //! longer than about `socket_timeout` (twice, when a pooled connection turns out to be
-//! dead and a fresh one is tried). Connections are re-established when the server comes
+//! dead and a fresh one is tried). A refused connection is an error at once, naming the
+//! refusal (then `dead_retry` applies): connections are opened on the caller's thread,
+//! by a pool that starts no thread of its own (`pool.rs`), so a server that keeps
+//! failing costs no thread either. Connections are re-established when the server comes
 //! back, without restarting the program. `get_multi` sends one request per server (per
 //! 100 keys), answered in one round trip; `set_multi` and `delete_multi` send one
 //! pipeline of `ms` or `md` per server (per 100 keys, and per 1 MiB of values), whose
