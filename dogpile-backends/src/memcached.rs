@@ -71,7 +71,9 @@
 //! pool, one hop per call: that never blocks an executor thread, and it is the honest
 //! choice for now, because the parser is shared but the per-command reply handling in
 //! `connection.rs` has no async twin yet (an async driver over the same parser is the way
-//! to remove the hop, about 30 µs a call on a busy 2 vCPU machine).
+//! to remove the hop, about 30 µs a call on a busy 2 vCPU machine). At most a few calls
+//! of a region run there at once, and an async caller waits at most twice
+//! `socket_timeout` for its call, so a stalled server cannot take the pool.
 //!
 //! What the client guarantees, whatever a server sends:
 //! - one deadline per command: `socket_timeout` covers sending the request and reading
@@ -171,6 +173,7 @@ const MAX_RELATIVE_EXPTIME: u64 = 30 * 24 * 3600;
 /// A cache on one or more memcached servers: see the [module docs](self).
 pub struct MemcachedBackend {
     cluster: Arc<Cluster>,
+    socket_timeout: Duration,
     expire_time: Duration,
     max_value_size: usize,
     lock: Option<LockSettings>,
@@ -262,6 +265,7 @@ impl MemcachedBackend {
 
         Ok(MemcachedBackend {
             cluster: Arc::new(Cluster { servers, ring }),
+            socket_timeout: settings.socket_timeout,
             max_value_size: settings.max_value_size,
             expire_time: args
                 .seconds("memcached_expire_time")?
@@ -392,9 +396,12 @@ impl CacheBackend for MemcachedBackend {
     }
 
     /// With `distributed_lock`, keys that begin with `_lock` are the locks' (dogpile's
-    /// layout, shared with Python).
+    /// layout, shared with Python). Async callers, on tokio's blocking pool, wait at most
+    /// twice `socket_timeout` for a call (connecting, then the command).
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().lock_key_prefix(self.lock.map(|_| "_lock".to_owned()))
+        Capabilities::new()
+            .lock_key_prefix(self.lock.map(|_| "_lock".to_owned()))
+            .call_timeout(Some(self.socket_timeout * 2))
     }
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {
