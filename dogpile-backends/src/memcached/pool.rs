@@ -49,6 +49,9 @@ struct State {
     open: u32,
     /// Bumped by [`Pool::flush`]: connections of an older one are dropped on return.
     generation: u64,
+    /// Callers waiting for a connection: only then is a return signalled (a signal is a
+    /// system call, whether anyone waits or not).
+    waiting: u32,
 }
 
 /// Why no connection could be had.
@@ -84,6 +87,7 @@ impl Pool {
                 idle: Vec::new(),
                 open: 0,
                 generation: 0,
+                waiting: 0,
             }),
             returned: Condvar::new(),
         }
@@ -123,8 +127,11 @@ impl Pool {
                         generation,
                     }),
                     Err(failure) => {
-                        self.state().open -= 1;
-                        self.returned.notify_one();
+                        let mut state = self.state();
+                        state.open -= 1;
+                        if state.waiting > 0 {
+                            self.returned.notify_one();
+                        }
                         Err(Checkout::Connect(failure))
                     }
                 };
@@ -134,11 +141,13 @@ impl Pool {
             if left.is_zero() {
                 return Err(Checkout::Busy(self.timeout));
             }
+            state.waiting += 1;
             state = self
                 .returned
                 .wait_timeout(state, left)
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
+            state.waiting -= 1;
         }
     }
 
@@ -166,15 +175,20 @@ impl Pool {
 
     fn give_back(&self, connection: Connection, generation: u64) {
         let mut state = self.state();
-        if connection.is_broken() || generation != state.generation {
+        let waiting = state.waiting > 0;
+        let dropped = if connection.is_broken() || generation != state.generation {
             state.open -= 1;
-            drop(state);
-            drop(connection);
+            Some(connection)
         } else {
             state.idle.push((connection, Instant::now()));
-            drop(state);
+            None
+        };
+        drop(state);
+        // Closed outside the lock.
+        drop(dropped);
+        if waiting {
+            self.returned.notify_one();
         }
-        self.returned.notify_one();
     }
 }
 
@@ -265,5 +279,27 @@ mod tests {
         assert_eq!(pool.generation(), generation + 1);
         drop(second);
         assert_eq!(open_and_idle(&pool), (0, 0));
+    }
+
+    #[test]
+    fn a_waiting_caller_gets_the_connection_given_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let pool = Pool::new(address, 1, Duration::from_secs(10), 1024);
+        let taken = pool.checkout().ok().unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let started = Instant::now();
+                let got = pool.checkout().is_ok();
+                (got, started.elapsed())
+            });
+            while pool.state().waiting == 0 {
+                std::thread::yield_now();
+            }
+            drop(taken);
+            let (got, waited) = waiter.join().unwrap();
+            assert!(got && waited < Duration::from_secs(5), "{waited:?}");
+        });
+        assert_eq!(open_and_idle(&pool), (1, 1));
     }
 }
