@@ -544,3 +544,51 @@ fn dead_retry_is_one_record_for_sync_and_async_callers() {
     assert!(!first.contains("marked down"), "{first}");
     marked_down(dogpile::backend::CacheBackend::get(&backend, "k").unwrap_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_a_refused_connection_fails_at_once_naming_the_server() {
+    // A port nothing listens on; socket_timeout is the default (2 s).
+    let addr = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let region = CacheRegion::new();
+    region
+        .configure(RegionConfig::new("redis").argument("url", format!("redis://{addr}")))
+        .unwrap();
+    let started = Instant::now();
+    let outcome = region.get_async::<u32>("k").await;
+    let took = started.elapsed();
+    let message = match outcome {
+        Err(error @ Error::Backend { .. }) => error.to_string(),
+        other => panic!("expected Error::Backend, got {other:?}"),
+    };
+    assert!(
+        took < Duration::from_millis(100),
+        "took {took:?}: {message}"
+    );
+    assert!(
+        message.contains(&addr) && message.contains("refused"),
+        "{message}"
+    );
+    let message = region.get_async::<u32>("k").await.unwrap_err().to_string();
+    assert!(message.contains("marked down"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_a_certificate_the_client_does_not_trust_is_named() {
+    // The system's CAs do not know the test server's CA.
+    let server = RedisServer::shared_tls();
+    let region = region_on(server, &[("socket_timeout", "4")]);
+    let started = Instant::now();
+    let outcome = region.get_async::<u32>(&fresh_key("untrusted")).await;
+    let took = started.elapsed();
+    let message = match outcome {
+        Err(error @ Error::Backend { .. }) => error.to_string(),
+        other => panic!("expected Error::Backend, got {other:?}"),
+    };
+    assert!(message.contains(&server.addr()), "{message}");
+    assert!(message.contains("certificate"), "{message}");
+    assert!(took < Duration::from_secs(2), "took {took:?}: {message}");
+}

@@ -320,3 +320,189 @@ fn many_backends_opening_a_new_store_at_once_all_succeed() {
         });
     }
 }
+
+/// Makes `key`'s value file in the store at `store` a FIFO with no writer: opening it for
+/// reading as a plain file would wait for a writer for ever (a hung disk, in effect).
+#[cfg(unix)]
+fn fifo_bait(store: &std::path::Path, key: &str) {
+    let hash = dogpile::key::sha1_mangle_key(key);
+    let dir = store.join("data").join(&hash[..2]);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path =
+        std::ffi::CString::new(dir.join(hash).into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Runs `f` beside, failing if it takes longer than `bound` (a hang).
+fn within<T: Send + 'static>(
+    bound: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    thread::spawn(move || sender.send(f()));
+    receiver
+        .recv_timeout(bound)
+        .unwrap_or_else(|_| panic!("{what}: still blocked after {bound:?}"))
+}
+
+#[cfg(unix)]
+#[test]
+fn a_value_file_that_is_a_fifo_is_a_miss_not_a_hang_and_is_replaced() {
+    // The bait is in its own temporary directory (the store's), so that nothing else
+    // can open it.
+    let (config, dir) = store("file", &[]);
+    let region = Arc::new(configure(config).unwrap());
+    // The store exists once a value was written.
+    region.set("other", &1u32).unwrap();
+    fifo_bait(&dir.path().join("store"), "bait");
+    let bound = Duration::from_secs(5);
+    let r = region.clone();
+    assert_eq!(
+        within(bound, "get", move || r.get::<u32>("bait").unwrap()),
+        None
+    );
+    let r = region.clone();
+    assert_eq!(
+        within(bound, "get_or_create", move || r
+            .get_or_create("bait", || 7u32)
+            .unwrap()),
+        7
+    );
+    assert_eq!(
+        region.get::<u32>("bait").unwrap(),
+        Some(7),
+        "a value file now"
+    );
+    fifo_bait(&dir.path().join("store"), "bait2");
+    let r = region.clone();
+    within(bound, "delete", move || r.delete("bait2").unwrap());
+}
+
+/// A sync backend whose every call blocks until the gate opens (a hung disk or server),
+/// and which says its calls should take at most `call_timeout`.
+#[cfg(feature = "tokio")]
+struct Stalled {
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// Calls running now, and the most at once.
+    running: Arc<(AtomicUsize, AtomicUsize)>,
+    call_timeout: Duration,
+}
+
+#[cfg(feature = "tokio")]
+impl Stalled {
+    fn wait(&self) {
+        let now = self.running.0.fetch_add(1, Ordering::SeqCst) + 1;
+        self.running.1.fetch_max(now, Ordering::SeqCst);
+        let (open, opened) = &*self.gate;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = opened.wait(open).unwrap();
+        }
+        self.running.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl dogpile::backend::CacheBackend for Stalled {
+    fn get(&self, _: &str) -> dogpile::Result<Option<Vec<u8>>> {
+        self.wait();
+        Ok(None)
+    }
+    fn set(&self, _: &str, _: Vec<u8>) -> dogpile::Result<()> {
+        self.wait();
+        Ok(())
+    }
+    fn delete(&self, _: &str) -> dogpile::Result<()> {
+        self.wait();
+        Ok(())
+    }
+    fn capabilities(&self) -> dogpile::backend::Capabilities {
+        dogpile::backend::Capabilities::new().call_timeout(Some(self.call_timeout))
+    }
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn a_stalled_region_on_the_blocking_pool_is_bounded_and_others_stay_fast() {
+    const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let running = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let stalled = Arc::new(CacheRegion::new());
+    stalled
+        .configure(RegionConfig::with_backend(Stalled {
+            gate: gate.clone(),
+            running: running.clone(),
+            call_timeout: CALL_TIMEOUT,
+        }))
+        .unwrap();
+    let (config, _dir) = store("file", &[]);
+    let healthy = Arc::new(configure(config).unwrap());
+    healthy.set("k", &1u32).unwrap();
+
+    let outcome = runtime.block_on(async {
+        // 2000 calls to the stalled region at once.
+        let tasks: Vec<_> = (0..2000)
+            .map(|i| {
+                let stalled = stalled.clone();
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    // (Bounded here too, so that a regression fails rather than hangs.)
+                    let outcome = tokio::time::timeout(
+                        CALL_TIMEOUT * 4,
+                        stalled.get_async::<u32>(&format!("key{i}")),
+                    )
+                    .await;
+                    (i, outcome, started.elapsed())
+                })
+            })
+            .collect();
+        // Meanwhile the healthy file region answers its async calls at once.
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            let started = std::time::Instant::now();
+            let got =
+                tokio::time::timeout(Duration::from_secs(5), healthy.get_async::<u32>("k")).await;
+            slowest = slowest.max(started.elapsed());
+            match got {
+                Ok(value) => assert_eq!(value.unwrap(), Some(1)),
+                Err(_) => break,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        (slowest, outcomes)
+    });
+    let at_most_running = running.1.load(Ordering::SeqCst);
+    // Let the stalled calls go, so that the runtime can shut down.
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    let (slowest, outcomes) = outcome;
+    assert!(
+        slowest < Duration::from_millis(100),
+        "the healthy region waited {slowest:?}"
+    );
+    assert!(
+        at_most_running <= 8,
+        "{at_most_running} stalled calls hold blocking threads"
+    );
+    for (i, outcome, took) in outcomes {
+        let message = match outcome {
+            Ok(Err(error @ Error::Backend { .. })) => error.to_string(),
+            Ok(other) => panic!("call {i}: expected Error::Backend, got {other:?}"),
+            Err(_) => panic!("call {i}: no answer within {:?}", CALL_TIMEOUT * 4),
+        };
+        assert!(took < CALL_TIMEOUT * 2, "call {i} took {took:?}: {message}");
+        assert!(message.contains(&format!("\"key{i}\"")), "{message}");
+        assert!(message.contains("blocking pool"), "{message}");
+    }
+}

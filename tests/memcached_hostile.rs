@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::MemcachedBackend;
-use dogpile::Error;
+use dogpile::{CacheRegion, Error, RegionConfig};
 
 // ----- allocation counting --------------------------------------------------------------
 
@@ -514,4 +514,120 @@ fn a_stale_reply_that_arrives_late_is_never_taken_for_the_next_ones() {
     }
     fake.wait_closed(closed, "stale reply");
     assert_eq!(backend.get("other").unwrap(), Some(good_value("other")));
+}
+
+/// A server that accepts every connection and closes it at once, as a proxy whose
+/// upstream is down does; its address.
+fn accepts_and_closes() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    addr
+}
+
+/// The threads of this process now (Linux's `/proc/self/status`).
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no thread count in /proc/self/status:\n{status}"))
+}
+
+#[test]
+fn a_server_that_accepts_and_closes_costs_no_threads() {
+    // Every call finds its connection closed, retries on a fresh one, closed again: with
+    // dead_retry 0 the server is never left alone, so each call connects twice. Nothing
+    // the pool does for that may start threads (it once started 3 per failed call, until
+    // spawning failed and a call panicked).
+    let addr = accepts_and_closes();
+    let region = CacheRegion::new();
+    region
+        .configure(
+            RegionConfig::new("memcached")
+                .argument("url", addr.as_str())
+                .argument("socket_timeout", "0.5")
+                .argument("dead_retry", "0"),
+        )
+        .unwrap();
+    let mut most = threads();
+    for call in 0..2000 {
+        let error = match region.get::<u32>("k") {
+            Err(error) => error,
+            Ok(value) => panic!("call {call}: expected an error, got {value:?}"),
+        };
+        assert!(
+            matches!(error, Error::Backend { .. }),
+            "call {call}: {error}"
+        );
+        assert!(error.to_string().contains(&addr), "call {call}: {error}");
+        most = most.max(threads());
+        // Checked at every call, so that a regression stops at once rather than taking
+        // the machine's threads.
+        assert!(most < 64, "call {call}: {most} threads in the process");
+    }
+}
+
+/// A loopback address that nothing listens on (bound a moment ago, then let go):
+/// connections to it are refused.
+fn refusing_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The bound on a refused connection's error: a refusal is known at once.
+const REFUSED_WITHIN: Duration = Duration::from_millis(100);
+
+/// The region's first call against `addr` fails within [`REFUSED_WITHIN`] (its
+/// `socket_timeout` is the default, 3 s), naming the server and the refusal; the next
+/// one is refused at once as well, because the server is marked down (`dead_retry`).
+fn refused_at_once(
+    addr: &str,
+    call: impl Fn(&CacheRegion) -> dogpile::Result<Option<u32>>,
+    face: &str,
+) {
+    let region = CacheRegion::new();
+    region
+        .configure(RegionConfig::new("memcached").argument("url", addr))
+        .unwrap();
+    let started = Instant::now();
+    let outcome = call(&region);
+    let took = started.elapsed();
+    let message = match outcome {
+        Err(error @ Error::Backend { .. }) => error.to_string(),
+        other => panic!("{face}: expected Error::Backend, got {other:?}"),
+    };
+    assert!(took < REFUSED_WITHIN, "{face}: took {took:?}: {message}");
+    assert!(message.contains(addr), "{face}: {message}");
+    assert!(message.contains("refused"), "{face}: {message}");
+    let message = call(&region).unwrap_err().to_string();
+    assert!(
+        message.contains(addr) && message.contains("marked down"),
+        "{face}: {message}"
+    );
+}
+
+#[test]
+fn a_refused_connection_fails_at_once_naming_the_server() {
+    refused_at_once(&refusing_addr(), |region| region.get("k"), "sync");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn a_refused_connection_fails_at_once_from_async_code_too() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    refused_at_once(
+        &refusing_addr(),
+        |region| runtime.block_on(region.get_async("k")),
+        "async",
+    );
 }

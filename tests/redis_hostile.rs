@@ -296,3 +296,41 @@ fn a_server_that_never_reads_cannot_hold_a_large_write() {
     assert!(err.contains("socket_timeout"), "{err}");
     assert!(took < SOCKET_TIMEOUT * 2, "a 15 MB write took {took:?}");
 }
+
+/// A loopback address that nothing listens on (bound a moment ago, then let go):
+/// connections to it are refused.
+fn refusing_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn a_refused_connection_fails_at_once_naming_the_server_then_dead_retry_applies() {
+    // socket_timeout is the default (2 s): the refusal is known at once, and waiting for
+    // a connection until then (as the pool once did, retrying) tells nothing more.
+    let addr = refusing_addr();
+    let backend = RedisBackend::from_arguments(&Arguments::new(
+        "redis",
+        [("url", format!("redis://{addr}"))],
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let outcome = backend.get("k");
+    let took = started.elapsed();
+    let message = match outcome {
+        Err(error @ Error::Backend { .. }) => error.to_string(),
+        other => panic!("expected Error::Backend, got {other:?}"),
+    };
+    assert!(
+        took < Duration::from_millis(100),
+        "took {took:?}: {message}"
+    );
+    assert!(message.contains(&addr), "{message}");
+    assert!(message.contains("refused"), "{message}");
+    // Then dead_retry (5 s by default): the next call is not even tried.
+    let message = backend.set("k", b"v".to_vec()).unwrap_err().to_string();
+    assert!(
+        message.contains(&addr) && message.contains("marked down"),
+        "{message}"
+    );
+}

@@ -136,3 +136,30 @@ fn bad_tls_arguments_are_rejected_naming_the_argument() {
         }
     }
 }
+
+#[test]
+fn a_certificate_the_client_does_not_trust_is_named_at_once() {
+    // The system's CAs do not know the test server's CA. The handshake fails in a few
+    // round trips: the error must say why (the certificate), well before socket_timeout,
+    // not that no connection came within it.
+    let server = RedisServer::shared_tls();
+    let region = configured(
+        RegionConfig::new("redis")
+            .argument("url", server.url())
+            .argument("socket_timeout", "4"),
+    );
+    let started = std::time::Instant::now();
+    let outcome = region.get::<u8>("k");
+    let took = started.elapsed();
+    let message = match outcome {
+        Err(error @ Error::Backend { .. }) => error.to_string(),
+        other => panic!("expected Error::Backend, got {other:?}"),
+    };
+    assert!(message.contains(&server.addr()), "{message}");
+    assert!(message.contains("certificate"), "{message}");
+    assert!(!message.contains("timed out"), "{message}");
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "took {took:?}: {message}"
+    );
+}

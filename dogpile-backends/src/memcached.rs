@@ -71,7 +71,9 @@
 //! pool, one hop per call: that never blocks an executor thread, and it is the honest
 //! choice for now, because the parser is shared but the per-command reply handling in
 //! `connection.rs` has no async twin yet (an async driver over the same parser is the way
-//! to remove the hop, about 30 µs a call on a busy 2 vCPU machine).
+//! to remove the hop, about 30 µs a call on a busy 2 vCPU machine). At most a few calls
+//! of a region run there at once, and an async caller waits at most twice
+//! `socket_timeout` for its call, so a stalled server cannot take the pool.
 //!
 //! What the client guarantees, whatever a server sends:
 //! - one deadline per command: `socket_timeout` covers sending the request and reading
@@ -100,7 +102,10 @@
 //! Every error is an [`Error::Backend`](dogpile_core::Error::Backend) that names the
 //! server (`memcached at 10.0.0.1:11211`) and the command and key. A command never waits
 //! longer than about `socket_timeout` (twice, when a pooled connection turns out to be
-//! dead and a fresh one is tried). Connections are re-established when the server comes
+//! dead and a fresh one is tried). A refused connection is an error at once, naming the
+//! refusal (then `dead_retry` applies): connections are opened on the caller's thread,
+//! by a pool that starts no thread of its own (`pool.rs`), so a server that keeps
+//! failing costs no thread either. Connections are re-established when the server comes
 //! back, without restarting the program. `get_multi` sends one request per server (per
 //! 100 keys), answered in one round trip; `set_multi` and `delete_multi` send one
 //! pipeline of `ms` or `md` per server (per 100 keys, and per 1 MiB of values), whose
@@ -109,6 +114,7 @@
 mod connection;
 mod keys;
 mod lock;
+mod pool;
 mod protocol;
 mod ring;
 mod server;
@@ -167,6 +173,7 @@ const MAX_RELATIVE_EXPTIME: u64 = 30 * 24 * 3600;
 /// A cache on one or more memcached servers: see the [module docs](self).
 pub struct MemcachedBackend {
     cluster: Arc<Cluster>,
+    socket_timeout: Duration,
     expire_time: Duration,
     max_value_size: usize,
     lock: Option<LockSettings>,
@@ -258,6 +265,7 @@ impl MemcachedBackend {
 
         Ok(MemcachedBackend {
             cluster: Arc::new(Cluster { servers, ring }),
+            socket_timeout: settings.socket_timeout,
             max_value_size: settings.max_value_size,
             expire_time: args
                 .seconds("memcached_expire_time")?
@@ -388,9 +396,12 @@ impl CacheBackend for MemcachedBackend {
     }
 
     /// With `distributed_lock`, keys that begin with `_lock` are the locks' (dogpile's
-    /// layout, shared with Python).
+    /// layout, shared with Python). Async callers, on tokio's blocking pool, wait at most
+    /// twice `socket_timeout` for a call (connecting, then the command).
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new().lock_key_prefix(self.lock.map(|_| "_lock".to_owned()))
+        Capabilities::new()
+            .lock_key_prefix(self.lock.map(|_| "_lock".to_owned()))
+            .call_timeout(Some(self.socket_timeout * 2))
     }
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {

@@ -74,15 +74,27 @@ impl MemcachedServer {
             });
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
-                break;
-            }
             if let Ok(Some(status)) = child.try_wait() {
                 let mut stderr = String::new();
                 if let Some(mut pipe) = child.stderr.take() {
                     let _ = pipe.read_to_string(&mut stderr);
                 }
+                if stderr.contains("Address already in use") {
+                    // Another test's server took the port between `free_port` and here:
+                    // take another one.
+                    self.port = free_port();
+                    return self.launch();
+                }
                 panic!("memcached on port {port} could not be started ({status}): {stderr}");
+            }
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
+                // What answered may be another test's server on the same port, while this
+                // one is failing to bind it: this one must still be running a moment later.
+                std::thread::sleep(Duration::from_millis(20));
+                if matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                continue;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();

@@ -3,7 +3,13 @@
 //!
 //! From async code (a region's `_async` methods) every call runs on tokio's blocking pool:
 //! file I/O has no portable async interface (`tokio::fs` itself uses that pool), so an
-//! executor thread never waits on the disk or on a file lock.
+//! executor thread never waits on the disk or on a file lock. A few calls per region run
+//! there at once, each waited for at most 30 seconds, so a stalled disk under one region
+//! cannot take the pool from the others (see `Capabilities::call_timeout`).
+//!
+//! Only regular files are read as values: a FIFO or a device where a value file should
+//! be (which would block an open or a read for ever) reads as a miss, with a warning, and
+//! the next `set` replaces it.
 //!
 //! Configured by name, as `file` or `dogpile.cache.dbm`:
 //! `RegionConfig::new("file").argument("filename", "/var/cache/myapp")`; or built directly:
@@ -288,9 +294,19 @@ impl FileBackend {
 
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let path = self.data_path(key);
-        let bytes = match fs::read(&path) {
+        let read = open_regular(&path).and_then(|(mut file, len)| {
+            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            io::Read::read_to_end(&mut file, &mut bytes).map(|_| bytes)
+        });
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                // Not ours to read (a FIFO or a device would block or never end): a miss,
+                // and the next set replaces it with a value file.
+                tracing::warn!(store = %self.dir.display(), key, file = %path.display(), error = %e, "treating it as a miss");
+                return Ok(None);
+            }
             Err(e) => return Err(self.error("cannot read", &path, e)),
         };
         match record::read(bytes, key) {
@@ -340,15 +356,15 @@ impl FileBackend {
 
     fn remove(&self, key: &str) -> Result<()> {
         let path = self.data_path(key);
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
+        let holds = match open_regular(&path) {
+            // Another key with the same hash is left alone; a malformed file is removed.
+            Ok((mut file, _)) => record::holds_key(&mut file, key)
+                .map_err(|e| self.error("cannot read", &path, e))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Not a value file (a FIFO, a device): removed unread.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => None,
             Err(e) => return Err(self.error("cannot open", &path, e)),
         };
-        // Another key with the same hash is left alone; a malformed file is removed.
-        let holds =
-            record::holds_key(&mut file, key).map_err(|e| self.error("cannot read", &path, e))?;
-        drop(file);
         if holds == Some(false) {
             return Ok(());
         }
@@ -547,6 +563,28 @@ fn claim(dir: &Path) -> std::result::Result<(), Claim> {
         marker,
         io::Error::new(io::ErrorKind::NotFound, "the store is being deleted"),
     ))
+}
+
+/// Opens `path` for reading if it is a regular file, with its length: a FIFO or a device
+/// is an `InvalidInput` error, never waited on. (Opened without blocking, so that opening
+/// a FIFO with no writer returns at once; regular files ignore the flag.)
+fn open_regular(path: &Path) -> io::Result<(File, u64)> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "not a regular file ({:?}), so not a value file",
+                metadata.file_type()
+            ),
+        ));
+    }
+    Ok((file, metadata.len()))
 }
 
 impl CacheBackend for FileBackend {

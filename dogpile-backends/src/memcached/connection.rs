@@ -37,9 +37,8 @@ type Splices<'v> = Vec<(usize, &'v [u8])>;
 pub(crate) enum Failure {
     /// The connection could not be made.
     Connect(io::Error),
-    /// The pool had no connection to give within `socket_timeout` (r2d2's message, with
-    /// the last connection error).
-    Pool(String),
+    /// Every pooled connection stayed in use for this long (`socket_timeout`).
+    Busy { waited: Duration },
     /// The deadline passed before the reply was whole.
     Timeout { waited: Duration },
     /// The server closed the connection (before or in the middle of a reply).
@@ -63,7 +62,12 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Connect(error) => write!(f, "cannot connect: {error}"),
-            Failure::Pool(error) => write!(f, "{error}"),
+            Failure::Busy { waited } => write!(
+                f,
+                "no connection: every one of pool_size stayed in use for {:.3}s (raise \
+                 pool_size)",
+                waited.as_secs_f64()
+            ),
             Failure::Timeout { waited } => write!(
                 f,
                 "no whole reply within socket_timeout ({:.3}s)",

@@ -1,10 +1,9 @@
-//! One memcached server: its connection pool, and what happens when it fails.
+//! One memcached server: its connection pool (the `pool` module), and what happens when
+//! it fails.
 //!
-//! Connections come from an r2d2 pool of [`Connection`]s, built without a ping on
-//! checkout (that would double the round trips). A connection on which anything failed
-//! is marked broken and the pool drops it; and a connection that broke (reset, closed)
-//! replaces the server's whole pool, because the other idle connections of a restarted
-//! server are dead too.
+//! A connection on which anything failed is dropped; and a connection that broke (reset,
+//! closed) flushes the server's whole pool, because the other idle connections of a
+//! restarted server are dead too.
 //!
 //! A server that cannot be reached is marked down for `dead_retry`: commands for it fail
 //! at once instead of each waiting `socket_timeout`. After that, one caller tries it
@@ -12,12 +11,12 @@
 
 use std::fmt;
 use std::io;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dogpile_core::{Error, Result};
 
 use super::connection::{Connection, Failure, Outcome};
+use super::pool::{Checkout, Pool};
 use crate::health::{self, MarkedDown};
 
 /// How connections to a server are made and pooled.
@@ -37,38 +36,8 @@ pub(crate) struct PoolSettings {
 pub(crate) struct Server {
     name: String,
     description: String,
-    settings: PoolSettings,
-    pool: RwLock<Pool>,
+    pool: Pool,
     health: health::Health,
-}
-
-type Pool = Arc<r2d2::Pool<Manager>>;
-
-/// Opens connections to one server for r2d2, and tells it which ones broke.
-struct Manager {
-    address: String,
-    settings: PoolSettings,
-}
-
-impl r2d2::ManageConnection for Manager {
-    type Connection = Connection;
-    type Error = Failure;
-
-    fn connect(&self) -> Outcome<Connection> {
-        Connection::open(
-            &self.address,
-            self.settings.socket_timeout,
-            self.settings.max_value_size,
-        )
-    }
-
-    fn is_valid(&self, _: &mut Connection) -> Outcome<()> {
-        Ok(())
-    }
-
-    fn has_broken(&self, connection: &mut Connection) -> bool {
-        connection.is_broken()
-    }
 }
 
 /// What a failed command says about its server.
@@ -94,9 +63,13 @@ impl Server {
                 settings.socket_timeout * 2,
             ),
             description,
-            pool: RwLock::new(new_pool(&name, settings)),
+            pool: Pool::new(
+                name.clone(),
+                settings.size,
+                settings.socket_timeout,
+                settings.max_value_size,
+            ),
             name,
-            settings,
         }
     }
 
@@ -120,43 +93,35 @@ impl Server {
         let mut retried = false;
         loop {
             self.check_up(what)?;
-            let pool = self.current_pool();
-            let outcome = match pool.get() {
-                Ok(mut connection) => command(&mut connection).map_err(|failure| {
-                    let health = health_after(&failure);
-                    (failure, health)
-                }),
-                Err(error) => {
-                    let busy = pool.state().connections >= self.settings.size;
-                    Err((
-                        Failure::Pool(error.to_string()),
-                        if busy {
-                            Verdict::Answered
-                        } else {
-                            Verdict::Unreachable
-                        },
-                    ))
+            let (failure, verdict, generation) = match self.pool.checkout() {
+                Ok(mut connection) => match command(&mut connection) {
+                    Ok(value) => {
+                        drop(connection);
+                        self.health.mark_up();
+                        return Ok(value);
+                    }
+                    Err(failure) => {
+                        let verdict = health_after(&failure);
+                        (failure, verdict, connection.generation())
+                    }
+                },
+                Err(Checkout::Connect(failure)) => {
+                    (failure, Verdict::Unreachable, self.pool.generation())
                 }
+                Err(Checkout::Busy(waited)) => (Failure::Busy { waited }, Verdict::Answered, 0),
             };
-            let (failure, health) = match outcome {
-                Ok(value) => {
-                    self.health.mark_up();
-                    return Ok(value);
-                }
-                Err(failed) => failed,
-            };
-            match health {
+            match verdict {
                 Verdict::Answered => {
                     self.health.mark_up();
                     return Err(self.error(what, Reason::Failed(failure)));
                 }
                 Verdict::Broken if !retried => {
                     tracing::debug!(server = %self.name, %failure, "memcached connection broke; retrying on a fresh one");
-                    self.replace_pool(&pool);
+                    self.pool.flush(generation);
                     retried = true;
                 }
                 Verdict::Broken | Verdict::Unreachable => {
-                    self.replace_pool(&pool);
+                    self.pool.flush(generation);
                     self.health.mark_down(&failure);
                     return Err(self.error(what, Reason::Failed(failure)));
                 }
@@ -174,25 +139,6 @@ impl Server {
         )
     }
 
-    fn current_pool(&self) -> Pool {
-        self.pool
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// Replaces `failed` with a new pool, unless another caller already did: its idle
-    /// connections go with it.
-    fn replace_pool(&self, failed: &Pool) {
-        let mut current = self
-            .pool
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if Arc::ptr_eq(&current, failed) {
-            *current = new_pool(&self.name, self.settings);
-        }
-    }
-
     /// Fails fast while the server is marked down; lets one caller through to try again
     /// once `dead_retry` has passed.
     fn check_up(&self, what: &dyn Fn() -> String) -> Result<()> {
@@ -202,32 +148,18 @@ impl Server {
     }
 }
 
-fn new_pool(name: &str, settings: PoolSettings) -> Pool {
-    Arc::new(
-        r2d2::Pool::builder()
-            .max_size(settings.size)
-            .min_idle(Some(0))
-            .test_on_check_out(false)
-            .connection_timeout(settings.socket_timeout)
-            .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(Manager {
-                address: name.to_owned(),
-                settings,
-            }),
-    )
-}
-
 /// What a failure says about the server.
 fn health_after(failure: &Failure) -> Verdict {
     match failure {
-        Failure::Timeout { .. } | Failure::Connect(_) | Failure::Pool(_) => Verdict::Unreachable,
+        Failure::Timeout { .. } | Failure::Connect(_) => Verdict::Unreachable,
         Failure::Closed => Verdict::Broken,
         Failure::Io(error) if error.kind() == io::ErrorKind::TimedOut => Verdict::Unreachable,
         Failure::Io(_) => Verdict::Broken,
         Failure::Protocol(_)
         | Failure::Unexpected { .. }
         | Failure::Server(_)
-        | Failure::ValueTooLarge { .. } => Verdict::Answered,
+        | Failure::ValueTooLarge { .. }
+        | Failure::Busy { .. } => Verdict::Answered,
     }
 }
 
@@ -247,9 +179,6 @@ enum Reason {
 impl fmt::Display for CommandFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.reason {
-            Reason::Failed(Failure::Pool(error)) => {
-                write!(f, "{}: no connection to the server: {error}", self.what)
-            }
             Reason::Failed(failure) => write!(f, "{}: {failure}", self.what),
             Reason::Down(down) => write!(f, "{}: {down}", self.what),
         }

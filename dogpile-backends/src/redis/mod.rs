@@ -106,6 +106,12 @@
 //! region works again as soon as the server is back. A value of another type than a string
 //! under a cache key (written by another program) reads as a miss, as does a string that is
 //! not dogpile's format.
+//!
+//! A `redis` server that refuses the connection, or whose TLS certificate (or handshake)
+//! is refused, fails the call at once with the reason (`Connection refused`, `invalid
+//! peer certificate: UnknownIssuer`), sync and async; then `dead_retry` applies. (The
+//! pool hands a failed connect to the caller waiting for a connection: see the `pool`
+//! module.)
 
 #[cfg(feature = "tokio")]
 mod async_backend;

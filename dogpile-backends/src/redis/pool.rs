@@ -9,9 +9,19 @@
 //!   are the `redis` crate's, bounded per read only);
 //! - drops a connection after an I/O error, and retries an operation that failed on a
 //!   connection that waited in the pool and that the server had closed (a restarted server), so the program recovers
-//!   without a restart and without showing the stale connections to its callers.
+//!   without a restart and without showing the stale connections to its callers;
+//! - makes a failed connect (refused, a TLS certificate refused) the waiting caller's
+//!   error within a few milliseconds, saying why. r2d2 opens connections on its own
+//!   threads and retries a failed one there, while the caller waits on the pool until the
+//!   checkout times out: a refused connection cost the whole `socket_timeout` and came
+//!   back as "timed out waiting for connection". So the manager records each failed
+//!   connect, and a caller without a connection waits on the pool in short slices, giving
+//!   up with a failure recorded since it began (a connect that succeeds clears it). r2d2
+//!   still opens every connection, so `connection_pool` bounds them all. (Only for a
+//!   server given directly: Sentinel's answers during a failover fail for a moment, and
+//!   its callers keep waiting while r2d2 tries again.)
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::cluster::{ClusterClient, ClusterConnection};
@@ -31,6 +41,15 @@ pub(crate) trait Connect: Send + Sync + 'static {
 
     /// Opens a connection, with timeouts set for connecting, reading and writing.
     fn connect(&self) -> RedisResult<Self::Conn>;
+
+    /// True when a failed connect says the server cannot be had now, so that a caller
+    /// waiting for a connection gives up with its error at once (see the [module
+    /// docs](self)). False (the default) where a failure may pass within the checkout
+    /// timeout, as Sentinel's answers during a failover do: callers then wait, while r2d2
+    /// tries again.
+    fn fails_fast(&self) -> bool {
+        false
+    }
 }
 
 /// One redis server, given directly or found through Sentinel.
@@ -63,6 +82,10 @@ impl Connect for ServerConnector {
             }
         }
     }
+
+    fn fails_fast(&self) -> bool {
+        matches!(self.server, Server::Direct(_))
+    }
 }
 
 /// Connects to a Redis Cluster (timeouts are set on the client).
@@ -86,19 +109,49 @@ pub(crate) struct Tracked<C> {
     opened: Instant,
 }
 
+impl<C> Tracked<C> {
+    fn new(conn: C) -> Self {
+        Tracked {
+            conn,
+            broken: false,
+            opened: Instant::now(),
+        }
+    }
+}
+
+/// What a pool and its r2d2 manager share: the connector, and the last connect that
+/// failed, with no success since.
+struct Opener<C> {
+    connector: C,
+    failed: Mutex<Option<(Instant, RedisError)>>,
+}
+
+impl<C> Opener<C> {
+    fn failed(&self) -> std::sync::MutexGuard<'_, Option<(Instant, RedisError)>> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The r2d2 manager of [`Tracked`] connections.
-pub(crate) struct Manager<C>(C);
+pub(crate) struct Manager<C>(Arc<Opener<C>>);
 
 impl<C: Connect> r2d2::ManageConnection for Manager<C> {
     type Connection = Tracked<C::Conn>;
     type Error = RedisError;
 
     fn connect(&self) -> RedisResult<Tracked<C::Conn>> {
-        Ok(Tracked {
-            conn: self.0.connect()?,
-            broken: false,
-            opened: Instant::now(),
-        })
+        match self.0.connector.connect() {
+            Ok(conn) => {
+                *self.0.failed() = None;
+                Ok(Tracked::new(conn))
+            }
+            Err(error) => {
+                *self.0.failed() = Some((Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
     }
 
     fn is_valid(&self, conn: &mut Tracked<C::Conn>) -> RedisResult<()> {
@@ -124,6 +177,8 @@ impl r2d2::HandleError<RedisError> for TracingErrorHandler {
 /// Why an operation failed.
 #[derive(Debug)]
 pub(crate) enum Failure {
+    /// A new connection could not be opened (refused, a TLS handshake refused, ...).
+    Connect(RedisError),
     /// No connection within the timeout (the server is down or every connection is busy).
     Checkout(r2d2::Error),
     /// The command failed.
@@ -138,6 +193,7 @@ pub(crate) enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Failure::Connect(error) => write!(f, "cannot open a connection: {error}"),
             Failure::Checkout(error) => write!(f, "no connection: {error}"),
             Failure::Redis(error) => error.fmt(f),
             Failure::Down(down) => down.fmt(f),
@@ -154,7 +210,7 @@ impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Failure::Checkout(error) => Some(error),
-            Failure::Redis(error) => Some(error),
+            Failure::Connect(error) | Failure::Redis(error) => Some(error),
             Failure::Down(_) => None,
             #[cfg(feature = "tokio")]
             Failure::Busy(_) => None,
@@ -162,9 +218,15 @@ impl std::error::Error for Failure {
     }
 }
 
+/// How long a caller without a connection waits on the pool before it looks for a
+/// failed connect.
+const CONNECT_POLL: Duration = Duration::from_millis(5);
+
 /// A pool of connections made by `C`.
 pub(crate) struct Pool<C: Connect> {
     pool: r2d2::Pool<Manager<C>>,
+    opener: Arc<Opener<C>>,
+    timeout: Duration,
 }
 
 impl<C: Connect> Pool<C> {
@@ -172,14 +234,52 @@ impl<C: Connect> Pool<C> {
     /// connection is made before the first operation, so a server that is down does not
     /// stop a region from being configured.
     pub(crate) fn new(connector: C, size: u32, timeout: Duration) -> Self {
+        let opener = Arc::new(Opener {
+            connector,
+            failed: Mutex::new(None),
+        });
         let pool = r2d2::Pool::builder()
             .max_size(size)
             .min_idle(Some(0))
             .test_on_check_out(false)
             .connection_timeout(timeout)
             .error_handler(Box::new(TracingErrorHandler))
-            .build_unchecked(Manager(connector));
-        Pool { pool }
+            .build_unchecked(Manager(opener.clone()));
+        Pool {
+            pool,
+            opener,
+            timeout,
+        }
+    }
+
+    /// A pooled connection: an idle one, or the first the pool has within the timeout;
+    /// for a connector that [fails fast](Connect::fails_fast), a connect that fails
+    /// meanwhile ends the wait with its error (see the [module docs](self)).
+    fn checkout(&self) -> Result<r2d2::PooledConnection<Manager<C>>, Failure> {
+        if let Some(pooled) = self.pool.try_get() {
+            return Ok(pooled);
+        }
+        if !self.opener.connector.fails_fast() {
+            return self.pool.get().map_err(Failure::Checkout);
+        }
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.pool.get_timeout(left.min(CONNECT_POLL)) {
+                Ok(pooled) => return Ok(pooled),
+                Err(error) => {
+                    if let Some((at, failure)) = &*self.opener.failed() {
+                        if *at >= started {
+                            return Err(Failure::Connect(failure.clone()));
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Failure::Checkout(error));
+                    }
+                }
+            }
+        }
     }
 
     /// Runs `op` on a pooled connection.
@@ -195,7 +295,7 @@ impl<C: Connect> Pool<C> {
         let mut retries = self.pool.max_size();
         loop {
             let checkout = Instant::now();
-            let mut pooled = self.pool.get().map_err(Failure::Checkout)?;
+            let mut pooled = self.checkout()?;
             let reused = pooled.opened < checkout;
             match op(&mut pooled.conn) {
                 Ok(value) => return Ok(value),
@@ -223,7 +323,7 @@ impl<C: Connect> Pool<C> {
     pub(crate) fn unreachable(&self, failure: &Failure) -> bool {
         match failure {
             Failure::Checkout(_) => self.pool.state().connections < self.pool.max_size(),
-            Failure::Redis(error) => error.is_io_error(),
+            Failure::Connect(error) | Failure::Redis(error) => error.is_io_error(),
             Failure::Down(_) => false,
             #[cfg(feature = "tokio")]
             Failure::Busy(_) => false,

@@ -35,6 +35,13 @@ pub struct Capabilities {
     /// it has distributed locks: the region refuses every key that begins with it, so that
     /// no value can read, overwrite or delete a lock.
     pub lock_key_prefix: Option<String>,
+    /// The longest one call of this backend should take (a network backend's
+    /// `socket_timeout`, with room for connecting). A region's async methods run a sync
+    /// backend that may block on tokio's blocking pool, a few calls per region at a time,
+    /// and wait no longer than this for each (30 seconds when `None`); past it the caller
+    /// gets an error naming the key and the backend, and the stalled call keeps its
+    /// place until it returns, so one stalled region cannot take the whole pool.
+    pub call_timeout: Option<std::time::Duration>,
 }
 
 impl Capabilities {
@@ -64,6 +71,12 @@ impl Capabilities {
     /// Sets [`lock_key_prefix`](Self#structfield.lock_key_prefix).
     pub fn lock_key_prefix(mut self, prefix: Option<String>) -> Self {
         self.lock_key_prefix = prefix;
+        self
+    }
+
+    /// Sets [`call_timeout`](Self#structfield.call_timeout).
+    pub fn call_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.call_timeout = timeout;
         self
     }
 }
