@@ -52,11 +52,17 @@ impl<T> Cacheable for T where T: Serialize + DeserializeOwned + Clone + Send + S
 
 /// The metadata stored beside every value: creation time and format version.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Metadata {
     /// Creation time, Unix seconds.
     pub ct: f64,
     /// Format version; values of another version are treated as absent.
     pub v: u32,
+    /// How long the value took to create, seconds: written (as `d`) by regions with
+    /// `early_refresh`, which it scales. Python's dogpile.cache reads only `ct` and `v`, so
+    /// it reads such values as its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d: Option<f64>,
 }
 
 impl Metadata {
@@ -65,6 +71,7 @@ impl Metadata {
         Metadata {
             ct,
             v: VALUE_VERSION,
+            d: None,
         }
     }
 }

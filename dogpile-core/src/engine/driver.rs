@@ -259,9 +259,11 @@ where
 
 /// Stores a created value (when `should_cache`), hands it to this process's waiters and
 /// releases the lock; the store's outcome is for [`Machine::stored`] to judge.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn store<IO: Io, T: Cacheable>(
     cfg: &Configured,
     now: f64,
+    took: Option<f64>,
     key: &str,
     value: &T,
     should_cache: bool,
@@ -274,7 +276,7 @@ pub(crate) async fn store<IO: Io, T: Cacheable>(
         }
         return Ok(());
     }
-    let (entry, object) = entry_for(cfg, key, value, now);
+    let (entry, object) = entry_for(cfg, key, value, now, took);
     let stored = match entry {
         Ok(entry) => IO::set(cfg, key, entry).await,
         Err(error) => Err(error),
@@ -302,7 +304,7 @@ pub(crate) async fn regenerate<IO: Io, T: Cacheable, Fut>(
         Ok(value) => value,
         Err(error) => return hand_failure::<IO>(handle, &error).await,
     };
-    let stored = store::<IO, T>(cfg, clock.now(), key, &value, true, handle).await;
+    let stored = store::<IO, T>(cfg, clock.now(), None, key, &value, true, handle).await;
     let _ = store_outcome(&signals, key, true, stored);
 }
 
@@ -371,6 +373,7 @@ where
                 let Some(creator) = creator.take() else {
                     unreachable!("the engine asks for one creation per call")
                 };
+                let started = Instant::now();
                 let value = match timed_creation(&region.signals(), key, creator).await {
                     Ok(value) => {
                         if cfg.retry_after_error.is_some() {
@@ -396,8 +399,10 @@ where
                 };
                 let should_cache = options.should_cache(&value);
                 let now = region.clock.now();
+                // Recorded with the value when `early_refresh` scales by it.
+                let took = (rules.early_refresh > 0.0).then(|| started.elapsed().as_secs_f64());
                 let stored =
-                    store::<IO, T>(&cfg, now, key, &value, should_cache, handle.take()).await;
+                    store::<IO, T>(&cfg, now, took, key, &value, should_cache, handle.take()).await;
                 machine.stored(value, stored)
             }
             Step::Background(stale) => match (creator.take(), detach.take()) {

@@ -3,10 +3,13 @@
 //! A [`Machine`] is one call's decisions about one key. A driver asks it what to do next (a
 //! [`Step`]), does that (reads the backend, takes or waits for the lock, runs the creator,
 //! stores), and feeds what happened back. The one driver
-//! ([`driver`](crate::engine::driver)) is that loop, over blocking or async I/O. The multi form runs one machine per key and batches their reads. Background
-//! regeneration is one more rule ([`Step::Background`]), and so would be probabilistic early
-//! recomputation: a rule in [`Machine::read`] that, for a fresh value close to expiry, answers
-//! like it does for a stale one.
+//! ([`driver`](crate::engine::driver)) is that loop, over blocking or async I/O. The multi
+//! form runs one machine per key and batches their reads. Background regeneration is one
+//! more rule ([`Step::Background`]), and so is probabilistic early recomputation
+//! (`early_refresh`, XFetch): for a fresh value close to expiry, [`Machine::read`] answers
+//! as for a stale one (try the lock; regenerate, or return the value when it is taken).
+//! A creator's failure is one more input ([`Machine::creator_failed`]): the stale value
+//! may answer it (`stale_if_error`).
 //!
 //! ```text
 //! start ─► Read ─┬─ fresh ───────────────────────────────► Return(value)
@@ -129,6 +132,9 @@ pub(crate) struct Rules {
     /// When the creator fails, a stale value that went stale no longer ago than this is
     /// the answer (`stale_if_error`).
     pub(crate) stale_if_error: Option<Duration>,
+    /// XFetch's beta (`early_refresh`): a fresh value may be refreshed before it expires;
+    /// 0 is off.
+    pub(crate) early_refresh: f64,
     /// A caller handed the failure of the creator it waited for answers with it
     /// ([`Error::CreatorFailed`]); otherwise it takes the lock and creates itself (a form
     /// whose error type cannot be built from [`Error`]).
@@ -224,6 +230,9 @@ pub(crate) struct Machine<'a, T> {
     /// The stale value read, kept for `serve_stale`, the background rule and
     /// `stale_if_error`.
     stale: Option<CachedValue<T>>,
+    /// The creation time of a fresh value this call found due for an early refresh: it
+    /// regenerates it unless the value read under the lock is newer.
+    refreshing: Option<f64>,
     /// The first read found no fresh value; its count waits for the call's outcome: stale
     /// served, a miss, or (handed another caller's value) nothing but the lock wait.
     uncounted: bool,
@@ -245,6 +254,7 @@ impl<'a, T> Machine<'a, T> {
             rules,
             phase: Phase::First,
             stale: None,
+            refreshing: None,
             uncounted: false,
         }
     }
@@ -275,12 +285,26 @@ impl<'a, T> Machine<'a, T> {
         match (self.phase, lookup) {
             (Phase::First, Lookup::Fresh(value)) => {
                 stats.hit();
+                if self.rules.lock && self.due_early(&value) {
+                    // Refreshed ahead by this caller if the lock is free; the others (and
+                    // this one, when it is not) have the fresh value.
+                    self.refreshing = Some(value.metadata.ct);
+                    self.stale = Some(value);
+                    return Step::TryLock;
+                }
                 Step::Return(value.payload)
             }
-            (Phase::Locked, Lookup::Fresh(value)) => {
-                self.count_stale(false);
-                Step::Return(value.payload)
-            }
+            (Phase::Locked, Lookup::Fresh(value)) => match self.refreshing {
+                // Nobody renewed it meanwhile: this caller refreshes it.
+                Some(ct) if value.metadata.ct <= ct => {
+                    self.stale = Some(value);
+                    self.create()
+                }
+                _ => {
+                    self.count_stale(false);
+                    Step::Return(value.payload)
+                }
+            },
             (Phase::First, _) if !self.rules.lock => {
                 stats.miss();
                 Step::Create
@@ -310,6 +334,13 @@ impl<'a, T> Machine<'a, T> {
 
     /// Feeds what taking the lock came to.
     pub(crate) fn locked(&mut self, locked: Locked<T>) -> Step<T> {
+        if self.refreshing.is_some() && !matches!(locked, Locked::Held) {
+            // An early refresh that cannot take the lock leaves it to whoever holds it:
+            // this caller has its fresh value.
+            if let Some(fresh) = self.stale.take() {
+                return Step::Return(fresh.payload);
+            }
+        }
         let step = self.lock_step(locked);
         if matches!(step, Step::Fail(_) | Step::Create) {
             self.count_stale(false);
@@ -382,6 +413,22 @@ impl<'a, T> Machine<'a, T> {
         Step::Create
     }
 
+    /// Whether a fresh value is due for an early refresh (XFetch): its remaining life is
+    /// shorter than its creation time scaled by `beta` and by `-ln(u)` for a uniform `u`,
+    /// which makes a refresh more likely the closer the value is to expiring.
+    fn due_early(&self, value: &CachedValue<T>) -> bool {
+        let beta = self.rules.early_refresh;
+        let (Some(expiration), Some(took)) = (self.freshness.expiration, value.metadata.d) else {
+            return false;
+        };
+        if beta <= 0.0 {
+            return false;
+        }
+        let u = 1.0 - crate::lock::distributed::unit_random(); // in (0, 1]
+        let expires = value.metadata.ct + expiration.as_secs_f64();
+        self.freshness.clock.now() - took * beta * u.ln() >= expires
+    }
+
     /// The creator failed: the stale value to answer with instead, when `stale_if_error`
     /// allows it (it went stale no longer ago than the window); counted as stale served on error,
     /// the failure logged (rate-limited). `None`: the failure is the answer.
@@ -389,6 +436,13 @@ impl<'a, T> Machine<'a, T> {
         &mut self,
         failure: &dyn std::fmt::Display,
     ) -> Option<CachedValue<T>> {
+        if self.refreshing.is_some() {
+            // An early refresh failed: the value is still fresh, and still the answer.
+            warn_limited!(self.signals.warnings, WarningKind::StaleIfError,
+                region = %self.signals.region, key = %self.key, error = %failure,
+                "creator failed refreshing a value ahead of its expiry; keeping the fresh value");
+            return self.stale.take();
+        }
         let window = self.rules.stale_if_error?;
         let stale = self.stale.take()?;
         let stale_for = self.freshness.stale_for(stale.metadata.ct);
@@ -637,6 +691,7 @@ mod tests {
             lock: true,
             share_failures: true,
             stale_if_error: None,
+            early_refresh: 0.0,
         }
     }
 

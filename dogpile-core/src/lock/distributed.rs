@@ -142,10 +142,14 @@ pub fn lock_token() -> String {
     format!("{:016x}{:016x}", random_u64(), random_u64())
 }
 
+/// A random number in [0, 1).
+pub(crate) fn unit_random() -> f64 {
+    (random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// `pause` scaled by a random factor in [0.5, 1), so that waiters do not poll in step.
 fn jitter(pause: Duration) -> Duration {
-    let unit = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    pause.mul_f64(0.5 + unit / 2.0)
+    pause.mul_f64(0.5 + unit_random() / 2.0)
 }
 
 /// An async lock shared with other processes: the async twin of [`CacheMutex`].

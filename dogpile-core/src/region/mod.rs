@@ -233,6 +233,13 @@ impl CacheRegion {
     /// name; [`Error::InvalidArgument`] for an unknown or malformed argument; whatever the
     /// backend reports when it cannot start.
     pub fn configure(&self, config: RegionConfig) -> Result<&Self> {
+        if !(config.early_refresh.is_finite() && config.early_refresh >= 0.0) {
+            return Err(Error::invalid_argument(
+                format!("region `{}`", self.inner.name),
+                "early_refresh",
+                format!("{} is not a number >= 0", config.early_refresh),
+            ));
+        }
         let _serialized = self
             .inner
             .configure_lock
@@ -289,6 +296,7 @@ impl CacheRegion {
             expiration: config.expiration_time,
             stale_if_error: config.stale_if_error,
             retry_after_error: config.retry_after_error,
+            early_refresh: config.early_refresh,
         })));
         Ok(self)
     }

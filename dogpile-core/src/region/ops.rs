@@ -133,7 +133,7 @@ pub(crate) async fn set<IO: Io, T: Cacheable>(
 ) -> Result<()> {
     let cfg = IO::configured(region)?;
     let key = region.backend_key(&cfg, key)?;
-    let entry = entry_for(&cfg, &key, value, region.clock.now()).0?;
+    let entry = entry_for(&cfg, &key, value, region.clock.now(), None).0?;
     region.counted(IO::set(&cfg, &key, entry).await)
 }
 
@@ -154,7 +154,7 @@ pub(crate) async fn set_multi<IO: Io, T: Cacheable, K: AsRef<str>>(
     let entries = mangled
         .iter()
         .zip(items)
-        .map(|(key, (_, value))| Ok((&**key, entry_for(&cfg, key, value, now).0?)))
+        .map(|(key, (_, value))| Ok((&**key, entry_for(&cfg, key, value, now, None).0?)))
         .collect::<Result<Vec<_>>>()?;
     region.counted(IO::set_multi(&cfg, entries).await)
 }
@@ -190,7 +190,7 @@ pub(crate) fn fresh_hit<T: Cacheable>(
     expiration: Option<Expiration>,
 ) -> Option<T> {
     let cfg = region.configured().ok()?;
-    if !cfg.nonblocking {
+    if !cfg.nonblocking || cfg.early_refresh > 0.0 {
         return None;
     }
     let key = region.backend_key(&cfg, key).ok()?;

@@ -61,6 +61,8 @@ pub(crate) struct Configured {
     pub(crate) stale_if_error: Option<Duration>,
     /// See [`RegionConfig::retry_after_error`](crate::RegionConfig::retry_after_error).
     pub(crate) retry_after_error: Option<Duration>,
+    /// See [`RegionConfig::early_refresh`](crate::RegionConfig::early_refresh); 0: off.
+    pub(crate) early_refresh: f64,
     pub(crate) stores_objects: bool,
     pub(crate) stores_nothing: bool,
     /// Keys that begin with this are the backend's locks.
@@ -318,7 +320,7 @@ impl RegionState {
                 objects.push(None);
                 continue;
             }
-            let (entry, object) = entry_for(cfg, key, value, now);
+            let (entry, object) = entry_for(cfg, key, value, now, None);
             match entry {
                 Ok(entry) => entries.push((key, entry)),
                 Err(error) => store_outcome(&self.signals(), key, fail_open, Err(error))?,
@@ -391,6 +393,7 @@ impl RegionState {
     pub(crate) fn rules(&self, cfg: &Configured, fail_open: bool, background: bool) -> Rules {
         Rules {
             stale_if_error: cfg.stale_if_error,
+            early_refresh: cfg.early_refresh,
             serve_stale: self.serve_stale,
             fail_open: fail_open || self.fail_open,
             background,
@@ -402,13 +405,17 @@ impl RegionState {
 
 /// The entry `cfg`'s backend stores for `payload` (the typed object itself for object
 /// stores, dogpile's byte format for every other), and the object handed to waiters.
+/// `took`: how long its creation took, recorded for `early_refresh`.
 pub(crate) fn entry_for<T: Cacheable>(
     cfg: &Configured,
     key: &str,
     payload: &T,
     ct: f64,
+    took: Option<f64>,
 ) -> (Result<Entry>, Handed) {
-    let object: Arc<CachedValue<T>> = Arc::new(CachedValue::new(payload.clone(), ct));
+    let mut value = CachedValue::new(payload.clone(), ct);
+    value.metadata.d = took;
+    let object: Arc<CachedValue<T>> = Arc::new(value);
     let entry = if cfg.stores_objects {
         Ok(Entry::Object(object.clone()))
     } else {
