@@ -51,18 +51,35 @@ pub trait Cacheable: Serialize + DeserializeOwned + Clone + Send + Sync + 'stati
 impl<T> Cacheable for T where T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
 /// The metadata stored beside every value: creation time and format version.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Metadata {
     /// Creation time, Unix seconds.
     pub ct: f64,
     /// Format version; values of another version are treated as absent.
     pub v: u32,
-    /// How long the value took to create, seconds: written (as `d`) by regions with
-    /// `early_refresh`, which it scales. Python's dogpile.cache reads only `ct` and `v`, so
-    /// it reads such values as its own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub d: Option<f64>,
+    /// How long the value took to create, seconds (NaN: not recorded): written as `d` by
+    /// regions with `early_refresh`, which it scales. Python's dogpile.cache reads only `ct`
+    /// and `v`, so it reads such values as its own. An `f32` in what would be padding, so
+    /// the metadata stays 16 bytes.
+    #[serde(default = "not_recorded", skip_serializing_if = "is_not_recorded")]
+    d: f32,
+}
+
+fn not_recorded() -> f32 {
+    f32::NAN
+}
+
+fn is_not_recorded(d: &f32) -> bool {
+    d.is_nan()
+}
+
+/// Equal when the creation times, the versions and the recorded creation durations (or
+/// their absence) are.
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.ct == other.ct && self.v == other.v && self.creation_time() == other.creation_time()
+    }
 }
 
 impl Metadata {
@@ -71,8 +88,19 @@ impl Metadata {
         Metadata {
             ct,
             v: VALUE_VERSION,
-            d: None,
+            d: f32::NAN,
         }
+    }
+
+    /// How long the value took to create, when it was recorded (regions with
+    /// `early_refresh`).
+    pub fn creation_time(&self) -> Option<f64> {
+        (!self.d.is_nan()).then_some(f64::from(self.d))
+    }
+
+    /// Records how long the value took to create, in seconds.
+    pub(crate) fn set_creation_time(&mut self, took: Option<f64>) {
+        self.d = took.map_or(f32::NAN, |took| took as f32);
     }
 }
 

@@ -53,6 +53,7 @@ pub(crate) struct Freshness<'a> {
 }
 
 impl Freshness<'_> {
+    #[inline]
     pub(crate) fn judge<T>(&self, value: Option<CachedValue<T>>) -> Lookup<T> {
         let Some(value) = value else {
             return Lookup::Missing;
@@ -418,7 +419,9 @@ impl<'a, T> Machine<'a, T> {
     /// which makes a refresh more likely the closer the value is to expiring.
     fn due_early(&self, value: &CachedValue<T>) -> bool {
         let beta = self.rules.early_refresh;
-        let (Some(expiration), Some(took)) = (self.freshness.expiration, value.metadata.d) else {
+        let (Some(expiration), Some(took)) =
+            (self.freshness.expiration, value.metadata.creation_time())
+        else {
             return false;
         };
         if beta <= 0.0 {

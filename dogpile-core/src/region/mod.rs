@@ -289,6 +289,7 @@ impl CacheRegion {
             nonblocking: capabilities.nonblocking && backend.async_twin().is_none(),
             #[cfg(not(feature = "tokio"))]
             nonblocking: capabilities.nonblocking,
+            fresh_hits: capabilities.nonblocking && config.early_refresh == 0.0,
             #[cfg(feature = "tokio")]
             async_backend: crate::backend::async_path(&backend),
             backend,

@@ -190,7 +190,7 @@ pub(crate) fn fresh_hit<T: Cacheable>(
     expiration: Option<Expiration>,
 ) -> Option<T> {
     let cfg = region.configured().ok()?;
-    if !cfg.nonblocking || cfg.early_refresh > 0.0 {
+    if !cfg.fresh_hits {
         return None;
     }
     let key = region.backend_key(&cfg, key).ok()?;

@@ -70,6 +70,11 @@ pub(crate) struct Configured {
     /// The backend never blocks (and has no async twin): async callers call it directly,
     /// and a fresh hit is served without building a future.
     pub(crate) nonblocking: bool,
+    /// A fresh hit is answered before any future is built ([`fresh_hit`]): the backend
+    /// never blocks, and no rule (`early_refresh`) needs the machine on a fresh value.
+    ///
+    /// [`fresh_hit`]: crate::region::ops::fresh_hit
+    pub(crate) fresh_hits: bool,
 }
 
 /// The configuration in force during one operation, borrowed from the region without
@@ -414,7 +419,7 @@ pub(crate) fn entry_for<T: Cacheable>(
     took: Option<f64>,
 ) -> (Result<Entry>, Handed) {
     let mut value = CachedValue::new(payload.clone(), ct);
-    value.metadata.d = took;
+    value.metadata.set_creation_time(took);
     let object: Arc<CachedValue<T>> = Arc::new(value);
     let entry = if cfg.stores_objects {
         Ok(Entry::Object(object.clone()))
