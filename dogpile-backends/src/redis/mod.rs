@@ -453,6 +453,40 @@ impl CacheBackend for RedisBackend {
         })
     }
 
+    /// `SCAN` with `MATCH` (and `COUNT 1000`), one round trip per batch. A cluster lists
+    /// no keys yet: it fails saying so.
+    fn keys(&self, pattern: &str, found: &mut dyn FnMut(String) -> bool) -> Result<()> {
+        if let Pools::Cluster(_) = self.shared.pools {
+            return Err(Error::backend(
+                &self.shared.describe,
+                "listing the keys of a redis cluster is not supported yet",
+            ));
+        }
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = self.shared.run("SCAN", |mut conn| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(conn.as_dyn())
+            })?;
+            for key in batch {
+                // Keys this library writes are UTF-8; another writer's binary keys are shown
+                // with replacement characters.
+                if !found(String::from_utf8_lossy(&key).into_owned()) {
+                    return Ok(());
+                }
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     fn delete_multi(&self, keys: &[&str]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
