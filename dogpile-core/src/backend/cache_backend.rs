@@ -158,7 +158,7 @@ pub trait CacheBackend: Send + Sync + 'static {
     /// may or may not be seen.
     ///
     /// The default fails with an [`Error::Backend`](crate::Error::Backend) saying that the
-    /// backend cannot list its keys. The file and redis backends override it.
+    /// backend cannot list its keys. The file, redis and memcached backends override it.
     fn keys(&self, pattern: &str, found: &mut dyn FnMut(String) -> bool) -> Result<()> {
         let _ = (pattern, found);
         Err(crate::Error::backend(
