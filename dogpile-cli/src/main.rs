@@ -73,7 +73,7 @@ enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
-    /// Lists the region's keys matching a glob pattern (file and redis backends).
+    /// Lists the region's keys matching a glob pattern (file, redis and memcached backends).
     Keys {
         /// A region name of the config file, or a backend URL.
         region: String,
@@ -320,8 +320,9 @@ fn rfc3339(ct: f64) -> String {
     if !ct.is_finite() || ct < 0.0 {
         return format!("{ct}");
     }
-    let secs = ct.floor() as i64;
-    let micros = ((ct - ct.floor()) * 1e6) as u32;
+    // Rounded to the microsecond (Python writes `time.time()`, microseconds at most).
+    let total = (ct * 1e6).round() as i64;
+    let (secs, micros) = (total.div_euclid(1_000_000), total.rem_euclid(1_000_000));
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -501,5 +502,7 @@ mod tests {
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(rfc3339(951_782_400.5), "2000-02-29T00:00:00.500000Z");
         assert_eq!(rfc3339(1_795_608_176.0), "2026-11-25T12:02:56.000000Z");
+        assert_eq!(rfc3339(1_795_608_176.021698), "2026-11-25T12:02:56.021698Z");
+        assert_eq!(rfc3339(59.9999996), "1970-01-01T00:01:00.000000Z");
     }
 }
