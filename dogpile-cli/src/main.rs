@@ -14,7 +14,7 @@
 //! | 0 | done |
 //! | 1 | an error: the configuration, the region, or the backend (server down, ...) |
 //! | 2 | wrong usage (unknown command or option) |
-//! | 3 | `get`: a key is absent, or its bytes are not dogpile's |
+//! | 3 | `get`: a key is absent, its bytes are not dogpile's, or its payload cannot be shown as JSON |
 //! | 4 | `purge`: not confirmed (answered no, or no terminal and no `--yes`) |
 
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use dogpile::backend::CacheBackend;
-use dogpile::value::CachedValue;
+use dogpile::value::{CachedValue, Metadata, VALUE_VERSION};
 use dogpile::RegionConfig;
 use serde_json::{json, Value};
 
@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 /// `rediss://host:port` (TLS), `memcache://host:port[,host:port...]`, `file:///path/to/store`.
 ///
 /// Exit codes: 0 done; 1 error (configuration, backend unreachable, ...); 2 wrong usage;
-/// 3 `get` found a key absent or not in dogpile's format; 4 `purge` not confirmed.
+/// 3 `get` found a key absent, not in dogpile's format, or undecodable; 4 `purge` not confirmed.
 #[derive(Parser, Debug)]
 #[command(name = "dogpile", version)]
 struct Cli {
@@ -226,23 +226,35 @@ fn describe(region: &Region, key: &str, bytes: Option<Vec<u8>>) -> Value {
     let Some(bytes) = bytes else {
         return json!({ "key": key, "status": "absent" });
     };
+    let timing = |ct: f64| {
+        let age = (now() - ct).max(0.0);
+        let expired = region
+            .expiration
+            .is_some_and(|expiration| age > expiration.as_secs_f64());
+        json!({
+            "key": key,
+            "created": rfc3339(ct),
+            "created_unix": ct,
+            "age_seconds": age,
+            "expiration_time": region.expiration.map(|e| e.as_secs_f64()),
+            "expired": expired,
+        })
+    };
     match CachedValue::<Value>::from_bytes(&bytes) {
         Ok(value) => {
-            let ct = value.metadata.ct;
-            let age = (now() - ct).max(0.0);
-            let expired = region
-                .expiration
-                .map(|expiration| age > expiration.as_secs_f64());
-            json!({
-                "key": key,
-                "status": "present",
-                "value": value.payload,
-                "created": rfc3339(ct),
-                "created_unix": ct,
-                "age_seconds": age,
-                "expiration_time": region.expiration.map(|e| e.as_secs_f64()),
-                "expired": expired.unwrap_or(false),
-            })
+            let mut report = timing(value.metadata.ct);
+            report["status"] = json!("present");
+            report["value"] = value.payload;
+            report
+        }
+        // dogpile's metadata, but a payload JSON cannot show (binary, maps with keys that
+        // are not strings, nested too deep).
+        Err(reason) if metadata(&bytes).is_some() => {
+            let mut report = timing(metadata(&bytes).map_or(0.0, |m| m.ct));
+            report["status"] = json!("undecodable");
+            report["reason"] = json!(reason);
+            report["size"] = json!(bytes.len());
+            report
         }
         Err(reason) => json!({
             "key": key,
@@ -252,6 +264,14 @@ fn describe(region: &Region, key: &str, bytes: Option<Vec<u8>>) -> Value {
             "preview": String::from_utf8_lossy(&bytes[..bytes.len().min(64)]),
         }),
     }
+}
+
+/// The metadata of bytes in dogpile's format (of its version), whatever the payload.
+fn metadata(bytes: &[u8]) -> Option<Metadata> {
+    let bar = bytes.iter().position(|&b| b == b'|')?;
+    serde_json::from_slice::<Metadata>(&bytes[..bar])
+        .ok()
+        .filter(|m| m.v == VALUE_VERSION)
 }
 
 fn get(cli: &Cli, region: &Region, keys: &[String]) -> Result<u8, Failure> {
@@ -295,6 +315,12 @@ fn get(cli: &Cli, region: &Region, keys: &[String]) -> Result<u8, Failure> {
                 );
             }
             Some("absent") => println!("{key}: absent"),
+            Some("undecodable") => println!(
+                "{key}: dogpile's format, created {} ({} bytes), but its payload cannot be shown as JSON: {}",
+                report["created"].as_str().unwrap_or("?"),
+                report["size"],
+                report["reason"].as_str().unwrap_or("")
+            ),
             _ => println!(
                 "{key}: not dogpile's format ({} bytes): {}",
                 report["size"],

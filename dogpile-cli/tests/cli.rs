@@ -117,7 +117,19 @@ fn python_value(config: &RegionConfig, config_path: &str, name: &str) {
     let mut bytes = br#"{"ct": 1795608176.021698, "v": 2}|"#.to_vec();
     bytes.extend_from_slice(&[0x82, 0xa2, b'i', b'd', 0x05, 0xa4, b'n', b'a', b'm', b'e']);
     bytes.extend_from_slice(&[0xa2, b'P', b'y']);
-    config.build_backend().unwrap().set("py:5", bytes).unwrap();
+    let backend = config.build_backend().unwrap();
+    backend.set("py:5", bytes).unwrap();
+    // A payload JSON cannot show (a map with an integer key): dogpile's, but undecodable.
+    let mut odd = br#"{"ct": 1795608176.5, "v": 2}|"#.to_vec();
+    odd.extend_from_slice(&[0x81, 0x01, 0x02]);
+    backend.set("py:odd", odd).unwrap();
+    let got = dogpile(&["--config", config_path, "--json", "get", name, "py:odd"]);
+    assert_eq!(code(&got), 3, "{got:?}");
+    let line = &json_lines(&got)[0];
+    assert_eq!(line["status"], "undecodable", "{line}");
+    assert_eq!(line["created"], "2026-11-25T12:02:56.500000Z");
+    backend.delete("py:odd").unwrap();
+
     let got = dogpile(&["--config", config_path, "--json", "get", name, "py:5"]);
     assert_eq!(code(&got), 0, "{got:?}");
     let line = &json_lines(&got)[0];
