@@ -18,7 +18,7 @@ mod ports;
 mod redis_server;
 
 use memcached_server::MemcachedServer;
-use redis_server::RedisServer;
+use redis_server::{RedisCluster, RedisServer};
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
 struct User {
@@ -285,6 +285,33 @@ fn redis_server() {
     let message = String::from_utf8_lossy(&ping.stderr);
     assert!(message.contains("region `users` is down"), "{message}");
     assert!(message.contains(&server.addr()), "{message}");
+}
+
+#[test]
+fn redis_cluster() {
+    let cluster = RedisCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(
+        dir.path(),
+        &format!(
+            "[users]\nbackend = \"redis_cluster\"\nexpiration_time = 1\narguments = {{ url = \"{}\" }}\n",
+            cluster.url()
+        ),
+    );
+    let config = RegionConfig::new("redis_cluster")
+        .expiration_time(Duration::from_secs(1))
+        .argument("url", cluster.url());
+    let region = make_region();
+    region.configure(config.clone()).unwrap();
+    fill(&region, &config);
+    // The keys live on more than one master: `keys` asks every one.
+    let masters: std::collections::BTreeSet<u16> = ["user:1", "user:2", "visits", "foreign"]
+        .iter()
+        .map(|key| cluster.master_port_of(key))
+        .collect();
+    assert!(masters.len() > 1, "the test's keys all live on one master");
+    exercise(&config_path, "users");
+    python_value(&config, &config_path, "users");
 }
 
 #[test]
