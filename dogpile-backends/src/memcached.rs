@@ -112,6 +112,7 @@
 //! replies come in order, each with its request's opaque.
 
 mod connection;
+mod dump;
 mod keys;
 mod lock;
 mod pool;
@@ -125,7 +126,7 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dogpile_core::backend::{Arguments, CacheBackend, Capabilities};
+use dogpile_core::backend::{key_matches, Arguments, CacheBackend, Capabilities};
 use dogpile_core::lock::CacheMutex;
 use dogpile_core::Result;
 
@@ -402,6 +403,28 @@ impl CacheBackend for MemcachedBackend {
         Capabilities::new()
             .lock_key_prefix(self.lock.map(|_| "_lock".to_owned()))
             .call_timeout(Some(self.socket_timeout * 2))
+    }
+
+    /// Every server's `lru_crawler metadump all`, on a connection of its own, in server
+    /// order. Keys are the ones memcached holds: a key this backend had to mangle
+    /// (see [`memcached_key`]) is listed mangled, and the locks' keys are listed too. The
+    /// crawler walks LRUs that memcached's maintainer reorders meanwhile, so a dump may
+    /// miss an item that moved during it: a listing for operators, not an exact one.
+    fn keys(&self, pattern: &str, found: &mut dyn FnMut(String) -> bool) -> Result<()> {
+        for server in &self.cluster.servers {
+            let mut each = |key: String| !key_matches(pattern, &key) || found(key);
+            let more =
+                dump::dump_keys(server.name(), self.socket_timeout, &mut each).map_err(|e| {
+                    dogpile_core::Error::backend(
+                        format!("memcached at {}", server.name()),
+                        format!("lru_crawler metadump all: {e}"),
+                    )
+                })?;
+            if !more {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {

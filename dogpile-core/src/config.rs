@@ -180,6 +180,53 @@ impl RegionConfig {
         self
     }
 
+    /// The backend's name: the registered name given to [`new`](Self::new), or the type of
+    /// a backend given to [`with_backend`](Self::with_backend).
+    pub fn backend_name(&self) -> &str {
+        self.backend.name()
+    }
+
+    /// The expiration time set by [`expiration_time`](Self::expiration_time) (or a file's
+    /// `expiration_time`); `None`: values never expire.
+    pub fn expiration(&self) -> Option<Duration> {
+        self.expiration_time
+    }
+
+    /// Builds this configuration's backend (its proxies applied) without configuring a
+    /// region: for tools that read or list a region's stored bytes as they are (the
+    /// `dogpile` command). An application configures a region instead.
+    ///
+    /// ```
+    /// use dogpile_core::backend::{register_backend, Arguments, CacheBackend};
+    /// use dogpile_core::{RegionConfig, Result};
+    ///
+    /// struct Nothing;
+    /// impl CacheBackend for Nothing {
+    ///     fn get(&self, _: &str) -> Result<Option<Vec<u8>>> { Ok(None) }
+    ///     fn set(&self, _: &str, _: Vec<u8>) -> Result<()> { Ok(()) }
+    ///     fn delete(&self, _: &str) -> Result<()> { Ok(()) }
+    /// }
+    /// register_backend("nothing", |_args: &Arguments| Ok(Nothing));
+    ///
+    /// let backend = RegionConfig::new("nothing").build_backend()?;
+    /// assert_eq!(backend.get("absent")?, None);
+    /// # Ok::<(), dogpile_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`CacheRegion::configure`](crate::CacheRegion::configure):
+    /// [`Error::PluginNotFound`] for an unknown backend name, [`Error::InvalidArgument`] for
+    /// an unknown or malformed argument, whatever the backend reports when it cannot start.
+    pub fn build_backend(&self) -> Result<Arc<dyn CacheBackend>> {
+        let backend = match &self.backend {
+            BackendChoice::Named(name) => crate::backend::create_backend(name, &self.arguments)?,
+            BackendChoice::Built { backend, .. } => backend.clone(),
+        };
+        Ok(self.wrap.iter().rev().fold(backend, |backend, proxy| {
+            crate::backend::wrap(backend, proxy.clone())
+        }))
+    }
+
     /// Reads a configuration from string pairs, as dogpile's `configure_from_config`:
     /// `{prefix}backend`, `{prefix}expiration_time` (seconds, `-1` for never, or a
     /// duration such as `90s`, `10m`, `1h30m`) and `{prefix}arguments.{name}`. Keys without

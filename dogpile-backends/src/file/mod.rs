@@ -109,7 +109,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dogpile_core::backend::{Arguments, CacheBackend};
+use dogpile_core::backend::{key_matches, Arguments, CacheBackend};
 use dogpile_core::key::sha1_mangle_key;
 use dogpile_core::lock::CacheMutex;
 use dogpile_core::{Error, Result};
@@ -618,6 +618,38 @@ impl CacheBackend for FileBackend {
     fn delete_multi(&self, keys: &[&str]) -> Result<()> {
         let _rw = self.rw(true)?;
         keys.iter().try_for_each(|key| self.remove(key))
+    }
+
+    /// Reads the key inside every value file under `data/` (its header and key only).
+    fn keys(&self, pattern: &str, found: &mut dyn FnMut(String) -> bool) -> Result<()> {
+        let list = |dir: &Path| fs::read_dir(dir).map_err(|e| self.error("cannot list", dir, e));
+        for shard in list(&self.data)? {
+            let shard = shard.map_err(|e| self.error("cannot list", &self.data, e))?;
+            if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let shard = shard.path();
+            for file in list(&shard)? {
+                let file = file.map_err(|e| self.error("cannot list", &shard, e))?;
+                let path = file.path();
+                let key = match open_regular(&path) {
+                    Ok((mut file, _)) => record::read_key(&mut file),
+                    Err(e) => Err(e),
+                };
+                let key = match key {
+                    Ok(Some(key)) => key,
+                    // Not a value file, or removed meanwhile: not a key.
+                    Ok(None) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) if e.kind() == io::ErrorKind::InvalidInput => continue,
+                    Err(e) => return Err(self.error("cannot read", &path, e)),
+                };
+                if key_matches(pattern, &key) && !found(key) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {

@@ -94,6 +94,28 @@ pub(super) fn holds_key(input: &mut impl Read, key: &str) -> io::Result<Option<b
     }
 }
 
+/// The key of the value file read from `input`, reading only its header and key.
+///
+/// `Ok(None)` when the file is not a well-formed value file or its key is not UTF-8.
+pub(super) fn read_key(input: &mut impl Read) -> io::Result<Option<String>> {
+    let mut header = [0u8; HEADER_LEN];
+    if let Err(e) = input.read_exact(&mut header) {
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let Ok((key_len, _)) = parse_header(&header) else {
+        return Ok(None);
+    };
+    let mut key = Vec::new();
+    input.take(key_len as u64).read_to_end(&mut key)?;
+    if key.len() != key_len {
+        return Ok(None);
+    }
+    Ok(String::from_utf8(key).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,6 +132,7 @@ use dogpile_core::backend::{Arguments, CacheBackend, Capabilities};
 use dogpile_core::lock::CacheMutex;
 use dogpile_core::{Error, Result};
 use redis::cluster::{cluster_pipe, ClusterConnection};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ConnectionLike, FromRedisValue, RedisResult};
 
 use self::config::LockSettings;
@@ -292,6 +293,43 @@ impl std::error::Error for CommandError {
 }
 
 /// A key that holds another type than a string reads as a miss (as `MGET` reports it).
+/// The `(host, port)` of every master of the cluster, from `CLUSTER NODES` (lines of
+/// `id host:port@cport flags master ...`), failed ones left out.
+fn cluster_masters(shared: &Shared) -> Result<Vec<(String, u16)>> {
+    let nodes: String = shared.run("CLUSTER NODES", |conn| match conn {
+        Conn::Cluster(conn) => {
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+            let reply = conn.route_command(redis::cmd("CLUSTER").arg("NODES"), routing)?;
+            Ok(FromRedisValue::from_redis_value(reply)?)
+        }
+        mut conn => redis::cmd("CLUSTER").arg("NODES").query(conn.as_dyn()),
+    })?;
+    let mut masters = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+            continue;
+        }
+        let address = address.split('@').next().unwrap_or(address);
+        if let Some((host, port)) = address.rsplit_once(':') {
+            if let Ok(port) = port.parse() {
+                masters.push((host.to_owned(), port));
+            }
+        }
+    }
+    if masters.is_empty() {
+        return Err(Error::backend(
+            &shared.describe,
+            "CLUSTER NODES named no master to list keys on",
+        ));
+    }
+    Ok(masters)
+}
+
 fn wrong_type_is_miss(
     key: &str,
     reply: RedisResult<Option<Vec<u8>>>,
@@ -451,6 +489,55 @@ impl CacheBackend for RedisBackend {
                 pipe.exec(conn)
             }
         })
+    }
+
+    /// `SCAN` with `MATCH` (and `COUNT 1000`), one round trip per batch; on a cluster, on
+    /// every master (found with `CLUSTER NODES`) in turn.
+    fn keys(&self, pattern: &str, found: &mut dyn FnMut(String) -> bool) -> Result<()> {
+        let masters: Vec<Option<(String, u16)>> = match self.shared.pools {
+            Pools::Server(_) => vec![None],
+            Pools::Cluster(_) => cluster_masters(&self.shared)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+        };
+        for master in masters {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, batch): (u64, Vec<Vec<u8>>) =
+                    self.shared.run("SCAN", |conn| match (conn, &master) {
+                        (Conn::Cluster(conn), Some((host, port))) => {
+                            let routing =
+                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                    host: host.clone(),
+                                    port: *port,
+                                });
+                            Ok(FromRedisValue::from_redis_value(
+                                conn.route_command(&cmd, routing)?,
+                            )?)
+                        }
+                        (mut conn, _) => cmd.query(conn.as_dyn()),
+                    })?;
+                for key in batch {
+                    // Keys this library writes are UTF-8; another writer's binary keys are
+                    // shown with replacement characters.
+                    if !found(String::from_utf8_lossy(&key).into_owned()) {
+                        return Ok(());
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
     }
 
     fn delete_multi(&self, keys: &[&str]) -> Result<()> {

@@ -147,4 +147,60 @@ pub trait CacheBackend: Send + Sync + 'static {
     fn set_entries(&self, items: Vec<(&str, Entry)>) -> Result<()> {
         self.set_multi(entries::into_bytes(items, std::any::type_name::<Self>())?)
     }
+
+    /// Lists the stored keys that match `pattern`, for operator tools (the `dogpile keys`
+    /// command); a region never calls it. Calls `found` with each key, as the backend
+    /// stores it (after the region's key mangler), until `found` returns `false`.
+    ///
+    /// `pattern` is a glob as redis's `MATCH` takes it: `*` any run of characters, `?` one
+    /// character, anything else itself ([`key_matches`](crate::backend::key_matches)).
+    /// Keys are listed in no particular order; a key written or removed during the listing
+    /// may or may not be seen.
+    ///
+    /// The default fails with an [`Error::Backend`](crate::Error::Backend) saying that the
+    /// backend cannot list its keys. The file, redis and memcached backends override it.
+    fn keys(&self, pattern: &str, found: &mut dyn FnMut(String) -> bool) -> Result<()> {
+        let _ = (pattern, found);
+        Err(crate::Error::backend(
+            std::any::type_name::<Self>(),
+            "this backend cannot list its keys",
+        ))
+    }
+}
+
+/// Whether `key` matches the glob `pattern`: `*` matches any run of characters (none
+/// included), `?` exactly one, and every other character itself. The matching of
+/// [`CacheBackend::keys`] for backends without a server-side one.
+///
+/// ```
+/// use dogpile_core::backend::key_matches;
+///
+/// assert!(key_matches("user:*", "user:5"));
+/// assert!(key_matches("user:?", "user:5"));
+/// assert!(!key_matches("user:?", "user:55"));
+/// assert!(key_matches("*", ""));
+/// ```
+pub fn key_matches(pattern: &str, key: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let key: Vec<char> = key.chars().collect();
+    // Iterative matching with backtracking to the last `*`: linear in practice, never
+    // exponential.
+    let (mut p, mut k) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while k < key.len() {
+        if p < pattern.len() && (pattern[p] == '?' || (pattern[p] != '*' && pattern[p] == key[k])) {
+            p += 1;
+            k += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, k));
+            p += 1;
+        } else if let Some((star_p, star_k)) = star {
+            p = star_p + 1;
+            k = star_k + 1;
+            star = Some((star_p, star_k + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
 }

@@ -50,7 +50,7 @@ pub use async_cache_backend::AsyncCacheBackend;
 pub use async_trait::async_trait;
 #[cfg(feature = "tokio")]
 pub(crate) use bridge::{async_path, AsyncOnly};
-pub use cache_backend::CacheBackend;
+pub use cache_backend::{key_matches, CacheBackend};
 pub use capabilities::Capabilities;
 pub(crate) use proxy::wrap;
 pub use proxy::ProxyBackend;

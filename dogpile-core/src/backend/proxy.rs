@@ -243,6 +243,11 @@ impl CacheBackend for Proxied {
         self.proxy.get_mutex(key, &*self.next)
     }
 
+    /// The next backend's keys: a proxy changes what a key holds, not which keys exist.
+    fn keys(&self, pattern: &str, found: &mut dyn FnMut(String) -> bool) -> Result<()> {
+        self.next.keys(pattern, found)
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.proxy.capabilities(&*self.next)
     }
