@@ -2,6 +2,9 @@
 //! expires, with a probability rising toward its expiry scaled by its creation time, so
 //! that no caller waits for an expired value.
 
+#[path = "support/shared_store.rs"]
+mod shared_store;
+
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use dogpile::backend::CacheBackend;
 use dogpile::clock::ManualClock;
 use dogpile::{CacheRegion, RegionConfig};
+use shared_store::Shared;
 
 const EXPIRATION: Duration = Duration::from_secs(1);
 const CREATOR: Duration = Duration::from_millis(50);
@@ -113,43 +117,14 @@ fn a_failing_early_refresh_keeps_the_fresh_value() {
     assert_eq!(answer.unwrap(), 1);
 }
 
-#[derive(Default)]
-struct Bytes(Mutex<std::collections::HashMap<String, Vec<u8>>>);
-
-impl CacheBackend for Bytes {
-    fn get(&self, key: &str) -> dogpile::Result<Option<Vec<u8>>> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    fn set(&self, key: &str, value: Vec<u8>) -> dogpile::Result<()> {
-        self.0.lock().unwrap().insert(key.to_owned(), value);
-        Ok(())
-    }
-    fn delete(&self, key: &str) -> dogpile::Result<()> {
-        self.0.lock().unwrap().remove(key);
-        Ok(())
-    }
-}
-
 #[test]
 fn the_creation_time_is_stored_as_an_extra_metadata_key() {
-    let store = Arc::new(Bytes::default());
-    struct Shared(Arc<Bytes>);
-    impl CacheBackend for Shared {
-        fn get(&self, key: &str) -> dogpile::Result<Option<Vec<u8>>> {
-            self.0.get(key)
-        }
-        fn set(&self, key: &str, value: Vec<u8>) -> dogpile::Result<()> {
-            self.0.set(key, value)
-        }
-        fn delete(&self, key: &str) -> dogpile::Result<()> {
-            self.0.delete(key)
-        }
-    }
+    let store = Shared::default();
     for (beta, has_d) in [(1.0, true), (0.0, false)] {
         let region = CacheRegion::new();
         region
             .configure(
-                RegionConfig::with_backend(Shared(store.clone()))
+                RegionConfig::with_backend(store.clone())
                     .expiration_time(EXPIRATION)
                     .early_refresh(beta),
             )

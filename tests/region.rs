@@ -1,6 +1,10 @@
 //! Region behaviour (SPEC section 3): configuration, operations, expiration and
 //! invalidation, and the guarantees of the dogpile lock.
 
+#[path = "support/shared_store.rs"]
+mod shared_store;
+
+use shared_store::Shared;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc;
@@ -34,24 +38,6 @@ fn region_on(backend: &str, clock: &Arc<ManualClock>) -> CacheRegion {
         .configure(RegionConfig::new(backend).expiration_time(HOUR))
         .unwrap();
     region
-}
-
-/// A byte backend whose store the test can reach into.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<HashMap<String, Vec<u8>>>>);
-
-impl CacheBackend for Shared {
-    fn get(&self, key: &str) -> dogpile::Result<Option<Vec<u8>>> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    fn set(&self, key: &str, value: Vec<u8>) -> dogpile::Result<()> {
-        self.0.lock().unwrap().insert(key.to_owned(), value);
-        Ok(())
-    }
-    fn delete(&self, key: &str) -> dogpile::Result<()> {
-        self.0.lock().unwrap().remove(key);
-        Ok(())
-    }
 }
 
 /// A backend whose every call fails, as a server that is down.

@@ -2,29 +2,16 @@
 //! process within the interval get the failure (or, with `stale_if_error`, the stale value)
 //! at once, without calling the origin; after it, one caller tries again.
 
-use std::fmt;
+#[path = "support/app_error.rs"]
+mod app_error;
+
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
+use app_error::AppError;
 use dogpile::clock::ManualClock;
 use dogpile::{CacheRegion, RegionConfig};
-
-/// An application's error type.
-#[derive(Debug)]
-struct AppError(String);
-
-impl fmt::Display for AppError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<dogpile::Error> for AppError {
-    fn from(error: dogpile::Error) -> Self {
-        AppError(format!("cache: {error}"))
-    }
-}
 
 const INTERVAL: Duration = Duration::from_millis(500);
 

@@ -2,34 +2,21 @@
 //! stale no longer ago than the window, every caller of the wave gets that value, the one
 //! that ran the creator included; past the window the failure is the answer.
 
+#[path = "support/app_error.rs"]
+mod app_error;
+
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use app_error::AppError;
 use dogpile::clock::ManualClock;
 use dogpile::{CacheRegion, CreateOptions, RegionConfig};
 
 const CALLERS: usize = 8;
 const CREATOR: Duration = Duration::from_millis(200);
-
-/// An application's error type.
-#[derive(Debug)]
-struct AppError(String);
-
-impl fmt::Display for AppError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<dogpile::Error> for AppError {
-    fn from(error: dogpile::Error) -> Self {
-        AppError(format!("cache: {error}"))
-    }
-}
 
 /// A memory region whose waiters wait for the creator (no stale value served while it
 /// runs), holding `k` = 1 that expired `expired_ago` seconds ago.

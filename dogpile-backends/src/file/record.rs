@@ -69,10 +69,10 @@ pub(super) fn read(mut file: Vec<u8>, key: &str) -> Result<Vec<u8>, Invalid> {
     Ok(file)
 }
 
-/// Whether the value file read from `input` holds `key`, reading only its header and key.
+/// The length of the key of the value file read from `input`, reading only its header.
 ///
 /// `Ok(None)` when the file is not a well-formed value file.
-pub(super) fn holds_key(input: &mut impl Read, key: &str) -> io::Result<Option<bool>> {
+fn key_len(input: &mut impl Read) -> io::Result<Option<usize>> {
     let mut header = [0u8; HEADER_LEN];
     if let Err(e) = input.read_exact(&mut header) {
         return match e.kind() {
@@ -80,7 +80,14 @@ pub(super) fn holds_key(input: &mut impl Read, key: &str) -> io::Result<Option<b
             _ => Err(e),
         };
     }
-    let Ok((key_len, _)) = parse_header(&header) else {
+    Ok(parse_header(&header).ok().map(|(key_len, _)| key_len))
+}
+
+/// Whether the value file read from `input` holds `key`, reading only its header and key.
+///
+/// `Ok(None)` when the file is not a well-formed value file.
+pub(super) fn holds_key(input: &mut impl Read, key: &str) -> io::Result<Option<bool>> {
+    let Some(key_len) = key_len(input)? else {
         return Ok(None);
     };
     if key_len != key.len() {
@@ -98,14 +105,7 @@ pub(super) fn holds_key(input: &mut impl Read, key: &str) -> io::Result<Option<b
 ///
 /// `Ok(None)` when the file is not a well-formed value file or its key is not UTF-8.
 pub(super) fn read_key(input: &mut impl Read) -> io::Result<Option<String>> {
-    let mut header = [0u8; HEADER_LEN];
-    if let Err(e) = input.read_exact(&mut header) {
-        return match e.kind() {
-            io::ErrorKind::UnexpectedEof => Ok(None),
-            _ => Err(e),
-        };
-    }
-    let Ok((key_len, _)) = parse_header(&header) else {
+    let Some(key_len) = key_len(input)? else {
         return Ok(None);
     };
     let mut key = Vec::new();

@@ -161,7 +161,7 @@ pub trait CacheBackend: Send + Sync + 'static {
     /// backend cannot list its keys. The file, redis and memcached backends override it.
     fn keys(&self, pattern: &str, found: &mut dyn FnMut(String) -> bool) -> Result<()> {
         let _ = (pattern, found);
-        Err(crate::Error::backend(
+        Err(crate::error::Error::backend(
             std::any::type_name::<Self>(),
             "this backend cannot list its keys",
         ))
