@@ -236,13 +236,14 @@ async fn timed_wait<R>(region: &RegionState, key: &str, wait: impl Future<Output
     waited
 }
 
-/// Runs a creator in a `dogpile.create` span, counting it and its time. A blocking
-/// creator does its work when called, an async one when awaited: both are timed.
+/// Runs a creator in a `dogpile.create` span, counting it and its time; returns its
+/// outcome and how long it took. A blocking creator does its work when called, an async
+/// one when awaited: both are timed.
 pub(crate) async fn timed_creation<T, E, Fut>(
     signals: &Signals<'_>,
     key: &str,
     create: impl FnOnce() -> Fut,
-) -> std::result::Result<T, E>
+) -> (std::result::Result<T, E>, Duration)
 where
     Fut: Future<Output = std::result::Result<T, E>>,
 {
@@ -250,11 +251,12 @@ where
     let started = Instant::now();
     let creating = span.in_scope(create);
     let created = creating.instrument(span).await;
+    let took = started.elapsed();
     match &created {
-        Ok(_) => signals.stats.creation(started.elapsed()),
-        Err(_) => signals.stats.creation_error(started.elapsed()),
+        Ok(_) => signals.stats.creation(took),
+        Err(_) => signals.stats.creation_error(took),
     }
-    created
+    (created, took)
 }
 
 /// Stores a created value (when `should_cache`), hands it to this process's waiters and
@@ -300,7 +302,7 @@ pub(crate) async fn regenerate<IO: Io, T: Cacheable, Fut>(
 ) where
     Fut: Future<Output = Result<T>>,
 {
-    let value = match timed_creation(&signals, key, creator).await {
+    let value = match timed_creation(&signals, key, creator).await.0 {
         Ok(value) => value,
         Err(error) => return hand_failure::<IO>(handle, &error).await,
     };
@@ -373,8 +375,8 @@ where
                 let Some(creator) = creator.take() else {
                     unreachable!("the engine asks for one creation per call")
                 };
-                let started = Instant::now();
-                let value = match timed_creation(&region.signals(), key, creator).await {
+                let (created, took) = timed_creation(&region.signals(), key, creator).await;
+                let value = match created {
                     Ok(value) => {
                         if cfg.retry_after_error.is_some() {
                             region.failures.clear(key);
@@ -400,9 +402,17 @@ where
                 let should_cache = options.should_cache(&value);
                 let now = region.clock.now();
                 // Recorded with the value when `early_refresh` scales by it.
-                let took = (rules.early_refresh > 0.0).then(|| started.elapsed().as_secs_f64());
-                let stored =
-                    store::<IO, T>(&cfg, now, took, key, &value, should_cache, handle.take()).await;
+                let recorded = (rules.early_refresh > 0.0).then_some(took.as_secs_f64());
+                let stored = store::<IO, T>(
+                    &cfg,
+                    now,
+                    recorded,
+                    key,
+                    &value,
+                    should_cache,
+                    handle.take(),
+                )
+                .await;
                 machine.stored(value, stored)
             }
             Step::Background(stale) => match (creator.take(), detach.take()) {
@@ -476,7 +486,8 @@ where
         let created = timed_creation(&region.signals(), keys[0], || async {
             Ok::<_, Error>(creator(originals).await)
         })
-        .await?;
+        .await
+        .0?;
         let created = region.check_created(created, asked)?;
         let (entries, objects) =
             region.encode_created(cfg, &keys, &created, options, rules.fail_open)?;

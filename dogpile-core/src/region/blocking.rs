@@ -1,7 +1,8 @@
 //! The blocking face of [`CacheRegion`]: each operation of `ops.rs` run to completion on
 //! the calling thread with `block_on` (its futures are complete when first polled).
 
-use std::future::ready;
+use std::future::{ready, Ready};
+use std::sync::Arc;
 
 use crate::engine::block_on::block_on;
 use crate::engine::driver::CreateError;
@@ -10,8 +11,9 @@ use crate::lock::handle::LockHandle;
 use crate::region::io::BlockingIo;
 use crate::region::ops::{self, Detached};
 use crate::region::options::{CreateOptions, Expiration};
-use crate::region::state::Current;
+use crate::region::state::{Current, RegionState};
 use crate::region::CacheRegion;
+use crate::runner::AsyncCreationRunner;
 use crate::value::{Cacheable, CachedValue};
 
 impl CacheRegion {
@@ -170,15 +172,11 @@ impl CacheRegion {
         F: FnOnce() -> T + Send + 'static,
     {
         let region = &self.inner;
-        let detach = region.runner.as_ref().map(|runner| {
-            move |cfg: &Current, key: &str, creator: Job<T>, handle: Option<LockHandle>| {
-                let job = Detached::new(region, cfg.to_arc(), key);
-                runner.run(Box::new(move || {
-                    block_on(job.regenerate::<BlockingIo, T, _>(creator, handle));
-                }));
-            }
-        });
-        let creator: Job<T> = Box::new(move || ready(Ok(creator())));
+        let detach = region
+            .runner
+            .as_ref()
+            .map(|runner| on_runner(region, runner));
+        let creator = move || ready(Ok(creator()));
         let options = CreateOptions::new();
         block_on(ops::get_or_create::<BlockingIo, T, Error, _, _>(
             region,
@@ -236,5 +234,20 @@ impl CacheRegion {
     }
 }
 
-/// A background creator, boxed so the detach closure can name its type.
-type Job<T> = Box<dyn FnOnce() -> std::future::Ready<Result<T>> + Send + 'static>;
+/// The background rule's hand-over on the blocking face: `runner` creates, stores, hands
+/// the value to the waiters and releases the lock.
+fn on_runner<'r, T, C>(
+    region: &'r RegionState,
+    runner: &'r Arc<dyn AsyncCreationRunner>,
+) -> impl FnOnce(&Current, &str, C, Option<LockHandle>) + 'r
+where
+    T: Cacheable,
+    C: FnOnce() -> Ready<Result<T>> + Send + 'static,
+{
+    move |cfg, key, creator, handle| {
+        let job = Detached::new(region, cfg.to_arc(), key);
+        runner.run(Box::new(move || {
+            block_on(job.regenerate::<BlockingIo, T, _>(creator, handle));
+        }));
+    }
+}

@@ -287,8 +287,6 @@ impl CacheRegion {
             lock_key_prefix: capabilities.lock_key_prefix,
             #[cfg(feature = "tokio")]
             nonblocking: capabilities.nonblocking && backend.async_twin().is_none(),
-            #[cfg(not(feature = "tokio"))]
-            nonblocking: capabilities.nonblocking,
             fresh_hits: capabilities.nonblocking && config.early_refresh == 0.0,
             #[cfg(feature = "tokio")]
             async_backend: crate::backend::async_path(&backend),

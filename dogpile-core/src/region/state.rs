@@ -67,8 +67,8 @@ pub(crate) struct Configured {
     pub(crate) stores_nothing: bool,
     /// Keys that begin with this are the backend's locks.
     pub(crate) lock_key_prefix: Option<String>,
-    /// The backend never blocks (and has no async twin): async callers call it directly,
-    /// and a fresh hit is served without building a future.
+    /// The backend never blocks and has no async twin: async callers call it directly.
+    #[cfg(feature = "tokio")]
     pub(crate) nonblocking: bool,
     /// A fresh hit is answered before any future is built ([`fresh_hit`]): the backend
     /// never blocks, and no rule (`early_refresh`) needs the machine on a fresh value.
