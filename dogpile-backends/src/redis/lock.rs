@@ -1,7 +1,9 @@
 //! The distributed dogpile lock of the redis backends: `SET NX PX` with a random token and
 //! a compare-and-delete release (see the parent module's docs, "The distributed lock").
 //! Waiting (a bounded, jittered backoff up to `lock_sleep`, within the caller's time budget
-//! and `lock_blocking_timeout`) is the region's.
+//! and `lock_blocking_timeout`) is the region's. While held, the lock is extended by its
+//! token every third of `lock_timeout` (`PEXPIRE` if the value is still the token), so a
+//! creator slower than `lock_timeout` keeps it.
 //!
 //! No lock is stranded by a caller that goes away: each acquire's token is known before
 //! its `SET NX` is sent, and a lock that may be held by a token nobody will release (a
@@ -27,9 +29,24 @@ else
 end
 "#;
 
+/// Sets `KEYS[1]`'s expiry to `ARGV[2]` milliseconds if its value is `ARGV[1]`; returns 1
+/// when it did.
+const EXTEND_SCRIPT: &str = r#"
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+else
+    return 0
+end
+"#;
+
 fn release_script() -> &'static redis::Script {
     static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
     SCRIPT.get_or_init(|| redis::Script::new(RELEASE_SCRIPT))
+}
+
+fn extend_script() -> &'static redis::Script {
+    static SCRIPT: OnceLock<redis::Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(EXTEND_SCRIPT))
 }
 
 /// A distributed lock on one cache key (see the [module docs](self)).
@@ -123,13 +140,41 @@ fn release_sync(shared: &Shared, lock_key: &str, token: &str) -> Result<i64> {
     })
 }
 
-/// The release script by `token` on an async connection: EVALSHA, and EVAL once if the
-/// server does not know the script yet.
+/// The release script by `token` on an async connection.
 #[cfg(feature = "tokio")]
 async fn release_async(shared: &Shared, lock_key: &str, token: &str) -> Result<i64> {
-    let script = release_script();
+    let release = LockScript {
+        source: RELEASE_SCRIPT,
+        script: release_script(),
+        names: ("EVALSHA (lock release)", "EVAL (lock release)"),
+    };
+    script_async(shared, release, lock_key, &[token]).await
+}
+
+/// A script of the lock, for the async path.
+#[cfg(feature = "tokio")]
+struct LockScript {
+    source: &'static str,
+    script: &'static redis::Script,
+    /// What its EVALSHA and its EVAL are called in errors.
+    names: (&'static str, &'static str),
+}
+
+/// A lock script on `lock_key` with `args`, on an async connection: EVALSHA, and EVAL once
+/// if the server does not know the script yet.
+#[cfg(feature = "tokio")]
+async fn script_async(
+    shared: &Shared,
+    LockScript {
+        source,
+        script,
+        names,
+    }: LockScript,
+    lock_key: &str,
+    args: &[&str],
+) -> Result<i64> {
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(1).arg(lock_key).arg(token);
+    cmd.arg(script.get_hash()).arg(1).arg(lock_key).arg(args);
     let packed = cmd.get_packed_command();
     let known = |values: Vec<redis::Value>| match values
         .into_iter()
@@ -141,14 +186,14 @@ async fn release_async(shared: &Shared, lock_key: &str, token: &str) -> Result<i
         other => Ok(Some(redis::from_redis_value::<i64>(other?)?)),
     };
     match shared
-        .request_async("EVALSHA (lock release)", &packed, (0, 1), known)
+        .request_async(names.0, &packed, (0, 1), known)
         .await?
     {
-        Some(deleted) => Ok(deleted),
+        Some(answer) => Ok(answer),
         None => {
             let mut cmd = redis::cmd("EVAL");
-            cmd.arg(RELEASE_SCRIPT).arg(1).arg(lock_key).arg(token);
-            shared.query_async("EVAL (lock release)", &cmd).await
+            cmd.arg(source).arg(1).arg(lock_key).arg(args);
+            shared.query_async(names.1, &cmd).await
         }
     }
 }
@@ -188,6 +233,25 @@ impl RedisLock {
             .arg("PX")
             .arg(millis(ttl));
         cmd
+    }
+
+    /// The token this handle holds the lock by, if it holds it.
+    fn held_token(&self) -> Option<String> {
+        self.held().as_ref().map(|token| token.token.clone())
+    }
+
+    /// A third of `lock_timeout`: how often a held lock is extended.
+    fn keep_alive_period(&self) -> Option<Duration> {
+        self.shared
+            .lock
+            .as_ref()
+            .map(|settings| settings.timeout / 3)
+    }
+
+    /// The extend script's arguments for `token`: the token and `lock_timeout` in ms.
+    fn extend_args(&self, token: &str) -> [String; 2] {
+        let timeout = self.shared.lock.as_ref().map_or(1, |s| millis(s.timeout));
+        [token.to_owned(), timeout.to_string()]
     }
 
     /// The release script deleted `deleted` keys: none means the lock had expired.
@@ -253,6 +317,22 @@ impl CacheMutex for RedisLock {
         self.released(token.release()?);
         Ok(())
     }
+
+    fn keep_alive(&self) -> Option<Duration> {
+        self.keep_alive_period()
+    }
+
+    fn extend(&self) -> Result<bool> {
+        let Some(token) = self.held_token() else {
+            return Ok(false);
+        };
+        let mut invocation = extend_script().key(&self.lock_key);
+        invocation.arg(&self.extend_args(&token));
+        let extended: i64 = self.shared.run("EVALSHA (lock extend)", |mut conn| {
+            invocation.invoke(conn.as_dyn())
+        })?;
+        Ok(extended == 1)
+    }
 }
 
 /// The same lock for async callers: the same commands on the backend's async
@@ -316,6 +396,25 @@ impl dogpile_core::lock::AsyncCacheMutex for RedisLock {
 
     fn wait_limit(&self) -> Option<Duration> {
         CacheMutex::wait_limit(self)
+    }
+
+    fn keep_alive(&self) -> Option<Duration> {
+        self.keep_alive_period()
+    }
+
+    async fn extend(&self) -> Result<bool> {
+        let Some(token) = self.held_token() else {
+            return Ok(false);
+        };
+        let [token, timeout] = self.extend_args(&token);
+        let extend = LockScript {
+            source: EXTEND_SCRIPT,
+            script: extend_script(),
+            names: ("EVALSHA (lock extend)", "EVAL (lock extend)"),
+        };
+        let args = [token.as_str(), timeout.as_str()];
+        let extended = script_async(&self.shared, extend, &self.lock_key, &args).await?;
+        Ok(extended == 1)
     }
 }
 

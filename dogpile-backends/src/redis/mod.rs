@@ -58,7 +58,7 @@
 //! | `connection_pool` (or `pool_size`, memcached's name) | `16` | the most connections kept (per region; `redis` keeps as many again for async callers); no connection is made before the first operation, so configuring a region does not need the server up |
 //! | `redis_expiration_time` | none | seconds; a server-side TTL on every value (`SET .. PX`), visible with `TTL`. Make it longer than the region's expiration time plus the creator's run time, or stale values vanish and readers block |
 //! | `distributed_lock` | `false` (`true` for `redis_sentinel`, as dogpile.cache) | use a dogpile lock in redis, shared by every process, instead of only the per-process lock |
-//! | `lock_timeout` | `30` | seconds; the lock key's TTL. A holder that dies loses the lock after this; a creator running longer may see a second creator start |
+//! | `lock_timeout` | `30` | seconds; the lock key's TTL. A holder that dies loses the lock after this; a live holder's lock is extended (by its token) every third of this while its creator runs, so a creator running longer keeps it |
 //! | `lock_sleep` | `0.1` | seconds; the longest sleep between two tries of a waiting acquire (it starts at 5 ms and doubles) |
 //! | `lock_blocking_timeout` | `lock_timeout + 1` | seconds; a waiting acquire gives up after this, and the region returns `Error::LockTimeout` |
 //! | `lock_prefix` | `_lock` | the lock key is this prefix + the cache key; 2 to 10 of letters, digits, `_ - . :` |

@@ -368,6 +368,15 @@ impl AsyncCacheMutex for BlockingMutex {
     fn wait_limit(&self) -> Option<Duration> {
         self.mutex.wait_limit()
     }
+    fn keep_alive(&self) -> Option<Duration> {
+        self.mutex.keep_alive()
+    }
+    async fn extend(&self) -> Result<bool> {
+        let mutex = self.mutex.clone();
+        self.places
+            .run(|| of_key("lock extend", &self.key), move || mutex.extend())
+            .await
+    }
 }
 
 impl Drop for BlockingMutex {

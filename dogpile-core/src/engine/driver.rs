@@ -341,7 +341,15 @@ where
     let mut step = Step::Read;
     loop {
         step = match step {
-            Step::Return(value) => return Ok(value),
+            Step::Return(value) => {
+                // A lock taken and not needed (the value read under it was fresh) is
+                // released before the answer, not when the handle is dropped (on the
+                // async face, by a spawned task).
+                if let Some(handle) = handle {
+                    IO::hand_off(handle, None).await;
+                }
+                return Ok(value);
+            }
             Step::Fail(error) => return Err(CreateError::Cache(error)),
             Step::Read => machine.read(IO::read(region, &cfg, key).await),
             Step::TryLock | Step::WaitLock => {

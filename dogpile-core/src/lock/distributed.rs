@@ -63,6 +63,22 @@ pub trait CacheMutex: Send + Sync {
     fn wait_limit(&self) -> Option<Duration> {
         None
     }
+
+    /// How often the lock must be [extended](Self::extend) while held, for a lock that
+    /// expires by itself (a backend's `lock_timeout`): a third of its expiry is the usual
+    /// answer. The region extends a held lock this often while its creator runs, so that a
+    /// creator slower than the expiry keeps its lock. `None` (the default): the lock does
+    /// not expire while held, or cannot be extended.
+    fn keep_alive(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Pushes a held lock's expiry back by its whole length, if this handle still holds
+    /// it: `Ok(false)` when it no longer does (it expired, and somebody else may hold it).
+    /// Called from another thread than the holder's, while the holder's creator runs.
+    fn extend(&self) -> Result<bool> {
+        Ok(true)
+    }
 }
 
 /// The default longest pause between two tries of a distributed lock.
@@ -175,6 +191,18 @@ pub trait AsyncCacheMutex: Send + Sync {
     /// How long a caller may wait for this lock at most, from the start of its call.
     fn wait_limit(&self) -> Option<Duration> {
         None
+    }
+
+    /// How often a held lock must be [extended](Self::extend), as
+    /// [`CacheMutex::keep_alive`].
+    fn keep_alive(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Pushes a held lock's expiry back, as [`CacheMutex::extend`]; run by a task of its
+    /// own while the holder's creator runs.
+    async fn extend(&self) -> Result<bool> {
+        Ok(true)
     }
 }
 

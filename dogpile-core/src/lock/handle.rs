@@ -2,6 +2,7 @@
 //! distributed lock; released together, on whichever thread or task lets go of them.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::lock::distributed::CacheMutex;
@@ -11,11 +12,12 @@ use crate::lock::local::{Handed, KeyGuard};
 /// and it could be taken, the distributed lock.
 ///
 /// Dropping the handle releases both, on whichever thread drops it; this is how a
-/// background runner releases the lock its job was handed.
+/// background runner releases the lock its job was handed. While it is held, a distributed
+/// lock that expires by itself is extended (see `keeper.rs`).
 pub(crate) struct LockHandle {
     key: String,
     local: Option<KeyGuard>,
-    distributed: Option<Box<dyn CacheMutex>>,
+    distributed: Option<Arc<dyn CacheMutex>>,
 }
 
 impl LockHandle {
@@ -24,6 +26,10 @@ impl LockHandle {
         local: Option<KeyGuard>,
         distributed: Option<Box<dyn CacheMutex>>,
     ) -> Self {
+        let distributed = distributed.map(Arc::from);
+        if let Some(mutex) = &distributed {
+            crate::lock::keeper::keep(key, mutex);
+        }
         LockHandle {
             key: key.to_owned(),
             local,
@@ -80,7 +86,7 @@ impl fmt::Debug for LockHandle {
 pub(crate) struct AsyncLockHandle {
     key: String,
     local: Option<KeyGuard>,
-    distributed: Option<Box<dyn crate::lock::distributed::AsyncCacheMutex>>,
+    distributed: Option<Arc<dyn crate::lock::distributed::AsyncCacheMutex>>,
 }
 
 #[cfg(feature = "tokio")]
@@ -90,6 +96,10 @@ impl AsyncLockHandle {
         local: KeyGuard,
         distributed: Option<Box<dyn crate::lock::distributed::AsyncCacheMutex>>,
     ) -> Self {
+        let distributed = distributed.map(Arc::from);
+        if let Some(mutex) = &distributed {
+            crate::lock::keeper::keep_async(key, mutex);
+        }
         AsyncLockHandle {
             key: key.to_owned(),
             local: Some(local),
