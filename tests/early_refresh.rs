@@ -104,6 +104,9 @@ fn a_value_due_early_is_regenerated_and_one_not_due_is_a_hit() {
         clock.advance(Duration::from_millis(100)); // fresh for 900 ms more
         let second = region.get_or_create("k", || 2u32).unwrap();
         assert_eq!(second == 2, regenerated, "beta {beta}");
+        let stats = region.stats();
+        assert_eq!(stats.early_refreshes, u64::from(regenerated), "beta {beta}");
+        assert_eq!((stats.hits, stats.misses, stats.stale_served), (1, 1, 0));
     }
 }
 

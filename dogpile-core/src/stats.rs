@@ -37,6 +37,7 @@ use crossbeam_utils::CachePadded;
 /// | `dogpile_misses_total` | counter | lookups that found no usable value (absent, expired for `get`, undecodable) and were not handed one by another caller's creation |
 /// | `dogpile_stale_served_total` | counter | stale values returned while another caller regenerates |
 /// | `dogpile_stale_served_on_error_total` | counter | stale values returned because the creator failed (`stale_if_error`) |
+/// | `dogpile_early_refreshes_total` | counter | fresh values regenerated ahead of their expiry (`early_refresh`) |
 /// | `dogpile_creations_total` | counter | creator calls that returned a value |
 /// | `dogpile_creation_errors_total` | counter | creator calls that failed |
 /// | `dogpile_backend_errors_total` | counter | backend operations that failed |
@@ -60,6 +61,9 @@ pub struct RegionStats {
     /// Stale values returned because the creator failed (`stale_if_error`), to the caller
     /// that ran it and to those it handed the value to (`retry_after_error` included).
     pub stale_served_on_error: u64,
+    /// Fresh values regenerated ahead of their expiry (`early_refresh`): each a creation
+    /// started by a caller that held a fresh value, which the others went on reading.
+    pub early_refreshes: u64,
     /// Creator calls that returned a value.
     pub creations: u64,
     /// Creator calls that failed.
@@ -96,6 +100,7 @@ enum Count {
     BackendErrors,
     LockWaits,
     StaleServedOnError,
+    EarlyRefreshes,
 }
 
 /// What is timed; the index of its total in a stripe and of its histogram.
@@ -105,7 +110,7 @@ enum Time {
     LockWait,
 }
 
-const COUNTS: usize = 8;
+const COUNTS: usize = 9;
 const TIMES: usize = 2;
 
 /// One stripe: every count of a region, on its own cache line(s).
@@ -191,6 +196,12 @@ impl StatsRecorder {
         self.add(Count::StaleServedOnError);
     }
 
+    /// A fresh value is regenerated ahead of its expiry (`early_refresh`).
+    #[inline]
+    pub fn early_refresh(&self) {
+        self.add(Count::EarlyRefreshes);
+    }
+
     /// A creator returned a value after running for `elapsed`.
     pub fn creation(&self, elapsed: Duration) {
         self.add_timed(Count::Creations, Time::Creation, elapsed);
@@ -244,6 +255,7 @@ impl StatsRecorder {
             backend_errors: counts[Count::BackendErrors as usize],
             lock_waits: counts[Count::LockWaits as usize],
             stale_served_on_error: counts[Count::StaleServedOnError as usize],
+            early_refreshes: counts[Count::EarlyRefreshes as usize],
             creation_time: Duration::from_nanos(nanos[Time::Creation as usize]),
             lock_wait_time: Duration::from_nanos(nanos[Time::LockWait as usize]),
         }
@@ -325,6 +337,10 @@ mod metrics_handles {
         (
             "dogpile_stale_served_on_error_total",
             "stale values returned because the creator failed (stale_if_error)",
+        ),
+        (
+            "dogpile_early_refreshes_total",
+            "fresh values regenerated ahead of their expiry (early_refresh)",
         ),
     ];
 

@@ -298,6 +298,7 @@ impl<'a, T> Machine<'a, T> {
             (Phase::Locked, Lookup::Fresh(value)) => match self.refreshing {
                 // Nobody renewed it meanwhile: this caller refreshes it.
                 Some(ct) if value.metadata.ct <= ct => {
+                    self.signals.stats.early_refresh();
                     self.stale = Some(value);
                     self.create()
                 }
