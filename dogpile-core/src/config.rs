@@ -35,6 +35,7 @@ pub struct RegionConfig {
     pub(crate) expiration_time: Option<Duration>,
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) retry_after_error: Option<Duration>,
+    pub(crate) soft_timeout: Option<Duration>,
     pub(crate) early_refresh: f64,
     pub(crate) arguments: BTreeMap<String, String>,
     pub(crate) replace_existing_backend: bool,
@@ -70,6 +71,7 @@ impl RegionConfig {
             expiration_time: None,
             stale_if_error: None,
             retry_after_error: None,
+            soft_timeout: None,
             early_refresh: 0.0,
             arguments: BTreeMap::new(),
             replace_existing_backend: false,
@@ -141,6 +143,24 @@ impl RegionConfig {
     /// stale value to serve, its callers create as usual.
     pub fn retry_after_error(mut self, interval: Duration) -> Self {
         self.retry_after_error = Some(interval);
+        self
+    }
+
+    /// How long the caller that starts regenerating a stale value waits for the new one
+    /// before it answers with the stale value; the creator goes on, stores its value and
+    /// hands it to the callers still waiting. Config key `soft_timeout` (seconds or a
+    /// duration string). Default: off.
+    ///
+    /// Only a creator that can outlive its caller can be left running: the background forms
+    /// ([`get_or_create_in_background`](crate::CacheRegion::get_or_create_in_background)
+    /// and its async twin, whose creators are `'static` and run on the region's runner or a
+    /// spawned task) honour it, and without it they answer with the stale value at once.
+    /// The other forms run their creator (a borrowed closure, or a future that borrows) in
+    /// the caller's own call, which cannot return before it: they wait for it, within the
+    /// time budget, whatever this says. A missing value has no stale value to answer with:
+    /// its caller always waits.
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.soft_timeout = Some(timeout);
         self
     }
 
@@ -262,6 +282,7 @@ impl RegionConfig {
         let mut expiration_time = None;
         let mut stale_if_error = None;
         let mut retry_after_error = None;
+        let mut soft_timeout = None;
         let mut early_refresh = 0.0;
         let mut arguments = BTreeMap::new();
         for (key, value) in map {
@@ -291,6 +312,9 @@ impl RegionConfig {
             } else if name == "retry_after_error" {
                 retry_after_error = parse_expiration(value)
                     .map_err(|reason| invalid("retry_after_error", reason))?;
+            } else if name == "soft_timeout" {
+                soft_timeout =
+                    parse_expiration(value).map_err(|reason| invalid("soft_timeout", reason))?;
             } else if let Some(argument) = name.strip_prefix("arguments.") {
                 arguments.insert(argument.to_owned(), value.to_owned());
             } else {
@@ -299,7 +323,7 @@ impl RegionConfig {
                     name,
                     format!(
                         "unknown key{}; expected `backend`, `expiration_time`, \
-                         `stale_if_error`, `retry_after_error`, `early_refresh` or \
+                         `stale_if_error`, `retry_after_error`, `soft_timeout`, `early_refresh` or \
                          `arguments.NAME`",
                         crate::suggest::did_you_mean(&suggestion)
                     ),
@@ -313,6 +337,7 @@ impl RegionConfig {
             expiration_time,
             stale_if_error,
             retry_after_error,
+            soft_timeout,
             early_refresh,
             arguments,
             name: (!name.is_empty()).then(|| name.to_owned()),
@@ -335,6 +360,8 @@ fn suggest_option(name: &str) -> Option<String> {
             "expiration_time",
             "stale_if_error",
             "retry_after_error",
+            "soft_timeout",
+            "early_refresh",
         ],
     )
     .map(str::to_owned)
@@ -398,6 +425,7 @@ impl fmt::Debug for RegionConfig {
             .field("expiration_time", &self.expiration_time)
             .field("stale_if_error", &self.stale_if_error)
             .field("retry_after_error", &self.retry_after_error)
+            .field("soft_timeout", &self.soft_timeout)
             .field("early_refresh", &self.early_refresh)
             .field("arguments", &redacted(&self.arguments))
             .field("replace_existing_backend", &self.replace_existing_backend)
@@ -564,18 +592,18 @@ mod tests {
             err("c.expiraton_time"),
             "invalid region option `c.expiraton_time`: unknown key (did you mean \
              `c.expiration_time`?); expected `backend`, `expiration_time`, `stale_if_error`, \
-             `retry_after_error`, `early_refresh` or `arguments.NAME`"
+             `retry_after_error`, `soft_timeout`, `early_refresh` or `arguments.NAME`"
         );
         assert_eq!(
             err("c.argument.url"),
             "invalid region option `c.argument.url`: unknown key (did you mean \
              `c.arguments.url`?); expected `backend`, `expiration_time`, `stale_if_error`, \
-             `retry_after_error`, `early_refresh` or `arguments.NAME`"
+             `retry_after_error`, `soft_timeout`, `early_refresh` or `arguments.NAME`"
         );
         assert_eq!(
             err("c.colour"),
             "invalid region option `c.colour`: unknown key; expected `backend`, \
-             `expiration_time`, `stale_if_error`, `retry_after_error`, `early_refresh` or \
+             `expiration_time`, `stale_if_error`, `retry_after_error`, `soft_timeout`, `early_refresh` or \
              `arguments.NAME`"
         );
         let err = RegionConfig::from_config([("c.backnd", "memory")], "c.").unwrap_err();

@@ -440,6 +440,7 @@ mod tests {
                 backend_errors: 2,
                 lock_waits: 1,
                 stale_served_on_error: 0,
+                early_refreshes: 0,
                 creation_time: Duration::from_millis(13),
                 lock_wait_time: Duration::from_micros(250),
             }

@@ -21,6 +21,8 @@ struct Fields {
     stale_if_error: Option<Duration>,
     #[serde(default, deserialize_with = "expiration_time")]
     retry_after_error: Option<Duration>,
+    #[serde(default, deserialize_with = "expiration_time")]
+    soft_timeout: Option<Duration>,
     #[serde(default)]
     early_refresh: f64,
     #[serde(default, deserialize_with = "arguments")]
@@ -32,7 +34,7 @@ struct Fields {
 /// Reads a region's configuration from a file's table: `backend` (required),
 /// `expiration_time` (seconds, `-1` for never, or a duration string such as `"10m"` or
 /// `"1h30m"`; absent: never), `stale_if_error` (written the same way; see
-/// [`RegionConfig::stale_if_error`]), `retry_after_error` (likewise), `early_refresh` (a number, see
+/// [`RegionConfig::stale_if_error`]), `retry_after_error` and `soft_timeout` (likewise), `early_refresh` (a number, see
 /// [`RegionConfig::early_refresh`]), `arguments` (a table of strings, numbers, booleans or lists
 /// of them, which become the string arguments the backend parses; a list becomes a comma
 /// separated string), and `replace_existing_backend` (a boolean).
@@ -54,6 +56,7 @@ impl<'de> Deserialize<'de> for RegionConfig {
             expiration_time: fields.expiration_time,
             stale_if_error: fields.stale_if_error,
             retry_after_error: fields.retry_after_error,
+            soft_timeout: fields.soft_timeout,
             early_refresh: fields.early_refresh,
             arguments: fields.arguments,
             replace_existing_backend: fields.replace_existing_backend,
@@ -273,7 +276,7 @@ mod tests {
             (
                 "[r]\nbackend = \"memory\"\nexpire = 3",
                 "unknown field `expire`, expected one of `backend`, `expiration_time`, \
-                 `stale_if_error`, `retry_after_error`, `early_refresh`, `arguments`, \
+                 `stale_if_error`, `retry_after_error`, `soft_timeout`, `early_refresh`, `arguments`, \
                  `replace_existing_backend`",
             ),
             (

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::engine::machine::{
     distributed_deadline, distributed_outcome, local_outcome, read_outcome, store_outcome, Batch,
-    Budget, Keep, Locked, Machine, Settled, Signals, Step,
+    Budget, Freshness, Keep, Locked, Lookup, Machine, Settled, Signals, Step,
 };
 use crate::error::{Error, Result};
 use crate::lock::local::{CreatorFailure, Handed, KeyGuard, LocalWait, Waiter};
@@ -310,6 +310,38 @@ pub(crate) async fn regenerate<IO: Io, T: Cacheable, Fut>(
     let _ = store_outcome(&signals, key, true, stored);
 }
 
+/// `soft_timeout`: waits until `deadline` for the regeneration of `key` this caller handed
+/// to the background, and returns its value; `None` when it is not done by then, or failed.
+async fn regenerated<IO: Io, T: Cacheable>(
+    region: &RegionState,
+    cfg: &Configured,
+    freshness: Freshness<'_>,
+    key: &str,
+    deadline: Instant,
+) -> Option<T> {
+    let waiter = region.locks.waiter(key);
+    let waited = match waiter.check() {
+        Some(done) => done,
+        None => timed_wait(region, key, IO::wait_local(waiter, deadline)).await,
+    };
+    match waited {
+        LocalWait::HandedOff(handed) => handed
+            .downcast_ref::<CachedValue<T>>()
+            .map(|value| value.payload.clone()),
+        // Done before this caller began to wait (a runner that ran it at once): its value
+        // is in the cache.
+        LocalWait::Held(guard) => {
+            drop(guard);
+            let read = IO::read::<T>(region, cfg, key).await.ok().flatten();
+            match freshness.judge(read) {
+                Lookup::Fresh(value) => Some(value.payload),
+                Lookup::Stale(_) | Lookup::Missing => None,
+            }
+        }
+        LocalWait::TimedOut => None,
+    }
+}
+
 /// `get_or_create` on one key: the engine's machine stepped from its first read to the
 /// call's answer. `detach`, with the background rule, hands the creator and the held lock
 /// to whoever regenerates in the background.
@@ -426,6 +458,13 @@ where
             Step::Background(stale) => match (creator.take(), detach.take()) {
                 (Some(creator), Some(detach)) => {
                     detach(&cfg, key, creator, handle.take());
+                    if let Some(timeout) = cfg.soft_timeout.filter(|_| rules.soft_timeout) {
+                        let deadline = (Instant::now() + timeout).min(budget.deadline());
+                        let fresh = regenerated::<IO, T>(region, &cfg, freshness, key, deadline);
+                        let fresh = fresh.await;
+                        machine.background_answered(fresh.is_some());
+                        return Ok(fresh.unwrap_or(stale));
+                    }
                     return Ok(stale);
                 }
                 _ => unreachable!("the background rule is only set with a detach"),

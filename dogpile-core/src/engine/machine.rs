@@ -127,6 +127,10 @@ pub(crate) struct Rules {
     pub(crate) fail_open: bool,
     /// The winner on a stale value hands the creator to the background runner.
     pub(crate) background: bool,
+    /// With `background`: the winner waits a while for the regeneration (`soft_timeout`),
+    /// and its lookup is counted by what it answers with
+    /// ([`Machine::background_answered`]).
+    pub(crate) soft_timeout: bool,
     /// Values need the dogpile lock; false for a store that keeps nothing, where every
     /// caller creates its own.
     pub(crate) lock: bool,
@@ -407,12 +411,25 @@ impl<'a, T> Machine<'a, T> {
     fn create(&mut self) -> Step<T> {
         if self.rules.background {
             if let Some(stale) = self.stale.take() {
-                self.count_stale(true);
+                if !self.rules.soft_timeout {
+                    self.count_stale(true);
+                }
                 return Step::Background(stale.payload);
             }
         }
         self.count_stale(false);
         Step::Create
+    }
+
+    /// The caller that handed a stale value's regeneration to the background and waited
+    /// for it (`soft_timeout`) answers with the new value (`fresh`: a lock wait, counted by
+    /// the driver) or with the stale one.
+    pub(crate) fn background_answered(&mut self, fresh: bool) {
+        if fresh {
+            self.uncounted = false;
+        } else {
+            self.count_stale(true);
+        }
     }
 
     /// Whether a fresh value is due for an early refresh (XFetch): its remaining life is
@@ -692,6 +709,7 @@ mod tests {
             serve_stale,
             fail_open,
             background,
+            soft_timeout: false,
             lock: true,
             share_failures: true,
             stale_if_error: None,

@@ -295,6 +295,7 @@ impl CacheRegion {
             expiration: config.expiration_time,
             stale_if_error: config.stale_if_error,
             retry_after_error: config.retry_after_error,
+            soft_timeout: config.soft_timeout,
             early_refresh: config.early_refresh,
         })));
         Ok(self)

@@ -61,6 +61,8 @@ pub(crate) struct Configured {
     pub(crate) stale_if_error: Option<Duration>,
     /// See [`RegionConfig::retry_after_error`](crate::RegionConfig::retry_after_error).
     pub(crate) retry_after_error: Option<Duration>,
+    /// See [`RegionConfig::soft_timeout`](crate::RegionConfig::soft_timeout).
+    pub(crate) soft_timeout: Option<Duration>,
     /// See [`RegionConfig::early_refresh`](crate::RegionConfig::early_refresh); 0: off.
     pub(crate) early_refresh: f64,
     pub(crate) stores_objects: bool,
@@ -402,6 +404,7 @@ impl RegionState {
             serve_stale: self.serve_stale,
             fail_open: fail_open || self.fail_open,
             background,
+            soft_timeout: background && cfg.soft_timeout.is_some(),
             lock: !cfg.stores_nothing,
             share_failures: !fail_open,
         }
