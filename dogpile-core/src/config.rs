@@ -36,6 +36,8 @@ pub struct RegionConfig {
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) retry_after_error: Option<Duration>,
     pub(crate) soft_timeout: Option<Duration>,
+    pub(crate) shared_invalidation: bool,
+    pub(crate) invalidation_poll: Option<Duration>,
     pub(crate) early_refresh: f64,
     pub(crate) arguments: BTreeMap<String, String>,
     pub(crate) replace_existing_backend: bool,
@@ -72,6 +74,8 @@ impl RegionConfig {
             stale_if_error: None,
             retry_after_error: None,
             soft_timeout: None,
+            shared_invalidation: false,
+            invalidation_poll: None,
             early_refresh: 0.0,
             arguments: BTreeMap::new(),
             replace_existing_backend: false,
@@ -161,6 +165,36 @@ impl RegionConfig {
     /// its caller always waits.
     pub fn soft_timeout(mut self, timeout: Duration) -> Self {
         self.soft_timeout = Some(timeout);
+        self
+    }
+
+    /// Shares [`invalidate`](crate::CacheRegion::invalidate) with every process whose
+    /// region has this region's name on the same backend (and with Python's dogpile.cache,
+    /// through `python/dogpile_shared_invalidation.py` in this repository). Config key
+    /// `shared_invalidation`. Default: off, as in dogpile.cache, where an invalidation
+    /// reaches its own process only.
+    ///
+    /// An invalidation is recorded in the backend under `_dogpile_invalidation:<name>`
+    /// (JSON: its time and whether it is hard), so a process that was away, or starts later,
+    /// honours it. Each process reads the record when it configures the region and every
+    /// [`invalidation_poll`](Self::invalidation_poll); redis also pushes it (pub/sub on a
+    /// channel of the same name), so other processes take it within milliseconds. Soft and
+    /// hard keep their meaning; regions of other names are untouched. The record is a value
+    /// like any other: a server-side TTL (`redis_expiration_time`,
+    /// `memcached_expire_time`) or an eviction removes it, so make those longer than the
+    /// region's expiration time.
+    ///
+    /// `configure` refuses it for a region without a name.
+    pub fn shared_invalidation(mut self, shared: bool) -> Self {
+        self.shared_invalidation = shared;
+        self
+    }
+
+    /// How often a region with [`shared_invalidation`](Self::shared_invalidation) reads
+    /// the record of other processes' invalidations (default 1 s). Config key
+    /// `invalidation_poll` (seconds or a duration string).
+    pub fn invalidation_poll(mut self, poll: Duration) -> Self {
+        self.invalidation_poll = Some(poll);
         self
     }
 
@@ -283,6 +317,8 @@ impl RegionConfig {
         let mut stale_if_error = None;
         let mut retry_after_error = None;
         let mut soft_timeout = None;
+        let mut shared_invalidation = false;
+        let mut invalidation_poll = None;
         let mut early_refresh = 0.0;
         let mut arguments = BTreeMap::new();
         for (key, value) in map {
@@ -312,6 +348,18 @@ impl RegionConfig {
             } else if name == "retry_after_error" {
                 retry_after_error = parse_expiration(value)
                     .map_err(|reason| invalid("retry_after_error", reason))?;
+            } else if name == "shared_invalidation" {
+                shared_invalidation = match value.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
+                    _ => {
+                        let reason = format!("`{value}` is not true or false");
+                        return Err(invalid("shared_invalidation", reason));
+                    }
+                };
+            } else if name == "invalidation_poll" {
+                invalidation_poll = parse_expiration(value)
+                    .map_err(|reason| invalid("invalidation_poll", reason))?;
             } else if name == "soft_timeout" {
                 soft_timeout =
                     parse_expiration(value).map_err(|reason| invalid("soft_timeout", reason))?;
@@ -323,7 +371,7 @@ impl RegionConfig {
                     name,
                     format!(
                         "unknown key{}; expected `backend`, `expiration_time`, \
-                         `stale_if_error`, `retry_after_error`, `soft_timeout`, `early_refresh` or \
+                         `stale_if_error`, `retry_after_error`, `soft_timeout`, `early_refresh`, `shared_invalidation`, `invalidation_poll` or \
                          `arguments.NAME`",
                         crate::suggest::did_you_mean(&suggestion)
                     ),
@@ -338,6 +386,8 @@ impl RegionConfig {
             stale_if_error,
             retry_after_error,
             soft_timeout,
+            shared_invalidation,
+            invalidation_poll,
             early_refresh,
             arguments,
             name: (!name.is_empty()).then(|| name.to_owned()),
@@ -362,6 +412,8 @@ fn suggest_option(name: &str) -> Option<String> {
             "retry_after_error",
             "soft_timeout",
             "early_refresh",
+            "shared_invalidation",
+            "invalidation_poll",
         ],
     )
     .map(str::to_owned)
@@ -426,6 +478,8 @@ impl fmt::Debug for RegionConfig {
             .field("stale_if_error", &self.stale_if_error)
             .field("retry_after_error", &self.retry_after_error)
             .field("soft_timeout", &self.soft_timeout)
+            .field("shared_invalidation", &self.shared_invalidation)
+            .field("invalidation_poll", &self.invalidation_poll)
             .field("early_refresh", &self.early_refresh)
             .field("arguments", &redacted(&self.arguments))
             .field("replace_existing_backend", &self.replace_existing_backend)
@@ -592,18 +646,18 @@ mod tests {
             err("c.expiraton_time"),
             "invalid region option `c.expiraton_time`: unknown key (did you mean \
              `c.expiration_time`?); expected `backend`, `expiration_time`, `stale_if_error`, \
-             `retry_after_error`, `soft_timeout`, `early_refresh` or `arguments.NAME`"
+             `retry_after_error`, `soft_timeout`, `early_refresh`, `shared_invalidation`, `invalidation_poll` or `arguments.NAME`"
         );
         assert_eq!(
             err("c.argument.url"),
             "invalid region option `c.argument.url`: unknown key (did you mean \
              `c.arguments.url`?); expected `backend`, `expiration_time`, `stale_if_error`, \
-             `retry_after_error`, `soft_timeout`, `early_refresh` or `arguments.NAME`"
+             `retry_after_error`, `soft_timeout`, `early_refresh`, `shared_invalidation`, `invalidation_poll` or `arguments.NAME`"
         );
         assert_eq!(
             err("c.colour"),
             "invalid region option `c.colour`: unknown key; expected `backend`, \
-             `expiration_time`, `stale_if_error`, `retry_after_error`, `soft_timeout`, `early_refresh` or \
+             `expiration_time`, `stale_if_error`, `retry_after_error`, `soft_timeout`, `early_refresh`, `shared_invalidation`, `invalidation_poll` or \
              `arguments.NAME`"
         );
         let err = RegionConfig::from_config([("c.backnd", "memory")], "c.").unwrap_err();

@@ -198,9 +198,32 @@ impl Connection {
 
     fn exchange(&mut self, packed: &[u8], call: &mut Call) -> RedisResult<Vec<Value>> {
         self.send(packed, call)?;
+        self.receive(call)
+    }
+
+    /// Waits up to `wait` for one message pushed to a subscribed connection (`SUBSCRIBE`):
+    /// `None` when none began to arrive; one that did must end by then too, and within the
+    /// byte budget, or the connection closes.
+    pub(crate) fn listen(&mut self, wait: Duration) -> RedisResult<Option<Value>> {
+        if !self.open {
+            return Err(not_connected());
+        }
+        let mut call = Call::new(&self.limits, Instant::now() + wait, 0, 1);
+        match self.receive(&mut call) {
+            Ok(mut values) => Ok(values.pop()),
+            Err(error) if error.is_timeout() && self.replies.nothing_received() => Ok(None),
+            Err(error) => {
+                self.open = false;
+                Err(error)
+            }
+        }
+    }
+
+    /// Reads the replies `call` asks for, before its deadline and within its budget.
+    fn receive(&mut self, call: &mut Call) -> RedisResult<Vec<Value>> {
         let mut values = Vec::new();
         while let Some(want) = self.replies.take(call, &mut values)? {
-            if let Some(t) = Self::timeout_for(self.read_timeout, self.limits.timeout, call)? {
+            if let Some(t) = Self::timeout_for(self.read_timeout, self.limits.timeout, &*call)? {
                 self.stream.set_timeouts(Some(t), None)?;
                 self.read_timeout = t;
             }

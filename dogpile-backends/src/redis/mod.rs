@@ -122,6 +122,7 @@ mod connection;
 mod lock;
 mod pool;
 mod resp;
+mod subscription;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -565,6 +566,28 @@ impl CacheBackend for RedisBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities::new()
             .lock_key_prefix(self.shared.lock.as_ref().map(|lock| lock.prefix.clone()))
+    }
+
+    fn publish(&self, channel: &str, message: &[u8]) -> Result<()> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(message);
+        self.shared.query::<i64>("PUBLISH", &cmd).map(drop)
+    }
+
+    /// Subscribes on a connection of its own to the server; `None` for a cluster.
+    fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<Option<Box<dyn dogpile_core::backend::Subscription>>> {
+        match &self.shared.pools {
+            Pools::Server(pool) => {
+                let describe = &self.shared.describe;
+                let subscribed =
+                    subscription::RedisSubscription::open(pool.connector(), channel, describe)?;
+                Ok(Some(Box::new(subscribed)))
+            }
+            Pools::Cluster(_) => Ok(None),
+        }
     }
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn CacheMutex>> {

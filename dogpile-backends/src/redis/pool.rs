@@ -252,6 +252,11 @@ impl<C: Connect> Pool<C> {
         }
     }
 
+    /// The connector, to open a connection outside the pool (a subscription's).
+    pub(crate) fn connector(&self) -> &C {
+        &self.opener.connector
+    }
+
     /// A pooled connection: an idle one, or the first the pool has within the timeout;
     /// for a connector that [fails fast](Connect::fails_fast), a connect that fails
     /// meanwhile ends the wait with its error (see the [module docs](self)).

@@ -197,6 +197,17 @@ impl Replies {
         Ok(&mut self.buf[self.reading..])
     }
 
+    /// A read into [`room`](Self::room) failed: true (and the buffer emptied again) when no
+    /// byte of a reply had arrived before it, so the connection is still in step.
+    pub(crate) fn nothing_received(&mut self) -> bool {
+        if self.start == 0 && self.reading == 0 {
+            self.buf.clear();
+            true
+        } else {
+            false
+        }
+    }
+
     /// The read into [`room`](Self::room) got `n` bytes (zero: the server closed the
     /// connection).
     pub(crate) fn filled(&mut self, call: &mut Call, n: usize) -> RedisResult<()> {

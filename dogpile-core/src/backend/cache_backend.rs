@@ -94,6 +94,21 @@ pub trait CacheBackend: Send + Sync + 'static {
         Capabilities::new()
     }
 
+    /// Sends `message` to every process subscribed to `channel` on this backend's servers
+    /// (redis: `PUBLISH`). The default sends nothing: other processes find out by polling.
+    fn publish(&self, _channel: &str, _message: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    /// A subscription to `channel` on this backend's servers (redis: `SUBSCRIBE`), or
+    /// `None` (the default) for a backend whose servers push nothing.
+    ///
+    /// # Errors
+    /// The backend's error when it cannot subscribe (its server is down).
+    fn subscribe(&self, _channel: &str) -> Result<Option<Box<dyn super::Subscription>>> {
+        Ok(None)
+    }
+
     /// This backend's native async twin (redis: its own bounded async connections), which
     /// a region's async methods use instead of this backend. `None` (the default): async
     /// callers call this backend directly when it is

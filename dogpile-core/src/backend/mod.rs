@@ -38,6 +38,7 @@ mod capabilities;
 mod entries;
 mod proxy;
 mod registry;
+mod subscription;
 
 pub use crate::value::Entry;
 pub use arguments::Arguments;
@@ -58,3 +59,4 @@ pub(crate) use registry::create_backend;
 pub use registry::{register_backend, registered_backends, BackendFactory};
 #[doc(hidden)]
 pub use registry::{BuiltinBackend, BUILTIN_BACKENDS};
+pub use subscription::Subscription;

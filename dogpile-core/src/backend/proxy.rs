@@ -252,6 +252,15 @@ impl CacheBackend for Proxied {
         self.proxy.capabilities(&*self.next)
     }
 
+    /// The next backend's channels: a proxy changes values, not who hears of changes.
+    fn publish(&self, channel: &str, message: &[u8]) -> Result<()> {
+        self.next.publish(channel, message)
+    }
+
+    fn subscribe(&self, channel: &str) -> Result<Option<Box<dyn super::Subscription>>> {
+        self.next.subscribe(channel)
+    }
+
     /// Always present: the proxy's async hooks around the next backend's async path.
     #[cfg(feature = "tokio")]
     fn async_twin(&self) -> Option<Arc<dyn AsyncCacheBackend>> {

@@ -24,6 +24,10 @@ struct Fields {
     #[serde(default, deserialize_with = "expiration_time")]
     soft_timeout: Option<Duration>,
     #[serde(default)]
+    shared_invalidation: bool,
+    #[serde(default, deserialize_with = "expiration_time")]
+    invalidation_poll: Option<Duration>,
+    #[serde(default)]
     early_refresh: f64,
     #[serde(default, deserialize_with = "arguments")]
     arguments: BTreeMap<String, String>,
@@ -34,7 +38,7 @@ struct Fields {
 /// Reads a region's configuration from a file's table: `backend` (required),
 /// `expiration_time` (seconds, `-1` for never, or a duration string such as `"10m"` or
 /// `"1h30m"`; absent: never), `stale_if_error` (written the same way; see
-/// [`RegionConfig::stale_if_error`]), `retry_after_error` and `soft_timeout` (likewise), `early_refresh` (a number, see
+/// [`RegionConfig::stale_if_error`]), `retry_after_error`, `soft_timeout` and `invalidation_poll` (likewise), `shared_invalidation` (a boolean), `early_refresh` (a number, see
 /// [`RegionConfig::early_refresh`]), `arguments` (a table of strings, numbers, booleans or lists
 /// of them, which become the string arguments the backend parses; a list becomes a comma
 /// separated string), and `replace_existing_backend` (a boolean).
@@ -57,6 +61,8 @@ impl<'de> Deserialize<'de> for RegionConfig {
             stale_if_error: fields.stale_if_error,
             retry_after_error: fields.retry_after_error,
             soft_timeout: fields.soft_timeout,
+            shared_invalidation: fields.shared_invalidation,
+            invalidation_poll: fields.invalidation_poll,
             early_refresh: fields.early_refresh,
             arguments: fields.arguments,
             replace_existing_backend: fields.replace_existing_backend,
@@ -276,7 +282,7 @@ mod tests {
             (
                 "[r]\nbackend = \"memory\"\nexpire = 3",
                 "unknown field `expire`, expected one of `backend`, `expiration_time`, \
-                 `stale_if_error`, `retry_after_error`, `soft_timeout`, `early_refresh`, `arguments`, \
+                 `stale_if_error`, `retry_after_error`, `soft_timeout`, `shared_invalidation`, `invalidation_poll`, `early_refresh`, `arguments`, \
                  `replace_existing_backend`",
             ),
             (

@@ -4,7 +4,6 @@
 //! the engine's (`crate::engine`).
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::warnings::RegionWarnings;
 
 mod blocking;
 pub(crate) mod failures;
+pub(crate) mod invalidation;
 pub(crate) mod io;
 mod name;
 #[cfg(feature = "tokio")]
@@ -279,9 +279,28 @@ impl CacheRegion {
                 self.inner.stats.name_region(name);
             }
         }
+        let shared_invalidation = match config.shared_invalidation {
+            false => None,
+            true if !self.inner.name.is_named() => {
+                return Err(Error::InvalidRegionOption {
+                    option: "shared_invalidation".into(),
+                    reason: "the region has no name, and processes share an invalidation by \
+                             region name: build it with CacheRegion::named or \
+                             CacheRegion::builder().name(..), or configure it from a prefixed \
+                             configuration"
+                        .into(),
+                });
+            }
+            true => Some(invalidation::Shared::new(
+                &self.inner.name,
+                config
+                    .invalidation_poll
+                    .unwrap_or(invalidation::DEFAULT_POLL),
+            )),
+        };
         tracing::debug!(region = %self.inner.name, backend = %backend_name, "region configured");
         let capabilities = backend.capabilities();
-        self.inner.configured.store(Some(Arc::new(Configured {
+        let configured = Arc::new(Configured {
             stores_objects: capabilities.stores_objects,
             stores_nothing: capabilities.stores_nothing,
             lock_key_prefix: capabilities.lock_key_prefix,
@@ -296,8 +315,11 @@ impl CacheRegion {
             stale_if_error: config.stale_if_error,
             retry_after_error: config.retry_after_error,
             soft_timeout: config.soft_timeout,
+            shared_invalidation,
             early_refresh: config.early_refresh,
-        })));
+        });
+        invalidation::watch(&configured, &self.inner.invalidation);
+        self.inner.configured.store(Some(configured));
         Ok(self)
     }
 
@@ -371,24 +393,33 @@ impl CacheRegion {
         self.inner.locks.is_locked(&self.inner.mangle(key))
     }
 
-    /// Invalidates every value created before now, without touching the backend.
+    /// Invalidates every value created before now, without touching the values.
     ///
     /// Hard: such values are absent. Soft: they are expired, so `get_or_create` callers
     /// keep getting the old value while one of them regenerates (`get` returns `None`).
     ///
+    /// As dogpile.cache's, it reaches this region in this process only, unless the region
+    /// is configured with [`shared_invalidation`](RegionConfig::shared_invalidation): then
+    /// it is recorded in the backend and reaches every process whose region has this name
+    /// on the same backend.
+    ///
     /// # Errors
     /// [`Error::SoftInvalidationWithoutExpiration`] for a soft invalidation of a region
-    /// that has no expiration time.
+    /// that has no expiration time; with `shared_invalidation`, the backend's error when
+    /// the record cannot be written (this process is invalidated all the same).
     pub fn invalidate(&self, hard: bool) -> Result<()> {
         if !hard && self.expiration_time().is_none() {
             return Err(Error::SoftInvalidationWithoutExpiration {
                 region: self.inner.name.to_string(),
             });
         }
-        self.inner.hard_invalidated.store(hard, Ordering::SeqCst);
-        self.inner
-            .invalidated_at
-            .store(self.inner.clock.now().to_bits(), Ordering::SeqCst);
+        let at = self.inner.clock.now();
+        self.inner.invalidation.set(at, hard);
+        if let Some(cfg) = &*self.inner.configured.load() {
+            if let Some(shared) = &cfg.shared_invalidation {
+                shared.write(&*cfg.backend, at, hard)?;
+            }
+        }
         Ok(())
     }
 }

@@ -24,6 +24,11 @@ impl RegionName {
         self.0.set(name.to_owned()).is_ok()
     }
 
+    /// Whether the region has a name (given, or taken from its configuration).
+    pub(crate) fn is_named(&self) -> bool {
+        self.0.get().is_some()
+    }
+
     /// The name, or `<unnamed>`.
     #[inline]
     pub(crate) fn as_str(&self) -> &str {

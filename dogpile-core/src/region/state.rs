@@ -5,7 +5,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::key::{FunctionKeyGenerator, KeyMangler};
 use crate::lock::local::{Handed, KeyLocks};
 use crate::region::failures::Failures;
+use crate::region::invalidation::Invalidation;
 use crate::region::name::{RegionName, UNNAMED};
 use crate::region::options::{CreateOptions, Expiration};
 use crate::runner::AsyncCreationRunner;
@@ -40,8 +40,8 @@ pub(crate) struct RegionState {
     pub(crate) time_budget: Duration,
     pub(crate) configured: ArcSwapOption<Configured>,
     pub(crate) configure_lock: Mutex<()>,
-    pub(crate) invalidated_at: AtomicU64,
-    pub(crate) hard_invalidated: AtomicBool,
+    /// When values were last invalidated (by this process, or another sharing it).
+    pub(crate) invalidation: Arc<Invalidation>,
     pub(crate) locks: Arc<KeyLocks>,
     pub(crate) stats: Arc<StatsRecorder>,
     pub(crate) warnings: Arc<RegionWarnings>,
@@ -63,6 +63,8 @@ pub(crate) struct Configured {
     pub(crate) retry_after_error: Option<Duration>,
     /// See [`RegionConfig::soft_timeout`](crate::RegionConfig::soft_timeout).
     pub(crate) soft_timeout: Option<Duration>,
+    /// See [`RegionConfig::shared_invalidation`](crate::RegionConfig::shared_invalidation).
+    pub(crate) shared_invalidation: Option<crate::region::invalidation::Shared>,
     /// See [`RegionConfig::early_refresh`](crate::RegionConfig::early_refresh); 0: off.
     pub(crate) early_refresh: f64,
     pub(crate) stores_objects: bool,
@@ -125,8 +127,7 @@ impl RegionState {
             time_budget: DEFAULT_TIME_BUDGET,
             configured: ArcSwapOption::empty(),
             configure_lock: Mutex::new(()),
-            invalidated_at: AtomicU64::new(0),
-            hard_invalidated: AtomicBool::new(false),
+            invalidation: Arc::default(),
             locks: Arc::default(),
             stats: Arc::new(StatsRecorder::new(UNNAMED)),
             warnings: Arc::default(),
@@ -370,8 +371,7 @@ impl RegionState {
 
     #[inline]
     pub(crate) fn invalidation(&self) -> Option<(f64, bool)> {
-        let at = f64::from_bits(self.invalidated_at.load(Ordering::SeqCst));
-        (at > 0.0).then(|| (at, self.hard_invalidated.load(Ordering::SeqCst)))
+        self.invalidation.get()
     }
 
     #[inline]
