@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Makes sure redis-server, redis-cli and memcached are
-# installed (Debian packages, installed with apt-get when missing); the tests start their
-# own servers on free loopback ports and stop them.
+# Runs the whole test suite. Makes sure redis-server, redis-cli, memcached and Python's
+# dogpile.cache are installed (Debian packages, installed with apt-get when missing); the
+# tests start their own servers on free loopback ports and stop them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +11,11 @@ command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v memcached >/dev/null || missing+=(memcached)
 # The redis TLS tests make their certificates with it.
 command -v openssl >/dev/null || missing+=(openssl)
+# The shared-invalidation tests run Python's dogpile.cache (Debian's packages) beside Rust.
+/usr/bin/python3 -c "import dogpile.cache, redis" 2>/dev/null ||
+  missing+=(python3 python3-dogpile.cache python3-redis)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]} (needed by the redis and memcached tests)" >&2
+  echo "installing ${missing[*]} (needed by the redis, memcached and Python interop tests)" >&2
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
