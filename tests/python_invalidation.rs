@@ -100,7 +100,10 @@ fn rust_region(server: &RedisServer, name: &str) -> CacheRegion {
 fn until(seen: impl Fn() -> bool) -> Duration {
     let started = Instant::now();
     while !seen() {
-        assert!(started.elapsed() < Duration::from_secs(5), "never seen within 5 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never seen within 5 s"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     started.elapsed()
@@ -115,7 +118,10 @@ fn python_invalidates_rust_hard_and_soft() {
         py(server, name, &["invalidate", how]);
         // Pushed (the Rust region polls once a minute).
         let took = until(|| region.get::<u32>("k").unwrap().is_none());
-        assert!(took < Duration::from_millis(100), "{how}: seen after {took:?}");
+        assert!(
+            took < Duration::from_millis(100),
+            "{how}: seen after {took:?}"
+        );
         assert_eq!(region.get_or_create("k", || 2u32).unwrap(), 2, "{how}");
     }
 }

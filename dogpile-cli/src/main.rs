@@ -30,7 +30,8 @@ use dogpile::value::{CachedValue, Metadata, VALUE_VERSION};
 use dogpile::RegionConfig;
 use serde_json::{json, Value};
 
-/// Look inside a dogpile cache region: show, list, delete and purge keys, ping its backend.
+/// Look inside a dogpile cache region: show, list, delete and purge keys, ping its backend,
+/// invalidate it in every process that shares its invalidation.
 ///
 /// REGION is a region name of the `--config` file, or a backend URL: `redis://host:port/db`,
 /// `rediss://host:port` (TLS), `memcache://host:port[,host:port...]`, `file:///path/to/store`.
@@ -88,6 +89,16 @@ enum Command {
     Ping {
         /// A region name of the config file, or a backend URL.
         region: String,
+    },
+    /// Invalidates a region of the config file in every process that shares its
+    /// invalidation (`shared_invalidation = true`): hard (values are absent) unless `--soft`
+    /// (values are stale: one caller regenerates while the others get the old value).
+    Invalidate {
+        /// A region name of the config file.
+        region: String,
+        /// A soft invalidation (needs the region's `expiration_time`).
+        #[arg(long)]
+        soft: bool,
     },
     /// Deletes every key matching a glob pattern, after asking (unless `--yes`).
     Purge {
@@ -148,6 +159,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
             limit,
         } => list(cli, &open(cli, region)?, pattern, *limit),
         Command::Ping { region } => ping(cli, &open(cli, region)?),
+        Command::Invalidate { region, soft } => invalidate(cli, region, *soft),
         Command::Purge {
             region,
             pattern,
@@ -452,6 +464,38 @@ fn ping(cli: &Cli, region: &Region) -> Result<u8, Failure> {
             region.name,
             rtt.as_secs_f64() * 1e3
         );
+    }
+    Ok(0)
+}
+
+/// Invalidates the region named `name` everywhere: the shared record its processes read.
+fn invalidate(cli: &Cli, name: &str, soft: bool) -> Result<u8, Failure> {
+    if name.contains("://") {
+        return Err(Failure::error(format!(
+            "`{name}`: invalidation is by region name; give a region of the --config file"
+        )));
+    }
+    let config = region_config(cli, name)?;
+    if !config.shares_invalidation() {
+        return Err(Failure::error(format!(
+            "region `{name}` does not share its invalidation (set `shared_invalidation = true` \
+             in its table, in the applications' file too): an invalidation from here would \
+             reach no process"
+        )));
+    }
+    let region = dogpile::CacheRegion::named(name);
+    region
+        .configure(config)
+        .and_then(|region| region.invalidate(!soft))
+        .map_err(|e| Failure::error(format!("region `{name}`: {e}")))?;
+    let kind = if soft { "soft" } else { "hard" };
+    if cli.json {
+        println!(
+            "{}",
+            json!({ "region": name, "invalidated": kind, "at": now() })
+        );
+    } else {
+        println!("region `{name}` invalidated ({kind}) in every process sharing it");
     }
     Ok(0)
 }

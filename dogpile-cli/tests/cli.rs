@@ -365,3 +365,55 @@ fn usage_errors() {
     assert_eq!(code(&keys), 1);
     assert!(String::from_utf8_lossy(&keys.stderr).contains("cannot list"));
 }
+
+/// `dogpile invalidate` reaches a running process's region that shares its invalidation:
+/// a hard one makes its values absent, a soft one stale; a region that does not share it,
+/// or a URL, is refused.
+#[test]
+fn invalidate_reaches_a_running_region() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = write_config(
+        dir.path(),
+        &format!(
+            "[users]\nbackend = \"redis\"\nexpiration_time = 600\nshared_invalidation = true\n\
+             arguments = {{ url = \"{url}\" }}\n\
+             [local]\nbackend = \"redis\"\narguments = {{ url = \"{url}\" }}\n",
+            url = server.url()
+        ),
+    );
+    // The application's region, as it would be configured from the same file.
+    let app = CacheRegion::named("users");
+    app.configure(
+        RegionConfig::new("redis")
+            .argument("url", server.url())
+            .expiration_time(Duration::from_secs(600))
+            .shared_invalidation(true),
+    )
+    .unwrap();
+    for how in [
+        &["invalidate", "users"][..],
+        &["invalidate", "users", "--soft"],
+    ] {
+        app.set("k", &1u32).unwrap();
+        thread::sleep(Duration::from_millis(5));
+        let mut args = vec!["--config", &config_path];
+        args.extend_from_slice(how);
+        let out = dogpile(&args);
+        assert_eq!(code(&out), 0, "{out:?}");
+        assert!(stdout(&out).contains("invalidated"), "{out:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while app.get::<u32>("k").unwrap().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how:?} never reached the app"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let refused = dogpile(&["--config", &config_path, "invalidate", "local"]);
+    assert_eq!(code(&refused), 1, "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not share"));
+    let by_url = dogpile(&["invalidate", &server.url()]);
+    assert_eq!(code(&by_url), 1, "{by_url:?}");
+}

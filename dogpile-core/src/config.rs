@@ -246,6 +246,11 @@ impl RegionConfig {
         self.expiration_time
     }
 
+    /// Whether [`shared_invalidation`](Self::shared_invalidation) is on.
+    pub fn shares_invalidation(&self) -> bool {
+        self.shared_invalidation
+    }
+
     /// Builds this configuration's backend (its proxies applied) without configuring a
     /// region: for tools that read or list a region's stored bytes as they are (the
     /// `dogpile` command). An application configures a region instead.
