@@ -49,6 +49,7 @@ use dogpile_core::Result;
 use redis::{FromRedisValue, RedisResult, Value};
 
 use super::lock::RedisLock;
+use super::near::Lookup;
 use super::pool::{AsyncPool, Failure};
 use super::{reply_count, wrong_type_is_miss, Shared};
 
@@ -133,37 +134,55 @@ impl Shared {
 #[async_trait]
 impl AsyncCacheBackend for AsyncRedis {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let ticket = match self.shared.near_lookup(key) {
+            Lookup::Hit(value) => return Ok(Some(value)),
+            Lookup::Miss(ticket) => ticket,
+        };
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        self.shared
+        let value: Option<Vec<u8>> = self
+            .shared
             .request_async("GET", &cmd.get_packed_command(), (0, 1), |values| {
                 wrong_type_is_miss(key, one(values))
             })
-            .await
+            .await?;
+        self.shared.near_fill(key, ticket, value.as_deref());
+        Ok(value)
     }
 
     async fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
         self.shared.check_size(key, &value)?;
         let cmd = self.shared.set_cmd(key, &value);
-        self.shared.query_async("SET", &cmd).await
+        let set = self.shared.query_async("SET", &cmd).await;
+        self.shared.near_forget([key]);
+        set
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key);
-        self.shared.query_async("DEL", &cmd).await
+        let deleted = self.shared.query_async("DEL", &cmd).await;
+        self.shared.near_forget([key]);
+        deleted
     }
 
     async fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let tickets = match self.shared.near_lookup_multi(keys) {
+            Ok(values) => return Ok(values),
+            Err(tickets) => tickets,
+        };
         let packed = redis::cmd("MGET").arg(keys).get_packed_command();
-        self.shared
+        let values = self
+            .shared
             .request_async("MGET", &packed, (0, 1), |values| {
                 reply_count(keys.len(), one(values)?)
             })
-            .await
+            .await?;
+        self.shared.near_fill_multi(keys, &tickets, &values);
+        Ok(values)
     }
 
     async fn set_multi(&self, items: Vec<(&str, Vec<u8>)>) -> Result<()> {
@@ -172,22 +191,30 @@ impl AsyncCacheBackend for AsyncRedis {
         }
         let mut pipe = redis::pipe();
         let count = items.len();
+        let items_keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
         for (key, value) in items {
             self.shared.check_size(key, &value)?;
             pipe.add_command(self.shared.set_cmd(key, &value));
         }
-        self.shared
+        let keys: Vec<&str> = items_keys;
+        let set = self
+            .shared
             .exec_pipeline_async("SET (pipeline)", &pipe, count)
-            .await
+            .await;
+        self.shared.near_forget(keys);
+        set
     }
 
     async fn delete_multi(&self, keys: &[&str]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
-        self.shared
+        let deleted = self
+            .shared
             .query_async("DEL", redis::cmd("DEL").arg(keys))
-            .await
+            .await;
+        self.shared.near_forget(keys.iter().copied());
+        deleted
     }
 
     fn get_mutex(&self, key: &str) -> Option<Box<dyn AsyncCacheMutex>> {

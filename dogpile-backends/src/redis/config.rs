@@ -252,11 +252,20 @@ fn check_node_tls(args: &Arguments, argument: &str, n: usize, node: &str) -> Res
 /// `redis`: one server, from `url` or `host`/`port`/`db`.
 pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-    let mut own = vec!["url", "host", "port", "db", "dead_retry"];
+    let mut own = vec![
+        "url",
+        "host",
+        "port",
+        "db",
+        "dead_retry",
+        "near_cache",
+        "near_cache_max_entries",
+    ];
     #[cfg(feature = "tls")]
     own.extend_from_slice(super::tls::ARGUMENTS);
     args.check_known(&known(&own))?;
     let common = common(args, false)?;
+    let timeout = common.timeout;
     let db = args.parse::<i64>("db")?;
     let info = match args.get("url") {
         Some(url) => {
@@ -316,6 +325,19 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     {
         shared.async_pool = Some(async_pool);
     }
+    let max_entries = args.parse::<u64>("near_cache_max_entries")?;
+    if args.bool("near_cache")?.unwrap_or(false) {
+        let max_entries = max_entries.unwrap_or(super::near::DEFAULT_MAX_ENTRIES);
+        shared.near = Some(
+            super::near::Near::new(max_entries, timeout)
+                .map_err(|_| args.invalid("near_cache_max_entries", "must be at least 1"))?,
+        );
+    } else if max_entries.is_some() {
+        return Err(args.invalid(
+            "near_cache_max_entries",
+            "applies with `near_cache = true` only",
+        ));
+    }
     Ok(shared)
 }
 
@@ -367,6 +389,7 @@ fn settings(describe: String, pools: Pools, common: Common) -> Shared {
         pools,
         expiration: common.expiration,
         lock: common.lock,
+        near: None,
         #[cfg(feature = "tokio")]
         async_pool: None,
     }

@@ -208,7 +208,7 @@ impl Connection {
         if !self.open {
             return Err(not_connected());
         }
-        let mut call = Call::new(&self.limits, Instant::now() + wait, 0, 1);
+        let mut call = Call::new(&self.limits, Instant::now() + wait, 0, 1).listening();
         match self.receive(&mut call) {
             Ok(mut values) => Ok(values.pop()),
             Err(error) if error.is_timeout() && self.replies.nothing_received() => Ok(None),
@@ -217,6 +217,20 @@ impl Connection {
                 Err(error)
             }
         }
+    }
+
+    /// Sends `packed` to a subscribed connection (a `PING`), within `socket_timeout`; its
+    /// reply comes with the pushed messages, to [`listen`](Self::listen).
+    pub(crate) fn send_only(&mut self, packed: &[u8]) -> RedisResult<()> {
+        if !self.open {
+            return Err(not_connected());
+        }
+        let call = Call::new(&self.limits, Instant::now() + self.limits.timeout, 0, 0);
+        let sent = self.send(packed, &call);
+        if sent.is_err() {
+            self.open = false;
+        }
+        sent
     }
 
     /// Reads the replies `call` asks for, before its deadline and within its budget.

@@ -39,6 +39,8 @@
 //! | `ssl_certfile`, `ssl_keyfile` | | with `rediss://`: the client certificate (PEM, with its chain) and its private key, for servers that require one (`tls-auth-clients yes`) |
 //! | `ssl_cert_reqs` | `required` | with `rediss://`: `none` accepts any server certificate (encrypted, but open to a man in the middle; as `#insecure`) |
 //! | `dead_retry` | `5` | seconds a server found unreachable (a failed connection, a timeout) is left alone: its commands fail at once meanwhile instead of each waiting `socket_timeout`; then one caller tries it again, and the first success marks it up. `0` tries it on every command (memcached's argument of the same name) |
+//! | `near_cache` | `false` | keep values read in this process's memory and serve them from there, kept coherent by the server's client-side caching (`CLIENT TRACKING ... BCAST`): a write by any process reaches the near cache within a round trip, and the near cache is emptied and bypassed whenever its tracking connection is lost or stalls (see the `near` module for the consistency model). Needs redis 6 or later |
+//! | `near_cache_max_entries` | `10000` | with `near_cache`: the most keys kept in memory (the bounded memory store's S3-FIFO eviction) |
 //!
 //! `redis_cluster`: `url`, the cluster's nodes as a comma-separated list of URLs or
 //! `host:port` (`startup_nodes` is a synonym); one reachable node is enough to discover the
@@ -120,6 +122,7 @@ mod async_connection;
 mod config;
 mod connection;
 mod lock;
+mod near;
 mod pool;
 mod resp;
 mod subscription;
@@ -186,6 +189,8 @@ pub(crate) struct Shared {
     /// Up, or down for `dead_retry` (one server; a cluster's nodes are the cluster
     /// client's business).
     pub(crate) health: Health,
+    /// The near cache (`near_cache`; see the `near` module).
+    pub(crate) near: Option<near::Near>,
     /// The async connections to the one server (`redis`; `None`: async callers go through
     /// tokio's blocking pool, see the `async_backend` module).
     #[cfg(feature = "tokio")]
@@ -363,9 +368,9 @@ fn reply_count(asked: usize, values: Vec<Option<Vec<u8>>>) -> RedisResult<Vec<Op
 
 impl RedisBackend {
     fn new(shared: Shared) -> Self {
-        RedisBackend {
-            shared: Arc::new(shared),
-        }
+        let shared = Arc::new(shared);
+        near::start(&shared);
+        RedisBackend { shared }
     }
 
     /// The `redis` backend (one server) from its arguments (see the [module docs](self)).
@@ -426,44 +431,46 @@ impl std::fmt::Debug for RedisBackend {
 
 impl CacheBackend for RedisBackend {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let ticket = match self.shared.near_lookup(key) {
+            near::Lookup::Hit(value) => return Ok(Some(value)),
+            near::Lookup::Miss(ticket) => ticket,
+        };
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        self.shared.run("GET", |mut conn| {
+        let value: Option<Vec<u8>> = self.shared.run("GET", |mut conn| {
             wrong_type_is_miss(key, cmd.query(conn.as_dyn()))
-        })
+        })?;
+        self.shared.near_fill(key, ticket, value.as_deref());
+        Ok(value)
     }
 
     fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
         self.shared.check_size(key, &value)?;
         let cmd = self.shared.set_cmd(key, &value);
-        self.shared.query("SET", &cmd)
+        let set = self.shared.query("SET", &cmd);
+        self.shared.near_forget([key]);
+        set
     }
 
     fn delete(&self, key: &str) -> Result<()> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key);
-        self.shared.query("DEL", &cmd)
+        let deleted = self.shared.query("DEL", &cmd);
+        self.shared.near_forget([key]);
+        deleted
     }
 
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.shared.run("MGET", |conn| {
-            let values: Vec<Option<Vec<u8>>> = match conn {
-                Conn::Server(conn) => redis::cmd("MGET").arg(keys).query(conn)?,
-                Conn::Cluster(conn) => {
-                    // MGET across slots would be split per slot, one round trip each: a
-                    // pipeline of GETs is one round trip per node, all nodes at once.
-                    let mut pipe = cluster_pipe();
-                    for key in keys {
-                        pipe.cmd("GET").arg(*key);
-                    }
-                    pipe.query(conn)?
-                }
-            };
-            reply_count(keys.len(), values)
-        })
+        let tickets = match self.shared.near_lookup_multi(keys) {
+            Ok(values) => return Ok(values),
+            Err(tickets) => tickets,
+        };
+        let values = mget(&self.shared, keys)?;
+        self.shared.near_fill_multi(keys, &tickets, &values);
+        Ok(values)
     }
 
     fn set_multi(&self, items: Vec<(&str, Vec<u8>)>) -> Result<()> {
@@ -474,7 +481,7 @@ impl CacheBackend for RedisBackend {
         for (key, value) in &items {
             shared.check_size(key, value)?;
         }
-        shared.run("SET (pipeline)", |conn| match conn {
+        let set = shared.run("SET (pipeline)", |conn| match conn {
             Conn::Server(conn) => {
                 let mut pipe = redis::pipe();
                 for (key, value) in &items {
@@ -489,7 +496,9 @@ impl CacheBackend for RedisBackend {
                 }
                 pipe.exec(conn)
             }
-        })
+        });
+        shared.near_forget(items.iter().map(|(key, _)| *key));
+        set
     }
 
     /// `SCAN` with `MATCH` (and `COUNT 1000`), one round trip per batch; on a cluster, on
@@ -545,7 +554,7 @@ impl CacheBackend for RedisBackend {
         if keys.is_empty() {
             return Ok(());
         }
-        self.shared.run("DEL", |conn| match conn {
+        let deleted = self.shared.run("DEL", |conn| match conn {
             Conn::Server(conn) => redis::cmd("DEL").arg(keys).exec(conn),
             Conn::Cluster(conn) => {
                 let mut pipe = cluster_pipe();
@@ -554,7 +563,9 @@ impl CacheBackend for RedisBackend {
                 }
                 pipe.exec(conn)
             }
-        })
+        });
+        self.shared.near_forget(keys.iter().copied());
+        deleted
     }
 
     #[cfg(feature = "tokio")]
@@ -610,4 +621,23 @@ pub(crate) fn redis_cluster(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
 
 pub(crate) fn redis_sentinel(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(RedisBackend::sentinel_from_arguments(args)?))
+}
+
+/// The values of `keys` from redis in one round trip (one per node on a cluster).
+fn mget(shared: &Shared, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+    shared.run("MGET", |conn| {
+        let values: Vec<Option<Vec<u8>>> = match conn {
+            Conn::Server(conn) => redis::cmd("MGET").arg(keys).query(conn)?,
+            Conn::Cluster(conn) => {
+                // MGET across slots would be split per slot, one round trip each: a
+                // pipeline of GETs is one round trip per node, all nodes at once.
+                let mut pipe = cluster_pipe();
+                for key in keys {
+                    pipe.cmd("GET").arg(*key);
+                }
+                pipe.query(conn)?
+            }
+        };
+        reply_count(keys.len(), values)
+    })
 }

@@ -57,6 +57,9 @@ pub(crate) struct Call {
     count: usize,
     /// Replies read so far.
     seen: usize,
+    /// A subscribed connection's read: bytes after the replies are the next pushed
+    /// messages, kept for the next read rather than refused.
+    listening: bool,
 }
 
 impl Call {
@@ -68,7 +71,14 @@ impl Call {
             skip,
             count,
             seen: 0,
+            listening: false,
         }
+    }
+
+    /// The same call on a subscribed connection (see `listening`).
+    pub(crate) fn listening(mut self) -> Call {
+        self.listening = true;
+        self
     }
 
     /// The time left before the deadline, or the timeout error if there is none.
@@ -165,6 +175,9 @@ impl Replies {
             call.budget = budget;
             self.start = end;
             call.seen += 1;
+        }
+        if self.start < self.buf.len() && call.listening {
+            return Ok(None);
         }
         if self.start < self.buf.len() {
             // More than was asked for: the server is out of step with its requests.
