@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use dogpile::{CacheRegion, Error, RegionConfig};
 use memcached_server::MemcachedServer;
-use redis_server::RedisServer;
+use redis_server::{RedisCluster, RedisServer};
 
 /// A region named `name`, sharing its invalidation, on `backend` at `url`.
 fn region(name: &str, config: impl Fn() -> RegionConfig) -> CacheRegion {
@@ -133,6 +133,13 @@ fn memcached_polls_an_invalidation_within_2_5_s() {
         false,
         Duration::from_millis(2500),
     );
+}
+
+#[test]
+fn a_redis_cluster_polls_an_invalidation_within_2_5_s() {
+    let url = RedisCluster::shared().url();
+    let cluster = move || RegionConfig::new("redis_cluster").argument("url", url.clone());
+    one_invalidates_the_other("inv-cluster", &cluster, true, Duration::from_millis(2500));
 }
 
 #[test]
