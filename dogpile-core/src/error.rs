@@ -90,7 +90,13 @@ pub enum Error {
     /// The call's time budget ran out while it waited for the dogpile lock.
     #[error(
         "timed out after {waited:?} waiting for the dogpile lock on key `{key}` of region \
-         `{region}` (the call's time_budget, or the backend's lock_blocking_timeout)"
+         `{region}` (the call's time_budget, or the backend's lock_blocking_timeout){}",
+        if *in_runtime {
+            "; this blocking call ran inside a tokio runtime, where its waiting blocks an \
+             executor thread: call the _async method there"
+        } else {
+            ""
+        }
     )]
     LockTimeout {
         /// The region's name.
@@ -99,6 +105,8 @@ pub enum Error {
         key: String,
         /// How long the caller waited.
         waited: Duration,
+        /// The call was a blocking one made inside a tokio runtime.
+        in_runtime: bool,
     },
 
     /// The creator of this key, run by another caller of this process whose creation this
@@ -115,6 +123,20 @@ pub enum Error {
         key: String,
         /// The creator's error, as text.
         message: String,
+    },
+
+    /// An async method ran outside a tokio runtime on a backend that async code reaches
+    /// through tokio (its sockets, timers or blocking pool).
+    #[error(
+        "region `{region}`: backend `{backend}` is reached from async code through tokio, and \
+         this call runs outside a tokio runtime; call it within one (#[tokio::main], \
+         Runtime::block_on, or Handle::enter), or use the region's blocking methods"
+    )]
+    NoTokioRuntime {
+        /// The region's name.
+        region: String,
+        /// The backend's name.
+        backend: String,
     },
 
     /// Soft invalidation needs an expiration time to compare against.

@@ -81,6 +81,11 @@ pub(crate) trait Io: 'static {
     /// Releases a held lock, handing `object` to the callers of this process waiting on
     /// its key first.
     fn hand_off(handle: Self::Handle, object: Option<Handed>) -> impl Future<Output = ()>;
+    /// A call's error, with what this face knows of why (the blocking face: a lock timeout
+    /// inside a tokio runtime).
+    fn explain(error: Error) -> Error {
+        error
+    }
 }
 
 /// What a call's creator or the cache failed with.
@@ -382,7 +387,7 @@ where
                 }
                 return Ok(value);
             }
-            Step::Fail(error) => return Err(CreateError::Cache(error)),
+            Step::Fail(error) => return Err(CreateError::Cache(IO::explain(error))),
             Step::Read => machine.read(IO::read(region, &cfg, key).await),
             Step::TryLock | Step::WaitLock => {
                 let wait = matches!(step, Step::WaitLock);
@@ -523,7 +528,7 @@ where
     let Settled {
         mut values,
         creating,
-    } = batch.settle()?;
+    } = batch.settle().map_err(IO::explain)?;
     if !creating.is_empty() {
         let (indices, handles): (Vec<usize>, Vec<Option<IO::Handle>>) =
             creating.into_iter().unzip();

@@ -404,6 +404,7 @@ impl<'a, T> Machine<'a, T> {
                 region: self.signals.region.to_owned(),
                 key: self.key.to_owned(),
                 waited,
+                in_runtime: false,
             }),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::driver::Io;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock::distributed::{acquire_until, CacheMutex};
 use crate::lock::handle::LockHandle;
 use crate::lock::local::{Handed, KeyGuard, LocalWait, Waiter};
@@ -90,6 +90,7 @@ impl Io for BlockingIo {
     }
 
     async fn wait_local(waiter: Waiter, deadline: Instant) -> LocalWait {
+        warn_if_in_runtime();
         waiter.wait_until(deadline)
     }
 
@@ -102,6 +103,7 @@ impl Io for BlockingIo {
     }
 
     async fn acquire_until(mutex: &Box<dyn CacheMutex>, deadline: Instant) -> Result<bool> {
+        warn_if_in_runtime();
         acquire_until(&**mutex, deadline)
     }
 
@@ -119,6 +121,46 @@ impl Io for BlockingIo {
             None => drop(handle),
         }
     }
+
+    fn explain(error: Error) -> Error {
+        match error {
+            Error::LockTimeout {
+                region,
+                key,
+                waited,
+                ..
+            } => Error::LockTimeout {
+                region,
+                key,
+                waited,
+                in_runtime: in_runtime(),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Whether this thread runs inside a tokio runtime.
+fn in_runtime() -> bool {
+    #[cfg(feature = "tokio")]
+    return tokio::runtime::Handle::try_current().is_ok();
+    #[cfg(not(feature = "tokio"))]
+    false
+}
+
+/// A blocking call about to wait for the dogpile lock inside a tokio runtime blocks an
+/// executor thread for as long as it waits: said once per process.
+fn warn_if_in_runtime() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if in_runtime() {
+        SAID.call_once(|| {
+            tracing::warn!(
+                "a blocking dogpile call waits for the dogpile lock inside a tokio runtime: it \
+                 blocks an executor thread while it waits (up to its time budget); call the \
+                 region's _async methods from async code"
+            );
+        });
+    }
 }
 
 /// The async face's I/O: the backend's async path, and waits that yield to the runtime.
@@ -131,8 +173,19 @@ impl Io for AsyncIo {
     type Handle = crate::lock::handle::AsyncLockHandle;
     type Mutex = Box<dyn crate::lock::distributed::AsyncCacheMutex>;
 
+    /// The configuration, and a tokio runtime to reach its backend with: a backend that
+    /// async code reaches through tokio fails with [`Error::NoTokioRuntime`] outside one,
+    /// rather than panicking inside tokio. A store that never blocks (memory) works under
+    /// any executor.
     fn configured(region: &RegionState) -> Result<Arc<Configured>> {
-        region.configured_arc()
+        let cfg = region.configured_arc()?;
+        if !cfg.nonblocking && tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoTokioRuntime {
+                region: region.name.to_string(),
+                backend: cfg.backend_name.clone(),
+            });
+        }
+        Ok(cfg)
     }
 
     async fn read<T: Cacheable>(
@@ -178,6 +231,18 @@ impl Io for AsyncIo {
     }
 
     async fn wait_local(waiter: Waiter, deadline: Instant) -> LocalWait {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Another executor (a memory region: see `configured`): no tokio timer to wait
+            // with, so this thread waits, as the blocking face does.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "an async dogpile call waits for the dogpile lock outside a tokio runtime: \
+                     it blocks its thread while it waits (within its time budget)"
+                );
+            });
+            return BlockingIo::wait_local(waiter, deadline).await;
+        }
         let deadline = tokio::time::Instant::from_std(deadline);
         waiter
             .wait_with(|listener| async move {

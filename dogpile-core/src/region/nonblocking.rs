@@ -155,7 +155,8 @@ impl CacheRegion {
     /// As [`get_or_create_async`](Self::get_or_create_async), but when the value is stale,
     /// the caller that wins the lock returns the stale value at once too, and the creator
     /// runs as a task spawned on the current tokio runtime, which stores the value and
-    /// releases the lock. A missing value is always created by the caller.
+    /// releases the lock. A missing value is always created by the caller. Outside a tokio
+    /// runtime (a memory region under another executor) the caller regenerates first.
     pub async fn get_or_create_in_background_async<T, F, Fut>(
         &self,
         key: &str,
@@ -171,7 +172,13 @@ impl CacheRegion {
         let detach =
             |cfg: &Arc<Configured>, key: &str, creator, handle: Option<AsyncLockHandle>| {
                 let job = Detached::new(region, cfg.clone(), key);
-                tokio::spawn(job.regenerate::<AsyncIo, T, _>(creator, handle));
+                let job = job.regenerate::<AsyncIo, T, _>(creator, handle);
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn(job)),
+                    // Another executor (a memory region): no task to hand it to, so the
+                    // caller regenerates before it answers.
+                    Err(_) => crate::engine::block_on::block_on(job),
+                }
             };
         let options = CreateOptions::new();
         ops::get_or_create::<AsyncIo, T, Error, _, _>(
