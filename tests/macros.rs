@@ -1239,9 +1239,42 @@ fn a_zero_duration_computed_at_run_time_regenerates_on_every_call() {
 
 // ----- failing open ------------------------------------------------------------------------
 
+/// Issue 21, point 3: a forgotten `configure()` is loud in debug builds (and so in tests):
+/// the memoized call panics saying what to do, instead of computing uncached in silence.
+#[cfg(debug_assertions)]
+#[test]
+fn a_forgotten_configure_panics_in_debug_builds() {
+    static FORGOTTEN: LazyLock<CacheRegion> = LazyLock::new(|| CacheRegion::named("forgotten"));
+
+    #[cache_on_arguments(region = "FORGOTTEN")]
+    fn plus_one(n: u32) -> u32 {
+        n + 1
+    }
+
+    #[cache_multi_on_arguments(region = "FORGOTTEN")]
+    fn plus_ones(ns: &[u32]) -> Vec<u32> {
+        ns.iter().map(|n| n + 1).collect()
+    }
+
+    for panicked in [
+        std::panic::catch_unwind(|| plus_one(1)).unwrap_err(),
+        std::panic::catch_unwind(|| plus_ones(&[1])).unwrap_err(),
+    ] {
+        let message = panicked
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(message.contains("region `forgotten`"), "{message}");
+        assert!(message.contains("call configure()"), "{message}");
+    }
+}
+
 #[test]
 fn unconfigured_region_computes_and_siblings_report_it() {
-    static REGION: LazyLock<CacheRegion> = LazyLock::new(CacheRegion::new);
+    // Left unconfigured on purpose: without fail_open(true) a debug build panics here
+    // (`a_forgotten_configure_panics_in_debug_builds`).
+    static REGION: LazyLock<CacheRegion> =
+        LazyLock::new(|| CacheRegion::builder().fail_open(true).build());
     static CALLS: AtomicUsize = AtomicUsize::new(0);
 
     #[cache_on_arguments(region = "REGION")]
@@ -1519,7 +1552,9 @@ fn multi_keys_include_the_other_keyed_arguments() {
 
 #[test]
 fn multi_fails_open_without_running_the_body_twice_for_any_key() {
-    static UNCONFIGURED: LazyLock<CacheRegion> = LazyLock::new(CacheRegion::new);
+    // Left unconfigured on purpose, which a region built with fail_open(true) may be.
+    static UNCONFIGURED: LazyLock<CacheRegion> =
+        LazyLock::new(|| CacheRegion::builder().fail_open(true).build());
     static DOWN: LazyLock<CacheRegion> = LazyLock::new(|| {
         let region = CacheRegion::new();
         region.configure(RegionConfig::with_backend(Down)).unwrap();

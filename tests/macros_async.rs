@@ -153,7 +153,10 @@ async fn two_hundred_concurrent_calls_on_one_key_run_the_body_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconfigured_region_computes_every_call_and_siblings_return_the_error() {
-    static REGION: LazyLock<CacheRegion> = LazyLock::new(CacheRegion::new);
+    // Left unconfigured on purpose, which a region built with fail_open(true) may be (a
+    // debug build panics otherwise).
+    static REGION: LazyLock<CacheRegion> =
+        LazyLock::new(|| CacheRegion::builder().fail_open(true).build());
     static CALLS: AtomicUsize = AtomicUsize::new(0);
 
     #[cache_on_arguments(region = "REGION")]

@@ -751,8 +751,9 @@ fn fail_open_region_computes_when_the_backend_is_down() {
     let open = CacheRegion::builder().fail_open(true).build();
     open.configure_backend(Down, None).unwrap();
     assert_eq!(open.get_or_create("k", || 1u32).unwrap(), 1);
-    // The explicit fail-open call works on an unconfigured region too.
-    let unconfigured = CacheRegion::new();
+    // The explicit fail-open call works on an unconfigured region too (one built with
+    // fail_open(true): otherwise a debug build panics, see tests/macros.rs).
+    let unconfigured = CacheRegion::builder().fail_open(true).build();
     let calls = AtomicUsize::new(0);
     let v: Result<u32, std::convert::Infallible> = dogpile::__private::get_or_create_fail_open(
         &unconfigured,

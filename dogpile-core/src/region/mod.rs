@@ -127,6 +127,12 @@ impl RegionBuilder {
 
     /// With `true`, backend errors are logged and treated as misses (reads) or ignored
     /// (writes), so `get_or_create` always returns the created value. Default `false`.
+    ///
+    /// Memoized functions (`#[cache_on_arguments]`) always fail open on backend errors. On
+    /// a region that was never configured they compute uncached with a warning in release
+    /// builds, and panic in debug builds (a forgotten `configure()` is a bug to see in
+    /// tests), unless the region was built with `fail_open(true)`, which may stay
+    /// unconfigured on purpose.
     pub fn fail_open(mut self, fail_open: bool) -> Self {
         self.region.inner.fail_open = fail_open;
         self
