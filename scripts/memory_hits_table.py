@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Ratios from a run of `cargo bench --bench memory_hits` (its output on stdin).
+"""Ratios from a run of `cargo bench -p dogpile-tests --bench memory_hits` (its output on stdin).
 
 Prints each subject's middle estimates for 1 thread, 2 threads on a hot key and on
 distinct keys, its 1-thread time against the bare RwLock<HashMap>, and its scaling

@@ -24,6 +24,6 @@ fi
 
 cargo test --workspace --all-features "$@"
 # The compile errors of a build without the `tokio` feature (nothing to check with it on).
-cargo test --no-default-features --test compile_fail_no_tokio
+cargo test -p dogpile-tests --no-default-features --test compile_fail_no_tokio
 # Each cargo feature on its own, and none: every combination a user may pick builds.
 ./scripts/features.sh

@@ -6,7 +6,7 @@
 //! `memory_serialized`, `max_bytes`) the store is the same kind of map with S3-FIFO
 //! eviction beside it (`memory/bounded.rs`), which evicts when the bound is reached.
 //!
-//! # Why these stores (measured: `benches/memory_hits.rs`, BENCHMARKS.md)
+//! # Why these stores (measured: `dogpile-tests/benches/memory_hits.rs`, BENCHMARKS.md)
 //!
 //! A hit is a read, and reads outnumber writes: the unbounded store is the one whose read
 //! writes no shared memory. papaya's read takes a guard of its epoch-based reclamation

@@ -10,11 +10,11 @@ use std::time::Duration;
 use dogpile::{make_region, CacheRegion, RegionConfig};
 use serde_json::Value;
 
-#[path = "../../tests/support/memcached_server.rs"]
+#[path = "../../dogpile-tests/tests/support/memcached_server.rs"]
 mod memcached_server;
-#[path = "../../tests/support/ports.rs"]
+#[path = "../../dogpile-tests/tests/support/ports.rs"]
 mod ports;
-#[path = "../../tests/support/redis_server.rs"]
+#[path = "../../dogpile-tests/tests/support/redis_server.rs"]
 mod redis_server;
 
 use memcached_server::MemcachedServer;

@@ -10,7 +10,7 @@
 //!    stale readers (p50, p99, max), against the same 1000 tasks on a fresh key (plain
 //!    hits) in the same run.
 //!
-//! Run with `cargo bench --bench async_hits -- --warm-up-time 1 --measurement-time 3`;
+//! Run with `cargo bench -p dogpile-tests --bench async_hits -- --warm-up-time 1 --measurement-time 3`;
 //! figures in BENCHMARKS.md.
 
 use std::collections::HashMap;

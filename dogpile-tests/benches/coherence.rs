@@ -3,7 +3,7 @@
 //! to reach another region, as p50/p99 over 1000 writes: a write seen through a near cache,
 //! and a shared invalidation seen by a region of the same name (pushed by redis).
 //!
-//! Run with `cargo bench --bench coherence -- --warm-up-time 1 --measurement-time 3`
+//! Run with `cargo bench -p dogpile-tests --bench coherence -- --warm-up-time 1 --measurement-time 3`
 //! (starts its own redis-server on a free port); figures in BENCHMARKS.md.
 
 #[path = "../tests/support/ports.rs"]

@@ -2,7 +2,7 @@
 //! numbers as the `metrics` crate facade hands them to an exporter.
 //!
 //! ```text
-//! cargo run --example observe
+//! cargo run -p dogpile-tests --example observe
 //! ```
 
 use std::sync::Barrier;

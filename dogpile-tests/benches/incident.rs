@@ -10,7 +10,7 @@
 //! saw, the origin calls, and the p50/p99 latency of a call, as a Markdown table for
 //! BENCHMARKS.md.
 //!
-//! Run with `cargo bench --bench incident`.
+//! Run with `cargo bench -p dogpile-tests --bench incident`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};

@@ -11,7 +11,7 @@
 //! default; `PORT=0` picks a free one), prints its address, and stops on Ctrl-C.
 //!
 //! ```sh
-//! cargo run --example axum_service
+//! cargo run -p dogpile-tests --example axum_service
 //! curl -i localhost:3000/users/5            # 200 ms, x-cache: miss
 //! curl -i localhost:3000/users/5            # at once, x-cache: hit
 //! curl -i -X DELETE localhost:3000/users/5  # 204: the next GET loads again

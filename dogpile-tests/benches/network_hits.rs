@@ -2,7 +2,7 @@
 //! persistent connection to the same server (SPEC section 7), and `get_multi` of 100 keys
 //! against 100 single gets; a redis hit from async code against the sync hit and the bare
 //! GET. Starts its own servers on free loopback ports.
-//! Run with `cargo bench --bench network_hits`; figures in BENCHMARKS.md.
+//! Run with `cargo bench -p dogpile-tests --bench network_hits`; figures in BENCHMARKS.md.
 
 #[path = "../tests/support/memcached_server.rs"]
 mod memcached_server;

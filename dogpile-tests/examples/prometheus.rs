@@ -17,7 +17,7 @@
 //!   `dogpile_misses_total{region="squares"}`, ...
 //!
 //! ```sh
-//! cargo run --example prometheus
+//! cargo run -p dogpile-tests --example prometheus
 //! curl localhost:3001/squares/12
 //! curl localhost:3001/metrics
 //! ```

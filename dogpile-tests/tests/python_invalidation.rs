@@ -65,7 +65,7 @@ fn python() -> &'static str {
 
 /// Runs the Python side; its output, trimmed.
 fn py(server: &RedisServer, name: &str, action: &[&str]) -> String {
-    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python");
     let output = Command::new(python())
         .arg("-c")
         .arg(SCRIPT)

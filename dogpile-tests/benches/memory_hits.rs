@@ -11,7 +11,7 @@
 //! on a Zipf trace, and times writes that evict, into full bounded stores.
 //!
 //! Run with
-//! `cargo bench --bench memory_hits -- --warm-up-time 1 --measurement-time 3`, then
+//! `cargo bench -p dogpile-tests --bench memory_hits -- --warm-up-time 1 --measurement-time 3`, then
 //! `python3 scripts/memory_hits_table.py` for the ratios; figures in BENCHMARKS.md.
 
 use std::collections::HashMap;
