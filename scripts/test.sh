@@ -12,8 +12,8 @@ command -v memcached >/dev/null || missing+=(memcached)
 # The redis TLS tests make their certificates with it.
 command -v openssl >/dev/null || missing+=(openssl)
 # The shared-invalidation tests run Python's dogpile.cache (Debian's packages) beside Rust.
-/usr/bin/python3 -c "import dogpile.cache, redis" 2>/dev/null ||
-  missing+=(python3 python3-dogpile.cache python3-redis)
+/usr/bin/python3 -c "import dogpile.cache, redis, msgpack" 2>/dev/null ||
+  missing+=(python3 python3-dogpile.cache python3-redis python3-msgpack)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (needed by the redis, memcached and Python interop tests)" >&2
   sudo=""

@@ -6,11 +6,11 @@
 
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "support/python.rs"]
+mod python;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dogpile::{CacheRegion, RegionConfig};
@@ -42,45 +42,12 @@ elif action[0] == "invalidate":
     region.invalidate(hard=action[1] == "hard")
 "#;
 
-/// A Python with dogpile.cache: Debian's (which the test script installs), else the first
-/// `python3` on the path.
-fn python() -> &'static str {
-    let debian = "/usr/bin/python3";
-    let has_dogpile = |python: &str| {
-        Command::new(python)
-            .args(["-c", "import dogpile.cache, redis"])
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if Path::new(debian).exists() && has_dogpile(debian) {
-        return debian;
-    }
-    assert!(
-        has_dogpile("python3"),
-        "these tests need Python with dogpile.cache and redis: \
-         apt-get install python3-dogpile.cache python3-redis (scripts/test.sh does)"
-    );
-    "python3"
-}
-
 /// Runs the Python side; its output, trimmed.
 fn py(server: &RedisServer, name: &str, action: &[&str]) -> String {
-    let module_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python");
-    let output = Command::new(python())
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(server.port().to_string())
-        .arg(name)
-        .args(action)
-        .env("PYTHONPATH", module_dir)
-        .output()
-        .expect("cannot run python");
-    assert!(
-        output.status.success(),
-        "python {action:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    let port = server.port().to_string();
+    let mut args = vec![port.as_str(), name];
+    args.extend_from_slice(action);
+    python::run(SCRIPT, &args)
 }
 
 fn rust_region(server: &RedisServer, name: &str) -> CacheRegion {
