@@ -274,7 +274,7 @@ impl dogpile_core::lock::AsyncCacheMutex for RedisLock {
         let token = self.token(true);
         let cmd = self.take_cmd(&token.token, settings.timeout);
         let shared = self.shared.clone();
-        let taking = tokio::spawn(async move {
+        let attempt = async move {
             let reply: Option<String> = shared.query_async("SET NX (lock)", &cmd).await?;
             match reply {
                 Some(_) => Ok(Some(token)),
@@ -284,22 +284,16 @@ impl dogpile_core::lock::AsyncCacheMutex for RedisLock {
                 }
             }
             // An error drops the token armed: the `SET` may have been applied.
-        });
-        match taking.await {
-            Ok(Ok(Some(token))) => {
-                *self.held() = Some(token);
-                Ok(true)
-            }
-            Ok(Ok(None)) => Ok(false),
-            Ok(Err(error)) => Err(error),
-            Err(error) => Err(dogpile_core::Error::backend(
-                &self.shared.describe,
-                format!(
-                    "SET NX (lock) of {} did not complete: {error}",
-                    self.lock_key
-                ),
-            )),
-        }
+        };
+        let taken = crate::lock_task::acquire_in_task(
+            attempt,
+            || self.shared.describe.clone(),
+            || format!("SET NX (lock) of {}", self.lock_key),
+        )
+        .await?;
+        let won = taken.is_some();
+        *self.held() = taken;
+        Ok(won)
     }
 
     async fn release(&self) -> Result<()> {
