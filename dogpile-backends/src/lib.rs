@@ -15,7 +15,7 @@ use linkme::distributed_slice;
 pub mod file;
 #[cfg(any(feature = "redis", feature = "memcached"))]
 mod health;
-#[cfg(all(feature = "tokio", any(feature = "redis", feature = "memcached")))]
+#[cfg(any(feature = "redis", feature = "memcached"))]
 mod lock_task;
 #[cfg(feature = "memcached")]
 pub mod memcached;

@@ -148,9 +148,19 @@ impl AsyncPool {
         };
         let connection = match idle {
             Some(connection) => connection,
-            None => AsyncConnection::open(&self.address, deadline, self.max_value_size)
-                .await
-                .map_err(Checkout::Connect)?,
+            None => {
+                let late = deadline.saturating_duration_since(Instant::now()) < self.timeout / 2;
+                AsyncConnection::open(&self.address, deadline, self.max_value_size)
+                    .await
+                    .map_err(|failure| match failure {
+                        Failure::Connect(error)
+                            if late && error.kind() == std::io::ErrorKind::TimedOut =>
+                        {
+                            Checkout::Late(Failure::Connect(error))
+                        }
+                        failure => Checkout::Connect(failure),
+                    })?
+            }
         };
         Ok(Lease::new(self, connection, generation, permit))
     }

@@ -19,13 +19,21 @@
 //!   token when the token is dropped: at once on a blocking caller's thread, or in a task
 //!   spawned on the current runtime for an async one. The async `add` runs in a task of
 //!   its own, so its reply is always read and a release never overtakes the acquire it
-//!   undoes. Releasing by token is harmless when the `add` never took.
+//!   undoes. Releasing by token is harmless when the `add` never took. (The tokens and
+//!   the task are the `lock_task` module's, shared with redis's lock.)
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::lock::{lock_token, CacheMutex};
+#[cfg(feature = "tokio")]
+use std::future::Future;
+#[cfg(feature = "tokio")]
+use std::pin::Pin;
+
+use dogpile_core::lock::CacheMutex;
 use dogpile_core::Result;
+
+use crate::lock_task::{Held, Releaser, Token};
 
 use super::command::{Delete, GetWithCas, Store};
 use super::keys::{display_key, memcached_key};
@@ -48,7 +56,7 @@ pub(crate) struct MemcachedLock {
     target: Arc<Target>,
     settings: LockSettings,
     /// The acquire this handle holds the lock by, if it holds it.
-    held: Mutex<Option<Token>>,
+    held: Held<Target>,
 }
 
 /// Where a lock lives: the servers, the cache key (for logs) and the lock's key.
@@ -88,31 +96,6 @@ impl Target {
         }
     }
 
-    /// Releases the lock if it holds `token`, blocking: true when it was deleted.
-    fn release(&self, token: &str) -> Result<bool> {
-        let server = self.cluster.server(&self.lock_key);
-        let what = self.what("release");
-        let found = server.call(&what, &GetWithCas(&self.lock_key))?;
-        match self.delete_if_held(token, found) {
-            Some(delete) => server.call(&what, &delete),
-            None => Ok(false),
-        }
-    }
-
-    /// Releases the lock if it holds `token`, on the async path: true when it was deleted.
-    #[cfg(feature = "tokio")]
-    async fn release_async(&self, token: &str) -> Result<bool> {
-        let server = self.cluster.server(&self.lock_key);
-        let what = self.what("release");
-        let found = server
-            .call_async(&what, &GetWithCas(&self.lock_key))
-            .await?;
-        match self.delete_if_held(token, found) {
-            Some(delete) => server.call_async(&what, &delete).await,
-            None => Ok(false),
-        }
-    }
-
     /// A release that found the lock gone or another holder's: it had expired.
     fn released(&self, deleted: bool, settings: &LockSettings) {
         if !deleted {
@@ -123,52 +106,37 @@ impl Target {
     }
 }
 
-/// One acquire's token, known before its `add` is sent, and the lock it may hold.
-///
-/// Dropped while armed, it releases the lock by its token (see the [module docs](self)).
-struct Token {
-    target: Arc<Target>,
-    token: String,
-    /// Taken on the async path: released by a spawned task when dropped on a runtime.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    on_async: bool,
-    armed: bool,
-}
-
-impl Token {
-    /// Nothing to release: the `add` was answered and did not take the lock.
-    fn disarm(mut self) {
-        self.armed = false;
+impl Releaser for Target {
+    fn describe(&self) -> String {
+        format!("the lock on key {}", display_key(&self.key))
     }
-}
 
-impl Drop for Token {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
+    fn release(&self, token: &str) -> Result<bool> {
+        let server = self.cluster.server(&self.lock_key);
+        let what = self.what("release");
+        let found = server.call(&what, &GetWithCas(&self.lock_key))?;
+        match self.delete_if_held(token, found) {
+            Some(delete) => server.call(&what, &delete),
+            None => Ok(false),
         }
-        let (target, token) = (self.target.clone(), std::mem::take(&mut self.token));
-        #[cfg(feature = "tokio")]
-        if self.on_async {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let released = target.release_async(&token).await;
-                    abandoned_released(&target, released);
-                });
-                return;
+    }
+
+    #[cfg(feature = "tokio")]
+    fn release_async<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>> {
+        Box::pin(async move {
+            let server = self.cluster.server(&self.lock_key);
+            let what = self.what("release");
+            let found = server
+                .call_async(&what, &GetWithCas(&self.lock_key))
+                .await?;
+            match self.delete_if_held(token, found) {
+                Some(delete) => server.call_async(&what, &delete).await,
+                None => Ok(false),
             }
-        }
-        let released = target.release(&token);
-        abandoned_released(&target, released);
-    }
-}
-
-/// The release of a lock whose holder let go of it without releasing it: only failures
-/// are worth a word (the lock then expires after `lock_timeout`).
-fn abandoned_released(target: &Target, released: Result<bool>) {
-    if let Err(error) = released {
-        tracing::warn!(key = %display_key(&target.key), %error,
-            "failed to release a dropped memcached dogpile lock; it expires after lock_timeout");
+        })
     }
 }
 
@@ -181,45 +149,28 @@ impl MemcachedLock {
                 lock_key: memcached_key(&format!("_lock{key}")).into_owned(),
             }),
             settings,
-            held: Mutex::new(None),
+            held: Held::new(),
         }
-    }
-
-    fn held(&self) -> MutexGuard<'_, Option<Token>> {
-        self.held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A new acquire's token, armed.
-    fn token(&self, on_async: bool) -> Token {
-        Token {
-            target: self.target.clone(),
-            token: lock_token(),
-            on_async,
-            armed: true,
-        }
+    fn token(&self, on_async: bool) -> Token<Target> {
+        Token::new(self.target.clone(), on_async)
     }
 }
 
 impl CacheMutex for MemcachedLock {
     fn try_acquire(&self) -> Result<bool> {
-        let mut held = self.held();
-        if held.is_some() {
-            return Ok(true);
-        }
-        let token = self.token(false);
-        let add = self.target.add(&token.token, &self.settings);
         let server = self.target.cluster.server(&self.target.lock_key);
-        // A failed attempt on the blocking path is not released: the caller is waiting,
-        // and the server is likely down (`dead_retry` makes later calls fail fast).
-        let won = server.call(&self.target.what("acquire"), &add);
-        if won.as_ref().is_ok_and(|won| *won) {
-            *held = Some(token);
-        } else {
-            token.disarm();
-        }
-        won
+        self.held.acquire(
+            || self.token(false),
+            |token| {
+                server.call(
+                    &self.target.what("acquire"),
+                    &self.target.add(token, &self.settings),
+                )
+            },
+        )
     }
 
     fn retry_pause(&self) -> Duration {
@@ -231,12 +182,9 @@ impl CacheMutex for MemcachedLock {
     }
 
     fn release(&self) -> Result<()> {
-        let Some(mut token) = self.held().take() else {
-            return Ok(());
-        };
-        token.armed = false;
-        let deleted = self.target.release(&token.token)?;
-        self.target.released(deleted, &self.settings);
+        if let Some(deleted) = self.held.release()? {
+            self.target.released(deleted, &self.settings);
+        }
         Ok(())
     }
 }
@@ -249,48 +197,39 @@ impl CacheMutex for MemcachedLock {
 #[dogpile_core::backend::async_trait]
 impl dogpile_core::lock::AsyncCacheMutex for MemcachedLock {
     async fn try_acquire(&self) -> Result<bool> {
-        if self.held().is_some() {
+        if self.held.is_held() {
             return Ok(true);
         }
         let token = self.token(true);
         let settings = self.settings;
         let attempt = async move {
-            let target = token.target.clone();
-            let add = target.add(&token.token, &settings);
+            let target = token.releaser().clone();
+            let add = target.add(token.value(), &settings);
             let server = target.cluster.server(&target.lock_key);
             // An error drops the token armed: the `add` may have been applied.
-            let won = server.call_async(&target.what("acquire"), &add).await?;
-            if won {
+            if server.call_async(&target.what("acquire"), &add).await? {
                 return Ok(Some(token));
             }
             token.disarm();
             Ok(None)
         };
         let target = &self.target;
-        let taken = crate::lock_task::acquire_in_task(
-            attempt,
-            || {
-                format!(
-                    "memcached at {}",
-                    target.cluster.server(&target.lock_key).name()
-                )
-            },
-            target.what("acquire"),
-        )
-        .await?;
-        let won = taken.is_some();
-        *self.held() = taken;
-        Ok(won)
+        let server = || {
+            format!(
+                "memcached at {}",
+                target.cluster.server(&target.lock_key).name()
+            )
+        };
+        self.held
+            .acquire_in_task(attempt, server, target.what("acquire"))
+            .await
     }
 
     /// Dropped before it is done, the token is still armed and its drop releases.
     async fn release(&self) -> Result<()> {
-        let Some(mut token) = self.held().take() else {
-            return Ok(());
-        };
-        let deleted = self.target.release_async(&token.token).await;
-        token.armed = false;
-        self.target.released(deleted?, &self.settings);
+        if let Some(deleted) = self.held.release_async().await? {
+            self.target.released(deleted, &self.settings);
+        }
         Ok(())
     }
 

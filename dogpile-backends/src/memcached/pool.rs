@@ -124,6 +124,10 @@ pub(crate) enum Checkout {
     Connect(Failure),
     /// Every connection stayed in use for this long.
     Busy(Duration),
+    /// Connecting timed out, with less than half of the call's deadline left for it
+    /// after the wait for a place (async calls): that says nothing about the server.
+    #[cfg(feature = "tokio")]
+    Late(Failure),
 }
 
 /// A connection taken from a [`Pool`]; it goes back when dropped.
@@ -313,7 +317,7 @@ mod tests {
         match pool.checkout() {
             Ok(_) => Ok(()),
             Err(Checkout::Connect(failure)) => Err(failure),
-            Err(Checkout::Busy(_)) => panic!("no connection is in use"),
+            Err(_) => panic!("no connection is in use"),
         }
     }
 

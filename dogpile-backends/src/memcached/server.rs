@@ -60,10 +60,10 @@ enum Verdict {
     Unreachable,
     /// The connection broke; a fresh one may work.
     Broken,
-    /// An async command whose call had spent most of its deadline waiting for a
-    /// connection timed out: that says nothing about the server.
-    #[cfg(feature = "tokio")]
-    Unknown,
+    /// Nothing is known of the server: every pooled connection stayed busy, or an async
+    /// command or connect, left with less than half of its call's deadline by the wait
+    /// for a connection, timed out. Its health stays as it is.
+    Inconclusive,
 }
 
 impl Server {
@@ -172,7 +172,7 @@ impl Server {
                                     if matches!(failure, Failure::Timeout { .. })
                                         && running - started > self.socket_timeout / 2 =>
                                 {
-                                    Verdict::Unknown
+                                    Verdict::Inconclusive
                                 }
                                 verdict => verdict,
                             };
@@ -192,7 +192,9 @@ impl Server {
     fn checkout_failed(&self, checkout: Checkout, generation: u64) -> (Failure, Verdict, u64) {
         match checkout {
             Checkout::Connect(failure) => (failure, Verdict::Unreachable, generation),
-            Checkout::Busy(waited) => (Failure::Busy { waited }, Verdict::Answered, generation),
+            Checkout::Busy(waited) => (Failure::Busy { waited }, Verdict::Inconclusive, generation),
+            #[cfg(feature = "tokio")]
+            Checkout::Late(failure) => (failure, Verdict::Inconclusive, generation),
         }
     }
 
@@ -219,8 +221,7 @@ impl Server {
                 flush();
                 self.health.mark_down(&failure);
             }
-            #[cfg(feature = "tokio")]
-            Verdict::Unknown => {}
+            Verdict::Inconclusive => {}
         }
         Err(self.error(what, Reason::Failed(failure)))
     }
@@ -254,8 +255,8 @@ fn health_after(failure: &Failure) -> Verdict {
         Failure::Protocol(_)
         | Failure::Unexpected { .. }
         | Failure::Server(_)
-        | Failure::ValueTooLarge { .. }
-        | Failure::Busy { .. } => Verdict::Answered,
+        | Failure::ValueTooLarge { .. } => Verdict::Answered,
+        Failure::Busy { .. } => Verdict::Inconclusive,
     }
 }
 
