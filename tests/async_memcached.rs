@@ -184,3 +184,26 @@ async fn dead_retry_is_one_record_for_sync_and_async_callers() {
     assert!(first.contains("refused"), "{first}");
     marked_down(backend.get("k").unwrap_err());
 }
+
+#[test]
+fn a_region_outlives_the_runtime_its_connections_were_opened_on() {
+    // A region in a static, used from one runtime and then another (tests, a CLI that
+    // builds a runtime per command): the first runtime's pooled connections (and their
+    // timers) are dead once it is dropped; the next call notices on its first write,
+    // drops them and opens a connection on the runtime it runs on.
+    let server = MemcachedServer::start();
+    let region = region_on(&server, &[("pool_size", "2")]);
+    for round in 0..3u32 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            region.set_async("k", &round).await.unwrap();
+            assert_eq!(region.get_async::<u32>("k").await.unwrap(), Some(round));
+            // Two calls at once, so that both pooled connections are this runtime's.
+            let (a, b) = tokio::join!(region.get_async::<u32>("k"), region.get_async::<u32>("k"));
+            assert_eq!((a.unwrap(), b.unwrap()), (Some(round), Some(round)));
+        });
+    }
+}

@@ -6,7 +6,7 @@
 //! paths, and the distributed lock is the blocking side's lock, taken and released with
 //! async calls (see the `lock` module for how a cancelled caller never strands it).
 
-use dogpile_core::backend::{async_trait, AsyncCacheBackend};
+use dogpile_core::backend::{async_trait, AsyncCacheBackend, Entry};
 use dogpile_core::lock::AsyncCacheMutex;
 use dogpile_core::Result;
 
@@ -24,14 +24,25 @@ impl AsyncMemcached {
     }
 }
 
-#[async_trait]
-impl AsyncCacheBackend for AsyncMemcached {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+impl AsyncMemcached {
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let server_key = memcached_key(key);
         let server = self.0.cluster.server(&server_key);
         server
             .call_async(&key_what("get", key), &Get(&server_key))
             .await
+    }
+}
+
+#[async_trait]
+impl AsyncCacheBackend for AsyncMemcached {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.get_bytes(key).await
+    }
+
+    /// A region's read: one boxed future, not the default's two.
+    async fn get_entry(&self, key: &str) -> Result<Option<Entry>> {
+        Ok(self.get_bytes(key).await?.map(Entry::Bytes))
     }
 
     async fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {

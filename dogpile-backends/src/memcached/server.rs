@@ -156,9 +156,9 @@ impl Server {
             let started = Instant::now();
             let deadline = started + self.socket_timeout;
             let (failure, verdict, generation) = match self.async_pool.checkout(deadline).await {
-                Ok(mut connection) => {
-                    let running = Instant::now();
-                    match connection.run(command, deadline).await {
+                Ok((mut connection, waited)) => {
+                    let running = if waited { Instant::now() } else { started };
+                    match connection.run(command, started, deadline).await {
                         Ok(value) => {
                             drop(connection);
                             self.health.mark_up();
