@@ -44,6 +44,9 @@ fn bare_get(conn: &mut BufReader<TcpStream>, request: &[u8]) -> usize {
     len
 }
 
+/// A subject of the measurement: times a batch of its hits, and returns the per-hit time.
+type Subject<'a> = Box<dyn FnMut() -> Duration + 'a>;
+
 /// Per-hit time of `BATCH` hits.
 fn batch(mut hit: impl FnMut()) -> Duration {
     let started = Instant::now();
@@ -82,7 +85,7 @@ fn main() {
     .unwrap();
     let twin = backend.async_twin().unwrap();
     // Each subject times a batch of its hits: the per-hit time.
-    let mut subjects: [(&str, Box<dyn FnMut() -> Duration>); 6] = [
+    let mut subjects: [(&str, Subject<'_>); 6] = [
         (
             "bare get, one connection",
             Box::new(|| batch(|| assert!(bare_get(&mut bare, black_box(&request)) > 0))),

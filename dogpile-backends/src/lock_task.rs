@@ -143,6 +143,7 @@ impl<R: Releaser> Held<R> {
     }
 
     /// True while this handle holds the lock.
+    #[cfg(feature = "tokio")]
     pub(crate) fn is_held(&self) -> bool {
         self.token().is_some()
     }
