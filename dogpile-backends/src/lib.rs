@@ -15,6 +15,8 @@ use linkme::distributed_slice;
 pub mod file;
 #[cfg(any(feature = "redis", feature = "memcached"))]
 mod health;
+#[cfg(any(feature = "redis", feature = "memcached"))]
+mod lock_task;
 #[cfg(feature = "memcached")]
 pub mod memcached;
 pub mod memory;

@@ -12,7 +12,7 @@
 //! | `lock_timeout` | `30` | seconds after which memcached drops a lock whose holder never released it (a holder that died); `0` means never, as in dogpile |
 //! | `lock_sleep` | `0.1` | the longest pause, in seconds, between two tries of a waiting lock |
 //! | `lock_blocking_timeout` | `lock_timeout` + 2, or 30 when `lock_timeout` is 0 | how long, in seconds, a caller waits for the lock before the region gives up with `Error::LockTimeout` |
-//! | `pool_size` (alias `connection_pool`, redis's name) | `10` | connections per server, at most (opened as needed) |
+//! | `pool_size` (alias `connection_pool`, redis's name) | `10` | connections per server, at most (opened as needed), for sync callers and as many for async ones |
 //! | `socket_timeout` | `3` | seconds a connection may take to connect, and a command to send its request and read its whole reply |
 //! | `dead_retry` | `5` | seconds a server that could not be reached is left alone: its commands fail at once meanwhile; `0` tries it on every command |
 //! | `max_value_size` | `1114112` (1 MiB + 64 KiB) | the largest value, in bytes, stored or read: memcached's default item size limit is 1 MiB; raise both together (`memcached -I 8m`, `max_value_size` 8388608) |
@@ -56,8 +56,9 @@
 //!
 //! The client speaks memcached's meta text protocol (`mg`, `ms`, `md`; memcached 1.6 and
 //! later), and the classic `get` of many keys for `get_multi` (see `protocol.rs` for
-//! why), through a parser without I/O (`protocol.rs`) driven by blocking
-//! sockets (`connection.rs`), so that an async driver can reuse the parser. It is
+//! why). Requests, the parser and each command's reply handling are written once,
+//! without I/O (`protocol.rs`, `command.rs`), and driven by blocking sockets for sync
+//! callers (`connection.rs`) and by tokio's sockets for async ones (`async_pool.rs`). It is
 //! written here because no crate met this backend's bounds (checked 2026-12): the
 //! `memcache` crate (0.21, binary protocol) writes each request in several unbuffered
 //! writes and reads in small reads (a hit cost 2.7x a bare `get`, and a 100-key
@@ -67,13 +68,16 @@
 //! `async-memcached` is tokio only, grows its buffer without bound on an endless line,
 //! has no deadlines, and pulls in a fault-injection proxy crate as a normal dependency.
 //!
-//! From async code (a region's `_async` methods) this backend runs on tokio's blocking
-//! pool, one hop per call: that never blocks an executor thread, and it is the honest
-//! choice for now, because the parser is shared but the per-command reply handling in
-//! `connection.rs` has no async twin yet (an async driver over the same parser is the way
-//! to remove the hop, about 30 µs a call on a busy 2 vCPU machine). At most a few calls
-//! of a region run there at once, and an async caller waits at most twice
-//! `socket_timeout` for its call, so a stalled server cannot take the pool.
+//! From async code (a region's `_async` methods) the backend is its native async twin
+//! ([`CacheBackend::async_twin`]): the same servers, ring, commands and limits on
+//! tokio's `TcpStream`s, with a pool of its own per server (`pool_size` connections at
+//! most, as the blocking one). Nothing runs on tokio's blocking pool and no thread is
+//! taken per call (a server given by host name is resolved by tokio on its blocking pool,
+//! once per new connection). The servers' health is one record for both paths, so a
+//! server that sync callers found down (`dead_retry`) fails async calls fast too, and
+//! the other way. An async call has one deadline: `socket_timeout` from its start covers
+//! waiting for a pooled connection, connecting, sending and reading the whole reply, so
+//! a stalled server holds no task longer, however many wait for its connections.
 //!
 //! What the client guarantees, whatever a server sends:
 //! - one deadline per command: `socket_timeout` covers sending the request and reading
@@ -97,6 +101,12 @@
 //! `md ... C<cas>`, so a lock that expired and was taken by another process is never
 //! removed by the old holder.
 //!
+//! No lock is stranded by a caller that goes away: each acquire's token is known before
+//! its `add` is sent, an async `add` runs in a task of its own (so its reply is always
+//! read), and a lock that a dropped handle or a cancelled async call may hold is released
+//! by its token when that token is dropped (by a task spawned on the runtime, for async
+//! callers).
+//!
 //! # Failures
 //!
 //! Every error is an [`Error::Backend`](dogpile_core::Error::Backend) that names the
@@ -111,6 +121,11 @@
 //! pipeline of `ms` or `md` per server (per 100 keys, and per 1 MiB of values), whose
 //! replies come in order, each with its request's opaque.
 
+#[cfg(feature = "tokio")]
+mod async_backend;
+#[cfg(feature = "tokio")]
+mod async_pool;
+mod command;
 mod connection;
 mod dump;
 mod keys;
@@ -132,6 +147,7 @@ use dogpile_core::Result;
 
 pub use keys::{memcached_key, MANGLED_PREFIX, MAX_KEY_LEN};
 
+use command::{Delete, DeleteMany, Get, GetMany, Store, StoreMany};
 use keys::display_key;
 use lock::{LockSettings, MemcachedLock};
 use protocol::Mode;
@@ -172,6 +188,7 @@ const MULTI_BATCH_BYTES: usize = 1 << 20;
 const MAX_RELATIVE_EXPTIME: u64 = 30 * 24 * 3600;
 
 /// A cache on one or more memcached servers: see the [module docs](self).
+#[derive(Clone)]
 pub struct MemcachedBackend {
     cluster: Arc<Cluster>,
     socket_timeout: Duration,
@@ -192,23 +209,61 @@ impl Cluster {
         &self.servers[self.ring.server_for(server_key)]
     }
 
-    /// The indexes of `server_keys` that each server holds, for the servers that hold any.
-    fn by_server<'a>(&'a self, server_keys: &[Cow<'_, str>]) -> Vec<(&'a Server, Vec<usize>)> {
+    /// The indexes of `server_keys` in batches of one server each: at most
+    /// [`MULTI_BATCH`] keys, and past [`MULTI_BATCH_BYTES`] of values (`bytes` of each
+    /// index) only with one.
+    fn batches<'a>(
+        &'a self,
+        server_keys: &[Cow<'_, str>],
+        bytes: impl Fn(usize) -> usize,
+    ) -> Vec<(&'a Server, Vec<usize>)> {
         let mut by_server: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
         for (index, server_key) in server_keys.iter().enumerate() {
             by_server[self.ring.server_for(server_key)].push(index);
         }
-        self.servers
-            .iter()
-            .zip(by_server)
-            .filter(|(_, indexes)| !indexes.is_empty())
-            .collect()
+        let mut batches = Vec::new();
+        for (server, indexes) in self.servers.iter().zip(by_server) {
+            let mut rest = &indexes[..];
+            while !rest.is_empty() {
+                let mut total = 0;
+                let len = rest
+                    .iter()
+                    .take(MULTI_BATCH)
+                    .take_while(|&&i| {
+                        total += bytes(i);
+                        total <= MULTI_BATCH_BYTES
+                    })
+                    .count()
+                    .max(1);
+                let (batch, after) = rest.split_at(len);
+                batches.push((server, batch.to_vec()));
+                rest = after;
+            }
+        }
+        batches
     }
 }
 
+/// A single-key command, for errors: `get of key "k"`.
+fn key_what<'a>(command: &'a str, key: &'a str) -> impl Fn() -> String + Sync + 'a {
+    move || format!("{command} of key {}", display_key(key))
+}
+
 /// A multi-key command, for errors: `set_multi of 3 keys (first "k")`.
-fn multi_what(command: &str, first: &str, keys: usize) -> String {
-    format!("{command} of {keys} keys (first {})", display_key(first))
+fn multi_what<'a>(
+    command: &'a str,
+    keys: &'a [&'a str],
+    batch: &'a [usize],
+) -> impl Fn() -> String + Sync + 'a {
+    move || {
+        let first = display_key(keys[batch[0]]);
+        format!("{command} of {} keys (first {first})", batch.len())
+    }
+}
+
+/// The keys of `batch`, as the server knows them.
+fn batch_keys<'k>(server_keys: &'k [Cow<'_, str>], batch: &[usize]) -> Vec<&'k str> {
+    batch.iter().map(|&i| &*server_keys[i]).collect()
 }
 
 impl MemcachedBackend {
@@ -286,55 +341,73 @@ impl MemcachedBackend {
     }
 }
 
+impl MemcachedBackend {
+    /// The `ms` of a value under `key`, with the server-side TTL.
+    fn store<'a>(&self, server_key: &'a str, value: &'a [u8]) -> Store<'a> {
+        Store {
+            key: server_key,
+            value,
+            ttl: exptime(self.expire_time),
+            mode: Mode::Set,
+        }
+    }
+
+    /// The index of an item larger than `max_value_size`, refused before anything is
+    /// sent by the error of its own `set`, which names its key.
+    fn too_large(&self, items: &[(&str, Vec<u8>)]) -> Option<usize> {
+        items
+            .iter()
+            .position(|(_, value)| value.len() > self.max_value_size)
+    }
+
+    /// The items of a `set_multi` batch, by their server keys.
+    fn batch_items<'a>(
+        server_keys: &'a [Cow<'_, str>],
+        items: &'a [(&str, Vec<u8>)],
+        batch: &[usize],
+    ) -> Vec<(&'a str, &'a [u8])> {
+        batch
+            .iter()
+            .map(|&i| (&*server_keys[i], items[i].1.as_slice()))
+            .collect()
+    }
+}
+
 impl CacheBackend for MemcachedBackend {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let server_key = memcached_key(key);
-        self.cluster.server(&server_key).call(
-            &|| format!("get of key {}", display_key(key)),
-            &|connection| connection.get(&server_key),
-        )
+        let server = self.cluster.server(&server_key);
+        server.call(&key_what("get", key), &Get(&server_key))
     }
 
     fn set(&self, key: &str, value: Vec<u8>) -> Result<()> {
         let server_key = memcached_key(key);
-        let ttl = exptime(self.expire_time);
-        self.cluster.server(&server_key).call(
-            &|| format!("set of key {} ({} bytes)", display_key(key), value.len()),
-            &|connection| {
-                connection
-                    .store(&server_key, &value, ttl, Mode::Set)
-                    .map(drop)
-            },
-        )
+        let what = || format!("set of key {} ({} bytes)", display_key(key), value.len());
+        let store = self.store(&server_key, &value);
+        self.cluster
+            .server(&server_key)
+            .call(&what, &store)
+            .map(drop)
     }
 
     fn delete(&self, key: &str) -> Result<()> {
         let server_key = memcached_key(key);
-        self.cluster.server(&server_key).call(
-            &|| format!("delete of key {}", display_key(key)),
-            &|connection| connection.delete(&server_key, None).map(drop),
-        )
+        let delete = Delete {
+            key: &server_key,
+            cas: None,
+        };
+        let server = self.cluster.server(&server_key);
+        server.call(&key_what("delete", key), &delete).map(drop)
     }
 
     /// One request per server (per 100 keys), answered in one round trip.
     fn get_multi(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let server_keys: Vec<_> = keys.iter().map(|key| memcached_key(key)).collect();
         let mut values = vec![None; keys.len()];
-        for (server, indexes) in self.cluster.by_server(&server_keys) {
-            for batch in indexes.chunks(MULTI_BATCH) {
-                let batch_keys: Vec<&str> = batch.iter().map(|&i| &*server_keys[i]).collect();
-                let found = server.call(
-                    &|| multi_what("get_multi", keys[batch[0]], batch.len()),
-                    &|connection| {
-                        let mut found = Vec::with_capacity(batch.len());
-                        connection
-                            .get_many(&batch_keys, |at, value| found.push((at, value.to_vec())))
-                            .map(|()| found)
-                    },
-                )?;
-                for (at, value) in found {
-                    values[batch[at]] = Some(value);
-                }
+        for (server, batch) in self.cluster.batches(&server_keys, |_| 0) {
+            let get = GetMany(&batch_keys(&server_keys, &batch));
+            for (at, value) in server.call(&multi_what("get_multi", keys, &batch), &get)? {
+                values[batch[at]] = Some(value);
             }
         }
         Ok(values)
@@ -342,41 +415,17 @@ impl CacheBackend for MemcachedBackend {
 
     /// One pipelined request per server (per 100 keys or 1 MiB of values).
     fn set_multi(&self, mut items: Vec<(&str, Vec<u8>)>) -> Result<()> {
-        if let Some(i) = items
-            .iter()
-            .position(|(_, value)| value.len() > self.max_value_size)
-        {
-            // Refused before anything is sent, by the error that names its key.
+        if let Some(i) = self.too_large(&items) {
             let (key, value) = items.swap_remove(i);
             return CacheBackend::set(self, key, value);
         }
         let server_keys: Vec<_> = items.iter().map(|(key, _)| memcached_key(key)).collect();
+        let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
         let ttl = exptime(self.expire_time);
-        for (server, indexes) in self.cluster.by_server(&server_keys) {
-            let mut rest = &indexes[..];
-            while !rest.is_empty() {
-                // Up to MULTI_BATCH items, and past MULTI_BATCH_BYTES only with one.
-                let mut bytes = 0;
-                let len = rest
-                    .iter()
-                    .take(MULTI_BATCH)
-                    .take_while(|&&i| {
-                        bytes += items[i].1.len();
-                        bytes <= MULTI_BATCH_BYTES
-                    })
-                    .count()
-                    .max(1);
-                let (batch, after) = rest.split_at(len);
-                rest = after;
-                let batch_items: Vec<(&str, &[u8])> = batch
-                    .iter()
-                    .map(|&i| (&*server_keys[i], items[i].1.as_slice()))
-                    .collect();
-                server.call(
-                    &|| multi_what("set_multi", items[batch[0]].0, batch.len()),
-                    &|connection| connection.store_many(&batch_items, ttl),
-                )?;
-            }
+        for (server, batch) in self.cluster.batches(&server_keys, |i| items[i].1.len()) {
+            let items = &Self::batch_items(&server_keys, &items, &batch);
+            let store = StoreMany { items, ttl };
+            server.call(&multi_what("set_multi", &keys, &batch), &store)?;
         }
         Ok(())
     }
@@ -384,25 +433,22 @@ impl CacheBackend for MemcachedBackend {
     /// One pipelined request per server (per 100 keys).
     fn delete_multi(&self, keys: &[&str]) -> Result<()> {
         let server_keys: Vec<_> = keys.iter().map(|key| memcached_key(key)).collect();
-        for (server, indexes) in self.cluster.by_server(&server_keys) {
-            for batch in indexes.chunks(MULTI_BATCH) {
-                let batch_keys: Vec<&str> = batch.iter().map(|&i| &*server_keys[i]).collect();
-                server.call(
-                    &|| multi_what("delete_multi", keys[batch[0]], batch.len()),
-                    &|connection| connection.delete_many(&batch_keys),
-                )?;
-            }
+        for (server, batch) in self.cluster.batches(&server_keys, |_| 0) {
+            let delete = DeleteMany(&batch_keys(&server_keys, &batch));
+            server.call(&multi_what("delete_multi", keys, &batch), &delete)?;
         }
         Ok(())
     }
 
+    #[cfg(feature = "tokio")]
+    fn async_twin(&self) -> Option<Arc<dyn dogpile_core::backend::AsyncCacheBackend>> {
+        Some(Arc::new(async_backend::AsyncMemcached::new(self.clone())))
+    }
+
     /// With `distributed_lock`, keys that begin with `_lock` are the locks' (dogpile's
-    /// layout, shared with Python). Async callers, on tokio's blocking pool, wait at most
-    /// twice `socket_timeout` for a call (connecting, then the command).
+    /// layout, shared with Python).
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new()
-            .lock_key_prefix(self.lock.map(|_| "_lock".to_owned()))
-            .call_timeout(Some(self.socket_timeout * 2))
+        Capabilities::new().lock_key_prefix(self.lock.map(|_| "_lock".to_owned()))
     }
 
     /// Every server's `lru_crawler metadump all`, on a connection of its own, in server

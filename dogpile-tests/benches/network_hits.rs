@@ -1,7 +1,7 @@
 //! Cache hits on the redis and memcached backends against the bare client's GET on one
 //! persistent connection to the same server (SPEC section 7), and `get_multi` of 100 keys
-//! against 100 single gets; a redis hit from async code against the sync hit and the bare
-//! GET. Starts its own servers on free loopback ports.
+//! against 100 single gets; a redis and a memcached hit from async code against the sync
+//! hit and the bare GET. Starts its own servers on free loopback ports.
 //! Run with `cargo bench -p dogpile-tests --bench network_hits`; figures in BENCHMARKS.md.
 
 #[path = "../tests/support/memcached_server.rs"]
@@ -101,28 +101,24 @@ fn redis(c: &mut Criterion) {
     });
 }
 
-/// A redis hit from async code against the same hit from sync code and the bare GET, in
-/// one group: the async region reaches redis on its own async connections (one
-/// `block_on` of a current-thread runtime per iteration, as a task awaiting it would).
-fn redis_async(c: &mut Criterion) {
-    let server = RedisServer::start();
-    let mut bare = server.client();
-    let dogpile = region(RegionConfig::new("redis").argument("url", server.url()));
+/// A hit from async code against the same hit from sync code and `bare`'s GET, in one
+/// group: the async region reaches the server on the backend's own async connections
+/// (one `block_on` of a current-thread runtime per iteration, as a task awaiting it
+/// would).
+fn async_against_sync(
+    c: &mut Criterion,
+    group: &str,
+    config: RegionConfig,
+    mut bare: impl FnMut(),
+) {
+    let dogpile = region(config);
     dogpile.set(KEY, &value()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut group = c.benchmark_group("redis async hit");
-    group.bench_function("bare get, one connection", |b| {
-        b.iter(|| {
-            let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(black_box(KEY))
-                .query(&mut bare)
-                .unwrap();
-            assert!(bytes.is_some());
-        })
-    });
+    let mut group = c.benchmark_group(group);
+    group.bench_function("bare get, one connection", |b| b.iter(&mut bare));
     group.bench_function("sync region get_or_create", |b| {
         b.iter(|| dogpile.get_or_create(black_box(KEY), value).unwrap())
     });
@@ -134,6 +130,30 @@ fn redis_async(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+fn redis_async(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let mut bare = server.client();
+    let config = RegionConfig::new("redis").argument("url", server.url());
+    async_against_sync(c, "redis async hit", config, || {
+        let bytes: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(black_box(KEY))
+            .query(&mut bare)
+            .unwrap();
+        assert!(bytes.is_some());
+    });
+}
+
+/// The same for memcached, whose async region runs on the backend's native async client.
+fn memcached_async(c: &mut Criterion) {
+    let server = MemcachedServer::start();
+    let mut bare = BufReader::new(TcpStream::connect(server.addr()).unwrap());
+    bare.get_ref().set_nodelay(true).unwrap();
+    let config = RegionConfig::new("memcached").argument("url", server.addr());
+    async_against_sync(c, "memcached async hit", config, || {
+        assert_eq!(memcached_get(&mut bare, black_box(&[KEY])).len(), 1);
+    });
 }
 
 fn memcached(c: &mut Criterion) {
@@ -172,5 +192,5 @@ fn memcached(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, redis, redis_async, memcached);
+criterion_group!(benches, redis, redis_async, memcached, memcached_async);
 criterion_main!(benches);

@@ -6,6 +6,8 @@
 //! connection's bounds against a hostile fake server (as `tests/redis_hostile.rs` does
 //! for the blocking one).
 
+#[path = "support/blocking_pool.rs"]
+mod blocking_pool;
 #[path = "support/fake_redis.rs"]
 mod fake_redis;
 #[path = "support/ports.rs"]
@@ -17,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use blocking_pool::with_the_blocking_pool_busy;
 use dogpile::backend::{Arguments, AsyncCacheBackend, CacheBackend, Entry, ProxyBackend};
 use dogpile::backends::RedisBackend;
 use dogpile::{CacheRegion, Error, RegionConfig};
@@ -55,30 +58,6 @@ fn locked_region(server: &RedisServer) -> Arc<CacheRegion> {
         server,
         &[("distributed_lock", "true"), ("lock_sleep", "0.01")],
     )
-}
-
-/// Runs `work` on a runtime whose one blocking-pool thread is kept busy the whole time:
-/// an async call that needed the blocking pool would wait behind it and time out.
-fn with_the_blocking_pool_busy(work: impl std::future::Future<Output = ()>, what: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(1)
-        .build()
-        .unwrap();
-    let (release, blocked) = std::sync::mpsc::channel::<()>();
-    runtime.block_on(async {
-        let busy = tokio::task::spawn_blocking(move || blocked.recv());
-        let probe = tokio::time::timeout(
-            Duration::from_millis(200),
-            tokio::task::spawn_blocking(|| ()),
-        );
-        assert!(probe.await.is_err(), "the blocking pool is busy");
-        tokio::time::timeout(PATIENCE, work)
-            .await
-            .unwrap_or_else(|_| panic!("{what} finished while the blocking pool was busy"));
-        release.send(()).unwrap();
-        busy.await.unwrap().unwrap();
-    });
 }
 
 /// Sets, reads, deletes and creates `key` under the distributed lock, from async code.

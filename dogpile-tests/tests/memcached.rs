@@ -1,6 +1,7 @@
 //! The memcached backend against real memcached servers (started on free loopback ports):
-//! the conformance suite on one server, on two, and with the distributed lock; then what
-//! is particular to memcached.
+//! the conformance suite on one server, on two, and with the distributed lock, through
+//! the region's blocking methods and through its async ones (the backend's native async
+//! client); then what is particular to memcached.
 //!
 //! Multi-process behaviour (the distributed lock across processes, a lock holder killed
 //! with SIGKILL) is in `memcached_processes.rs`.
@@ -29,55 +30,74 @@ use memcached_server::MemcachedServer;
 /// memcached's default 1 MiB, so the backend must read them back.
 const MAX_VALUE_SIZE: usize = 8 << 20;
 
-/// Each conformance test gets its own server(s), stopped when the test ends.
+/// One server per conformance test, stopped when the test ends.
+fn one_server() -> (RegionConfig, MemcachedServer) {
+    let server = MemcachedServer::start();
+    let config = RegionConfig::new("memcached")
+        .argument("url", server.addr())
+        .argument("max_value_size", MAX_VALUE_SIZE);
+    (config, server)
+}
+
+/// Two servers, named as dogpile's configurations name them.
+fn two_servers() -> (RegionConfig, (MemcachedServer, MemcachedServer)) {
+    let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
+    let url = format!("memcache://{}, {}", a.addr(), b.addr());
+    let config = RegionConfig::new("dogpile.cache.pylibmc")
+        .argument("url", url)
+        .argument("max_value_size", MAX_VALUE_SIZE);
+    (config, (a, b))
+}
+
+/// One server, with the distributed lock.
+fn distributed_lock() -> (RegionConfig, MemcachedServer) {
+    let server = MemcachedServer::start();
+    let config = RegionConfig::new("memcached")
+        .argument("url", server.addr())
+        .argument("distributed_lock", true)
+        .argument("max_value_size", MAX_VALUE_SIZE)
+        .argument("lock_sleep", 0.01)
+        .argument("memcached_expire_time", 3600);
+    (config, server)
+}
+
 mod conformance_one_server {
     use super::*;
-    conformance_suite!(
-        stores = true,
-        config = || {
-            let server = MemcachedServer::start();
-            (
-                RegionConfig::new("memcached")
-                    .argument("url", server.addr())
-                    .argument("max_value_size", MAX_VALUE_SIZE),
-                server,
-            )
-        }
-    );
+    conformance_suite!(stores = true, config = one_server);
 }
 
 mod conformance_two_servers {
     use super::*;
-    conformance_suite!(
-        stores = true,
-        config = || {
-            let (a, b) = (MemcachedServer::start(), MemcachedServer::start());
-            let url = format!("memcache://{}, {}", a.addr(), b.addr());
-            (
-                RegionConfig::new("dogpile.cache.pylibmc")
-                    .argument("url", url)
-                    .argument("max_value_size", MAX_VALUE_SIZE),
-                (a, b),
-            )
-        }
-    );
+    conformance_suite!(stores = true, config = two_servers);
 }
 
 mod conformance_distributed_lock {
     use super::*;
+    conformance_suite!(stores = true, shared_lock = true, config = distributed_lock);
+}
+
+/// The same suites through the region's async methods, which reach memcached on the
+/// backend's native async client.
+#[cfg(feature = "tokio")]
+mod conformance_async_one_server {
+    use super::*;
+    conformance_suite!(async, stores = true, config = one_server);
+}
+
+#[cfg(feature = "tokio")]
+mod conformance_async_two_servers {
+    use super::*;
+    conformance_suite!(async, stores = true, config = two_servers);
+}
+
+#[cfg(feature = "tokio")]
+mod conformance_async_distributed_lock {
+    use super::*;
     conformance_suite!(
+        async,
         stores = true,
         shared_lock = true,
-        config = || {
-            let server = MemcachedServer::start();
-            let config = RegionConfig::new("memcached")
-                .argument("url", server.addr())
-                .argument("distributed_lock", true)
-                .argument("max_value_size", MAX_VALUE_SIZE)
-                .argument("lock_sleep", 0.01)
-                .argument("memcached_expire_time", 3600);
-            (config, server)
-        }
+        config = distributed_lock
     );
 }
 

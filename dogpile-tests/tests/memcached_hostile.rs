@@ -5,8 +5,12 @@
 //! next call, once the server behaves, gets its own answer, never what was left of the
 //! previous one.
 //!
+//! Every case runs twice: through the blocking client, and through the backend's native
+//! async client (its async twin), awaited on a current-thread runtime.
+//!
 //! Allocations are counted per thread by a counting global allocator: the blocking client
-//! does all its work on the calling thread, so the calling thread's peak is the call's.
+//! does all its work on the calling thread, and so does the async one on a current-thread
+//! runtime driven by the calling thread, so the calling thread's peak is the call's.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -17,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tokio")]
+use dogpile::backend::AsyncCacheBackend;
 use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::MemcachedBackend;
 use dogpile::{CacheRegion, Error, RegionConfig};
@@ -261,6 +267,76 @@ fn endless(writer: &mut TcpStream, byte: u8) -> std::io::Result<()> {
 
 const SOCKET_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The faces a case runs through: blocking, then async (with the `tokio` feature).
+const FACES: &[bool] = if cfg!(feature = "tokio") {
+    &[false, true]
+} else {
+    &[false]
+};
+
+/// The backend under test through one of its faces: its blocking methods, or its async
+/// twin's awaited on a current-thread runtime that the calling thread drives.
+struct Client {
+    backend: MemcachedBackend,
+    #[cfg(feature = "tokio")]
+    nonblocking: Option<(
+        std::sync::Arc<dyn AsyncCacheBackend>,
+        tokio::runtime::Runtime,
+    )>,
+}
+
+impl Client {
+    #[cfg_attr(not(feature = "tokio"), allow(unused_variables))]
+    fn new(fake: &Fake, nonblocking: bool) -> Self {
+        let backend = backend(fake);
+        Client {
+            #[cfg(feature = "tokio")]
+            nonblocking: nonblocking.then(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                (
+                    backend.async_twin().expect("a native async client"),
+                    runtime,
+                )
+            }),
+            backend,
+        }
+    }
+
+    /// The async twin and the runtime to await it on, for the async face.
+    #[cfg(feature = "tokio")]
+    fn twin(&self) -> Option<(&dyn AsyncCacheBackend, &tokio::runtime::Runtime)> {
+        let (twin, runtime) = self.nonblocking.as_ref()?;
+        Some((&**twin, runtime))
+    }
+
+    fn get(&self, key: &str) -> dogpile::Result<Option<Vec<u8>>> {
+        #[cfg(feature = "tokio")]
+        if let Some((twin, runtime)) = self.twin() {
+            return runtime.block_on(twin.get(key));
+        }
+        self.backend.get(key)
+    }
+
+    fn get_multi(&self, keys: &[&str]) -> dogpile::Result<Vec<Option<Vec<u8>>>> {
+        #[cfg(feature = "tokio")]
+        if let Some((twin, runtime)) = self.twin() {
+            return runtime.block_on(twin.get_multi(keys));
+        }
+        self.backend.get_multi(keys)
+    }
+
+    fn set(&self, key: &str, value: Vec<u8>) -> dogpile::Result<()> {
+        #[cfg(feature = "tokio")]
+        if let Some((twin, runtime)) = self.twin() {
+            return runtime.block_on(twin.set(key, value));
+        }
+        self.backend.set(key, value)
+    }
+}
+
 fn backend(fake: &Fake) -> MemcachedBackend {
     MemcachedBackend::from_arguments(&Arguments::new(
         "memcached",
@@ -277,14 +353,36 @@ fn backend(fake: &Fake) -> MemcachedBackend {
 }
 
 /// `call` fails against `behaviour` within the bounds, and the next calls get their own
-/// answers once the server behaves.
+/// answers once the server behaves; through each face in turn (the error is the last
+/// face's).
 fn hostile_case<T: std::fmt::Debug>(
     case: &str,
     behaviour: Behaviour,
-    call: impl Fn(&MemcachedBackend) -> dogpile::Result<T>,
+    call: impl Fn(&Client) -> dogpile::Result<T>,
+) -> Error {
+    let mut errors: Vec<Error> = FACES
+        .iter()
+        .map(|&nonblocking| {
+            let face = if nonblocking { "async" } else { "blocking" };
+            hostile_case_on(
+                &format!("{case} ({face})"),
+                behaviour.clone(),
+                nonblocking,
+                &call,
+            )
+        })
+        .collect();
+    errors.pop().expect("one face at least")
+}
+
+fn hostile_case_on<T: std::fmt::Debug>(
+    case: &str,
+    behaviour: Behaviour,
+    nonblocking: bool,
+    call: &impl Fn(&Client) -> dogpile::Result<T>,
 ) -> Error {
     let fake = Fake::start();
-    let backend = backend(&fake);
+    let backend = Client::new(&fake, nonblocking);
     // A connection is open and pooled before the server turns hostile.
     assert_eq!(
         backend.get("warm").unwrap(),
@@ -331,7 +429,7 @@ fn hostile_case<T: std::fmt::Debug>(
     error
 }
 
-fn get(key: &'static str) -> impl Fn(&MemcachedBackend) -> dogpile::Result<Option<Vec<u8>>> {
+fn get(key: &'static str) -> impl Fn(&Client) -> dogpile::Result<Option<Vec<u8>>> {
     move |backend| backend.get(key)
 }
 
@@ -495,11 +593,17 @@ fn an_error_reply_names_the_server_message_and_drops_the_connection() {
 
 #[test]
 fn a_stale_reply_that_arrives_late_is_never_taken_for_the_next_ones() {
+    for &nonblocking in FACES {
+        a_stale_reply_on(nonblocking);
+    }
+}
+
+fn a_stale_reply_on(nonblocking: bool) {
     // The server answers, and 100 ms later sends the same answer again. The call after
     // that reads the stale answer first: the opaque it echoes is the previous request's,
     // so the call fails and drops the connection instead of returning `value of k`.
     let fake = Fake::start();
-    let backend = backend(&fake);
+    let backend = Client::new(&fake, nonblocking);
     fake.behave(Behaviour::Late);
     assert_eq!(backend.get("k").unwrap(), Some(good_value("k")));
     fake.behave(Behaviour::Good);

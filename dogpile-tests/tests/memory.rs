@@ -15,6 +15,17 @@ mod memory {
     conformance_suite!(stores = true, config = || RegionConfig::new("memory"));
 }
 
+/// The suite through the region's async methods.
+#[cfg(feature = "tokio")]
+mod memory_async {
+    use super::*;
+    conformance_suite!(
+        async,
+        stores = true,
+        config = || RegionConfig::new("memory")
+    );
+}
+
 mod memory_bounded {
     use super::*;
     conformance_suite!(

@@ -4,7 +4,7 @@
 //! memcached's atomic add (`ms <key> <len> T<ttl> ME`, which answers `NS` when the key
 //! exists), with a server-side TTL of `lock_timeout` so that a holder that dies releases
 //! it. Where dogpile does worse, this one differs:
-//! - the value is a token unique to the holder, and `release` removes the lock only while
+//! - the value is a token unique to the acquire, and `release` removes the lock only while
 //!   it still holds that token: it reads the token with its CAS id (`mg <key> v c`), then
 //!   deletes with a compare-and-delete (`md <key> C<cas>`): a lock that expired and was
 //!   taken by another process has another CAS id, so the old holder never removes it;
@@ -12,17 +12,30 @@
 //!   `lock_sleep` between tries and gives up after `lock_blocking_timeout` counted from
 //!   the start of its call, or sooner when its time budget runs out (the region reports
 //!   [`dogpile_core::Error::LockTimeout`]). dogpile's backoff grows without bound;
-//! - a lock is released when its handle is dropped without a release, and async callers,
-//!   which reach this lock on tokio's blocking pool, never strand one: a lock taken there
-//!   after the caller was dropped (a request timeout) is released by the pool's task.
+//! - no lock is stranded by a caller that goes away. Each acquire's token is known before
+//!   its `add` is sent, and a lock that may be held by a token nobody will release (a
+//!   handle dropped without a release, an async acquire whose caller was dropped with the
+//!   `add` in flight or after it, an async release dropped midway) is released by that
+//!   token when the token is dropped: at once on a blocking caller's thread, or in a task
+//!   spawned on the current runtime for an async one. The async `add` runs in a task of
+//!   its own, so its reply is always read and a release never overtakes the acquire it
+//!   undoes. Releasing by token is harmless when the `add` never took. (The tokens and
+//!   the task are the `lock_task` module's, shared with redis's lock.)
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_core::lock::{lock_token, CacheMutex};
+#[cfg(feature = "tokio")]
+use std::future::Future;
+#[cfg(feature = "tokio")]
+use std::pin::Pin;
+
+use dogpile_core::lock::CacheMutex;
 use dogpile_core::Result;
 
+use crate::lock_task::{Held, Releaser, Token};
+
+use super::command::{Delete, GetWithCas, Store};
 use super::keys::{display_key, memcached_key};
 use super::protocol::Mode;
 use super::{exptime, Cluster};
@@ -40,49 +53,124 @@ pub(crate) struct LockSettings {
 
 /// The lock on one cache key, for one holder.
 pub(crate) struct MemcachedLock {
+    target: Arc<Target>,
+    settings: LockSettings,
+    /// The acquire this handle holds the lock by, if it holds it.
+    held: Held<Target>,
+}
+
+/// Where a lock lives: the servers, the cache key (for logs) and the lock's key.
+struct Target {
     cluster: Arc<Cluster>,
     key: String,
     lock_key: String,
-    token: String,
-    settings: LockSettings,
-    held: AtomicBool,
+}
+
+impl Target {
+    fn what(&self, op: &'static str) -> impl Fn() -> String + Sync + '_ {
+        move || format!("{op} of the lock on key {}", display_key(&self.key))
+    }
+
+    /// The `add` of the lock with `token`.
+    fn add<'a>(&'a self, token: &'a str, settings: &LockSettings) -> Store<'a> {
+        Store {
+            key: &self.lock_key,
+            value: token.as_bytes(),
+            ttl: exptime(settings.timeout),
+            mode: Mode::Add,
+        }
+    }
+
+    /// The compare-and-delete of the lock if `found` (its value and CAS id) holds `token`.
+    fn delete_if_held<'a>(
+        &'a self,
+        token: &str,
+        found: Option<(Vec<u8>, u64)>,
+    ) -> Option<Delete<'a>> {
+        match found {
+            Some((value, cas)) if value == token.as_bytes() => Some(Delete {
+                key: &self.lock_key,
+                cas: Some(cas),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A release that found the lock gone or another holder's: it had expired.
+    fn released(&self, deleted: bool, settings: &LockSettings) {
+        if !deleted {
+            tracing::warn!(key = %display_key(&self.key), lock_timeout = ?settings.timeout,
+                "the memcached dogpile lock expired before its holder released it (the creator \
+                 outlived lock_timeout); another process may have taken it, so it was left alone");
+        }
+    }
+}
+
+impl Releaser for Target {
+    fn describe(&self) -> String {
+        format!("the lock on key {}", display_key(&self.key))
+    }
+
+    fn release(&self, token: &str) -> Result<bool> {
+        let server = self.cluster.server(&self.lock_key);
+        let what = self.what("release");
+        let found = server.call(&what, &GetWithCas(&self.lock_key))?;
+        match self.delete_if_held(token, found) {
+            Some(delete) => server.call(&what, &delete),
+            None => Ok(false),
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    fn release_async<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>> {
+        Box::pin(async move {
+            let server = self.cluster.server(&self.lock_key);
+            let what = self.what("release");
+            let found = server
+                .call_async(&what, &GetWithCas(&self.lock_key))
+                .await?;
+            match self.delete_if_held(token, found) {
+                Some(delete) => server.call_async(&what, &delete).await,
+                None => Ok(false),
+            }
+        })
+    }
 }
 
 impl MemcachedLock {
     pub(crate) fn new(cluster: Arc<Cluster>, key: &str, settings: LockSettings) -> Self {
         MemcachedLock {
-            cluster,
-            key: key.to_owned(),
-            lock_key: memcached_key(&format!("_lock{key}")).into_owned(),
-            token: lock_token(),
+            target: Arc::new(Target {
+                cluster,
+                key: key.to_owned(),
+                lock_key: memcached_key(&format!("_lock{key}")).into_owned(),
+            }),
             settings,
-            held: AtomicBool::new(false),
+            held: Held::new(),
         }
     }
 
-    fn what(&self, op: &'static str) -> impl Fn() -> String + '_ {
-        move || format!("{op} of the lock on key {}", display_key(&self.key))
-    }
-
-    /// One `add`: true when this holder now has the lock.
-    fn try_add(&self) -> Result<bool> {
-        let ttl = exptime(self.settings.timeout);
-        self.cluster
-            .server(&self.lock_key)
-            .call(&self.what("acquire"), &|connection| {
-                connection.store(&self.lock_key, self.token.as_bytes(), ttl, Mode::Add)
-            })
+    /// A new acquire's token, armed.
+    fn token(&self, on_async: bool) -> Token<Target> {
+        Token::new(self.target.clone(), on_async)
     }
 }
 
 impl CacheMutex for MemcachedLock {
     fn try_acquire(&self) -> Result<bool> {
-        if self.held.load(Ordering::Acquire) {
-            return Ok(true);
-        }
-        let won = self.try_add()?;
-        self.held.store(won, Ordering::Release);
-        Ok(won)
+        let server = self.target.cluster.server(&self.target.lock_key);
+        self.held.acquire(
+            || self.token(false),
+            |token| {
+                server.call(
+                    &self.target.what("acquire"),
+                    &self.target.add(token, &self.settings),
+                )
+            },
+        )
     }
 
     fn retry_pause(&self) -> Duration {
@@ -94,37 +182,62 @@ impl CacheMutex for MemcachedLock {
     }
 
     fn release(&self) -> Result<()> {
-        if !self.held.swap(false, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let released =
-            self.cluster
-                .server(&self.lock_key)
-                .call(&self.what("release"), &|connection| match connection
-                    .get_with_cas(&self.lock_key)?
-                {
-                    Some((token, cas)) if token == self.token.as_bytes() => {
-                        connection.delete(&self.lock_key, Some(cas))
-                    }
-                    _ => Ok(false),
-                })?;
-        if !released {
-            tracing::warn!(key = %display_key(&self.key), lock_timeout = ?self.settings.timeout,
-                "the memcached dogpile lock expired before its holder released it (the creator \
-                 outlived lock_timeout); another process may have taken it, so it was left alone");
+        if let Some(deleted) = self.held.release()? {
+            self.target.released(deleted, &self.settings);
         }
         Ok(())
     }
 }
 
-/// A holder dropped without releasing (a caller that panicked, a handle let go of)
-/// releases here; on a blocking thread, as every call of this backend (async callers reach
-/// it through tokio's blocking pool, which releases a lock its caller left behind there).
-impl Drop for MemcachedLock {
-    fn drop(&mut self) {
-        if let Err(error) = self.release() {
-            tracing::warn!(key = %display_key(&self.key), %error,
-                "failed to release a dropped memcached dogpile lock; it expires after lock_timeout");
+/// The same lock for async callers, on the servers' async pools. A caller may be dropped
+/// at any await (a request timeout): the `add` runs in a task of its own, with its token
+/// known before it is sent, so that its outcome is always read; when nobody is left to
+/// take the lock from it, the token's drop releases it.
+#[cfg(feature = "tokio")]
+#[dogpile_core::backend::async_trait]
+impl dogpile_core::lock::AsyncCacheMutex for MemcachedLock {
+    async fn try_acquire(&self) -> Result<bool> {
+        if self.held.is_held() {
+            return Ok(true);
         }
+        let token = self.token(true);
+        let settings = self.settings;
+        let attempt = async move {
+            let target = token.releaser().clone();
+            let add = target.add(token.value(), &settings);
+            let server = target.cluster.server(&target.lock_key);
+            // An error drops the token armed: the `add` may have been applied.
+            if server.call_async(&target.what("acquire"), &add).await? {
+                return Ok(Some(token));
+            }
+            token.disarm();
+            Ok(None)
+        };
+        let target = &self.target;
+        let server = || {
+            format!(
+                "memcached at {}",
+                target.cluster.server(&target.lock_key).name()
+            )
+        };
+        self.held
+            .acquire_in_task(attempt, server, target.what("acquire"))
+            .await
+    }
+
+    /// Dropped before it is done, the token is still armed and its drop releases.
+    async fn release(&self) -> Result<()> {
+        if let Some(deleted) = self.held.release_async().await? {
+            self.target.released(deleted, &self.settings);
+        }
+        Ok(())
+    }
+
+    fn retry_pause(&self) -> Duration {
+        self.settings.sleep
+    }
+
+    fn wait_limit(&self) -> Option<Duration> {
+        Some(self.settings.blocking_timeout)
     }
 }

@@ -43,15 +43,79 @@ pub(crate) struct Pool {
 }
 
 struct State {
-    /// Idle connections, with when they came back; the most recent last.
-    idle: Vec<(Connection, Instant)>,
+    /// Idle connections and the generation.
+    idle: Idle<Connection>,
     /// Connections open: idle, in use, or being opened.
     open: u32,
-    /// Bumped by [`Pool::flush`]: connections of an older one are dropped on return.
-    generation: u64,
     /// Callers waiting for a connection: only then is a return signalled (a signal is a
     /// system call, whether anyone waits or not).
     waiting: u32,
+}
+
+/// A connection a pool keeps.
+pub(crate) trait Reusable {
+    /// True once anything failed on it: it must not be used again.
+    fn is_broken(&self) -> bool;
+}
+
+impl Reusable for Connection {
+    fn is_broken(&self) -> bool {
+        Connection::is_broken(self)
+    }
+}
+
+/// The idle connections of a pool (blocking or async), and its generation.
+pub(crate) struct Idle<C> {
+    /// Idle connections, with when they came back; the most recent last.
+    idle: Vec<(C, Instant)>,
+    /// Bumped by a flush: connections of an older one are dropped on return.
+    generation: u64,
+}
+
+impl<C: Reusable> Idle<C> {
+    pub(crate) fn new() -> Self {
+        Idle {
+            idle: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// The generation connections taken now belong to.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The most recent idle connection, unless it idled for [`IDLE_TIMEOUT`]; `closed`
+    /// is called for each one dropped as too old.
+    pub(crate) fn take(&mut self, mut closed: impl FnMut(C)) -> Option<C> {
+        while let Some((connection, since)) = self.idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT {
+                return Some(connection);
+            }
+            closed(connection);
+        }
+        None
+    }
+
+    /// Starts a new generation if the pool is still at `generation`: the idle connections
+    /// to close (`None` when another caller flushed it already).
+    pub(crate) fn flush(&mut self, generation: u64) -> Option<Vec<(C, Instant)>> {
+        if self.generation != generation {
+            return None;
+        }
+        self.generation += 1;
+        Some(std::mem::take(&mut self.idle))
+    }
+
+    /// Keeps `connection` for the next caller, or hands it back to be closed (it broke,
+    /// or belongs to an older generation).
+    pub(crate) fn give_back(&mut self, connection: C, generation: u64) -> Option<C> {
+        if connection.is_broken() || generation != self.generation {
+            return Some(connection);
+        }
+        self.idle.push((connection, Instant::now()));
+        None
+    }
 }
 
 /// Why no connection could be had.
@@ -60,14 +124,14 @@ pub(crate) enum Checkout {
     Connect(Failure),
     /// Every connection stayed in use for this long.
     Busy(Duration),
+    /// Connecting timed out, with less than half of the call's deadline left for it
+    /// after the wait for a place (async calls): that says nothing about the server.
+    #[cfg(feature = "tokio")]
+    Late(Failure),
 }
 
 /// A connection taken from a [`Pool`]; it goes back when dropped.
-pub(crate) struct Pooled<'a> {
-    pool: &'a Pool,
-    connection: Option<Connection>,
-    generation: u64,
-}
+pub(crate) type Pooled<'a> = Lease<'a, Pool>;
 
 impl Pool {
     /// A pool of at most `size` connections to `address` (`host:port`); none is opened
@@ -84,9 +148,8 @@ impl Pool {
             timeout,
             max_value_size,
             state: Mutex::new(State {
-                idle: Vec::new(),
+                idle: Idle::new(),
                 open: 0,
-                generation: 0,
                 waiting: 0,
             }),
             returned: Condvar::new(),
@@ -105,27 +168,18 @@ impl Pool {
         let mut state = self.state();
         let mut deadline = None;
         loop {
-            while let Some((connection, since)) = state.idle.pop() {
-                if since.elapsed() < IDLE_TIMEOUT {
-                    return Ok(Pooled {
-                        pool: self,
-                        connection: Some(connection),
-                        generation: state.generation,
-                    });
-                }
-                state.open -= 1;
-                drop(connection);
+            let mut closed = 0;
+            let idle = state.idle.take(|_| closed += 1);
+            state.open -= closed;
+            if let Some(connection) = idle {
+                return Ok(Lease::new(self, connection, state.idle.generation(), ()));
             }
             if state.open < self.size {
                 state.open += 1;
-                let generation = state.generation;
+                let generation = state.idle.generation();
                 drop(state);
                 return match Connection::open(&self.address, self.timeout, self.max_value_size) {
-                    Ok(connection) => Ok(Pooled {
-                        pool: self,
-                        connection: Some(connection),
-                        generation,
-                    }),
+                    Ok(connection) => Ok(Lease::new(self, connection, generation, ())),
                     Err(failure) => {
                         let mut state = self.state();
                         state.open -= 1;
@@ -156,12 +210,11 @@ impl Pool {
     pub(crate) fn flush(&self, generation: u64) {
         let idle = {
             let mut state = self.state();
-            if state.generation != generation {
+            let Some(idle) = state.idle.flush(generation) else {
                 return;
-            }
-            state.generation += 1;
-            state.open -= state.idle.len() as u32;
-            std::mem::take(&mut state.idle)
+            };
+            state.open -= idle.len() as u32;
+            idle
         };
         // Closed outside the lock.
         drop(idle);
@@ -170,19 +223,16 @@ impl Pool {
 
     /// The generation connections taken now belong to.
     pub(crate) fn generation(&self) -> u64 {
-        self.state().generation
+        self.state().idle.generation()
     }
 
     fn give_back(&self, connection: Connection, generation: u64) {
         let mut state = self.state();
         let waiting = state.waiting > 0;
-        let dropped = if connection.is_broken() || generation != state.generation {
+        let dropped = state.idle.give_back(connection, generation);
+        if dropped.is_some() {
             state.open -= 1;
-            Some(connection)
-        } else {
-            state.idle.push((connection, Instant::now()));
-            None
-        };
+        }
         drop(state);
         // Closed outside the lock.
         drop(dropped);
@@ -192,28 +242,64 @@ impl Pool {
     }
 }
 
-impl Pooled<'_> {
+impl Lender for Pool {
+    type Connection = Connection;
+
+    fn give_back(&self, connection: Connection, generation: u64) {
+        Pool::give_back(self, connection, generation);
+    }
+}
+
+/// A pool that lends connections ([`Lease`]s) and takes them back.
+pub(crate) trait Lender {
+    /// What it lends.
+    type Connection;
+
+    /// Takes back a connection of `generation`: kept idle, or closed.
+    fn give_back(&self, connection: Self::Connection, generation: u64);
+}
+
+/// A connection taken from a pool (`P`), with what else the taker holds until it is
+/// given back (`H`: the async pool's place); it goes back when dropped.
+pub(crate) struct Lease<'a, P: Lender, H = ()> {
+    pool: &'a P,
+    connection: Option<P::Connection>,
+    generation: u64,
+    /// Released after the connection went back (fields drop after `Drop::drop`).
+    _holding: H,
+}
+
+impl<'a, P: Lender, H> Lease<'a, P, H> {
+    pub(crate) fn new(pool: &'a P, connection: P::Connection, generation: u64, holding: H) -> Self {
+        Lease {
+            pool,
+            connection: Some(connection),
+            generation,
+            _holding: holding,
+        }
+    }
+
     /// The generation of the pool this connection was taken from.
     pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 }
 
-impl std::ops::Deref for Pooled<'_> {
-    type Target = Connection;
+impl<P: Lender, H> std::ops::Deref for Lease<'_, P, H> {
+    type Target = P::Connection;
 
-    fn deref(&self) -> &Connection {
+    fn deref(&self) -> &P::Connection {
         self.connection.as_ref().expect("present until dropped")
     }
 }
 
-impl std::ops::DerefMut for Pooled<'_> {
-    fn deref_mut(&mut self) -> &mut Connection {
+impl<P: Lender, H> std::ops::DerefMut for Lease<'_, P, H> {
+    fn deref_mut(&mut self) -> &mut P::Connection {
         self.connection.as_mut().expect("present until dropped")
     }
 }
 
-impl Drop for Pooled<'_> {
+impl<P: Lender, H> Drop for Lease<'_, P, H> {
     fn drop(&mut self) {
         if let Some(connection) = self.connection.take() {
             self.pool.give_back(connection, self.generation);
@@ -231,13 +317,13 @@ mod tests {
         match pool.checkout() {
             Ok(_) => Ok(()),
             Err(Checkout::Connect(failure)) => Err(failure),
-            Err(Checkout::Busy(_)) => panic!("no connection is in use"),
+            Err(_) => panic!("no connection is in use"),
         }
     }
 
     fn open_and_idle(pool: &Pool) -> (u32, usize) {
         let state = pool.state();
-        (state.open, state.idle.len())
+        (state.open, state.idle.idle.len())
     }
 
     #[test]
@@ -268,7 +354,7 @@ mod tests {
         assert!(matches!(pool.checkout(), Err(Checkout::Busy(_))));
         let generation = first.generation();
         drop(first);
-        assert_eq!(pool.state().idle.len(), 1);
+        assert_eq!(pool.state().idle.idle.len(), 1);
         let again = pool.checkout().ok().unwrap();
         assert_eq!(pool.state().open, 2, "the idle one was reused");
         // A flush drops idle connections at once and those in use on their return.

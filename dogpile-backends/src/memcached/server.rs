@@ -8,14 +8,21 @@
 //! A server that cannot be reached is marked down for `dead_retry`: commands for it fail
 //! at once instead of each waiting `socket_timeout`. After that, one caller tries it
 //! again while the others keep failing fast; the first success marks it up.
+//!
+//! Blocking and async callers have a pool each (`pool_size` connections at most in each),
+//! and one health record: a server marked down by either fails both fast.
 
 use std::fmt;
 use std::io;
 use std::time::Duration;
+#[cfg(feature = "tokio")]
+use std::time::Instant;
 
 use dogpile_core::{Error, Result};
 
-use super::connection::{Connection, Failure, Outcome};
+#[cfg(feature = "tokio")]
+use super::async_pool::AsyncPool;
+use super::command::{Command, Failure};
 use super::pool::{Checkout, Pool};
 use crate::health::{self, MarkedDown};
 
@@ -37,10 +44,15 @@ pub(crate) struct Server {
     name: String,
     description: String,
     pool: Pool,
+    #[cfg(feature = "tokio")]
+    async_pool: AsyncPool,
+    #[cfg(feature = "tokio")]
+    socket_timeout: Duration,
     health: health::Health,
 }
 
 /// What a failed command says about its server.
+#[derive(Clone, Copy)]
 enum Verdict {
     /// The server answered (an error, or garbage): it is up; the connection was dropped.
     Answered,
@@ -48,6 +60,10 @@ enum Verdict {
     Unreachable,
     /// The connection broke; a fresh one may work.
     Broken,
+    /// Nothing is known of the server: every pooled connection stayed busy, or an async
+    /// command or connect, left with less than half of its call's deadline by the wait
+    /// for a connection, timed out. Its health stays as it is.
+    Inconclusive,
 }
 
 impl Server {
@@ -69,6 +85,15 @@ impl Server {
                 settings.socket_timeout,
                 settings.max_value_size,
             ),
+            #[cfg(feature = "tokio")]
+            async_pool: AsyncPool::new(
+                name.clone(),
+                settings.size,
+                settings.socket_timeout,
+                settings.max_value_size,
+            ),
+            #[cfg(feature = "tokio")]
+            socket_timeout: settings.socket_timeout,
             name,
         }
     }
@@ -85,16 +110,16 @@ impl Server {
     /// connection: that is what a server restart looks like to a pooled connection.
     /// Commands are idempotent or, for the lock's `add`, cannot have reached a server
     /// that closed the connection without answering.
-    pub(crate) fn call<T>(
+    pub(crate) fn call<C: Command>(
         &self,
         what: &dyn Fn() -> String,
-        command: &dyn Fn(&mut Connection) -> Outcome<T>,
-    ) -> Result<T> {
+        command: &C,
+    ) -> Result<C::Output> {
         let mut retried = false;
         loop {
             self.check_up(what)?;
             let (failure, verdict, generation) = match self.pool.checkout() {
-                Ok(mut connection) => match command(&mut connection) {
+                Ok(mut connection) => match connection.run(command) {
                     Ok(value) => {
                         drop(connection);
                         self.health.mark_up();
@@ -105,28 +130,100 @@ impl Server {
                         (failure, verdict, connection.generation())
                     }
                 },
-                Err(Checkout::Connect(failure)) => {
-                    (failure, Verdict::Unreachable, self.pool.generation())
-                }
-                Err(Checkout::Busy(waited)) => (Failure::Busy { waited }, Verdict::Answered, 0),
+                Err(checkout) => self.checkout_failed(checkout, self.pool.generation()),
             };
-            match verdict {
-                Verdict::Answered => {
-                    self.health.mark_up();
-                    return Err(self.error(what, Reason::Failed(failure)));
-                }
-                Verdict::Broken if !retried => {
-                    tracing::debug!(server = %self.name, %failure, "memcached connection broke; retrying on a fresh one");
-                    self.pool.flush(generation);
-                    retried = true;
-                }
-                Verdict::Broken | Verdict::Unreachable => {
-                    self.pool.flush(generation);
-                    self.health.mark_down(&failure);
-                    return Err(self.error(what, Reason::Failed(failure)));
-                }
-            }
+            self.judge(what, failure, verdict, &mut retried, || {
+                self.pool.flush(generation)
+            })?;
         }
+    }
+
+    /// [`Server::call`] for async callers, on the async pool: one deadline,
+    /// `socket_timeout` from the start of each try, covers waiting for a connection,
+    /// connecting and the command (see the `async_pool` module).
+    #[cfg(feature = "tokio")]
+    pub(crate) async fn call_async<C: Command + Sync>(
+        &self,
+        what: &(dyn Fn() -> String + Sync),
+        command: &C,
+    ) -> Result<C::Output>
+    where
+        C::State: Send,
+    {
+        let mut retried = false;
+        loop {
+            self.check_up(what)?;
+            let started = Instant::now();
+            let deadline = started + self.socket_timeout;
+            let (failure, verdict, generation) = match self.async_pool.checkout(deadline).await {
+                Ok((mut connection, waited)) => {
+                    let running = if waited { Instant::now() } else { started };
+                    match connection.run(command, started, deadline).await {
+                        Ok(value) => {
+                            drop(connection);
+                            self.health.mark_up();
+                            return Ok(value);
+                        }
+                        Err(failure) => {
+                            let verdict = match health_after(&failure) {
+                                // Less than half of socket_timeout left for the
+                                // command: its timeout is the wait's, not the server's.
+                                Verdict::Unreachable
+                                    if matches!(failure, Failure::Timeout { .. })
+                                        && running - started > self.socket_timeout / 2 =>
+                                {
+                                    Verdict::Inconclusive
+                                }
+                                verdict => verdict,
+                            };
+                            (failure, verdict, connection.generation())
+                        }
+                    }
+                }
+                Err(checkout) => self.checkout_failed(checkout, self.async_pool.generation()),
+            };
+            self.judge(what, failure, verdict, &mut retried, || {
+                self.async_pool.flush(generation)
+            })?;
+        }
+    }
+
+    /// The failure, verdict and pool generation of a checkout that gave no connection.
+    fn checkout_failed(&self, checkout: Checkout, generation: u64) -> (Failure, Verdict, u64) {
+        match checkout {
+            Checkout::Connect(failure) => (failure, Verdict::Unreachable, generation),
+            Checkout::Busy(waited) => (Failure::Busy { waited }, Verdict::Inconclusive, generation),
+            #[cfg(feature = "tokio")]
+            Checkout::Late(failure) => (failure, Verdict::Inconclusive, generation),
+        }
+    }
+
+    /// After a failed command: the server's health updated, the pool flushed (`flush`)
+    /// when its connections are likely dead, and `Ok` to run the command once more on a
+    /// fresh connection, or the error to fail with.
+    fn judge(
+        &self,
+        what: &dyn Fn() -> String,
+        failure: Failure,
+        verdict: Verdict,
+        retried: &mut bool,
+        flush: impl FnOnce(),
+    ) -> Result<()> {
+        match verdict {
+            Verdict::Answered => self.health.mark_up(),
+            Verdict::Broken if !*retried => {
+                tracing::debug!(server = %self.name, %failure, "memcached connection broke; retrying on a fresh one");
+                flush();
+                *retried = true;
+                return Ok(());
+            }
+            Verdict::Broken | Verdict::Unreachable => {
+                flush();
+                self.health.mark_down(&failure);
+            }
+            Verdict::Inconclusive => {}
+        }
+        Err(self.error(what, Reason::Failed(failure)))
     }
 
     fn error(&self, what: &dyn Fn() -> String, reason: Reason) -> Error {
@@ -158,8 +255,8 @@ fn health_after(failure: &Failure) -> Verdict {
         Failure::Protocol(_)
         | Failure::Unexpected { .. }
         | Failure::Server(_)
-        | Failure::ValueTooLarge { .. }
-        | Failure::Busy { .. } => Verdict::Answered,
+        | Failure::ValueTooLarge { .. } => Verdict::Answered,
+        Failure::Busy { .. } => Verdict::Inconclusive,
     }
 }
 

@@ -1,22 +1,29 @@
 //! The distributed dogpile lock of the redis backends: `SET NX PX` with a random token and
 //! a compare-and-delete release (see the parent module's docs, "The distributed lock").
 //! Waiting (a bounded, jittered backoff up to `lock_sleep`, within the caller's time budget
-//! and `lock_blocking_timeout`) is the region's. While held, the lock is extended by its
-//! token every third of `lock_timeout` (`PEXPIRE` if the value is still the token), so a
-//! creator slower than `lock_timeout` keeps it.
+//! and `lock_blocking_timeout`) is the region's.
 //!
 //! No lock is stranded by a caller that goes away: each acquire's token is known before
 //! its `SET NX` is sent, and a lock that may be held by a token nobody will release (a
 //! handle dropped without a release, an async acquire whose caller was dropped with the
 //! command in flight) is released by that token when it is dropped. The async `SET NX`
 //! runs in a task of its own, so its reply is always read, and a release never overtakes
-//! the acquire it undoes.
+//! the acquire it undoes (the `lock_task` module, shared with memcached's lock). While
+//! held, the lock is extended by its token every third of `lock_timeout` (`PEXPIRE` if the
+//! value is still the token), so a creator slower than `lock_timeout` keeps it.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dogpile_core::lock::{lock_token, CacheMutex, DEFAULT_RETRY_PAUSE};
+#[cfg(feature = "tokio")]
+use std::future::Future;
+#[cfg(feature = "tokio")]
+use std::pin::Pin;
+
+use dogpile_core::lock::{CacheMutex, DEFAULT_RETRY_PAUSE};
 use dogpile_core::Result;
+
+use crate::lock_task::{Held, Releaser, Token};
 
 use super::Shared;
 
@@ -51,83 +58,36 @@ fn extend_script() -> &'static redis::Script {
 
 /// A distributed lock on one cache key (see the [module docs](self)).
 pub(crate) struct RedisLock {
-    shared: Arc<Shared>,
-    lock_key: String,
+    target: Arc<Target>,
     /// The acquire this handle holds the lock by, if it holds it.
-    held: Mutex<Option<Token>>,
+    held: Held<Target>,
 }
 
-/// One acquire's token, known before its `SET NX` is sent, and the lock it may hold.
-///
-/// Dropped while armed (a handle dropped without a release, an async acquire whose caller
-/// was dropped, an async acquire that failed with the command possibly applied), it
-/// releases the lock by its token: at once on a blocking thread, or in a task spawned on
-/// the current runtime. Releasing by token is harmless when the `SET` never took.
-struct Token {
+/// Where a lock lives: the backend and the lock's key.
+pub(crate) struct Target {
     shared: Arc<Shared>,
     lock_key: String,
-    token: String,
-    /// Taken on the async path: released by a spawned task when dropped on a runtime.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    on_async: bool,
-    armed: bool,
 }
 
-impl Token {
-    /// Nothing to release: the `SET NX` was answered and did not take the lock.
-    fn disarm(mut self) {
-        self.armed = false;
+/// Releases by token with the release script ([`release_sync`], [`release_async`]).
+impl Releaser for Target {
+    fn describe(&self) -> String {
+        format!("{} on {}", self.lock_key, self.shared.describe)
     }
 
-    /// Releases the lock by this token, blocking; the number of keys deleted.
-    fn release(mut self) -> Result<i64> {
-        self.armed = false;
-        release_sync(&self.shared, &self.lock_key, &self.token)
+    fn release(&self, token: &str) -> Result<bool> {
+        release_sync(&self.shared, &self.lock_key, token).map(|deleted| deleted > 0)
     }
 
-    /// Releases the lock by this token on the async path. Dropped before it is done, the
-    /// token is still armed and its drop releases.
     #[cfg(feature = "tokio")]
-    async fn release_async(mut self) -> Result<i64> {
-        let deleted = release_async(&self.shared, &self.lock_key, &self.token).await;
-        self.armed = false;
-        deleted
-    }
-}
-
-impl Drop for Token {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (shared, lock_key, token) = (
-            self.shared.clone(),
-            std::mem::take(&mut self.lock_key),
-            std::mem::take(&mut self.token),
-        );
-        #[cfg(feature = "tokio")]
-        if self.on_async {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let deleted = release_async(&shared, &lock_key, &token).await;
-                    abandoned_released(&shared, &lock_key, deleted);
-                });
-                return;
-            }
-        }
-        let deleted = release_sync(&shared, &lock_key, &token);
-        abandoned_released(&shared, &lock_key, deleted);
-    }
-}
-
-/// The release of a lock whose holder let go of it without releasing it: only failures
-/// are worth a word (the lock then expires after `lock_timeout`), and a quiet one, since
-/// they come with a server that is down, which the calls report themselves.
-fn abandoned_released(shared: &Shared, lock_key: &str, deleted: Result<i64>) {
-    if let Err(error) = deleted {
-        tracing::debug!(lock = %lock_key, backend = %shared.describe, %error,
-            "failed to release the distributed dogpile lock of a dropped call; it expires \
-             after lock_timeout");
+    fn release_async<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<bool>> + Send + 'a>> {
+        Box::pin(async move {
+            let deleted = release_async(&self.shared, &self.lock_key, token).await?;
+            Ok(deleted > 0)
+        })
     }
 }
 
@@ -201,33 +161,27 @@ async fn script_async(
 impl RedisLock {
     pub(crate) fn new(shared: Arc<Shared>, prefix: &str, key: &str) -> Self {
         RedisLock {
-            shared,
-            lock_key: format!("{prefix}{key}"),
-            held: Mutex::new(None),
+            target: Arc::new(Target {
+                shared,
+                lock_key: format!("{prefix}{key}"),
+            }),
+            held: Held::new(),
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, Option<Token>> {
-        self.held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn shared(&self) -> &Arc<Shared> {
+        &self.target.shared
     }
 
     /// A new acquire's token, armed.
-    fn token(&self, on_async: bool) -> Token {
-        Token {
-            shared: self.shared.clone(),
-            lock_key: self.lock_key.clone(),
-            token: lock_token(),
-            on_async,
-            armed: true,
-        }
+    fn token(&self, on_async: bool) -> Token<Target> {
+        Token::new(self.target.clone(), on_async)
     }
 
     /// One `SET NX PX` attempt's command.
     fn take_cmd(&self, token: &str, ttl: Duration) -> redis::Cmd {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(&self.lock_key)
+        cmd.arg(&self.target.lock_key)
             .arg(token)
             .arg("NX")
             .arg("PX")
@@ -235,14 +189,9 @@ impl RedisLock {
         cmd
     }
 
-    /// The token this handle holds the lock by, if it holds it.
-    fn held_token(&self) -> Option<String> {
-        self.held().as_ref().map(|token| token.token.clone())
-    }
-
     /// A third of `lock_timeout`: how often a held lock is extended.
     fn keep_alive_period(&self) -> Option<Duration> {
-        self.shared
+        self.shared()
             .lock
             .as_ref()
             .map(|settings| settings.timeout / 3)
@@ -250,16 +199,16 @@ impl RedisLock {
 
     /// The extend script's arguments for `token`: the token and `lock_timeout` in ms.
     fn extend_args(&self, token: &str) -> [String; 2] {
-        let timeout = self.shared.lock.as_ref().map_or(1, |s| millis(s.timeout));
+        let timeout = self.shared().lock.as_ref().map_or(1, |s| millis(s.timeout));
         [token.to_owned(), timeout.to_string()]
     }
 
-    /// The release script deleted `deleted` keys: none means the lock had expired.
-    fn released(&self, deleted: i64) {
-        if deleted == 0 {
+    /// The release script deleted the lock, or found it gone: it had expired.
+    fn released(&self, deleted: bool) {
+        if !deleted {
             tracing::warn!(
-                lock = %self.lock_key,
-                backend = %self.shared.describe,
+                lock = %self.target.lock_key,
+                backend = %self.shared().describe,
                 "the distributed dogpile lock expired before its holder released it \
                  (lock_timeout is shorter than the creator took); another caller may have \
                  regenerated the value meanwhile"
@@ -270,51 +219,37 @@ impl RedisLock {
 
 impl CacheMutex for RedisLock {
     fn try_acquire(&self) -> Result<bool> {
-        let Some(settings) = self.shared.lock.as_ref() else {
+        let Some(settings) = self.shared().lock.as_ref() else {
             return Ok(true);
         };
-        let mut held = self.held();
-        if held.is_some() {
-            return Ok(true);
-        }
-        let token = self.token(false);
-        let cmd = self.take_cmd(&token.token, settings.timeout);
-        // A failed attempt on the blocking path is not released: the caller is waiting,
-        // and the server is likely down (its health record makes later calls fail fast).
-        let reply: Option<String> = match self.shared.query("SET NX (lock)", &cmd) {
-            Ok(reply) => reply,
-            Err(error) => {
-                token.disarm();
-                return Err(error);
-            }
-        };
-        if reply.is_none() {
-            token.disarm();
-            return Ok(false);
-        }
-        *held = Some(token);
-        Ok(true)
+        self.held.acquire(
+            || self.token(false),
+            |token| {
+                let cmd = self.take_cmd(token, settings.timeout);
+                let reply: Option<String> = self.shared().query("SET NX (lock)", &cmd)?;
+                Ok(reply.is_some())
+            },
+        )
     }
 
     fn retry_pause(&self) -> Duration {
-        self.shared
+        self.shared()
             .lock
             .as_ref()
             .map_or(DEFAULT_RETRY_PAUSE, |settings| settings.sleep)
     }
 
     fn wait_limit(&self) -> Option<Duration> {
-        self.shared
+        self.shared()
             .lock
             .as_ref()
             .map(|settings| settings.blocking_timeout)
     }
 
     fn release(&self) -> Result<()> {
-        let Some(token) = self.held().take() else {
-            return Ok(());
-        };
-        self.released(token.release()?);
+        if let Some(deleted) = self.held.release()? {
+            self.released(deleted);
+        }
         Ok(())
     }
 
@@ -323,12 +258,12 @@ impl CacheMutex for RedisLock {
     }
 
     fn extend(&self) -> Result<bool> {
-        let Some(token) = self.held_token() else {
+        let Some(token) = self.held.value() else {
             return Ok(false);
         };
-        let mut invocation = extend_script().key(&self.lock_key);
+        let mut invocation = extend_script().key(&self.target.lock_key);
         invocation.arg(&self.extend_args(&token));
-        let extended: i64 = self.shared.run("EVALSHA (lock extend)", |mut conn| {
+        let extended: i64 = self.shared().run("EVALSHA (lock extend)", |mut conn| {
             invocation.invoke(conn.as_dyn())
         })?;
         Ok(extended == 1)
@@ -345,16 +280,16 @@ impl CacheMutex for RedisLock {
 #[dogpile_core::backend::async_trait]
 impl dogpile_core::lock::AsyncCacheMutex for RedisLock {
     async fn try_acquire(&self) -> Result<bool> {
-        let Some(settings) = self.shared.lock.as_ref() else {
+        let Some(settings) = self.shared().lock.as_ref() else {
             return Ok(true);
         };
-        if self.held().is_some() {
+        if self.held.is_held() {
             return Ok(true);
         }
         let token = self.token(true);
-        let cmd = self.take_cmd(&token.token, settings.timeout);
-        let shared = self.shared.clone();
-        let taking = tokio::spawn(async move {
+        let cmd = self.take_cmd(token.value(), settings.timeout);
+        let shared = self.shared().clone();
+        let attempt = async move {
             let reply: Option<String> = shared.query_async("SET NX (lock)", &cmd).await?;
             match reply {
                 Some(_) => Ok(Some(token)),
@@ -364,29 +299,20 @@ impl dogpile_core::lock::AsyncCacheMutex for RedisLock {
                 }
             }
             // An error drops the token armed: the `SET` may have been applied.
-        });
-        match taking.await {
-            Ok(Ok(Some(token))) => {
-                *self.held() = Some(token);
-                Ok(true)
-            }
-            Ok(Ok(None)) => Ok(false),
-            Ok(Err(error)) => Err(error),
-            Err(error) => Err(dogpile_core::Error::backend(
-                &self.shared.describe,
-                format!(
-                    "SET NX (lock) of {} did not complete: {error}",
-                    self.lock_key
-                ),
-            )),
-        }
+        };
+        self.held
+            .acquire_in_task(
+                attempt,
+                || self.shared().describe.clone(),
+                || format!("SET NX (lock) of {}", self.target.lock_key),
+            )
+            .await
     }
 
     async fn release(&self) -> Result<()> {
-        let Some(token) = self.held().take() else {
-            return Ok(());
-        };
-        self.released(token.release_async().await?);
+        if let Some(deleted) = self.held.release_async().await? {
+            self.released(deleted);
+        }
         Ok(())
     }
 
@@ -403,7 +329,7 @@ impl dogpile_core::lock::AsyncCacheMutex for RedisLock {
     }
 
     async fn extend(&self) -> Result<bool> {
-        let Some(token) = self.held_token() else {
+        let Some(token) = self.held.value() else {
             return Ok(false);
         };
         let [token, timeout] = self.extend_args(&token);
@@ -413,7 +339,7 @@ impl dogpile_core::lock::AsyncCacheMutex for RedisLock {
             names: ("EVALSHA (lock extend)", "EVAL (lock extend)"),
         };
         let args = [token.as_str(), timeout.as_str()];
-        let extended = script_async(&self.shared, extend, &self.lock_key, &args).await?;
+        let extended = script_async(self.shared(), extend, &self.target.lock_key, &args).await?;
         Ok(extended == 1)
     }
 }

@@ -30,6 +30,13 @@
 //! read misses, `get_or_create` always runs the creator, and nothing fails.
 //!
 //! Values of up to 2.5 MiB are stored (memcached servers need `-I 4m` or so).
+//!
+//! `conformance_suite!(async, stores = ..., config = ...)` runs the same checks through
+//! the region's async methods (`get_async`, `get_or_create_async`, ...), each awaited with
+//! `block_on` on a multi-threaded runtime of the test's, so that a backend's async path
+//! (its native async twin, or tokio's blocking pool) meets the very same expectations.
+//! Methods without an async form (`get_with`, `invalidate`, ...) and calls made from
+//! inside an async call (a creator that reads another key) use the blocking ones.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
@@ -41,6 +48,8 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dogpile::clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "tokio")]
+use dogpile::Cacheable;
 use dogpile::{CacheRegion, CreateOptions, Expiration, RegionConfig};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -51,8 +60,25 @@ use serde_bytes::ByteBuf;
 /// `config`: a closure returning the backend's `RegionConfig`, or `(RegionConfig, guard)`.
 macro_rules! conformance_suite {
     (stores = $stores:expr, config = $config:expr $(,)?) => {
+        conformance_suite!(@suite new, $stores, $config);
+    };
+    // For backends whose dogpile lock is shared by every region (and process) using the
+    // same store: a distributed lock, file locks.
+    (stores = $stores:expr, shared_lock = true, config = $config:expr $(,)?) => {
+        conformance_suite!(stores = $stores, config = $config);
+        conformance_suite!(@tests dogpile_lock_across_regions);
+    };
+    // The same checks through the region's async methods.
+    (async, stores = $stores:expr, config = $config:expr $(,)?) => {
+        conformance_suite!(@suite new_async, $stores, $config);
+    };
+    (async, stores = $stores:expr, shared_lock = true, config = $config:expr $(,)?) => {
+        conformance_suite!(async, stores = $stores, config = $config);
+        conformance_suite!(@tests dogpile_lock_across_regions);
+    };
+    (@suite $new:ident, $stores:expr, $config:expr) => {
         fn conformance_suite() -> $crate::conformance::Suite {
-            $crate::conformance::Suite::new($stores, $config)
+            $crate::conformance::Suite::$new($stores, $config)
         }
 
         conformance_suite!(@tests
@@ -75,12 +101,6 @@ macro_rules! conformance_suite {
             creator_reading_other_keys_does_not_deadlock,
             many_threads_write_and_read,
         );
-    };
-    // For backends whose dogpile lock is shared by every region (and process) using the
-    // same store: a distributed lock, file locks.
-    (stores = $stores:expr, shared_lock = true, config = $config:expr $(,)?) => {
-        conformance_suite!(stores = $stores, config = $config);
-        conformance_suite!(@tests dogpile_lock_across_regions);
     };
     (@tests $($name:ident),* $(,)?) => {
         $(
@@ -147,14 +167,16 @@ impl<G: Send + Sync + 'static> IntoFixture for (RegionConfig, G) {
     }
 }
 
-/// One backend's suite: how to configure it and whether it stores.
+/// One backend's suite: how to configure it, whether it stores, and through which of
+/// the region's faces it is checked.
 pub struct Suite {
     stores: bool,
     make: Box<dyn Fn() -> (RegionConfig, Guard)>,
+    nonblocking: bool,
 }
 
 impl Suite {
-    /// A suite for the backend `config` configures.
+    /// A suite for the backend `config` configures, through the region's blocking methods.
     pub fn new<F, X>(stores: bool, config: F) -> Self
     where
         F: Fn() -> X + 'static,
@@ -163,7 +185,26 @@ impl Suite {
         Suite {
             stores,
             make: Box::new(move || config().into_fixture()),
+            nonblocking: false,
         }
+    }
+
+    /// The same suite through the region's async methods.
+    #[allow(dead_code)] // used by async suites only
+    pub fn new_async<F, X>(stores: bool, config: F) -> Self
+    where
+        F: Fn() -> X + 'static,
+        X: IntoFixture,
+    {
+        Suite {
+            nonblocking: true,
+            ..Suite::new(stores, config)
+        }
+    }
+
+    /// A region through this suite's face.
+    fn faced(&self, region: CacheRegion) -> Faced {
+        Faced::new(region, self.nonblocking)
     }
 
     /// A fresh backend behind a region with a manual clock and [`EXPIRATION`].
@@ -181,7 +222,8 @@ impl Suite {
         static CASES: AtomicU64 = AtomicU64::new(0);
         let n = CASES.fetch_add(1, Ordering::Relaxed);
         Case {
-            region,
+            region: self.faced(region),
+            nonblocking: self.nonblocking,
             clock,
             prefix: format!("conformance:{}:{test}:{n}:", *RUN),
             config,
@@ -204,7 +246,8 @@ static RUN: LazyLock<String> = LazyLock::new(|| {
 /// One test's region, clock and key prefix. Fields drop in order: the region (and its
 /// backend) before the guard (the backend's directory).
 struct Case {
-    region: CacheRegion,
+    region: Faced,
+    nonblocking: bool,
     clock: Arc<ManualClock>,
     prefix: String,
     #[allow(dead_code)] // used by `shared_lock = true` suites only
@@ -240,7 +283,7 @@ impl Case {
     /// A second region on the same store (the same configuration) and clock: it shares no
     /// in-process lock with the first, only what the backend shares.
     #[allow(dead_code)] // used by `shared_lock = true` suites only
-    fn second_region(&self) -> CacheRegion {
+    fn second_region(&self) -> Faced {
         let region = CacheRegion::builder()
             .name("conformance::second")
             .clock(self.clock.clone())
@@ -248,7 +291,161 @@ impl Case {
         region
             .configure(self.config.clone())
             .unwrap_or_else(|e| panic!("configuring a second region on the store failed: {e}"));
-        region
+        Faced::new(region, self.nonblocking)
+    }
+}
+
+/// The region under test through one of its faces: its blocking methods, or its async
+/// ones awaited on a runtime of its own (see the [module docs](self)). Methods it does
+/// not define are the region's own (blocking) ones.
+pub struct Faced {
+    region: CacheRegion,
+    #[cfg(feature = "tokio")]
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::ops::Deref for Faced {
+    type Target = CacheRegion;
+
+    fn deref(&self) -> &CacheRegion {
+        &self.region
+    }
+}
+
+impl Faced {
+    #[cfg_attr(not(feature = "tokio"), allow(unused_variables))]
+    fn new(region: CacheRegion, nonblocking: bool) -> Self {
+        #[cfg(not(feature = "tokio"))]
+        assert!(!nonblocking, "the async suite needs the `tokio` feature");
+        Faced {
+            region,
+            #[cfg(feature = "tokio")]
+            runtime: nonblocking.then(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the async suite")
+            }),
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Faced {
+    /// The runtime to await a call on: none for the blocking face, nor for a call made
+    /// from inside an async one (it uses the blocking method).
+    fn runtime(&self) -> Option<&tokio::runtime::Runtime> {
+        let nested = tokio::runtime::Handle::try_current().is_ok();
+        self.runtime.as_ref().filter(|_| !nested)
+    }
+
+    /// `nonblocking` awaited on the runtime, or else `blocking`.
+    fn either<R>(
+        &self,
+        blocking: impl FnOnce() -> R,
+        nonblocking: impl std::future::Future<Output = R>,
+    ) -> R {
+        match self.runtime() {
+            Some(runtime) => runtime.block_on(nonblocking),
+            None => blocking(),
+        }
+    }
+
+    pub fn get<T: Cacheable>(&self, key: &str) -> dogpile::Result<Option<T>> {
+        self.either(|| self.region.get(key), self.region.get_async(key))
+    }
+
+    pub fn set<T: Cacheable>(&self, key: &str, value: &T) -> dogpile::Result<()> {
+        self.either(
+            || self.region.set(key, value),
+            self.region.set_async(key, value),
+        )
+    }
+
+    pub fn delete(&self, key: &str) -> dogpile::Result<()> {
+        self.either(|| self.region.delete(key), self.region.delete_async(key))
+    }
+
+    pub fn get_multi<T: Cacheable, K: AsRef<str>>(
+        &self,
+        keys: &[K],
+    ) -> dogpile::Result<Vec<Option<T>>> {
+        self.either(
+            || self.region.get_multi(keys),
+            self.region.get_multi_async(keys),
+        )
+    }
+
+    pub fn set_multi<T: Cacheable, K: AsRef<str>>(&self, items: &[(K, T)]) -> dogpile::Result<()> {
+        self.either(
+            || self.region.set_multi(items),
+            self.region.set_multi_async(items),
+        )
+    }
+
+    pub fn delete_multi<K: AsRef<str>>(&self, keys: &[K]) -> dogpile::Result<()> {
+        self.either(
+            || self.region.delete_multi(keys),
+            self.region.delete_multi_async(keys),
+        )
+    }
+
+    pub fn get_or_create<T: Cacheable, F: FnOnce() -> T>(
+        &self,
+        key: &str,
+        creator: F,
+    ) -> dogpile::Result<T> {
+        self.get_or_create_with(key, CreateOptions::new(), creator)
+    }
+
+    pub fn get_or_create_with<T: Cacheable, F: FnOnce() -> T>(
+        &self,
+        key: &str,
+        options: CreateOptions<'_, T>,
+        creator: F,
+    ) -> dogpile::Result<T> {
+        match self.runtime() {
+            Some(runtime) => runtime.block_on(self.region.get_or_create_with_async(
+                key,
+                options,
+                || async move { creator() },
+            )),
+            None => self.region.get_or_create_with(key, options, creator),
+        }
+    }
+
+    pub fn try_get_or_create<T, E, F>(&self, key: &str, creator: F) -> Result<T, E>
+    where
+        T: Cacheable,
+        E: From<dogpile::Error> + std::fmt::Display,
+        F: FnOnce() -> Result<T, E>,
+    {
+        match self.runtime() {
+            Some(runtime) => runtime.block_on(
+                self.region
+                    .try_get_or_create_async(key, || async move { creator() }),
+            ),
+            None => self.region.try_get_or_create(key, creator),
+        }
+    }
+
+    pub fn get_or_create_multi<T, K, F>(&self, keys: &[K], creator: F) -> dogpile::Result<Vec<T>>
+    where
+        T: Cacheable,
+        K: AsRef<str>,
+        F: FnOnce(&[&str]) -> Vec<T>,
+    {
+        match self.runtime() {
+            Some(runtime) => runtime.block_on(self.region.get_or_create_multi_async(
+                keys,
+                |missing: Vec<String>| {
+                    let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
+                    std::future::ready(creator(&missing))
+                },
+            )),
+            None => self.region.get_or_create_multi(keys, creator),
+        }
     }
 }
 
