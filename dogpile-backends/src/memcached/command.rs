@@ -448,6 +448,8 @@ impl Command for Store<'_> {
         match reply {
             Reply::Done => *stored = true,
             Reply::NotStored if self.mode == Mode::Add => {}
+            // The item changed or went: not swapped.
+            Reply::Exists | Reply::NotFound if matches!(self.mode, Mode::Swap(_)) => {}
             other => return Err(unexpected("ms", other)),
         }
         Ok(true)

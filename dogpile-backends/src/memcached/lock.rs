@@ -21,6 +21,12 @@
 //!   its own, so its reply is always read and a release never overtakes the acquire it
 //!   undoes. Releasing by token is harmless when the `add` never took. (The tokens and
 //!   the task are the `lock_task` module's, shared with redis's lock.)
+//! - a creator slower than `lock_timeout` keeps its lock: while it runs, the lock is set
+//!   again with its full TTL twice within what memcached's whole-second clock surely leaves
+//!   of it (`lock_timeout` less a second, so `lock_timeout` 1 cannot be relied on: it may
+//!   expire at once), by compare-and-swap on the CAS
+//!   id read with the holder's token (`ms <key> ... C<cas>`), so a lock that expired and
+//!   was taken by another holder is never touched.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +102,25 @@ impl Target {
         }
     }
 
+    /// The lock set again with its full TTL if `found` (its value and CAS id) still holds
+    /// `token`: a compare-and-swap, so a lock taken by another holder is never touched.
+    fn extend_if_held<'a>(
+        &'a self,
+        token: &'a str,
+        found: Option<(Vec<u8>, u64)>,
+        settings: &LockSettings,
+    ) -> Option<Store<'a>> {
+        match found {
+            Some((value, cas)) if value == token.as_bytes() => Some(Store {
+                key: &self.lock_key,
+                value: token.as_bytes(),
+                ttl: exptime(settings.timeout),
+                mode: Mode::Swap(cas),
+            }),
+            _ => None,
+        }
+    }
+
     /// A release that found the lock gone or another holder's: it had expired.
     fn released(&self, deleted: bool, settings: &LockSettings) {
         if !deleted {
@@ -157,6 +182,15 @@ impl MemcachedLock {
     fn token(&self, on_async: bool) -> Token<Target> {
         Token::new(self.target.clone(), on_async)
     }
+
+    /// How often a held lock is renewed: memcached counts TTLs on a clock of whole
+    /// seconds, so a lock set with `lock_timeout` lives at least one second less; renewed
+    /// twice within that. None for a lock that never expires (`lock_timeout` 0).
+    fn keep_alive_period(&self) -> Option<Duration> {
+        let timeout = self.settings.timeout;
+        let surely = timeout.saturating_sub(Duration::from_secs(1));
+        (!timeout.is_zero()).then(|| (surely / 2).max(Duration::from_millis(100)))
+    }
 }
 
 impl CacheMutex for MemcachedLock {
@@ -186,6 +220,24 @@ impl CacheMutex for MemcachedLock {
             self.target.released(deleted, &self.settings);
         }
         Ok(())
+    }
+
+    fn keep_alive(&self) -> Option<Duration> {
+        self.keep_alive_period()
+    }
+
+    fn extend(&self) -> Result<bool> {
+        let Some(token) = self.held.value() else {
+            return Ok(false);
+        };
+        let target = &self.target;
+        let server = target.cluster.server(&target.lock_key);
+        let what = target.what("extend");
+        let found = server.call(&what, &GetWithCas(&target.lock_key))?;
+        match target.extend_if_held(&token, found, &self.settings) {
+            Some(swap) => server.call(&what, &swap),
+            None => Ok(false),
+        }
     }
 }
 
@@ -239,5 +291,25 @@ impl dogpile_core::lock::AsyncCacheMutex for MemcachedLock {
 
     fn wait_limit(&self) -> Option<Duration> {
         Some(self.settings.blocking_timeout)
+    }
+
+    fn keep_alive(&self) -> Option<Duration> {
+        self.keep_alive_period()
+    }
+
+    async fn extend(&self) -> Result<bool> {
+        let Some(token) = self.held.value() else {
+            return Ok(false);
+        };
+        let target = &self.target;
+        let server = target.cluster.server(&target.lock_key);
+        let what = target.what("extend");
+        let found = server
+            .call_async(&what, &GetWithCas(&target.lock_key))
+            .await?;
+        match target.extend_if_held(&token, found, &self.settings) {
+            Some(swap) => server.call_async(&what, &swap).await,
+            None => Ok(false),
+        }
     }
 }

@@ -386,6 +386,8 @@ pub(crate) enum Mode {
     Set,
     /// Only when the key is absent (`add`, `ME`).
     Add,
+    /// Only while the item still has this CAS id (`C<cas>`; `cas` in the classic protocol).
+    Swap(u64),
 }
 
 /// `ms <key> <len> [T<ttl>] [ME] O<opaque>\r\n`, the line before a value of `len` bytes (which the
@@ -398,8 +400,10 @@ pub(crate) fn set(out: &mut Vec<u8>, key: &str, len: usize, ttl: u32, mode: Mode
     if ttl != 0 {
         push_number(out, b" T", u64::from(ttl));
     }
-    if mode == Mode::Add {
-        out.extend_from_slice(b" ME");
+    match mode {
+        Mode::Set => {}
+        Mode::Add => out.extend_from_slice(b" ME"),
+        Mode::Swap(cas) => push_number(out, b" C", cas),
     }
     end_meta(out, opaque);
 }
