@@ -187,3 +187,71 @@ fn soft_timeout_is_read_from_config_files() {
             .unwrap_err();
     assert!(bad.to_string().contains("c.soft_timeout"), "{bad}");
 }
+
+/// The origin's failure, as a caller's own error type.
+#[derive(Debug)]
+struct Down(String);
+
+impl std::fmt::Display for Down {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<dogpile::Error> for Down {
+    fn from(error: dogpile::Error) -> Self {
+        Down(error.to_string())
+    }
+}
+
+#[test]
+fn a_fallible_background_creator_honours_the_soft_timeout() {
+    let region = region(Some(Duration::from_millis(150)));
+    // A missing value is created by the caller: its error is the caller's.
+    let missing: Result<u32, Down> =
+        region.try_get_or_create_in_background("fallible", || Err(Down("origin down".into())));
+    assert_eq!(missing.unwrap_err().0, "origin down");
+    stale(&region, "fallible");
+    // A slow failing regeneration: the stale value after the soft timeout.
+    let started = Instant::now();
+    let slow: Result<u32, Down> = region.try_get_or_create_in_background("fallible", || {
+        std::thread::sleep(Duration::from_millis(600));
+        Err(Down("origin down".into()))
+    });
+    let waited = started.elapsed();
+    assert_eq!(slow.unwrap(), 1);
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    assert!(waited < Duration::from_millis(550), "{waited:?}");
+    // Wait for that regeneration to fail and let go of the lock.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while region.key_is_locked("fallible") {
+        assert!(Instant::now() < deadline, "the lock was never released");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A quick failing regeneration: its failure is handed over, the stale value answers.
+    let quick: Result<u32, Down> = region.try_get_or_create_in_background("fallible", || {
+        std::thread::sleep(Duration::from_millis(20));
+        Err(Down("origin down".into()))
+    });
+    assert_eq!(quick.unwrap(), 1);
+    // A quick good one is the answer.
+    let good: Result<u32, Down> = region.try_get_or_create_in_background("fallible", || Ok(2));
+    assert_eq!(good.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallible_async_background_creator_honours_the_soft_timeout() {
+    let region = region(Some(Duration::from_millis(150)));
+    stale(&region, "fallible-async");
+    let started = Instant::now();
+    let slow: Result<u32, Down> = region
+        .try_get_or_create_in_background_async("fallible-async", || async {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Err(Down("origin down".into()))
+        })
+        .await;
+    assert_eq!(slow.unwrap(), 1);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    assert!(waited < Duration::from_millis(550), "{waited:?}");
+}

@@ -152,12 +152,18 @@ impl<E> CreatorError for Untold<E> {
 
 /// Releases the lock of a caller whose creator failed, handing the failure (when it can be
 /// told) to this process's waiters first.
-async fn hand_failure<IO: Io>(handle: Option<IO::Handle>, error: &impl CreatorError) {
-    if let Some(handle) = handle {
-        let failure = error
-            .failure()
-            .map(|message| Arc::new(CreatorFailure { message }) as Handed);
-        IO::hand_off(handle, failure).await;
+fn hand_failure<IO: Io>(
+    handle: Option<IO::Handle>,
+    error: &impl CreatorError,
+) -> impl Future<Output = ()> {
+    // The text is taken before the future, which so holds no reference to the error.
+    let failure = error
+        .failure()
+        .map(|message| Arc::new(CreatorFailure { message }) as Handed);
+    async move {
+        if let Some(handle) = handle {
+            IO::hand_off(handle, failure).await;
+        }
     }
 }
 
@@ -297,7 +303,7 @@ pub(crate) async fn store<IO: Io, T: Cacheable>(
 /// A background regeneration's whole job: runs the creator, stores its value, hands it to
 /// this process's waiters and releases the lock. Nobody is left to tell of a failure: a
 /// failed store is a warning.
-pub(crate) async fn regenerate<IO: Io, T: Cacheable, Fut>(
+pub(crate) async fn regenerate<IO: Io, T: Cacheable, X: CreatorError, Fut>(
     signals: Signals<'_>,
     clock: &dyn Clock,
     cfg: &Configured,
@@ -305,13 +311,16 @@ pub(crate) async fn regenerate<IO: Io, T: Cacheable, Fut>(
     creator: impl FnOnce() -> Fut,
     handle: Option<IO::Handle>,
 ) where
-    Fut: Future<Output = Result<T>>,
+    Fut: Future<Output = std::result::Result<T, X>>,
 {
-    let value = match timed_creation(&signals, key, creator).await.0 {
+    let (created, took) = timed_creation(&signals, key, creator).await;
+    let value = match created {
         Ok(value) => value,
         Err(error) => return hand_failure::<IO>(handle, &error).await,
     };
-    let stored = store::<IO, T>(cfg, clock.now(), None, key, &value, true, handle).await;
+    // Recorded with the value when `early_refresh` scales by it.
+    let took = (cfg.early_refresh > 0.0).then_some(took.as_secs_f64());
+    let stored = store::<IO, T>(cfg, clock.now(), took, key, &value, true, handle).await;
     let _ = store_outcome(&signals, key, true, stored);
 }
 

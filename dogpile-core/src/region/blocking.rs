@@ -5,7 +5,7 @@ use std::future::{ready, Ready};
 use std::sync::Arc;
 
 use crate::engine::block_on::block_on;
-use crate::engine::driver::CreateError;
+use crate::engine::driver::{CreateError, CreatorError, Told};
 use crate::error::{Error, Result};
 use crate::lock::handle::LockHandle;
 use crate::region::io::BlockingIo;
@@ -166,19 +166,37 @@ impl CacheRegion {
     /// stale, the caller that wins the lock also returns the stale value at once and the
     /// runner regenerates, stores and releases the lock. A missing value is always created
     /// by the caller.
+    ///
+    /// With [`soft_timeout`](crate::RegionConfig::soft_timeout), that caller waits up to
+    /// that long for the runner's value before it answers with the stale one.
     pub fn get_or_create_in_background<T, F>(&self, key: &str, creator: F) -> Result<T>
     where
         T: Cacheable,
         F: FnOnce() -> T + Send + 'static,
+    {
+        self.try_get_or_create_in_background(key, move || Ok::<T, Error>(creator()))
+    }
+
+    /// As [`get_or_create_in_background`](Self::get_or_create_in_background), for a
+    /// creator that may fail, as [`try_get_or_create`](Self::try_get_or_create): its `Err`
+    /// is returned to a caller that ran it, and is not cached. A regeneration that fails on
+    /// the runner hands its failure to the callers waiting for it
+    /// ([`Error::CreatorFailed`]); a caller waiting under `soft_timeout` answers with the
+    /// stale value.
+    pub fn try_get_or_create_in_background<T, E, F>(&self, key: &str, creator: F) -> Result<T, E>
+    where
+        T: Cacheable,
+        E: From<Error> + std::fmt::Display + Send + 'static,
+        F: FnOnce() -> Result<T, E> + Send + 'static,
     {
         let region = &self.inner;
         let detach = region
             .runner
             .as_ref()
             .map(|runner| on_runner(region, runner));
-        let creator = move || ready(Ok(creator()));
+        let creator = move || ready(creator().map_err(Told));
         let options = CreateOptions::new();
-        block_on(ops::get_or_create::<BlockingIo, T, Error, _, _>(
+        block_on(ops::get_or_create::<BlockingIo, T, Told<E>, _, _>(
             region,
             key,
             &options,
@@ -187,7 +205,8 @@ impl CacheRegion {
             detach,
         ))
         .map_err(|e| match e {
-            CreateError::Cache(e) | CreateError::Creator(e) => e,
+            CreateError::Cache(e) => e.into(),
+            CreateError::Creator(Told(e)) => e,
         })
     }
 
@@ -236,18 +255,19 @@ impl CacheRegion {
 
 /// The background rule's hand-over on the blocking face: `runner` creates, stores, hands
 /// the value to the waiters and releases the lock.
-fn on_runner<'r, T, C>(
+fn on_runner<'r, T, X, C>(
     region: &'r RegionState,
     runner: &'r Arc<dyn AsyncCreationRunner>,
 ) -> impl FnOnce(&Current, &str, C, Option<LockHandle>) + 'r
 where
     T: Cacheable,
-    C: FnOnce() -> Ready<Result<T>> + Send + 'static,
+    X: CreatorError + Send + 'static,
+    C: FnOnce() -> Ready<Result<T, X>> + Send + 'static,
 {
     move |cfg, key, creator, handle| {
         let job = Detached::new(region, cfg.to_arc(), key);
         runner.run(Box::new(move || {
-            block_on(job.regenerate::<BlockingIo, T, _>(creator, handle));
+            block_on(job.regenerate::<BlockingIo, T, X, _>(creator, handle));
         }));
     }
 }

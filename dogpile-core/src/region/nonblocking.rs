@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::engine::driver::CreateError;
+use crate::engine::driver::{CreateError, Told};
 use crate::error::{Error, Result};
 use crate::lock::handle::AsyncLockHandle;
 use crate::region::io::AsyncIo;
@@ -167,12 +167,31 @@ impl CacheRegion {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T> + Send + 'static,
     {
-        let region = &self.inner;
         let creator = move || async move { Ok::<T, Error>(creator().await) };
+        self.try_get_or_create_in_background_async(key, creator)
+            .await
+    }
+
+    /// As [`get_or_create_in_background_async`](Self::get_or_create_in_background_async),
+    /// for a creator that may fail, as
+    /// [`try_get_or_create_in_background`](Self::try_get_or_create_in_background).
+    pub async fn try_get_or_create_in_background_async<T, E, F, Fut>(
+        &self,
+        key: &str,
+        creator: F,
+    ) -> Result<T, E>
+    where
+        T: Cacheable,
+        E: From<Error> + std::fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let region = &self.inner;
+        let creator = move || async move { creator().await.map_err(Told) };
         let detach =
             |cfg: &Arc<Configured>, key: &str, creator, handle: Option<AsyncLockHandle>| {
                 let job = Detached::new(region, cfg.clone(), key);
-                let job = job.regenerate::<AsyncIo, T, _>(creator, handle);
+                let job = job.regenerate::<AsyncIo, T, Told<E>, _>(creator, handle);
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => drop(runtime.spawn(job)),
                     // Another executor (a memory region): no task to hand it to, so the
@@ -181,7 +200,7 @@ impl CacheRegion {
                 }
             };
         let options = CreateOptions::new();
-        ops::get_or_create::<AsyncIo, T, Error, _, _>(
+        ops::get_or_create::<AsyncIo, T, Told<E>, _, _>(
             region,
             key,
             &options,
@@ -191,7 +210,8 @@ impl CacheRegion {
         )
         .await
         .map_err(|e| match e {
-            CreateError::Cache(e) | CreateError::Creator(e) => e,
+            CreateError::Cache(e) => e.into(),
+            CreateError::Creator(Told(e)) => e,
         })
     }
 

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use crate::clock::Clock;
 use crate::engine::block_on::block_on;
-use crate::engine::driver::{self, CreateError, Creator, Io, Told};
+use crate::engine::driver::{self, CreateError, Creator, CreatorError, Io, Told};
 use crate::engine::machine::{Lookup, Signals};
 use crate::error::{Error, Result};
 use crate::region::io::BlockingIo;
@@ -273,19 +273,19 @@ impl Detached {
     }
 
     /// Runs the creator, stores its value, hands it to the waiters and releases the lock.
-    pub(crate) async fn regenerate<IO: Io, T: Cacheable, Fut>(
+    pub(crate) async fn regenerate<IO: Io, T: Cacheable, X: CreatorError, Fut>(
         self,
         creator: impl FnOnce() -> Fut,
         handle: Option<IO::Handle>,
     ) where
-        Fut: Future<Output = Result<T>>,
+        Fut: Future<Output = std::result::Result<T, X>>,
     {
         let signals = Signals {
             region: &self.name,
             stats: &self.stats,
             warnings: &self.warnings,
         };
-        driver::regenerate::<IO, T, Fut>(
+        driver::regenerate::<IO, T, X, Fut>(
             signals,
             &*self.clock,
             &self.cfg,
