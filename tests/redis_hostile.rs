@@ -2,10 +2,15 @@
 //! process): each case ends within twice `socket_timeout`, grows memory by less than
 //! 64 MB (counted by this binary's allocator), never panics, and leaves no broken
 //! connection in the pool (the next call opens a new connection and gets the right
-//! answer).
+//! answer). And `redis_sentinel` with a hostile, hung or stopped (SIGSTOP) Sentinel, alone
+//! or before a healthy one, sync and async, in the same bounds.
 
 #[path = "support/fake_redis.rs"]
 mod fake_redis;
+#[path = "support/ports.rs"]
+mod ports;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,6 +70,32 @@ fn backend(server: &FakeRedis) -> RedisBackend {
     .expect("build a redis backend")
 }
 
+/// Runs `op` and checks that it took less than twice the socket timeout and grew memory
+/// by less than the limit; `describe` says what came of it, for the messages.
+fn bounded<T>(what: &str, op: impl FnOnce() -> T, describe: impl FnOnce(&T) -> String) -> T {
+    let base = ALLOCATED.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    let started = Instant::now();
+    let outcome = op();
+    let took = started.elapsed();
+    let grew = PEAK.load(Ordering::SeqCst).saturating_sub(base);
+    let outcome_text = describe(&outcome);
+    eprintln!(
+        "{what}: {took:?}, memory +{} KB: {outcome_text}",
+        grew >> 10
+    );
+    assert!(
+        took < SOCKET_TIMEOUT * 2,
+        "{what} took {took:?}, more than twice socket_timeout ({outcome_text})"
+    );
+    assert!(
+        grew < MEMORY_LIMIT,
+        "{what} grew memory by {} MB ({outcome_text})",
+        grew >> 20
+    );
+    outcome
+}
+
 /// Runs `op`, which must fail with `Error::Backend` naming `server`, within twice the
 /// socket timeout and below the memory limit.
 fn expect_bounded_failure<T: std::fmt::Debug>(
@@ -72,13 +103,7 @@ fn expect_bounded_failure<T: std::fmt::Debug>(
     server: &FakeRedis,
     op: impl FnOnce() -> dogpile::Result<T>,
 ) -> String {
-    let base = ALLOCATED.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
-    let started = Instant::now();
-    let outcome = op();
-    let took = started.elapsed();
-    let grew = PEAK.load(Ordering::SeqCst).saturating_sub(base);
-    let message = match outcome {
+    match bounded(what, op, |outcome| format!("{outcome:?}")) {
         Err(Error::Backend { backend, source }) => {
             assert!(
                 backend.contains(&server.addr()),
@@ -87,17 +112,7 @@ fn expect_bounded_failure<T: std::fmt::Debug>(
             format!("{backend}: {source}")
         }
         other => panic!("{what}: expected Error::Backend, got {other:?}"),
-    };
-    assert!(
-        took < SOCKET_TIMEOUT * 2,
-        "{what} took {took:?}, more than twice socket_timeout ({message})"
-    );
-    assert!(
-        grew < MEMORY_LIMIT,
-        "{what} grew memory by {} MB ({message})",
-        grew >> 20
-    );
-    message
+    }
 }
 
 /// A fake server whose first answer to `command` is `hostile` and every later one is
@@ -333,4 +348,146 @@ fn a_refused_connection_fails_at_once_naming_the_server_then_dead_retry_applies(
         message.contains(&addr) && message.contains("marked down"),
         "{message}"
     );
+}
+
+// redis_sentinel: every Sentinel is asked within the call's deadline, and its reply read
+// within a small byte budget.
+
+/// A `redis_sentinel` backend asking `sentinels` (comma separated) in that order.
+fn sentinel_backend(sentinels: &str) -> RedisBackend {
+    RedisBackend::sentinel_from_arguments(&Arguments::new(
+        "redis_sentinel",
+        [
+            ("sentinels", sentinels.to_owned()),
+            ("socket_timeout", SOCKET_TIMEOUT.as_secs_f64().to_string()),
+            ("dead_retry", "0".to_owned()),
+        ],
+    ))
+    .expect("build a redis_sentinel backend")
+}
+
+/// A fake Sentinel that answers every `SENTINEL` command with `answer()`.
+fn fake_sentinel(answer: impl Fn() -> Answer + Send + Sync + 'static) -> FakeRedis {
+    FakeRedis::start(move |_| answer())
+}
+
+/// A hostile answer, named.
+type Hostile = (&'static str, fn() -> Answer);
+
+/// Hostile Sentinel answers: a 2 GiB bulk string (and an array as large), an endless line,
+/// a trickle, silence.
+fn hostile_sentinel_answers() -> Vec<Hostile> {
+    vec![
+        ("a 2 GiB bulk reply", || {
+            Answer::Endless(b"$2147483648\r\n".to_vec(), b"x")
+        }),
+        ("a 2 GiB array reply", || {
+            Answer::Endless(b"*2\r\n$2147483648\r\n".to_vec(), b"x")
+        }),
+        ("an endless line", || Answer::Endless(b"+".to_vec(), b"a")),
+        ("a trickled reply", || {
+            Answer::Trickle(
+                b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n".to_vec(),
+                Duration::from_millis(100),
+            )
+        }),
+        ("a hung Sentinel", || Answer::Stall(Vec::new())),
+    ]
+}
+
+#[test]
+fn sentinel_a_hostile_sentinel_alone_fails_in_bounds_naming_it() {
+    let _one = one_at_a_time();
+    for (what, answer) in hostile_sentinel_answers() {
+        let sentinel = fake_sentinel(answer);
+        let backend = sentinel_backend(&sentinel.addr());
+        let message = expect_bounded_failure(what, &sentinel, || backend.get("k"));
+        // A reply refused fails the call at once, saying why; a Sentinel that holds its
+        // reply back fails it at the deadline.
+        assert!(
+            message.contains("no Sentinel named") || message.contains("timed out"),
+            "{what}: {message}"
+        );
+    }
+}
+
+#[test]
+fn sentinel_a_hostile_first_sentinel_costs_one_bounded_try_then_the_next_answers() {
+    let _one = one_at_a_time();
+    let setup = redis_server::RedisSentinel::shared();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (what, answer) in hostile_sentinel_answers() {
+        let hostile = fake_sentinel(answer);
+        let backend = sentinel_backend(&format!("{},{}", hostile.addr(), setup.sentinel_addr()));
+        let twin = backend.async_backend().expect("a native async twin");
+        for n in 0..3 {
+            let sync = bounded(
+                &format!("{what} first, sync call {n}"),
+                || {
+                    backend
+                        .set("k", b"v".to_vec())
+                        .and_then(|()| backend.get("k"))
+                },
+                |outcome| format!("{outcome:?}"),
+            );
+            assert_eq!(sync.unwrap().as_deref(), Some(&b"v"[..]), "{what}");
+            let twin = twin.clone();
+            let asynchronous = bounded(
+                &format!("{what} first, async call {n}"),
+                || runtime.block_on(async move { twin.get("k").await }),
+                |outcome| format!("{outcome:?}"),
+            );
+            assert_eq!(asynchronous.unwrap().as_deref(), Some(&b"v"[..]), "{what}");
+        }
+    }
+}
+
+#[test]
+fn sentinel_a_stopped_first_sentinel_costs_one_bounded_try_then_the_second_answers() {
+    let _one = one_at_a_time();
+    // A master, a replica and two real Sentinels; the first is stopped (SIGSTOP): the
+    // kernel accepts connections to it, and it answers nothing.
+    let setup = redis_server::RedisSentinel::start();
+    let second = setup.add_sentinel();
+    setup.sentinel.freeze(true);
+    let sentinels = format!("{},{}", setup.sentinel_addr(), second.addr());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A soak: new backends (each finds the stopped Sentinel first) and calls on them.
+    let soak = Instant::now();
+    let mut calls = 0;
+    while soak.elapsed() < Duration::from_secs(5) {
+        let backend = sentinel_backend(&sentinels);
+        let twin = backend.async_backend().expect("a native async twin");
+        for n in 0..5 {
+            let key = format!("k{n}");
+            let sync = bounded(
+                "a stopped first Sentinel, sync",
+                || {
+                    backend
+                        .set(&key, b"v".to_vec())
+                        .and_then(|()| backend.get(&key))
+                },
+                |outcome| format!("{outcome:?}"),
+            );
+            assert_eq!(sync.unwrap().as_deref(), Some(&b"v"[..]));
+            let twin = twin.clone();
+            let asynchronous = bounded(
+                "a stopped first Sentinel, async",
+                || runtime.block_on(async move { twin.get(&key).await }),
+                |outcome| format!("{outcome:?}"),
+            );
+            assert_eq!(asynchronous.unwrap().as_deref(), Some(&b"v"[..]));
+            calls += 2;
+        }
+    }
+    setup.sentinel.freeze(false);
+    assert!(calls > 0);
 }

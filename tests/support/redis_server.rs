@@ -542,27 +542,7 @@ impl RedisSentinel {
         let master_port = master.port().to_string();
         let replica =
             RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &master_port]);
-        let sentinel_port = free_port();
-        let dir = temp_dir("redis-sentinel-conf");
-        let conf = dir.join("sentinel.conf");
-        fs::write(
-            &conf,
-            format!(
-                "sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds mymaster 2000\n\
-                 sentinel failover-timeout mymaster 10000\n"
-            ),
-        )
-        .expect("write sentinel.conf");
-        let conf = conf.to_str().expect("temp paths are UTF-8").to_owned();
-        let mut sentinel = RedisServer {
-            port: sentinel_port,
-            dir,
-            args: vec![],
-            child: None,
-            tls: false,
-        };
-        sentinel.launch_sentinel(&conf);
+        let sentinel = sentinel_of(master.port(), None);
         let setup = RedisSentinel {
             master,
             replica,
@@ -582,6 +562,11 @@ impl RedisSentinel {
             }
             setup
         })
+    }
+
+    /// Another Sentinel monitoring the same master, owned by the caller.
+    pub fn add_sentinel(&self) -> RedisServer {
+        sentinel_of(self.master.port(), None)
     }
 
     /// `127.0.0.1:PORT` of the Sentinel.
@@ -631,14 +616,99 @@ impl RedisSentinel {
     }
 }
 
+/// A Sentinel monitoring the master on `master_port` as `mymaster`; over TLS only, with
+/// the certificates in `tls` (a TLS master's directory), when given.
+fn sentinel_of(master_port: u16, tls: Option<&Path>) -> RedisServer {
+    let dir = temp_dir("redis-sentinel-conf");
+    let conf = dir.join("sentinel.conf");
+    let mut text = format!(
+        "sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+         sentinel down-after-milliseconds mymaster 2000\n\
+         sentinel failover-timeout mymaster 10000\n"
+    );
+    if let Some(certs) = tls {
+        let file = |name: &str| {
+            certs
+                .join(name)
+                .to_str()
+                .expect("UTF-8 temp path")
+                .to_owned()
+        };
+        text += &format!(
+            "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients optional\ntls-replication yes\n",
+            file("server.crt"),
+            file("server.key"),
+            file("ca.crt"),
+        );
+    }
+    fs::write(&conf, text).expect("write sentinel.conf");
+    let conf = conf.to_str().expect("temp paths are UTF-8").to_owned();
+    let mut sentinel = RedisServer {
+        port: free_port(),
+        dir,
+        args: vec![],
+        child: None,
+        tls: tls.is_some(),
+    };
+    sentinel.launch_sentinel(&conf);
+    sentinel
+}
+
+/// A TLS master and a TLS Sentinel monitoring it as `mymaster` (no replica); the
+/// certificates are the master's ([`RedisServer::tls_file`]).
+pub struct TlsSentinel {
+    pub master: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl TlsSentinel {
+    /// Starts both, each serving TLS only.
+    pub fn start() -> TlsSentinel {
+        let master = RedisServer::start_tls(ClientCerts::Optional);
+        let sentinel = sentinel_of(master.port(), Some(master.dir()));
+        TlsSentinel { master, sentinel }
+    }
+
+    /// One setup shared by every test of this binary; stopped when the process exits.
+    pub fn shared() -> &'static TlsSentinel {
+        static SHARED: OnceLock<TlsSentinel> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let setup = TlsSentinel::start();
+            keep_until_exit(&setup.master);
+            keep_until_exit(&setup.sentinel);
+            setup
+        })
+    }
+
+    /// `rediss://127.0.0.1:PORT` of the Sentinel.
+    pub fn sentinel_url(&self) -> String {
+        self.sentinel.url()
+    }
+}
+
 impl RedisServer {
     fn launch_sentinel(&mut self, conf: &str) {
         let log = fs::File::create(self.log_path())
             .unwrap_or_else(|e| panic!("cannot create the redis-sentinel log file: {e}"));
+        let ports = match self.tls {
+            true => [
+                "--port".to_owned(),
+                "0".to_owned(),
+                "--tls-port".to_owned(),
+                self.port.to_string(),
+            ],
+            false => [
+                "--port".to_owned(),
+                self.port.to_string(),
+                String::new(),
+                String::new(),
+            ],
+        };
         let child = Command::new("redis-server")
             .arg(conf)
             .arg("--sentinel")
-            .args(["--port", &self.port.to_string()])
+            .args(ports.iter().filter(|arg| !arg.is_empty()))
             .args(["--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)

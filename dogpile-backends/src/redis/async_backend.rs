@@ -1,8 +1,10 @@
 //! The async path of the redis backends: what a region's `*_async` methods talk to.
 //!
-//! # `redis`: a native async client, bounded as the blocking one
+//! # `redis` and `redis_sentinel`: a native async client, bounded as the blocking one
 //!
-//! A region configured once with `redis` serves sync and async callers: its async
+//! A region configured once with `redis` (or `redis_sentinel`, whose new connections
+//! find the master through the Sentinels with async calls, in the same bounds as the
+//! blocking ones: the `sentinel` module) serves sync and async callers: its async
 //! methods reach the same server with the same settings (`socket_timeout`,
 //! `max_value_size`, `connection_pool`, `dead_retry`, the distributed lock) through a
 //! pool of async connections on tokio's sockets. No thread is taken per request and
@@ -32,11 +34,10 @@
 //! - TLS (`rediss://`) uses tokio-rustls with the configuration built once from the
 //!   `ssl_*` arguments for both paths.
 //!
-//! # `redis_cluster` and `redis_sentinel`: tokio's blocking pool
+//! # `redis_cluster`: tokio's blocking pool
 //!
-//! A cluster's connections are the `redis` crate's (slot routing, redirections), and
-//! Sentinel finds its master with blocking calls; their async callers run each call on
-//! tokio's blocking pool (the rule for every sync backend without a native twin, see
+//! A cluster's connections are the `redis` crate's (slot routing, redirections); its
+//! async callers run each call on tokio's blocking pool (the rule for every sync backend without a native twin, see
 //! `dogpile_core::backend`'s module docs). That never blocks an executor thread, at the
 //! cost of a hop to a pool thread per call. The crate's async cluster connection would
 //! bring its own parser without a size limit, so it is not used here.
@@ -52,7 +53,8 @@ use super::lock::RedisLock;
 use super::pool::{AsyncPool, Failure};
 use super::{reply_count, wrong_type_is_miss, Shared};
 
-/// The async twin of a `redis` backend (see the [module docs](self)).
+/// The async twin of a `redis` or `redis_sentinel` backend (see the [module
+/// docs](self)).
 pub(crate) struct AsyncRedis {
     shared: Arc<Shared>,
 }

@@ -77,6 +77,16 @@ impl AsyncConnection {
         self.call_until(packed, call).await
     }
 
+    /// Sends one command and reads its reply, all before `deadline`.
+    pub(crate) async fn call_by(&mut self, packed: &[u8], deadline: Instant) -> RedisResult<Value> {
+        let call = Call::new(&self.limits, deadline, 0, 1);
+        Ok(self
+            .call_until(packed, call)
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil))
+    }
+
     /// Sends `packed` and reads the replies `call` asks for, before its deadline.
     async fn call_until(&mut self, packed: &[u8], mut call: Call) -> RedisResult<Vec<Value>> {
         if !self.open {

@@ -1,16 +1,16 @@
 //! The arguments of the redis backends, parsed and checked, and the pools built from them.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dogpile_core::backend::Arguments;
 use dogpile_core::{Error, Result};
 use redis::cluster::ClusterClientBuilder;
-use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use super::connection::{Limits, Tls};
 use super::pool::{ClusterConnector, Pool, Server, ServerConnector};
+use super::sentinel::Sentinels;
 use super::{Pools, Shared};
 use crate::health::{Health, DEFAULT_DEAD_RETRY};
 
@@ -230,7 +230,7 @@ fn server_info(url: &str) -> std::result::Result<ConnectionInfo, String> {
 }
 
 /// Fails when node `n` of `argument` is a TLS URL and the redis crate, which connects to
-/// cluster and Sentinel nodes, has no TLS (dogpile's `cluster-tls` feature gives it TLS).
+/// cluster nodes, has no TLS (dogpile's `cluster-tls` feature gives it TLS).
 fn check_node_tls(args: &Arguments, argument: &str, n: usize, node: &str) -> Result<()> {
     let lower = node.trim().to_ascii_lowercase();
     let tls = lower.starts_with("rediss://") || lower.starts_with("valkeys://");
@@ -239,9 +239,8 @@ fn check_node_tls(args: &Arguments, argument: &str, n: usize, node: &str) -> Res
         return Err(args.invalid(
             argument,
             format!(
-                "node {} of `{list}` is a TLS URL: cluster and Sentinel nodes are reached \
-                 through the redis crate's own TLS, which dogpile's `cluster-tls` feature \
-                 turns on",
+                "node {} of `{list}` is a TLS URL: cluster nodes are reached through the \
+                 redis crate's own TLS, which dogpile's `cluster-tls` feature turns on",
                 n + 1
             ),
         ));
@@ -298,11 +297,22 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     })?;
     let info = client.get_connection_info().clone();
     let tls = tls_config(args, info.addr())?;
+    Ok(one_server(describe, Server::Direct(info), tls, common))
+}
+
+/// The shared state of a backend on one server (direct or through Sentinel): a pool of
+/// blocking connections, and one of async connections with the same settings.
+fn one_server(describe: String, server: Server, tls: Tls, common: Common) -> Shared {
+    let server = Arc::new(server);
     #[cfg(feature = "tokio")]
-    let async_pool =
-        super::pool::AsyncPool::new(info.clone(), common.limits(), tls.clone(), common.pool_size);
+    let async_pool = super::pool::AsyncPool::new(
+        server.clone(),
+        common.limits(),
+        tls.clone(),
+        common.pool_size,
+    );
     let connector = ServerConnector {
-        server: Server::Direct(info),
+        server,
         limits: common.limits(),
         tls,
     };
@@ -316,7 +326,7 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     {
         shared.async_pool = Some(async_pool);
     }
-    Ok(shared)
+    shared
 }
 
 /// The TLS configuration for a `rediss://` address; the `ssl_*` arguments are refused for
@@ -383,7 +393,7 @@ fn node_url(node: &str) -> String {
 
 /// Node `n` (from 0) of `argument` is not an address. The message shows the list with
 /// its passwords redacted, never the node's raw text.
-fn not_a_node(args: &Arguments, argument: &str, n: usize, error: &redis::RedisError) -> Error {
+fn not_a_node(args: &Arguments, argument: &str, n: usize, error: &dyn std::fmt::Display) -> Error {
     let list = args.shown(argument).unwrap_or_default();
     args.invalid(
         argument,
@@ -458,13 +468,17 @@ pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
 
 /// `redis_sentinel`: the master of `service_name` as the `sentinels` report it.
 pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
-    args.check_known(&known(&[
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut own = vec![
         "sentinels",
         "service_name",
         "db",
         "sentinel_password",
         "dead_retry",
-    ]))?;
+    ];
+    #[cfg(feature = "tls")]
+    own.extend_from_slice(super::tls::ARGUMENTS);
+    args.check_known(&known(&own))?;
     // As dogpile.cache: Sentinel setups default to the distributed lock.
     let common = common(args, true)?;
     let db = args.parse::<i64>("db")?;
@@ -477,52 +491,62 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
     if sentinels.is_empty() {
         return Err(args.invalid("sentinels", "names no Sentinel node"));
     }
-    let mut addrs = Vec::with_capacity(sentinels.len());
+    let mut nodes: Vec<ConnectionInfo> = Vec::with_capacity(sentinels.len());
     for (n, node) in sentinels.iter().enumerate() {
-        check_node_tls(args, "sentinels", n, node)?;
-        let info = node_url(node)
-            .into_connection_info()
-            .map_err(|e| not_a_node(args, "sentinels", n, &e))?;
-        addrs.push(info.addr().clone());
+        let info =
+            server_info(&node_url(node)).map_err(|e| not_a_node(args, "sentinels", n, &e))?;
+        let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+        if nodes
+            .first()
+            .is_some_and(|first| matches!(first.addr(), ConnectionAddr::TcpTls { .. }) != tls)
+        {
+            return Err(args.invalid(
+                "sentinels",
+                "mixes TLS (`rediss://`) and plain Sentinels: give all of them one way",
+            ));
+        }
+        // A Sentinel's own credentials: the URL's, `sentinel_password` over its password.
+        let own = info.redis_settings();
+        let mut settings = redis::RedisConnectionInfo::default();
+        if let Some(username) = own.username() {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = args.get("sentinel_password").or(own.password()) {
+            settings = settings.set_password(password);
+        }
+        nodes.push(info.clone().set_redis_settings(settings));
     }
     let service = args
         .get("service_name")
         .unwrap_or("mymaster")
         .trim()
         .to_owned();
+    if service.is_empty() {
+        return Err(args.invalid("service_name", "must not be empty"));
+    }
     let describe = format!(
         "redis_sentinel `{service}` via {}",
-        addrs
+        nodes
             .iter()
-            .map(ToString::to_string)
+            .map(|node| node.addr().to_string())
             .collect::<Vec<_>>()
             .join(",")
     );
-    let mut builder = SentinelClientBuilder::new(addrs, &service, SentinelServerType::Master)
-        .map_err(|e| args.invalid("sentinels", e.to_string()))?;
-    if let Some(db) = db {
-        builder = builder.set_client_to_redis_db(db);
-    }
-    if let Some(username) = &common.username {
-        builder = builder.set_client_to_redis_username(username);
-    }
-    if let Some(password) = &common.password {
-        builder = builder.set_client_to_redis_password(password);
-    }
-    if let Some(password) = args.get("sentinel_password") {
-        builder = builder.set_client_to_sentinel_password(password);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| args.invalid("sentinels", e.to_string()))?;
-    let connector = ServerConnector {
-        server: Server::Sentinel(Mutex::new(client)),
-        limits: common.limits(),
-        // Masters are reached over plain TCP.
-        tls: Tls::default(),
-    };
-    let pools = Pools::Server(Pool::new(connector, common.pool_size, common.timeout));
-    Ok(settings(describe, pools, common))
+    let first = nodes[0].addr().clone();
+    let master_tls = matches!(first, ConnectionAddr::TcpTls { .. });
+    // The master's settings on a placeholder address (a Sentinel's answer replaces it).
+    let master = with_credentials(
+        first
+            .clone()
+            .into_connection_info()
+            .map_err(|e| args.invalid("sentinels", e.to_string()))?,
+        db,
+        &common,
+    );
+    // The Sentinels and the master are reached alike, over TLS with `rediss://`.
+    let tls = tls_config(args, &first)?;
+    let server = Server::Sentinel(Sentinels::new(nodes, service, master, master_tls));
+    Ok(one_server(describe, server, tls, common))
 }
 
 #[cfg(test)]
@@ -566,18 +590,14 @@ mod tests {
     #[test]
     #[cfg(not(feature = "cluster-tls"))]
     fn tls_cluster_nodes_need_the_cluster_tls_feature() {
-        let backends: [(&str, fn(&Arguments) -> Result<Shared>); 2] =
-            [("url", cluster), ("sentinels", sentinel)];
-        for (argument, backend) in backends {
-            let args = Arguments::new("redis_cluster", [(argument, "redis://a:1, rediss://b:2")]);
-            let err = backend(&args)
-                .err()
-                .expect("a TLS node is refused")
-                .to_string();
-            assert!(
-                err.contains("node 2 of") && err.contains("`cluster-tls` feature"),
-                "{err}"
-            );
-        }
+        let args = Arguments::new("redis_cluster", [("url", "redis://a:1, rediss://b:2")]);
+        let err = cluster(&args)
+            .err()
+            .expect("a TLS node is refused")
+            .to_string();
+        assert!(
+            err.contains("node 2 of") && err.contains("`cluster-tls` feature"),
+            "{err}"
+        );
     }
 }

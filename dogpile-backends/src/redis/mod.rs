@@ -44,16 +44,23 @@
 //! `host:port` (`startup_nodes` is a synonym); one reachable node is enough to discover the
 //! others. `username`/`password` apply to every node.
 //!
-//! `redis_sentinel`: `sentinels`, the Sentinel nodes (`host:port`, comma separated),
-//! `service_name` (default `mymaster`), `db`, `username`/`password` (for the master),
-//! `sentinel_password`, `dead_retry` (as `redis`, for the master). Reads and writes go to the current master; after a failover the
-//! connections to the old master are dropped and new ones found through Sentinel.
+//! `redis_sentinel`: `sentinels`, the Sentinel nodes (`host:port` or URLs, comma
+//! separated; `rediss://` URLs for TLS, all of them or none), `service_name` (default
+//! `mymaster`), `db`, `username`/`password` (for the master), `sentinel_password`,
+//! `dead_retry` (as `redis`, for the master), and with TLS Sentinels the `ssl_*`
+//! arguments as `redis` has them, for the Sentinels and the master alike (the master is
+//! reached over TLS when the Sentinels are). Reads and writes go to the current master;
+//! after a failover the connections to the old master are dropped and new ones found
+//! through Sentinel. Each new connection asks the Sentinels in turn, the one that
+//! answered last first, each within its share of one `socket_timeout`, so a Sentinel that
+//! is down, hung or stopped costs one bounded try before the next is asked; the master
+//! named is checked with `ROLE` (see the `sentinel` module).
 //!
 //! All of them:
 //!
 //! | argument | default | meaning |
 //! |---|---|---|
-//! | `socket_timeout` | `2` | seconds; bounds the wait for a pooled connection (connecting included) and then each call as a whole, from sending the command to the last byte of its reply, whatever the server sends (trickled, truncated or endless replies), so a server that is down, hung or hostile gives `Error::Backend` within about twice this time, never a hang (`redis_cluster`: each read and write, through the `redis` crate) |
+//! | `socket_timeout` | `2` | seconds; bounds the wait for a pooled connection (connecting included, a Sentinel lookup too) and then each call as a whole, from sending the command to the last byte of its reply, whatever the server sends (trickled, truncated or endless replies), so a server that is down, hung or hostile gives `Error::Backend` within about twice this time, never a hang (`redis_cluster`: each read and write, through the `redis` crate) |
 //! | `max_value_size` | `16777216` (16 MiB) | bytes; the largest value read or stored, and (with a little room for framing) the most one call reads, all values of a `get_multi` together. A reply announcing more is refused before it is read, so a broken or hostile server cannot make a call allocate more; a `set` of a larger value fails naming the key. Redis itself allows 512 MiB; raise this if you cache values over 16 MiB (`redis` and `redis_sentinel`) |
 //! | `connection_pool` (or `pool_size`, memcached's name) | `16` | the most connections kept (per region; `redis` keeps as many again for async callers); no connection is made before the first operation, so configuring a region does not need the server up |
 //! | `redis_expiration_time` | none | seconds; a server-side TTL on every value (`SET .. PX`), visible with `TTL`. Make it longer than the region's expiration time plus the creator's run time, or stale values vanish and readers block |
@@ -65,14 +72,13 @@
 //! | `thread_local_lock` | | accepted for compatibility with dogpile.cache configurations, and has no effect: the lock handle here is never bound to a thread (dogpile needs `false` to release a lock from the background runner's thread; this port always can) |
 //!
 //! TLS (the `tls` feature, on by default) is rustls with the ring provider, on dogpile's
-//! own connections: it turns on no feature of the `redis` crate, so an application that
-//! depends on `redis` itself (with `tokio-comp`, say) builds unchanged. The `ssl_*` names
-//! are redis-py's, as dogpile.cache passes them through. `redis_cluster` and
-//! `redis_sentinel` nodes are reached by the `redis` crate itself: `rediss://` node URLs
-//! need the `cluster-tls` feature (off by default), which turns on the redis crate's
-//! `tls-rustls` (the system's CAs, no `ssl_*` arguments; not tested here); without it
-//! they are refused at configure time. `redis_sentinel` masters are reached over plain
-//! TCP.
+//! own connections (`redis` and `redis_sentinel`): it turns on no feature of the `redis`
+//! crate, so an application that depends on `redis` itself (with `tokio-comp`, say)
+//! builds unchanged. The `ssl_*` names are redis-py's, as dogpile.cache passes them
+//! through. `redis_cluster` nodes are reached by the `redis` crate itself: `rediss://`
+//! node URLs need the `cluster-tls` feature (off by default), which turns on the redis
+//! crate's `tls-rustls` (the system's CAs, no `ssl_*` arguments; not tested here);
+//! without it they are refused at configure time.
 //!
 //! # The distributed lock
 //!
@@ -92,9 +98,9 @@
 //!
 //! # Async callers
 //!
-//! A `redis` region serves its `*_async` methods on async connections with the same
-//! settings, bounds, `dead_retry` record and distributed lock as its sync methods, never
-//! on tokio's blocking pool; `redis_cluster` and `redis_sentinel` regions run their async
+//! A `redis` or `redis_sentinel` region serves its `*_async` methods on async connections
+//! with the same settings, bounds, `dead_retry` record and distributed lock as its sync
+//! methods, never on tokio's blocking pool; `redis_cluster` regions run their async
 //! calls on tokio's blocking pool. The `async_backend` module's docs say why.
 //!
 //! # Errors and faults
@@ -122,6 +128,7 @@ mod connection;
 mod lock;
 mod pool;
 mod resp;
+mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -185,8 +192,8 @@ pub(crate) struct Shared {
     /// Up, or down for `dead_retry` (one server; a cluster's nodes are the cluster
     /// client's business).
     pub(crate) health: Health,
-    /// The async connections to the one server (`redis`; `None`: async callers go through
-    /// tokio's blocking pool, see the `async_backend` module).
+    /// The async connections to the one server (`redis`, `redis_sentinel`; `None`: async
+    /// callers go through tokio's blocking pool, see the `async_backend` module).
     #[cfg(feature = "tokio")]
     pub(crate) async_pool: Option<pool::AsyncPool>,
 }
@@ -402,8 +409,8 @@ impl RedisBackend {
 
     /// The async twin of this backend: the same server, settings, health record
     /// (`dead_retry`) and distributed lock, on async connections (see the
-    /// `async_backend` module's docs); `None` for `redis_cluster` and `redis_sentinel`,
-    /// whose async callers use tokio's blocking pool.
+    /// `async_backend` module's docs); `None` for `redis_cluster`, whose async callers
+    /// use tokio's blocking pool.
     ///
     /// A region uses it for its async methods, however it was configured (by name or with
     /// `RegionConfig::with_backend`).
