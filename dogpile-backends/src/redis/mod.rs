@@ -131,6 +131,7 @@ mod resp;
 mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
+mod turns;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,16 +4,14 @@
 //!
 //! Each new connection to the master is made by a lookup:
 //! - the Sentinels are asked in turn (`SENTINEL GET-MASTER-ADDR-BY-NAME <service>`),
-//!   starting with the one that answered last (redis-py moves it to the front of its list
-//!   alike), so a Sentinel that went away costs only the lookups that found it gone;
+//!   starting with the one that answered last (the `turns` module);
 //! - the master a Sentinel names is connected to, and asked `ROLE`: one that is not a
 //!   master (a Sentinel may name an old master for a moment after a failover, as
 //!   Sentinel's client guidelines warn) is refused, and the next Sentinel asked;
 //! - the whole lookup, the master's connection included, runs within one
 //!   `socket_timeout`, and each Sentinel gets an equal share of the time left when it is
-//!   asked: a Sentinel that is down, hung or stopped (`SIGSTOP`: the kernel still accepts
-//!   its connections, nothing answers) costs one bounded try, and the next one is asked in
-//!   time;
+//!   asked: a Sentinel that is down, hung or stopped costs one bounded try, and the next
+//!   one is asked in time;
 //! - a Sentinel's reply is read within [`SENTINEL_REPLY`] bytes (an address is a few
 //!   dozen), so a broken or hostile Sentinel cannot make the lookup allocate more;
 //! - with `rediss://` Sentinels, the Sentinels and the master are reached over TLS, with
@@ -21,7 +19,6 @@
 //!
 //! When every Sentinel failed, the error names each one with its reason.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult, Value};
@@ -29,6 +26,7 @@ use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult, 
 #[cfg(feature = "tokio")]
 use super::async_connection::AsyncConnection;
 use super::connection::{Connection, Limits, Tls};
+use super::turns::{Preferred, Turn, Turns};
 
 /// The most bytes a Sentinel's reply may take (beyond the framing every reply may have).
 pub(crate) const SENTINEL_REPLY: usize = 1024;
@@ -44,27 +42,7 @@ pub(crate) struct Sentinels {
     /// The master is reached over TLS (the Sentinels are).
     master_tls: bool,
     /// The node asked first: the last one that answered.
-    first: AtomicUsize,
-}
-
-/// One lookup in progress: which Sentinel to ask next, by when, and what failed so far.
-struct Lookup<'a> {
-    sentinels: &'a Sentinels,
-    /// When the master's connection must be open.
-    deadline: Instant,
-    /// The Sentinel asked first (read once: another lookup may change it meanwhile).
-    start: usize,
-    /// Sentinels asked so far.
-    asked: usize,
-    /// `(sentinel, reason)` of each failed try.
-    failures: Vec<(String, RedisError)>,
-}
-
-/// One Sentinel to ask: its index, address and the deadline of its answer.
-struct Try<'a> {
-    index: usize,
-    node: &'a ConnectionInfo,
-    by: Instant,
+    first: Preferred,
 }
 
 impl Sentinels {
@@ -81,18 +59,12 @@ impl Sentinels {
             service,
             master,
             master_tls,
-            first: AtomicUsize::new(0),
+            first: Preferred::default(),
         }
     }
 
-    fn lookup(&self, deadline: Instant) -> Lookup<'_> {
-        Lookup {
-            sentinels: self,
-            deadline,
-            start: self.first.load(Ordering::Relaxed),
-            asked: 0,
-            failures: Vec::new(),
-        }
+    fn lookup(&self, deadline: Instant) -> Turns<'_, ConnectionInfo> {
+        Turns::new(&self.nodes, &self.first, deadline)
     }
 
     /// `SENTINEL GET-MASTER-ADDR-BY-NAME <service>`, packed.
@@ -153,11 +125,11 @@ impl Sentinels {
                     check_role(&master, conn.call_by(&role, lookup.deadline)?)?;
                     Ok(conn)
                 });
-            if let Some(conn) = lookup.outcome(&ask, opened) {
+            if let Some(conn) = lookup.outcome(&ask, || sentinel_name(&ask), opened) {
                 return Ok(conn);
             }
         }
-        Err(lookup.failed())
+        Err(failed(lookup))
     }
 
     /// Opens an async connection to the current master before `deadline` (see the
@@ -183,75 +155,25 @@ impl Sentinels {
                 Ok(conn)
             }
             .await;
-            if let Some(conn) = lookup.outcome(&ask, opened) {
+            if let Some(conn) = lookup.outcome(&ask, || sentinel_name(&ask), opened) {
                 return Ok(conn);
             }
         }
-        Err(lookup.failed())
+        Err(failed(lookup))
     }
 }
 
-impl<'a> Lookup<'a> {
-    /// The next Sentinel to ask and its share of the time left; `None` when every one was
-    /// asked or no time is left.
-    fn next(&mut self) -> Option<Try<'a>> {
-        let nodes = &self.sentinels.nodes;
-        let remaining = nodes.len().checked_sub(self.asked).filter(|n| *n > 0)?;
-        let now = Instant::now();
-        let left = self.deadline.checked_duration_since(now)?;
-        if left.is_zero() {
-            return None;
-        }
-        let index = (self.start + self.asked) % nodes.len();
-        self.asked += 1;
-        let share = left / u32::try_from(remaining).unwrap_or(u32::MAX);
-        Some(Try {
-            index,
-            node: &nodes[index],
-            by: now + share,
-        })
-    }
+/// A Sentinel, as errors name it.
+fn sentinel_name(ask: &Turn<'_, ConnectionInfo>) -> String {
+    format!("Sentinel {}", ask.node.addr())
+}
 
-    /// Records what asking `ask` came to: a success makes it the Sentinel asked first
-    /// from now on, and is returned.
-    fn outcome<T>(&mut self, ask: &Try<'_>, outcome: RedisResult<T>) -> Option<T> {
-        match outcome {
-            Ok(value) => {
-                self.sentinels.first.store(ask.index, Ordering::Relaxed);
-                Some(value)
-            }
-            Err(error) => {
-                let sentinel = ask.node.addr().to_string();
-                tracing::debug!(%sentinel, %error, "redis Sentinel lookup failed; asking the next Sentinel");
-                self.failures.push((sentinel, error));
-                None
-            }
-        }
-    }
-
-    /// The error of a lookup where every Sentinel failed (or the time ran out): an I/O
-    /// error (the service is unreachable, for `dead_retry`) when every failure was one.
-    fn failed(self) -> RedisError {
-        let all_io = self.failures.iter().all(|(_, error)| error.is_io_error());
-        let mut detail: Vec<String> = self
-            .failures
-            .iter()
-            .map(|(sentinel, error)| format!("Sentinel {sentinel}: {error}"))
-            .collect();
-        let unasked = self.sentinels.nodes.len() - self.asked;
-        if unasked > 0 {
-            detail.push(format!("{unasked} not asked: no time left"));
-        }
-        RedisError::from((
-            if all_io {
-                ErrorKind::Io
-            } else {
-                ErrorKind::MasterNameNotFoundBySentinel
-            },
-            "no Sentinel named a reachable master",
-            detail.join("; "),
-        ))
-    }
+/// The error of a lookup where every Sentinel failed.
+fn failed(lookup: Turns<'_, ConnectionInfo>) -> RedisError {
+    lookup.failed(
+        ErrorKind::MasterNameNotFoundBySentinel,
+        "no Sentinel named a reachable master",
+    )
 }
 
 /// `ROLE`, packed.
