@@ -3,7 +3,8 @@
 //! 64 MB (counted by this binary's allocator), never panics, and leaves no broken
 //! connection in the pool (the next call opens a new connection and gets the right
 //! answer). And `redis_sentinel` with a hostile, hung or stopped (SIGSTOP) Sentinel, alone
-//! or before a healthy one, sync and async, in the same bounds.
+//! or before a healthy one, and `redis_cluster` with a hostile node (its replies or its
+//! slot map), sync and async, in the same bounds.
 
 #[path = "support/fake_redis.rs"]
 mod fake_redis;
@@ -14,7 +15,7 @@ mod redis_server;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use dogpile::backend::{Arguments, CacheBackend};
@@ -350,6 +351,33 @@ fn a_refused_connection_fails_at_once_naming_the_server_then_dead_retry_applies(
     );
 }
 
+/// A `set` then a `get` of `key` on `backend`, and a `get` on its async twin, each within
+/// the bounds, answering the value set.
+fn set_and_get_in_bounds(
+    what: &str,
+    backend: &RedisBackend,
+    runtime: &tokio::runtime::Runtime,
+    key: &str,
+) {
+    let sync = bounded(
+        &format!("{what}, sync"),
+        || {
+            backend
+                .set(key, b"v".to_vec())
+                .and_then(|()| backend.get(key))
+        },
+        |outcome| format!("{outcome:?}"),
+    );
+    assert_eq!(sync.unwrap().as_deref(), Some(&b"v"[..]), "{what}");
+    let twin = backend.async_backend().expect("a native async twin");
+    let asynchronous = bounded(
+        &format!("{what}, async"),
+        || runtime.block_on(twin.get(key)),
+        |outcome| format!("{outcome:?}"),
+    );
+    assert_eq!(asynchronous.unwrap().as_deref(), Some(&b"v"[..]), "{what}");
+}
+
 // redis_sentinel: every Sentinel is asked within the call's deadline, and its reply read
 // within a small byte budget.
 
@@ -415,33 +443,12 @@ fn sentinel_a_hostile_sentinel_alone_fails_in_bounds_naming_it() {
 fn sentinel_a_hostile_first_sentinel_costs_one_bounded_try_then_the_next_answers() {
     let _one = one_at_a_time();
     let setup = redis_server::RedisSentinel::shared();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     for (what, answer) in hostile_sentinel_answers() {
         let hostile = fake_sentinel(answer);
         let backend = sentinel_backend(&format!("{},{}", hostile.addr(), setup.sentinel_addr()));
-        let twin = backend.async_backend().expect("a native async twin");
         for n in 0..3 {
-            let sync = bounded(
-                &format!("{what} first, sync call {n}"),
-                || {
-                    backend
-                        .set("k", b"v".to_vec())
-                        .and_then(|()| backend.get("k"))
-                },
-                |outcome| format!("{outcome:?}"),
-            );
-            assert_eq!(sync.unwrap().as_deref(), Some(&b"v"[..]), "{what}");
-            let twin = twin.clone();
-            let asynchronous = bounded(
-                &format!("{what} first, async call {n}"),
-                || runtime.block_on(async move { twin.get("k").await }),
-                |outcome| format!("{outcome:?}"),
-            );
-            assert_eq!(asynchronous.unwrap().as_deref(), Some(&b"v"[..]), "{what}");
+            set_and_get_in_bounds(&format!("{what} first, call {n}"), &backend, &runtime, "k");
         }
     }
 }
@@ -455,39 +462,249 @@ fn sentinel_a_stopped_first_sentinel_costs_one_bounded_try_then_the_second_answe
     let second = setup.add_sentinel();
     setup.sentinel.freeze(true);
     let sentinels = format!("{},{}", setup.sentinel_addr(), second.addr());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     // A soak: new backends (each finds the stopped Sentinel first) and calls on them.
     let soak = Instant::now();
     let mut calls = 0;
     while soak.elapsed() < Duration::from_secs(5) {
         let backend = sentinel_backend(&sentinels);
-        let twin = backend.async_backend().expect("a native async twin");
         for n in 0..5 {
             let key = format!("k{n}");
-            let sync = bounded(
-                "a stopped first Sentinel, sync",
-                || {
-                    backend
-                        .set(&key, b"v".to_vec())
-                        .and_then(|()| backend.get(&key))
-                },
-                |outcome| format!("{outcome:?}"),
-            );
-            assert_eq!(sync.unwrap().as_deref(), Some(&b"v"[..]));
-            let twin = twin.clone();
-            let asynchronous = bounded(
-                "a stopped first Sentinel, async",
-                || runtime.block_on(async move { twin.get(&key).await }),
-                |outcome| format!("{outcome:?}"),
-            );
-            assert_eq!(asynchronous.unwrap().as_deref(), Some(&b"v"[..]));
-            calls += 2;
+            set_and_get_in_bounds("a stopped first Sentinel", &backend, &runtime, &key);
+            calls += 3;
         }
     }
     setup.sentinel.freeze(false);
     assert!(calls > 0);
+}
+
+// redis_cluster: every round trip within socket_timeout and max_value_size, a request as a
+// whole (slot map and redirections included) within twice socket_timeout.
+
+/// A `redis_cluster` backend seeded with `nodes` (comma separated).
+fn cluster_backend(nodes: &str, dead_retry: &str) -> RedisBackend {
+    RedisBackend::cluster_from_arguments(&Arguments::new(
+        "redis_cluster",
+        [
+            ("url", nodes.to_owned()),
+            ("socket_timeout", SOCKET_TIMEOUT.as_secs_f64().to_string()),
+            ("dead_retry", dead_retry.to_owned()),
+        ],
+    ))
+    .expect("build a redis_cluster backend")
+}
+
+/// A fake cluster node that serves every slot itself (`CLUSTER SLOTS` names it) and
+/// answers every other command with `answer`.
+fn fake_cluster_node(answer: impl Fn(&[Vec<u8>]) -> Answer + Send + Sync + 'static) -> FakeRedis {
+    let port = Arc::new(OnceLock::<String>::new());
+    let own = port.clone();
+    let node = FakeRedis::start(move |args| {
+        if args[0].eq_ignore_ascii_case(b"CLUSTER") {
+            let port = own.get().map(String::as_str).unwrap_or("0");
+            return Answer::Bytes(
+                format!("*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:{port}\r\n")
+                    .into_bytes(),
+            );
+        }
+        answer(args)
+    });
+    let addr = node.addr();
+    let (_, own_port) = addr.rsplit_once(':').expect("host:port");
+    port.set(own_port.to_owned()).expect("set once");
+    node
+}
+
+/// Hostile answers of a node to GET: silence, a trickle, a 2 GiB bulk string, an endless
+/// line.
+fn hostile_node_answers() -> Vec<Hostile> {
+    vec![
+        ("a hung node", || Answer::Stall(Vec::new())),
+        ("a trickled reply", || {
+            Answer::Trickle(b"$5\r\nhello\r\n".to_vec(), Duration::from_millis(200))
+        }),
+        ("a 2 GiB bulk reply", || {
+            Answer::Endless(b"$2147483648\r\n".to_vec(), b"x")
+        }),
+        ("an endless line", || Answer::Endless(b"+".to_vec(), b"a")),
+    ]
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn cluster_a_hostile_node_fails_each_call_in_bounds_then_answers_again() {
+    let _one = one_at_a_time();
+    let runtime = runtime();
+    for (what, hostile) in hostile_node_answers() {
+        for asynchronous in [false, true] {
+            let what = format!("{what} ({})", if asynchronous { "async" } else { "sync" });
+            // Hostile to the first GET, good after.
+            let first = Arc::new(Mutex::new(true));
+            let node = fake_cluster_node(move |args| {
+                if args[0].eq_ignore_ascii_case(b"GET")
+                    && std::mem::replace(&mut *first.lock().unwrap(), false)
+                {
+                    return hostile();
+                }
+                Answer::Bytes(b"$4\r\ngood\r\n".to_vec())
+            });
+            let backend = cluster_backend(&node.url(), "0");
+            let twin = backend.async_backend().expect("a native async twin");
+            let get = || match asynchronous {
+                false => backend.get("k"),
+                true => runtime.block_on(twin.get("k")),
+            };
+            expect_bounded_failure(&what, &node, get);
+            assert_eq!(
+                get().unwrap().as_deref(),
+                Some(&b"good"[..]),
+                "{what}: the next call gets its own answer"
+            );
+        }
+    }
+}
+
+#[test]
+fn cluster_a_huge_or_endless_slot_map_is_cut_short() {
+    let _one = one_at_a_time();
+    let runtime = runtime();
+    let answers: Vec<Hostile> = vec![
+        ("an endless CLUSTER SLOTS", || {
+            Answer::Endless(
+                b"*100000000\r\n".to_vec(),
+                b"*3\r\n:0\r\n:1\r\n*2\r\n$9\r\n127.0.0.1\r\n:1\r\n",
+            )
+        }),
+        ("a CLUSTER SLOTS of a million entries", || {
+            Answer::Endless(
+                b"*1000000\r\n".to_vec(),
+                b"*3\r\n:0\r\n:1\r\n*2\r\n$9\r\n127.0.0.1\r\n:1\r\n",
+            )
+        }),
+        ("a 2 GiB host in CLUSTER SLOTS", || {
+            Answer::Endless(
+                b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$2147483648\r\n".to_vec(),
+                b"x",
+            )
+        }),
+        ("a hung CLUSTER SLOTS", || Answer::Stall(Vec::new())),
+    ];
+    for (what, answer) in answers {
+        let node = FakeRedis::start(move |_| answer());
+        let backend = cluster_backend(&node.url(), "0");
+        let twin = backend.async_backend().expect("a native async twin");
+        let message = expect_bounded_failure(what, &node, || backend.get("k"));
+        assert!(message.contains("slot map"), "{what}: {message}");
+        let message = expect_bounded_failure(&format!("{what} (async)"), &node, || {
+            runtime.block_on(twin.get("k"))
+        });
+        assert!(message.contains("slot map"), "{what}: {message}");
+    }
+}
+
+#[test]
+fn cluster_a_hung_first_node_costs_one_bounded_try_then_the_next_answers() {
+    let _one = one_at_a_time();
+    let cluster = redis_server::RedisCluster::shared();
+    let runtime = runtime();
+    let hung = FakeRedis::start(|_| Answer::Stall(Vec::new()));
+    let backend = cluster_backend(&format!("{},{}", hung.url(), cluster.url()), "0");
+    for n in 0..3 {
+        let key = format!("cluster-hung-seed-{n}");
+        set_and_get_in_bounds("a hung first node", &backend, &runtime, &key);
+    }
+}
+
+#[test]
+fn cluster_moved_and_ask_are_followed_and_bounded() {
+    let _one = one_at_a_time();
+    let runtime = runtime();
+    // The node the others redirect to: answers GET, and logs what it is sent.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let target = fake_cluster_node(move |args| {
+        log.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&args[0]).to_ascii_uppercase());
+        match args[0].to_ascii_uppercase().as_slice() {
+            b"ASKING" => Answer::Bytes(b"+OK\r\n".to_vec()),
+            _ => Answer::Bytes(b"$4\r\ngood\r\n".to_vec()),
+        }
+    });
+    for redirection in ["MOVED", "ASK"] {
+        let to = target.addr();
+        let redirecting = fake_cluster_node(move |_| {
+            Answer::Bytes(format!("-{redirection} 12182 {to}\r\n").into_bytes())
+        });
+        let backend = cluster_backend(&redirecting.url(), "0");
+        let twin = backend.async_backend().expect("a native async twin");
+        seen.lock().unwrap().clear();
+        for _ in 0..2 {
+            let got = bounded(
+                &format!("{redirection}, sync"),
+                || backend.get("foo"),
+                |outcome| format!("{outcome:?}"),
+            );
+            assert_eq!(got.unwrap().as_deref(), Some(&b"good"[..]), "{redirection}");
+            let got = bounded(
+                &format!("{redirection}, async"),
+                || runtime.block_on(twin.get("foo")),
+                |outcome| format!("{outcome:?}"),
+            );
+            assert_eq!(got.unwrap().as_deref(), Some(&b"good"[..]), "{redirection}");
+        }
+        let seen = seen.lock().unwrap().clone();
+        match redirection {
+            "ASK" => assert_eq!(seen, ["ASKING", "GET"].repeat(4), "{seen:?}"),
+            _ => assert_eq!(seen, ["GET"].repeat(4), "{seen:?}"),
+        }
+        if redirection == "MOVED" {
+            // A MOVED makes the next request fetch the slot map again (a new connection).
+            assert!(
+                redirecting.accepted() >= 3,
+                "slot map refreshed: {} connections",
+                redirecting.accepted()
+            );
+        }
+    }
+    // A node that redirects to itself for ever: a bounded number of rounds, then an error.
+    let own = Arc::new(OnceLock::<String>::new());
+    let me = own.clone();
+    let looping = fake_cluster_node(move |_| {
+        Answer::Bytes(format!("-MOVED 12182 {}\r\n", me.get().unwrap()).into_bytes())
+    });
+    own.set(looping.addr()).unwrap();
+    let backend = cluster_backend(&looping.url(), "0");
+    let message = expect_bounded_failure("endless MOVED", &looping, || backend.get("foo"));
+    assert!(
+        message.contains("too many cluster redirections"),
+        "{message}"
+    );
+}
+
+#[test]
+fn cluster_a_node_found_down_is_left_alone_for_dead_retry() {
+    let _one = one_at_a_time();
+    let node = fake_cluster_node(|_| Answer::Stall(Vec::new()));
+    let backend = cluster_backend(&node.url(), "5");
+    let message = expect_bounded_failure("a hung node", &node, || backend.get("k"));
+    assert!(message.contains("socket_timeout"), "{message}");
+    let started = Instant::now();
+    let message = backend.get("k").unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}: {message}",
+        started.elapsed()
+    );
+    assert!(
+        message.contains("marked down") && message.contains(&node.addr()),
+        "{message}"
+    );
 }

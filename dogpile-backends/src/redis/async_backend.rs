@@ -1,6 +1,6 @@
 //! The async path of the redis backends: what a region's `*_async` methods talk to.
 //!
-//! # `redis` and `redis_sentinel`: a native async client, bounded as the blocking one
+//! # A native async client, bounded as the blocking one
 //!
 //! A region configured once with `redis` (or `redis_sentinel`, whose new connections
 //! find the master through the Sentinels with async calls, in the same bounds as the
@@ -34,13 +34,12 @@
 //! - TLS (`rediss://`) uses tokio-rustls with the configuration built once from the
 //!   `ssl_*` arguments for both paths.
 //!
-//! # `redis_cluster`: tokio's blocking pool
+//! # `redis_cluster`
 //!
-//! A cluster's connections are the `redis` crate's (slot routing, redirections); its
-//! async callers run each call on tokio's blocking pool (the rule for every sync backend without a native twin, see
-//! `dogpile_core::backend`'s module docs). That never blocks an executor thread, at the
-//! cost of a hop to a pool thread per call. The crate's async cluster connection would
-//! bring its own parser without a size limit, so it is not used here.
+//! A cluster's async calls are the blocking side's requests on async connections, per
+//! node (the `cluster` module): the same slot map, redirections, `dead_retry` records and
+//! limits, one round trip per node for a multi-key operation (a pipeline of `GET`s or
+//! `DEL`s, as `MGET` and `DEL` of keys in several slots fail on a cluster).
 
 use std::sync::Arc;
 
@@ -50,8 +49,8 @@ use dogpile_core::Result;
 use redis::{FromRedisValue, RedisResult, Value};
 
 use super::lock::RedisLock;
-use super::pool::{AsyncPool, Failure};
-use super::{reply_count, wrong_type_is_miss, Shared};
+use super::pool::Failure;
+use super::{dels, gets, reply_count, wrong_type_is_miss, Pools, Shared};
 
 /// The async twin of a `redis` or `redis_sentinel` backend (see the [module
 /// docs](self)).
@@ -62,7 +61,9 @@ pub(crate) struct AsyncRedis {
 impl AsyncRedis {
     /// The async twin of the backend that `shared` is the state of, if it has one.
     pub(crate) fn for_shared(shared: &Arc<Shared>) -> Option<Arc<dyn AsyncCacheBackend>> {
-        shared.async_pool.as_ref()?;
+        if matches!(shared.pools, Pools::Server(_)) {
+            shared.async_pool.as_ref()?;
+        }
         Some(Arc::new(AsyncRedis {
             shared: shared.clone(),
         }))
@@ -76,10 +77,26 @@ fn one<T: FromRedisValue>(mut values: Vec<Value>) -> RedisResult<T> {
 }
 
 impl Shared {
-    fn async_pool(&self) -> &AsyncPool {
-        self.async_pool
-            .as_ref()
-            .expect("AsyncRedis is only made for a backend with an async pool")
+    /// Sends `packed` and reads `skip + count` replies, returning the last `count`: to one
+    /// server on a pooled async connection, or each command to its cluster node.
+    async fn exchange_async(
+        &self,
+        packed: &[u8],
+        skip: usize,
+        count: usize,
+    ) -> std::result::Result<Vec<Value>, Failure> {
+        match (&self.pools, &self.async_pool) {
+            (Pools::Cluster(cluster), _) => cluster
+                .request_async(packed, skip)
+                .await
+                .map_err(Failure::Redis),
+            (Pools::Server(_), Some(pool)) => pool.request(packed, skip, count).await,
+            // `AsyncRedis::for_shared` makes no twin of such a backend.
+            (Pools::Server(_), None) => Err(Failure::Redis(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no async connections",
+            )))),
+        }
     }
 
     /// Sends `packed` and reads `skip + count` replies on an async connection, then
@@ -95,8 +112,7 @@ impl Shared {
             return Err(self.error(what, Failure::Down(down)));
         }
         let outcome = self
-            .async_pool()
-            .request(packed, skip, count)
+            .exchange_async(packed, skip, count)
             .await
             .and_then(|values| convert(values).map_err(Failure::Redis));
         self.judge(&outcome, |failure| match failure {
@@ -160,6 +176,20 @@ impl AsyncCacheBackend for AsyncRedis {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        if matches!(self.shared.pools, Pools::Cluster(_)) {
+            // MGET across slots fails: a pipeline of GETs is one round trip per node.
+            let packed = gets(keys).get_packed_pipeline();
+            return self
+                .shared
+                .request_async("MGET", &packed, (0, keys.len()), |values| {
+                    let values = values
+                        .into_iter()
+                        .map(|value| Ok(redis::from_redis_value(value.extract_error()?)?))
+                        .collect::<RedisResult<Vec<Option<Vec<u8>>>>>()?;
+                    reply_count(keys.len(), values)
+                })
+                .await;
+        }
         let packed = redis::cmd("MGET").arg(keys).get_packed_command();
         self.shared
             .request_async("MGET", &packed, (0, 1), |values| {
@@ -186,6 +216,13 @@ impl AsyncCacheBackend for AsyncRedis {
     async fn delete_multi(&self, keys: &[&str]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
+        }
+        if matches!(self.shared.pools, Pools::Cluster(_)) {
+            // DEL across slots fails: a pipeline of DELs is one round trip per node.
+            return self
+                .shared
+                .exec_pipeline_async("DEL", &dels(keys), keys.len())
+                .await;
         }
         self.shared
             .query_async("DEL", redis::cmd("DEL").arg(keys))

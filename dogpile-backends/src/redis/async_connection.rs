@@ -79,12 +79,22 @@ impl AsyncConnection {
 
     /// Sends one command and reads its reply, all before `deadline`.
     pub(crate) async fn call_by(&mut self, packed: &[u8], deadline: Instant) -> RedisResult<Value> {
-        let call = Call::new(&self.limits, deadline, 0, 1);
         Ok(self
-            .call_until(packed, call)
+            .calls_by(packed, 1, deadline)
             .await?
             .pop()
             .unwrap_or(Value::Nil))
+    }
+
+    /// Sends `packed` and reads `count` replies, all before `deadline`.
+    pub(crate) async fn calls_by(
+        &mut self,
+        packed: &[u8],
+        count: usize,
+        deadline: Instant,
+    ) -> RedisResult<Vec<Value>> {
+        let call = Call::new(&self.limits, deadline, 0, count);
+        self.call_until(packed, call).await
     }
 
     /// Sends `packed` and reads the replies `call` asks for, before its deadline.

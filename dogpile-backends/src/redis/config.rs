@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use dogpile_core::backend::Arguments;
 use dogpile_core::{Error, Result};
-use redis::cluster::ClusterClientBuilder;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
+use super::cluster::Cluster;
 use super::connection::{Limits, Tls};
-use super::pool::{ClusterConnector, Pool, Server, ServerConnector};
+use super::pool::{Pool, Server, ServerConnector};
 use super::sentinel::Sentinels;
 use super::{Pools, Shared};
 use crate::health::{Health, DEFAULT_DEAD_RETRY};
@@ -66,7 +66,7 @@ struct Common {
     pool_size: u32,
     expiration: Option<Duration>,
     lock: Option<LockSettings>,
-    /// Zero when the flavour has no `dead_retry` (a cluster).
+    /// `dead_retry` (of the one server, or of each cluster node).
     dead_retry: Duration,
     max_value_size: usize,
 }
@@ -229,25 +229,6 @@ fn server_info(url: &str) -> std::result::Result<ConnectionInfo, String> {
     }
 }
 
-/// Fails when node `n` of `argument` is a TLS URL and the redis crate, which connects to
-/// cluster nodes, has no TLS (dogpile's `cluster-tls` feature gives it TLS).
-fn check_node_tls(args: &Arguments, argument: &str, n: usize, node: &str) -> Result<()> {
-    let lower = node.trim().to_ascii_lowercase();
-    let tls = lower.starts_with("rediss://") || lower.starts_with("valkeys://");
-    if tls && !cfg!(feature = "cluster-tls") {
-        let list = args.shown(argument).unwrap_or_default();
-        return Err(args.invalid(
-            argument,
-            format!(
-                "node {} of `{list}` is a TLS URL: cluster nodes are reached through the \
-                 redis crate's own TLS, which dogpile's `cluster-tls` feature turns on",
-                n + 1
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// `redis`: one server, from `url` or `host`/`port`/`db`.
 pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
@@ -363,8 +344,8 @@ fn describe_server(backend: &str, addr: &ConnectionAddr, db: i64) -> String {
     }
 }
 
-/// The backend's shared state. A cluster is never marked down as a whole (its client
-/// handles its nodes), so it has no `dead_retry`.
+/// The backend's shared state. A cluster is never marked down as a whole (each of its
+/// nodes is, in the `cluster` module).
 fn settings(describe: String, pools: Pools, common: Common) -> Shared {
     let dead_retry = match pools {
         Pools::Server(_) => common.dead_retry,
@@ -403,7 +384,11 @@ fn not_a_node(args: &Arguments, argument: &str, n: usize, error: &dyn std::fmt::
 
 /// `redis_cluster`: the nodes from `url` (comma separated) or `startup_nodes`.
 pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
-    args.check_known(&known(&["url", "startup_nodes"]))?;
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut own = vec!["url", "startup_nodes", "dead_retry"];
+    #[cfg(feature = "tls")]
+    own.extend_from_slice(super::tls::ARGUMENTS);
+    args.check_known(&known(&own))?;
     let common = common(args, false)?;
     let (argument, nodes) = match (args.list("url"), args.list("startup_nodes")) {
         (Some(_), Some(_)) => {
@@ -424,14 +409,12 @@ pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
     if nodes.is_empty() {
         return Err(args.invalid(argument, "names no node"));
     }
-    let mut infos = Vec::with_capacity(nodes.len());
-    for (n, node) in nodes.iter().enumerate() {
-        check_node_tls(args, argument, n, node)?;
-        let info = node_url(node)
-            .into_connection_info()
-            .map_err(|e| not_a_node(args, argument, n, &e))?;
-        infos.push(info);
-    }
+    let infos = node_infos(args, argument, &nodes)?;
+    // A cluster has database 0 only.
+    let infos: Vec<ConnectionInfo> = infos
+        .into_iter()
+        .map(|info| with_credentials(info, Some(0), &common))
+        .collect();
     let describe = format!(
         "redis_cluster at {}",
         infos
@@ -440,30 +423,40 @@ pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let timeout_ms = u64::try_from(common.timeout.as_millis()).unwrap_or(u64::MAX);
-    let mut builder = ClusterClientBuilder::new(infos)
-        .connection_timeout(common.timeout)
-        .response_timeout(common.timeout)
-        // Redirections and failovers are retried a few times, with short waits, so that an
-        // operation never takes much longer than the socket timeout.
-        .retries(2)
-        .min_retry_wait(10)
-        .max_retry_wait((timeout_ms / 4).max(11));
-    if let Some(username) = &common.username {
-        builder = builder.username(username);
+    let template = infos[0].clone();
+    let tls = tls_config(args, template.addr())?;
+    let cluster = Cluster::new(
+        infos,
+        template,
+        tls,
+        common.limits(),
+        (
+            common.dead_retry,
+            usize::try_from(common.pool_size).unwrap_or(usize::MAX),
+        ),
+    );
+    Ok(settings(
+        describe,
+        Pools::Cluster(Box::new(cluster)),
+        common,
+    ))
+}
+
+/// The nodes of `argument` (`host:port` or URLs), all TLS (`rediss://`) or none.
+fn node_infos(args: &Arguments, argument: &str, nodes: &[String]) -> Result<Vec<ConnectionInfo>> {
+    let mut infos: Vec<ConnectionInfo> = Vec::with_capacity(nodes.len());
+    for (n, node) in nodes.iter().enumerate() {
+        let info = server_info(&node_url(node)).map_err(|e| not_a_node(args, argument, n, &e))?;
+        let tls = |info: &ConnectionInfo| matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+        if infos.first().is_some_and(|first| tls(first) != tls(&info)) {
+            return Err(args.invalid(
+                argument,
+                "mixes TLS (`rediss://`) and plain nodes: give all of them one way",
+            ));
+        }
+        infos.push(info);
     }
-    if let Some(password) = &common.password {
-        builder = builder.password(password);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| args.invalid(argument, e.to_string()))?;
-    let pools = Pools::Cluster(Pool::new(
-        ClusterConnector(client),
-        common.pool_size,
-        common.timeout,
-    ));
-    Ok(settings(describe, pools, common))
+    Ok(infos)
 }
 
 /// `redis_sentinel`: the master of `service_name` as the `sentinels` report it.
@@ -491,20 +484,8 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
     if sentinels.is_empty() {
         return Err(args.invalid("sentinels", "names no Sentinel node"));
     }
-    let mut nodes: Vec<ConnectionInfo> = Vec::with_capacity(sentinels.len());
-    for (n, node) in sentinels.iter().enumerate() {
-        let info =
-            server_info(&node_url(node)).map_err(|e| not_a_node(args, "sentinels", n, &e))?;
-        let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
-        if nodes
-            .first()
-            .is_some_and(|first| matches!(first.addr(), ConnectionAddr::TcpTls { .. }) != tls)
-        {
-            return Err(args.invalid(
-                "sentinels",
-                "mixes TLS (`rediss://`) and plain Sentinels: give all of them one way",
-            ));
-        }
+    let mut nodes = node_infos(args, "sentinels", &sentinels)?;
+    for info in &mut nodes {
         // A Sentinel's own credentials: the URL's, `sentinel_password` over its password.
         let own = info.redis_settings();
         let mut settings = redis::RedisConnectionInfo::default();
@@ -514,7 +495,7 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
         if let Some(password) = args.get("sentinel_password").or(own.password()) {
             settings = settings.set_password(password);
         }
-        nodes.push(info.clone().set_redis_settings(settings));
+        *info = info.clone().set_redis_settings(settings);
     }
     let service = args
         .get("service_name")
@@ -585,19 +566,5 @@ mod tests {
     fn tls_urls_need_the_tls_feature() {
         let err = server_info("rediss://cache:6380").unwrap_err();
         assert!(err.contains("`tls` feature"), "{err}");
-    }
-
-    #[test]
-    #[cfg(not(feature = "cluster-tls"))]
-    fn tls_cluster_nodes_need_the_cluster_tls_feature() {
-        let args = Arguments::new("redis_cluster", [("url", "redis://a:1, rediss://b:2")]);
-        let err = cluster(&args)
-            .err()
-            .expect("a TLS node is refused")
-            .to_string();
-        assert!(
-            err.contains("node 2 of") && err.contains("`cluster-tls` feature"),
-            "{err}"
-        );
     }
 }

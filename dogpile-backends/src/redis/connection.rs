@@ -202,8 +202,21 @@ impl Connection {
 
     /// Sends one command and reads its reply, all before `deadline`.
     pub(crate) fn call_by(&mut self, packed: &[u8], deadline: Instant) -> RedisResult<Value> {
-        let call = Call::new(&self.limits, deadline, 0, 1);
-        Ok(self.call_until(packed, call)?.pop().unwrap_or(Value::Nil))
+        Ok(self
+            .calls_by(packed, 1, deadline)?
+            .pop()
+            .unwrap_or(Value::Nil))
+    }
+
+    /// Sends `packed` and reads `count` replies, all before `deadline`.
+    pub(crate) fn calls_by(
+        &mut self,
+        packed: &[u8],
+        count: usize,
+        deadline: Instant,
+    ) -> RedisResult<Vec<Value>> {
+        let call = Call::new(&self.limits, deadline, 0, count);
+        self.call_until(packed, call)
     }
 
     fn call(&mut self, packed: &[u8], skip: usize, count: usize) -> RedisResult<Vec<Value>> {
@@ -265,6 +278,20 @@ impl Connection {
         }
         self.stream.flush().map_err(deadline_error)?;
         Ok(())
+    }
+}
+
+/// The address of a server at `host:port`, reached over TLS if `tls`.
+pub(crate) fn tcp_address(host: String, port: u16, tls: bool) -> ConnectionAddr {
+    if tls {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host, port)
     }
 }
 

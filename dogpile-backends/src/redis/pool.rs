@@ -5,8 +5,7 @@
 //!   connection);
 //! - connects, and runs each call on one server, within the backend's `socket_timeout` and
 //!   `max_value_size` (see the `connection` module), so a server that is down, hung or
-//!   hostile gives an error, never a hang or a huge allocation (a cluster's connections
-//!   are the `redis` crate's, bounded per read only);
+//!   hostile gives an error, never a hang or a huge allocation;
 //! - drops a connection after an I/O error, and retries an operation that failed on a
 //!   connection that waited in the pool and that the server had closed (a restarted server), so the program recovers
 //!   without a restart and without showing the stale connections to its callers;
@@ -19,12 +18,11 @@
 //!   up with a failure recorded since it began (a connect that succeeds clears it). r2d2
 //!   still opens every connection, so `connection_pool` bounds them all. (For one
 //!   server, given directly or found through Sentinel, whose lookup asks every Sentinel
-//!   before it fails; a cluster's callers wait while r2d2 tries again.)
+//!   before it fails.) A cluster's connections are the `cluster` module's, per node.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{ConnectionInfo, ConnectionLike, RedisError, RedisResult};
 
 #[cfg(feature = "tokio")]
@@ -103,17 +101,6 @@ impl Connect for ServerConnector {
     /// timeout: waiting longer would only repeat it.
     fn fails_fast(&self) -> bool {
         true
-    }
-}
-
-/// Connects to a Redis Cluster (timeouts are set on the client).
-pub(crate) struct ClusterConnector(pub(crate) ClusterClient);
-
-impl Connect for ClusterConnector {
-    type Conn = ClusterConnection;
-
-    fn connect(&self) -> RedisResult<ClusterConnection> {
-        self.0.get_connection()
     }
 }
 

@@ -19,13 +19,13 @@
 //!
 //! When every Sentinel failed, the error names each one with its reason.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult, Value};
+use redis::{ConnectionInfo, ErrorKind, RedisError, RedisResult, Value};
 
 #[cfg(feature = "tokio")]
 use super::async_connection::AsyncConnection;
-use super::connection::{Connection, Limits, Tls};
+use super::connection::{tcp_address, Connection, Limits, Tls};
 use super::turns::{Preferred, Turn, Turns};
 
 /// The most bytes a Sentinel's reply may take (beyond the framing every reply may have).
@@ -75,16 +75,6 @@ impl Sentinels {
             .get_packed_command()
     }
 
-    /// The limits of a connection to a Sentinel whose answer is due by `by`.
-    fn sentinel_limits(by: Instant) -> Limits {
-        Limits {
-            timeout: by
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-            max_value_size: SENTINEL_REPLY,
-        }
-    }
-
     /// The master's connection settings from a Sentinel's answer (`[host, port]`).
     fn master_info(&self, answer: Value) -> RedisResult<ConnectionInfo> {
         let answer = answer.extract_error()?;
@@ -96,16 +86,7 @@ impl Sentinels {
                 self.service.clone(),
             )));
         };
-        let addr = if self.master_tls {
-            ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(host, port)
-        };
+        let addr = tcp_address(host, port, self.master_tls);
         Ok(self.master.clone().set_addr(addr))
     }
 
@@ -116,7 +97,7 @@ impl Sentinels {
         let role = role_question();
         let mut lookup = self.lookup(Instant::now() + limits.timeout);
         while let Some(ask) = lookup.next() {
-            let limits_of_sentinel = Self::sentinel_limits(ask.by);
+            let limits_of_sentinel = Limits::until(ask.by, SENTINEL_REPLY);
             let opened = Connection::open_until(ask.node, limits_of_sentinel, tls, ask.by)
                 .and_then(|mut sentinel| sentinel.call_by(&question, ask.by))
                 .and_then(|answer| self.master_info(answer))
@@ -145,7 +126,7 @@ impl Sentinels {
         let role = role_question();
         let mut lookup = self.lookup(deadline);
         while let Some(ask) = lookup.next() {
-            let limits_of_sentinel = Self::sentinel_limits(ask.by);
+            let limits_of_sentinel = Limits::until(ask.by, SENTINEL_REPLY);
             let opened = async {
                 let mut sentinel =
                     AsyncConnection::open(ask.node, limits_of_sentinel, tls, ask.by).await?;
