@@ -19,6 +19,10 @@
 //!   at once meanwhile) and the slot map refreshed, as a failover moves its slots. A
 //!   pooled connection that the node closed (a restart) is replaced once, as on one
 //!   server. Every error names the node.
+//! - **Connections**: each node has its own, opened when a request needs one (within the
+//!   round trip's time), given back after a success: at most `connection_pool` idle ones
+//!   are kept per node, for blocking and for async callers each. Nodes the slot map no
+//!   longer names are forgotten when it is refreshed.
 //! - **TLS**: with `rediss://` nodes, every node (those the slot map names too) is reached
 //!   over TLS with the one client configuration of the `ssl_*` arguments.
 //!
@@ -546,8 +550,12 @@ impl Cluster {
             .clone()
     }
 
+    /// Puts `map` in use, and forgets the nodes it does not name (their connections and
+    /// health records), so that nodes named by old maps or redirections do not pile up.
     fn install(&self, map: SlotMap) {
         tracing::debug!(ranges = map.ranges.len(), "redis cluster slot map fetched");
+        let masters = map.masters();
+        locked(&self.nodes).retain(|addr, _| masters.contains(addr));
         *self
             .map
             .write()
