@@ -449,3 +449,113 @@ fn a_cluster_that_is_down_errors_in_time_naming_its_nodes() {
     }
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// How many `CLUSTER SLOTS` the nodes of `cluster` have answered.
+fn slot_maps_served(cluster: &RedisCluster) -> u64 {
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            let stats: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query(&mut node.client())
+                .unwrap();
+            stats
+                .lines()
+                .find_map(|line| line.strip_prefix("cmdstat_cluster|slots:calls="))
+                .and_then(|rest| rest.split(',').next())
+                .map_or(0, |calls| calls.parse().unwrap())
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrating_slot_is_followed_by_ask_then_moved_and_the_slot_map_refreshed() {
+    // A cluster of its own: its slots are moved.
+    let cluster = RedisCluster::start();
+    let backend = RedisBackend::cluster_from_arguments(&Arguments::new(
+        "redis_cluster",
+        [("url", cluster.url())],
+    ))
+    .unwrap();
+    let twin = backend.async_backend().unwrap();
+    let key = unique("migrating");
+    assert_eq!(backend.get(&key).unwrap(), None, "the slot map is fetched");
+    let from = cluster.master_port_of(&key);
+    let to = cluster
+        .nodes()
+        .iter()
+        .map(|node| node.port())
+        .find(|port| *port != from)
+        .unwrap();
+    let id = |port: u16| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.node_client(port))
+            .unwrap()
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&key)
+        .query(&mut cluster.node_client(from))
+        .unwrap();
+    let setslot = |port: u16, how: &[&str]| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .exec(&mut cluster.node_client(port))
+            .unwrap()
+    };
+    // Migrating: the key is on the target only; the source answers ASK.
+    setslot(to, &["IMPORTING", &from_id]);
+    setslot(from, &["MIGRATING", &to_id]);
+    redis::pipe()
+        .cmd("ASKING")
+        .cmd("SET")
+        .arg(&key)
+        .arg("v")
+        .exec(&mut cluster.node_client(to))
+        .unwrap();
+    assert_eq!(
+        backend.get(&key).unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "ASK"
+    );
+    assert_eq!(
+        twin.get(&key).await.unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "ASK"
+    );
+
+    // Migrated: the source answers MOVED, and the slot map is fetched again.
+    for node in cluster.nodes() {
+        setslot(node.port(), &["NODE", &to_id]);
+    }
+    let before = slot_maps_served(&cluster);
+    assert_eq!(
+        backend.get(&key).unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "MOVED"
+    );
+    assert_eq!(
+        twin.get(&key).await.unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "MOVED"
+    );
+    backend.set(&key, b"w".to_vec()).unwrap();
+    assert!(
+        slot_maps_served(&cluster) > before,
+        "a MOVED makes the next request refresh the slot map"
+    );
+    let on_target: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut cluster.node_client(to))
+        .unwrap();
+    assert_eq!(
+        on_target.as_deref(),
+        Some(&b"w"[..]),
+        "written where the slot now is"
+    );
+}
