@@ -66,8 +66,8 @@
 //! | `file` | the [`file`](backends::file) backend |
 //! | `memcached` | the [`memcached`](backends::memcached) backend |
 //! | `redis` | the [`redis`](backends::redis) backends (single, cluster, sentinel) |
-//! | `tls` | `rediss://` for redis, through rustls (dogpile's own: the `redis` crate's features stay as your application sets them) |
-//! | `cluster-tls` (off by default) | `rediss://` nodes for `redis_cluster` and `redis_sentinel`: turns on the `redis` crate's `tls-rustls` (with its `tokio-comp`, add its `tokio-rustls-comp`) |
+//! | `tls` | `rediss://` for redis (one server, Sentinels and their master, cluster nodes), through rustls (dogpile's own: the `redis` crate's features stay as your application sets them) |
+//! | `cluster-tls` (off by default) | another name of `tls`, kept for configurations that name it |
 //! | `tokio` | the async API (`_async` methods, memoized `async fn`s, async backends) |
 //! | `serde` | [`RegionConfig`] from a TOML, YAML or JSON file |
 //! | `metrics` | region statistics also go to the [`metrics`](https://docs.rs/metrics) facade (see [`RegionStats`]) |

@@ -1,4 +1,5 @@
-//! The `redis_cluster` backend against a real three-master Redis Cluster on loopback.
+//! The `redis_cluster` backend against a real three-master Redis Cluster on loopback, and
+//! against one that speaks TLS only (`--tls-cluster yes`).
 
 #[macro_use]
 mod conformance;
@@ -38,6 +39,159 @@ mod conformance_redis_cluster_distributed_lock {
             .argument("lock_sleep", 0.01)
             .argument("redis_expiration_time", 3600)
     );
+}
+
+/// A region on the shared TLS cluster that trusts the test CA.
+fn tls_cluster() -> RegionConfig {
+    let cluster = RedisCluster::shared_tls();
+    RegionConfig::new("redis_cluster")
+        .argument("url", cluster.url())
+        .argument("ssl_ca_certs", cluster.tls_file("ca.crt"))
+}
+
+mod conformance_redis_cluster_tls {
+    use super::*;
+    conformance_suite!(stores = true, config = tls_cluster);
+}
+
+mod conformance_redis_cluster_tls_distributed_lock {
+    use super::*;
+    conformance_suite!(
+        stores = true,
+        shared_lock = true,
+        config = || tls_cluster()
+            .argument("distributed_lock", true)
+            .argument("lock_sleep", 0.01)
+    );
+}
+
+#[test]
+fn cluster_over_tls_spans_every_master_and_checks_certificates() {
+    let cluster = RedisCluster::shared_tls();
+    let region = make_region();
+    region.configure(tls_cluster()).unwrap();
+    let keys: Vec<String> = (0..30).map(|i| unique(&format!("tls-{i}"))).collect();
+    let items: Vec<(String, usize)> = keys.iter().cloned().zip(0..).collect();
+    region.set_multi(&items).unwrap();
+    let got: Vec<Option<usize>> = region.get_multi(&keys).unwrap();
+    assert_eq!(got, (0..keys.len()).map(Some).collect::<Vec<_>>());
+    region.delete_multi(&keys).unwrap();
+    let gone: Vec<Option<usize>> = region.get_multi(&keys).unwrap();
+    assert!(gone.iter().all(Option::is_none));
+
+    // SCAN on every master.
+    let backend = RedisBackend::cluster_from_arguments(&Arguments::new(
+        "redis_cluster",
+        [
+            ("url", cluster.url()),
+            ("ssl_ca_certs", cluster.tls_file("ca.crt")),
+        ],
+    ))
+    .unwrap();
+    let prefix = unique("tls-scan");
+    let scanned: Vec<String> = (0..30).map(|i| format!("{prefix}-{i}")).collect();
+    for key in &scanned {
+        backend.set(key, b"v".to_vec()).unwrap();
+    }
+    let mut listed = Vec::new();
+    backend
+        .keys(&format!("{prefix}-*"), &mut |key| {
+            listed.push(key);
+            true
+        })
+        .unwrap();
+    listed.sort();
+    let mut expected = scanned.clone();
+    expected.sort();
+    assert_eq!(
+        listed, expected,
+        "SCAN on every master lists every key once"
+    );
+
+    // Another CA: the node's certificate is refused, and the error names the node.
+    let refused = make_region();
+    refused
+        .configure(
+            RegionConfig::new("redis_cluster")
+                .argument("url", cluster.url())
+                .argument("ssl_ca_certs", cluster.tls_file("other-ca.crt"))
+                .argument("socket_timeout", "0.5"),
+        )
+        .unwrap();
+    match refused.get::<u32>("k") {
+        Err(Error::Backend { backend, source }) => {
+            let text = format!("{backend}: {source}");
+            assert!(text.contains(&cluster.nodes()[0].addr()), "{text}");
+            assert!(text.contains("UnknownIssuer"), "{text}");
+        }
+        other => panic!("expected Error::Backend, got {other:?}"),
+    }
+    // Not checked: encrypted all the same.
+    let unchecked = make_region();
+    unchecked
+        .configure(
+            RegionConfig::new("redis_cluster")
+                .argument("url", cluster.url())
+                .argument("ssl_cert_reqs", "none"),
+        )
+        .unwrap();
+    unchecked.set("unchecked", &1u8).unwrap();
+    assert_eq!(unchecked.get::<u8>("unchecked").unwrap(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_async_calls_are_native_and_span_every_master() {
+    let cluster = RedisCluster::shared();
+    let backend = RedisBackend::cluster_from_arguments(&Arguments::new(
+        "redis_cluster",
+        [
+            ("url", cluster.url()),
+            ("distributed_lock", "true".to_owned()),
+        ],
+    ))
+    .unwrap();
+    let twin = backend
+        .async_backend()
+        .expect("redis_cluster has a native async twin");
+    let by_master = keys_on_every_master(3);
+    let keys: Vec<&str> = by_master.values().flatten().map(String::as_str).collect();
+    twin.set_multi(keys.iter().map(|k| (*k, k.as_bytes().to_vec())).collect())
+        .await
+        .unwrap();
+    for (port, keys) in &by_master {
+        let mut node = cluster.node_client(*port);
+        for key in keys {
+            let stored: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(&mut node).unwrap();
+            assert_eq!(stored.as_deref(), Some(key.as_bytes()), "{key} on {port}");
+        }
+    }
+    let got = twin.get_multi(&keys).await.unwrap();
+    assert_eq!(
+        got,
+        keys.iter()
+            .map(|k| Some(k.as_bytes().to_vec()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        twin.get(keys[0]).await.unwrap().as_deref(),
+        Some(keys[0].as_bytes())
+    );
+    twin.delete_multi(&keys).await.unwrap();
+    assert!(twin
+        .get_multi(&keys)
+        .await
+        .unwrap()
+        .iter()
+        .all(Option::is_none));
+    // The distributed lock, taken and released with async calls on the key's master.
+    let lock = twin.get_mutex(keys[0]).expect("distributed lock");
+    assert!(lock.try_acquire().await.unwrap());
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(format!("_lock{}", keys[0]))
+        .query(&mut cluster.node_client(cluster.master_port_of(&format!("_lock{}", keys[0]))))
+        .unwrap();
+    assert!(exists, "the lock key lives on the master of its slot");
+    lock.release().await.unwrap();
 }
 
 fn region(args: &[(&str, &str)]) -> CacheRegion {
@@ -294,4 +448,114 @@ fn a_cluster_that_is_down_errors_in_time_naming_its_nodes() {
         other => panic!("expected Error::Backend, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// How many `CLUSTER SLOTS` the nodes of `cluster` have answered.
+fn slot_maps_served(cluster: &RedisCluster) -> u64 {
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            let stats: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query(&mut node.client())
+                .unwrap();
+            stats
+                .lines()
+                .find_map(|line| line.strip_prefix("cmdstat_cluster|slots:calls="))
+                .and_then(|rest| rest.split(',').next())
+                .map_or(0, |calls| calls.parse().unwrap())
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrating_slot_is_followed_by_ask_then_moved_and_the_slot_map_refreshed() {
+    // A cluster of its own: its slots are moved.
+    let cluster = RedisCluster::start();
+    let backend = RedisBackend::cluster_from_arguments(&Arguments::new(
+        "redis_cluster",
+        [("url", cluster.url())],
+    ))
+    .unwrap();
+    let twin = backend.async_backend().unwrap();
+    let key = unique("migrating");
+    assert_eq!(backend.get(&key).unwrap(), None, "the slot map is fetched");
+    let from = cluster.master_port_of(&key);
+    let to = cluster
+        .nodes()
+        .iter()
+        .map(|node| node.port())
+        .find(|port| *port != from)
+        .unwrap();
+    let id = |port: u16| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.node_client(port))
+            .unwrap()
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&key)
+        .query(&mut cluster.node_client(from))
+        .unwrap();
+    let setslot = |port: u16, how: &[&str]| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .exec(&mut cluster.node_client(port))
+            .unwrap()
+    };
+    // Migrating: the key is on the target only; the source answers ASK.
+    setslot(to, &["IMPORTING", &from_id]);
+    setslot(from, &["MIGRATING", &to_id]);
+    redis::pipe()
+        .cmd("ASKING")
+        .cmd("SET")
+        .arg(&key)
+        .arg("v")
+        .exec(&mut cluster.node_client(to))
+        .unwrap();
+    assert_eq!(
+        backend.get(&key).unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "ASK"
+    );
+    assert_eq!(
+        twin.get(&key).await.unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "ASK"
+    );
+
+    // Migrated: the source answers MOVED, and the slot map is fetched again.
+    for node in cluster.nodes() {
+        setslot(node.port(), &["NODE", &to_id]);
+    }
+    let before = slot_maps_served(&cluster);
+    assert_eq!(
+        backend.get(&key).unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "MOVED"
+    );
+    assert_eq!(
+        twin.get(&key).await.unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "MOVED"
+    );
+    backend.set(&key, b"w".to_vec()).unwrap();
+    assert!(
+        slot_maps_served(&cluster) > before,
+        "a MOVED makes the next request refresh the slot map"
+    );
+    let on_target: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut cluster.node_client(to))
+        .unwrap();
+    assert_eq!(
+        on_target.as_deref(),
+        Some(&b"w"[..]),
+        "written where the slot now is"
+    );
 }

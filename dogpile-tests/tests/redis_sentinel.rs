@@ -1,4 +1,5 @@
-//! The `redis_sentinel` backend against a real master, replica and Sentinel on loopback.
+//! The `redis_sentinel` backend against a real master, replica and Sentinel on loopback,
+//! and over TLS against a TLS master and Sentinel.
 
 #[macro_use]
 mod conformance;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use dogpile::backend::{Arguments, CacheBackend};
 use dogpile::backends::RedisBackend;
 use dogpile::{make_region, Error, RegionConfig};
-use redis_server::RedisSentinel;
+use redis_server::{RedisSentinel, TlsSentinel};
 
 mod conformance_redis_sentinel {
     use super::*;
@@ -25,6 +26,118 @@ mod conformance_redis_sentinel {
             .argument("sentinels", RedisSentinel::shared().sentinel_addr())
             .argument("lock_sleep", 0.01)
     );
+}
+
+/// A region on the shared TLS Sentinel that trusts the test CA.
+fn tls_sentinel() -> RegionConfig {
+    let setup = TlsSentinel::shared();
+    RegionConfig::new("redis_sentinel")
+        .argument("sentinels", setup.sentinel_url())
+        .argument("ssl_ca_certs", setup.master.tls_file("ca.crt"))
+}
+
+mod conformance_redis_sentinel_tls {
+    use super::*;
+    conformance_suite!(
+        stores = true,
+        shared_lock = true,
+        config = || tls_sentinel().argument("lock_sleep", 0.01)
+    );
+}
+
+#[test]
+fn sentinel_over_tls_checks_the_certificates_of_sentinel_and_master() {
+    let setup = TlsSentinel::shared();
+    let region = make_region();
+    region.configure(tls_sentinel()).unwrap();
+    region.set("tls", &7u32).unwrap();
+    assert_eq!(region.get::<u32>("tls").unwrap(), Some(7));
+
+    // Another CA: the Sentinel's certificate is refused, and the error names it.
+    let refused = make_region();
+    refused
+        .configure(
+            RegionConfig::new("redis_sentinel")
+                .argument("sentinels", setup.sentinel_url())
+                .argument("ssl_ca_certs", setup.master.tls_file("other-ca.crt"))
+                .argument("socket_timeout", "0.5"),
+        )
+        .unwrap();
+    match refused.get::<u32>("tls") {
+        Err(Error::Backend { backend, source }) => {
+            let text = format!("{backend}: {source}");
+            assert!(text.contains(&setup.sentinel.addr()), "{text}");
+            assert!(text.contains("UnknownIssuer"), "{text}");
+        }
+        other => panic!("expected Error::Backend, got {other:?}"),
+    }
+
+    // Not checked (`ssl_cert_reqs = none`): encrypted all the same, and it works.
+    let unchecked = make_region();
+    unchecked
+        .configure(
+            RegionConfig::new("redis_sentinel")
+                .argument("sentinels", setup.sentinel_url())
+                .argument("ssl_cert_reqs", "none"),
+        )
+        .unwrap();
+    assert_eq!(unchecked.get::<u32>("tls").unwrap(), Some(7));
+
+    // `ssl_*` arguments need TLS Sentinels; TLS and plain ones do not mix.
+    for pairs in [
+        vec![
+            ("sentinels", "127.0.0.1:26390".to_owned()),
+            ("ssl_cert_reqs", "none".to_owned()),
+        ],
+        vec![(
+            "sentinels",
+            "rediss://127.0.0.1:26390, redis://127.0.0.1:26391".to_owned(),
+        )],
+    ] {
+        let outcome =
+            RedisBackend::sentinel_from_arguments(&Arguments::new("redis_sentinel", pairs.clone()));
+        assert!(
+            matches!(outcome, Err(Error::InvalidArgument { .. })),
+            "{pairs:?}: {outcome:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_async_calls_are_native_and_reach_the_master() {
+    let setup = RedisSentinel::shared();
+    let backend = RedisBackend::sentinel_from_arguments(&Arguments::new(
+        "redis_sentinel",
+        [("sentinels", setup.sentinel_addr())],
+    ))
+    .unwrap();
+    let twin = backend
+        .async_backend()
+        .expect("redis_sentinel has a native async twin");
+    twin.set("async-sentinel", b"v".to_vec()).await.unwrap();
+    assert_eq!(
+        twin.get("async-sentinel").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    let on_master: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("async-sentinel")
+        .query(&mut setup.master.client())
+        .unwrap();
+    assert_eq!(
+        on_master.as_deref(),
+        Some(&b"v"[..]),
+        "written to the master"
+    );
+    // The lock is the distributed one, taken with async calls.
+    let lock = twin.get_mutex("async-sentinel").expect("distributed lock");
+    assert!(lock.try_acquire().await.unwrap());
+    lock.release().await.unwrap();
+
+    // Through a region's async methods over TLS.
+    let region = make_region();
+    region.configure(tls_sentinel()).unwrap();
+    region.set_async("async-tls", &3u32).await.unwrap();
+    assert_eq!(region.get_async::<u32>("async-tls").await.unwrap(), Some(3));
 }
 
 #[test]

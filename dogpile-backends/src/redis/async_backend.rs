@@ -1,8 +1,10 @@
 //! The async path of the redis backends: what a region's `*_async` methods talk to.
 //!
-//! # `redis`: a native async client, bounded as the blocking one
+//! # A native async client, bounded as the blocking one
 //!
-//! A region configured once with `redis` serves sync and async callers: its async
+//! A region configured once with `redis` (or `redis_sentinel`, whose new connections
+//! find the master through the Sentinels with async calls, in the same bounds as the
+//! blocking ones: the `sentinel` module) serves sync and async callers: its async
 //! methods reach the same server with the same settings (`socket_timeout`,
 //! `max_value_size`, `connection_pool`, `dead_retry`, the distributed lock) through a
 //! pool of async connections on tokio's sockets. No thread is taken per request and
@@ -32,14 +34,12 @@
 //! - TLS (`rediss://`) uses tokio-rustls with the configuration built once from the
 //!   `ssl_*` arguments for both paths.
 //!
-//! # `redis_cluster` and `redis_sentinel`: tokio's blocking pool
+//! # `redis_cluster`
 //!
-//! A cluster's connections are the `redis` crate's (slot routing, redirections), and
-//! Sentinel finds its master with blocking calls; their async callers run each call on
-//! tokio's blocking pool (the rule for every sync backend without a native twin, see
-//! `dogpile_core::backend`'s module docs). That never blocks an executor thread, at the
-//! cost of a hop to a pool thread per call. The crate's async cluster connection would
-//! bring its own parser without a size limit, so it is not used here.
+//! A cluster's async calls are the blocking side's requests on async connections, per
+//! node (the `cluster` module): the same slot map, redirections, `dead_retry` records and
+//! limits, one round trip per node for a multi-key operation (a pipeline of `GET`s or
+//! `DEL`s, as `MGET` and `DEL` of keys in several slots fail on a cluster).
 
 use std::sync::Arc;
 
@@ -50,10 +50,11 @@ use redis::{FromRedisValue, RedisResult, Value};
 
 use super::lock::RedisLock;
 use super::near::Lookup;
-use super::pool::{AsyncPool, Failure};
-use super::{reply_count, wrong_type_is_miss, Shared};
+use super::pool::Failure;
+use super::{dels, gets, reply_count, wrong_type_is_miss, Pools, Shared};
 
-/// The async twin of a `redis` backend (see the [module docs](self)).
+/// The async twin of a `redis` or `redis_sentinel` backend (see the [module
+/// docs](self)).
 pub(crate) struct AsyncRedis {
     shared: Arc<Shared>,
 }
@@ -61,7 +62,9 @@ pub(crate) struct AsyncRedis {
 impl AsyncRedis {
     /// The async twin of the backend that `shared` is the state of, if it has one.
     pub(crate) fn for_shared(shared: &Arc<Shared>) -> Option<Arc<dyn AsyncCacheBackend>> {
-        shared.async_pool.as_ref()?;
+        if matches!(shared.pools, Pools::Server(_)) {
+            shared.async_pool.as_ref()?;
+        }
         Some(Arc::new(AsyncRedis {
             shared: shared.clone(),
         }))
@@ -75,10 +78,26 @@ fn one<T: FromRedisValue>(mut values: Vec<Value>) -> RedisResult<T> {
 }
 
 impl Shared {
-    fn async_pool(&self) -> &AsyncPool {
-        self.async_pool
-            .as_ref()
-            .expect("AsyncRedis is only made for a backend with an async pool")
+    /// Sends `packed` and reads `skip + count` replies, returning the last `count`: to one
+    /// server on a pooled async connection, or each command to its cluster node.
+    async fn exchange_async(
+        &self,
+        packed: &[u8],
+        skip: usize,
+        count: usize,
+    ) -> std::result::Result<Vec<Value>, Failure> {
+        match (&self.pools, &self.async_pool) {
+            (Pools::Cluster(cluster), _) => cluster
+                .request_async(packed, skip)
+                .await
+                .map_err(Failure::Redis),
+            (Pools::Server(_), Some(pool)) => pool.request(packed, skip, count).await,
+            // `AsyncRedis::for_shared` makes no twin of such a backend.
+            (Pools::Server(_), None) => Err(Failure::Redis(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no async connections",
+            )))),
+        }
     }
 
     /// Sends `packed` and reads `skip + count` replies on an async connection, then
@@ -94,8 +113,7 @@ impl Shared {
             return Err(self.error(what, Failure::Down(down)));
         }
         let outcome = self
-            .async_pool()
-            .request(packed, skip, count)
+            .exchange_async(packed, skip, count)
             .await
             .and_then(|values| convert(values).map_err(Failure::Redis));
         self.judge(&outcome, |failure| match failure {
@@ -174,6 +192,20 @@ impl AsyncCacheBackend for AsyncRedis {
             Ok(values) => return Ok(values),
             Err(tickets) => tickets,
         };
+        if matches!(self.shared.pools, Pools::Cluster(_)) {
+            // MGET across slots fails: a pipeline of GETs is one round trip per node.
+            let packed = gets(keys).get_packed_pipeline();
+            return self
+                .shared
+                .request_async("MGET", &packed, (0, keys.len()), |values| {
+                    let values = values
+                        .into_iter()
+                        .map(|value| Ok(redis::from_redis_value(value.extract_error()?)?))
+                        .collect::<RedisResult<Vec<Option<Vec<u8>>>>>()?;
+                    reply_count(keys.len(), values)
+                })
+                .await;
+        }
         let packed = redis::cmd("MGET").arg(keys).get_packed_command();
         let values = self
             .shared
@@ -208,6 +240,13 @@ impl AsyncCacheBackend for AsyncRedis {
     async fn delete_multi(&self, keys: &[&str]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
+        }
+        if matches!(self.shared.pools, Pools::Cluster(_)) {
+            // DEL across slots fails: a pipeline of DELs is one round trip per node.
+            return self
+                .shared
+                .exec_pipeline_async("DEL", &dels(keys), keys.len())
+                .await;
         }
         let deleted = self
             .shared

@@ -77,6 +77,26 @@ impl AsyncConnection {
         self.call_until(packed, call).await
     }
 
+    /// Sends one command and reads its reply, all before `deadline`.
+    pub(crate) async fn call_by(&mut self, packed: &[u8], deadline: Instant) -> RedisResult<Value> {
+        Ok(self
+            .calls_by(packed, 1, deadline)
+            .await?
+            .pop()
+            .unwrap_or(Value::Nil))
+    }
+
+    /// Sends `packed` and reads `count` replies, all before `deadline`.
+    pub(crate) async fn calls_by(
+        &mut self,
+        packed: &[u8],
+        count: usize,
+        deadline: Instant,
+    ) -> RedisResult<Vec<Value>> {
+        let call = Call::new(&self.limits, deadline, 0, count);
+        self.call_until(packed, call).await
+    }
+
     /// Sends `packed` and reads the replies `call` asks for, before its deadline.
     async fn call_until(&mut self, packed: &[u8], mut call: Call) -> RedisResult<Vec<Value>> {
         if !self.open {

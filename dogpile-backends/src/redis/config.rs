@@ -1,16 +1,16 @@
 //! The arguments of the redis backends, parsed and checked, and the pools built from them.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dogpile_core::backend::Arguments;
 use dogpile_core::{Error, Result};
-use redis::cluster::ClusterClientBuilder;
-use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
+use super::cluster::Cluster;
 use super::connection::{Limits, Tls};
-use super::pool::{ClusterConnector, Pool, Server, ServerConnector};
+use super::pool::{Pool, Server, ServerConnector};
+use super::sentinel::Sentinels;
 use super::{Pools, Shared};
 use crate::health::{Health, DEFAULT_DEAD_RETRY};
 
@@ -66,7 +66,7 @@ struct Common {
     pool_size: u32,
     expiration: Option<Duration>,
     lock: Option<LockSettings>,
-    /// Zero when the flavour has no `dead_retry` (a cluster).
+    /// `dead_retry` (of the one server, or of each cluster node).
     dead_retry: Duration,
     max_value_size: usize,
 }
@@ -229,26 +229,6 @@ fn server_info(url: &str) -> std::result::Result<ConnectionInfo, String> {
     }
 }
 
-/// Fails when node `n` of `argument` is a TLS URL and the redis crate, which connects to
-/// cluster and Sentinel nodes, has no TLS (dogpile's `cluster-tls` feature gives it TLS).
-fn check_node_tls(args: &Arguments, argument: &str, n: usize, node: &str) -> Result<()> {
-    let lower = node.trim().to_ascii_lowercase();
-    let tls = lower.starts_with("rediss://") || lower.starts_with("valkeys://");
-    if tls && !cfg!(feature = "cluster-tls") {
-        let list = args.shown(argument).unwrap_or_default();
-        return Err(args.invalid(
-            argument,
-            format!(
-                "node {} of `{list}` is a TLS URL: cluster and Sentinel nodes are reached \
-                 through the redis crate's own TLS, which dogpile's `cluster-tls` feature \
-                 turns on",
-                n + 1
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// `redis`: one server, from `url` or `host`/`port`/`db`.
 pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
@@ -307,11 +287,42 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     })?;
     let info = client.get_connection_info().clone();
     let tls = tls_config(args, info.addr())?;
+    let mut shared = one_server(describe, Server::Direct(info), tls, common);
+    shared.near = near_cache(args, timeout)?;
+    Ok(shared)
+}
+
+/// The near cache of the `near_cache` and `near_cache_max_entries` arguments, if asked for.
+fn near_cache(args: &Arguments, socket_timeout: Duration) -> Result<Option<super::near::Near>> {
+    let max_entries = args.parse::<u64>("near_cache_max_entries")?;
+    if !args.bool("near_cache")?.unwrap_or(false) {
+        if max_entries.is_some() {
+            return Err(args.invalid(
+                "near_cache_max_entries",
+                "applies with `near_cache = true` only",
+            ));
+        }
+        return Ok(None);
+    }
+    let max_entries = max_entries.unwrap_or(super::near::DEFAULT_MAX_ENTRIES);
+    super::near::Near::new(max_entries, socket_timeout)
+        .map(Some)
+        .map_err(|_| args.invalid("near_cache_max_entries", "must be at least 1"))
+}
+
+/// The shared state of a backend on one server (direct or through Sentinel): a pool of
+/// blocking connections, and one of async connections with the same settings.
+fn one_server(describe: String, server: Server, tls: Tls, common: Common) -> Shared {
+    let server = Arc::new(server);
     #[cfg(feature = "tokio")]
-    let async_pool =
-        super::pool::AsyncPool::new(info.clone(), common.limits(), tls.clone(), common.pool_size);
+    let async_pool = super::pool::AsyncPool::new(
+        server.clone(),
+        common.limits(),
+        tls.clone(),
+        common.pool_size,
+    );
     let connector = ServerConnector {
-        server: Server::Direct(info),
+        server,
         limits: common.limits(),
         tls,
     };
@@ -325,20 +336,7 @@ pub(crate) fn standalone(args: &Arguments) -> Result<Shared> {
     {
         shared.async_pool = Some(async_pool);
     }
-    let max_entries = args.parse::<u64>("near_cache_max_entries")?;
-    if args.bool("near_cache")?.unwrap_or(false) {
-        let max_entries = max_entries.unwrap_or(super::near::DEFAULT_MAX_ENTRIES);
-        shared.near = Some(
-            super::near::Near::new(max_entries, timeout)
-                .map_err(|_| args.invalid("near_cache_max_entries", "must be at least 1"))?,
-        );
-    } else if max_entries.is_some() {
-        return Err(args.invalid(
-            "near_cache_max_entries",
-            "applies with `near_cache = true` only",
-        ));
-    }
-    Ok(shared)
+    shared
 }
 
 /// The TLS configuration for a `rediss://` address; the `ssl_*` arguments are refused for
@@ -375,8 +373,8 @@ fn describe_server(backend: &str, addr: &ConnectionAddr, db: i64) -> String {
     }
 }
 
-/// The backend's shared state. A cluster is never marked down as a whole (its client
-/// handles its nodes), so it has no `dead_retry`.
+/// The backend's shared state. A cluster is never marked down as a whole (each of its
+/// nodes is, in the `cluster` module).
 fn settings(describe: String, pools: Pools, common: Common) -> Shared {
     let dead_retry = match pools {
         Pools::Server(_) => common.dead_retry,
@@ -406,7 +404,7 @@ fn node_url(node: &str) -> String {
 
 /// Node `n` (from 0) of `argument` is not an address. The message shows the list with
 /// its passwords redacted, never the node's raw text.
-fn not_a_node(args: &Arguments, argument: &str, n: usize, error: &redis::RedisError) -> Error {
+fn not_a_node(args: &Arguments, argument: &str, n: usize, error: &dyn std::fmt::Display) -> Error {
     let list = args.shown(argument).unwrap_or_default();
     args.invalid(
         argument,
@@ -416,7 +414,11 @@ fn not_a_node(args: &Arguments, argument: &str, n: usize, error: &redis::RedisEr
 
 /// `redis_cluster`: the nodes from `url` (comma separated) or `startup_nodes`.
 pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
-    args.check_known(&known(&["url", "startup_nodes"]))?;
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut own = vec!["url", "startup_nodes", "dead_retry"];
+    #[cfg(feature = "tls")]
+    own.extend_from_slice(super::tls::ARGUMENTS);
+    args.check_known(&known(&own))?;
     let common = common(args, false)?;
     let (argument, nodes) = match (args.list("url"), args.list("startup_nodes")) {
         (Some(_), Some(_)) => {
@@ -437,14 +439,12 @@ pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
     if nodes.is_empty() {
         return Err(args.invalid(argument, "names no node"));
     }
-    let mut infos = Vec::with_capacity(nodes.len());
-    for (n, node) in nodes.iter().enumerate() {
-        check_node_tls(args, argument, n, node)?;
-        let info = node_url(node)
-            .into_connection_info()
-            .map_err(|e| not_a_node(args, argument, n, &e))?;
-        infos.push(info);
-    }
+    let infos = node_infos(args, argument, &nodes)?;
+    // A cluster has database 0 only.
+    let infos: Vec<ConnectionInfo> = infos
+        .into_iter()
+        .map(|info| with_credentials(info, Some(0), &common))
+        .collect();
     let describe = format!(
         "redis_cluster at {}",
         infos
@@ -453,41 +453,55 @@ pub(crate) fn cluster(args: &Arguments) -> Result<Shared> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let timeout_ms = u64::try_from(common.timeout.as_millis()).unwrap_or(u64::MAX);
-    let mut builder = ClusterClientBuilder::new(infos)
-        .connection_timeout(common.timeout)
-        .response_timeout(common.timeout)
-        // Redirections and failovers are retried a few times, with short waits, so that an
-        // operation never takes much longer than the socket timeout.
-        .retries(2)
-        .min_retry_wait(10)
-        .max_retry_wait((timeout_ms / 4).max(11));
-    if let Some(username) = &common.username {
-        builder = builder.username(username);
+    let template = infos[0].clone();
+    let tls = tls_config(args, template.addr())?;
+    let cluster = Cluster::new(
+        infos,
+        template,
+        tls,
+        common.limits(),
+        (
+            common.dead_retry,
+            usize::try_from(common.pool_size).unwrap_or(usize::MAX),
+        ),
+    );
+    Ok(settings(
+        describe,
+        Pools::Cluster(Box::new(cluster)),
+        common,
+    ))
+}
+
+/// The nodes of `argument` (`host:port` or URLs), all TLS (`rediss://`) or none.
+fn node_infos(args: &Arguments, argument: &str, nodes: &[String]) -> Result<Vec<ConnectionInfo>> {
+    let mut infos: Vec<ConnectionInfo> = Vec::with_capacity(nodes.len());
+    for (n, node) in nodes.iter().enumerate() {
+        let info = server_info(&node_url(node)).map_err(|e| not_a_node(args, argument, n, &e))?;
+        let tls = |info: &ConnectionInfo| matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+        if infos.first().is_some_and(|first| tls(first) != tls(&info)) {
+            return Err(args.invalid(
+                argument,
+                "mixes TLS (`rediss://`) and plain nodes: give all of them one way",
+            ));
+        }
+        infos.push(info);
     }
-    if let Some(password) = &common.password {
-        builder = builder.password(password);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| args.invalid(argument, e.to_string()))?;
-    let pools = Pools::Cluster(Pool::new(
-        ClusterConnector(client),
-        common.pool_size,
-        common.timeout,
-    ));
-    Ok(settings(describe, pools, common))
+    Ok(infos)
 }
 
 /// `redis_sentinel`: the master of `service_name` as the `sentinels` report it.
 pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
-    args.check_known(&known(&[
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut own = vec![
         "sentinels",
         "service_name",
         "db",
         "sentinel_password",
         "dead_retry",
-    ]))?;
+    ];
+    #[cfg(feature = "tls")]
+    own.extend_from_slice(super::tls::ARGUMENTS);
+    args.check_known(&known(&own))?;
     // As dogpile.cache: Sentinel setups default to the distributed lock.
     let common = common(args, true)?;
     let db = args.parse::<i64>("db")?;
@@ -500,52 +514,50 @@ pub(crate) fn sentinel(args: &Arguments) -> Result<Shared> {
     if sentinels.is_empty() {
         return Err(args.invalid("sentinels", "names no Sentinel node"));
     }
-    let mut addrs = Vec::with_capacity(sentinels.len());
-    for (n, node) in sentinels.iter().enumerate() {
-        check_node_tls(args, "sentinels", n, node)?;
-        let info = node_url(node)
-            .into_connection_info()
-            .map_err(|e| not_a_node(args, "sentinels", n, &e))?;
-        addrs.push(info.addr().clone());
+    let mut nodes = node_infos(args, "sentinels", &sentinels)?;
+    for info in &mut nodes {
+        // A Sentinel's own credentials: the URL's, `sentinel_password` over its password.
+        let own = info.redis_settings();
+        let mut settings = redis::RedisConnectionInfo::default();
+        if let Some(username) = own.username() {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = args.get("sentinel_password").or(own.password()) {
+            settings = settings.set_password(password);
+        }
+        *info = info.clone().set_redis_settings(settings);
     }
     let service = args
         .get("service_name")
         .unwrap_or("mymaster")
         .trim()
         .to_owned();
+    if service.is_empty() {
+        return Err(args.invalid("service_name", "must not be empty"));
+    }
     let describe = format!(
         "redis_sentinel `{service}` via {}",
-        addrs
+        nodes
             .iter()
-            .map(ToString::to_string)
+            .map(|node| node.addr().to_string())
             .collect::<Vec<_>>()
             .join(",")
     );
-    let mut builder = SentinelClientBuilder::new(addrs, &service, SentinelServerType::Master)
-        .map_err(|e| args.invalid("sentinels", e.to_string()))?;
-    if let Some(db) = db {
-        builder = builder.set_client_to_redis_db(db);
-    }
-    if let Some(username) = &common.username {
-        builder = builder.set_client_to_redis_username(username);
-    }
-    if let Some(password) = &common.password {
-        builder = builder.set_client_to_redis_password(password);
-    }
-    if let Some(password) = args.get("sentinel_password") {
-        builder = builder.set_client_to_sentinel_password(password);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| args.invalid("sentinels", e.to_string()))?;
-    let connector = ServerConnector {
-        server: Server::Sentinel(Mutex::new(client)),
-        limits: common.limits(),
-        // Masters are reached over plain TCP.
-        tls: Tls::default(),
-    };
-    let pools = Pools::Server(Pool::new(connector, common.pool_size, common.timeout));
-    Ok(settings(describe, pools, common))
+    let first = nodes[0].addr().clone();
+    let master_tls = matches!(first, ConnectionAddr::TcpTls { .. });
+    // The master's settings on a placeholder address (a Sentinel's answer replaces it).
+    let master = with_credentials(
+        first
+            .clone()
+            .into_connection_info()
+            .map_err(|e| args.invalid("sentinels", e.to_string()))?,
+        db,
+        &common,
+    );
+    // The Sentinels and the master are reached alike, over TLS with `rediss://`.
+    let tls = tls_config(args, &first)?;
+    let server = Server::Sentinel(Sentinels::new(nodes, service, master, master_tls));
+    Ok(one_server(describe, server, tls, common))
 }
 
 #[cfg(test)]
@@ -584,23 +596,5 @@ mod tests {
     fn tls_urls_need_the_tls_feature() {
         let err = server_info("rediss://cache:6380").unwrap_err();
         assert!(err.contains("`tls` feature"), "{err}");
-    }
-
-    #[test]
-    #[cfg(not(feature = "cluster-tls"))]
-    fn tls_cluster_nodes_need_the_cluster_tls_feature() {
-        let backends: [(&str, fn(&Arguments) -> Result<Shared>); 2] =
-            [("url", cluster), ("sentinels", sentinel)];
-        for (argument, backend) in backends {
-            let args = Arguments::new("redis_cluster", [(argument, "redis://a:1, rediss://b:2")]);
-            let err = backend(&args)
-                .err()
-                .expect("a TLS node is refused")
-                .to_string();
-            assert!(
-                err.contains("node 2 of") && err.contains("`cluster-tls` feature"),
-                "{err}"
-            );
-        }
     }
 }

@@ -135,13 +135,23 @@ pub(crate) struct Connection {
 impl Connection {
     /// Connects to `info`'s server, authenticates and selects its database, all within
     /// `limits.timeout`.
-    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
     pub(crate) fn open(
         info: &ConnectionInfo,
         limits: Limits,
         tls: &Tls,
     ) -> RedisResult<Connection> {
-        let deadline = Instant::now() + limits.timeout;
+        Connection::open_until(info, limits, tls, Instant::now() + limits.timeout)
+    }
+
+    /// Connects to `info`'s server, authenticates and selects its database, all before
+    /// `deadline`; later calls each have `limits.timeout`.
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    pub(crate) fn open_until(
+        info: &ConnectionInfo,
+        limits: Limits,
+        tls: &Tls,
+        deadline: Instant,
+    ) -> RedisResult<Connection> {
         let stream = match info.addr() {
             ConnectionAddr::Tcp(host, port) => Stream::Tcp(connect_tcp(host, *port, deadline)?),
             #[cfg(feature = "tls")]
@@ -188,6 +198,25 @@ impl Connection {
             self.open = false;
         }
         outcome
+    }
+
+    /// Sends one command and reads its reply, all before `deadline`.
+    pub(crate) fn call_by(&mut self, packed: &[u8], deadline: Instant) -> RedisResult<Value> {
+        Ok(self
+            .calls_by(packed, 1, deadline)?
+            .pop()
+            .unwrap_or(Value::Nil))
+    }
+
+    /// Sends `packed` and reads `count` replies, all before `deadline`.
+    pub(crate) fn calls_by(
+        &mut self,
+        packed: &[u8],
+        count: usize,
+        deadline: Instant,
+    ) -> RedisResult<Vec<Value>> {
+        let call = Call::new(&self.limits, deadline, 0, count);
+        self.call_until(packed, call)
     }
 
     fn call(&mut self, packed: &[u8], skip: usize, count: usize) -> RedisResult<Vec<Value>> {
@@ -286,6 +315,20 @@ impl Connection {
         }
         self.stream.flush().map_err(deadline_error)?;
         Ok(())
+    }
+}
+
+/// The address of a server at `host:port`, reached over TLS if `tls`.
+pub(crate) fn tcp_address(host: String, port: u16, tls: bool) -> ConnectionAddr {
+    if tls {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host, port)
     }
 }
 

@@ -6,8 +6,9 @@
 //! Values are stored as dogpile's bytes (`{"ct":..,"v":2}|<msgpack>`), one redis string per
 //! key. Connections come from an r2d2 pool that does not ping the server on checkout, so a
 //! hit is one round trip; `get_multi`, `set_multi` and `delete_multi` are one round trip
-//! too (`MGET`, a pipeline of `SET`, `DEL` of many keys; on a cluster, one pipeline per
-//! node, all sent before any reply is read).
+//! too (`MGET`, a pipeline of `SET`, `DEL` of many keys; on a cluster, a pipeline of
+//! `GET`s, `SET`s or `DEL`s split by node, one round trip per node, node after node: see
+//! the `cluster` module).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -43,21 +44,33 @@
 //! | `near_cache_max_entries` | `10000` | with `near_cache`: the most keys kept in memory (the bounded memory store's S3-FIFO eviction) |
 //!
 //! `redis_cluster`: `url`, the cluster's nodes as a comma-separated list of URLs or
-//! `host:port` (`startup_nodes` is a synonym); one reachable node is enough to discover the
-//! others. `username`/`password` apply to every node.
+//! `host:port` (`startup_nodes` is a synonym; `rediss://` URLs for TLS, all of them or
+//! none, with the `ssl_*` arguments as `redis` has them); one reachable node is enough to
+//! discover the others. `username`/`password` apply to every node, and `dead_retry` (as
+//! `redis`) to each node by itself. Commands go to the master of their key's slot, from a
+//! slot map fetched with `CLUSTER SLOTS` under the same limits as any reply and refreshed
+//! after a `MOVED`; `MOVED` and `ASK` redirections are followed, at most 5 rounds of
+//! them.
 //!
-//! `redis_sentinel`: `sentinels`, the Sentinel nodes (`host:port`, comma separated),
-//! `service_name` (default `mymaster`), `db`, `username`/`password` (for the master),
-//! `sentinel_password`, `dead_retry` (as `redis`, for the master). Reads and writes go to the current master; after a failover the
-//! connections to the old master are dropped and new ones found through Sentinel.
+//! `redis_sentinel`: `sentinels`, the Sentinel nodes (`host:port` or URLs, comma
+//! separated; `rediss://` URLs for TLS, all of them or none), `service_name` (default
+//! `mymaster`), `db`, `username`/`password` (for the master), `sentinel_password`,
+//! `dead_retry` (as `redis`, for the master), and with TLS Sentinels the `ssl_*`
+//! arguments as `redis` has them, for the Sentinels and the master alike (the master is
+//! reached over TLS when the Sentinels are). Reads and writes go to the current master;
+//! after a failover the connections to the old master are dropped and new ones found
+//! through Sentinel. Each new connection asks the Sentinels in turn, the one that
+//! answered last first, each within its share of one `socket_timeout`, so a Sentinel that
+//! is down, hung or stopped costs one bounded try before the next is asked; the master
+//! named is checked with `ROLE` (see the `sentinel` module).
 //!
 //! All of them:
 //!
 //! | argument | default | meaning |
 //! |---|---|---|
-//! | `socket_timeout` | `2` | seconds; bounds the wait for a pooled connection (connecting included) and then each call as a whole, from sending the command to the last byte of its reply, whatever the server sends (trickled, truncated or endless replies), so a server that is down, hung or hostile gives `Error::Backend` within about twice this time, never a hang (`redis_cluster`: each read and write, through the `redis` crate) |
-//! | `max_value_size` | `16777216` (16 MiB) | bytes; the largest value read or stored, and (with a little room for framing) the most one call reads, all values of a `get_multi` together. A reply announcing more is refused before it is read, so a broken or hostile server cannot make a call allocate more; a `set` of a larger value fails naming the key. Redis itself allows 512 MiB; raise this if you cache values over 16 MiB (`redis` and `redis_sentinel`) |
-//! | `connection_pool` (or `pool_size`, memcached's name) | `16` | the most connections kept (per region; `redis` keeps as many again for async callers); no connection is made before the first operation, so configuring a region does not need the server up |
+//! | `socket_timeout` | `2` | seconds; bounds the wait for a pooled connection (connecting included, a Sentinel lookup too) and then each call as a whole, from sending the command to the last byte of its reply, whatever the server sends (trickled, truncated or endless replies), so a server that is down, hung or hostile gives `Error::Backend` within about twice this time, never a hang (`redis_cluster`: each round trip to a node within this, and a call as a whole, fetching the slot map and following redirections included, within one and a half times this) |
+//! | `max_value_size` | `16777216` (16 MiB) | bytes; the largest value read or stored, and (with a little room for framing) the most one call reads, all values of a `get_multi` together. A reply announcing more is refused before it is read, so a broken or hostile server cannot make a call allocate more; a `set` of a larger value fails naming the key. Redis itself allows 512 MiB; raise this if you cache values over 16 MiB (a cluster's `CLUSTER SLOTS` reply too) |
+//! | `connection_pool` (or `pool_size`, memcached's name) | `16` | the most connections kept (per region; `redis` and `redis_sentinel` keep as many again for async callers; `redis_cluster` as many idle ones per node, for each); no connection is made before the first operation, so configuring a region does not need the server up |
 //! | `redis_expiration_time` | none | seconds; a server-side TTL on every value (`SET .. PX`), visible with `TTL`. Make it longer than the region's expiration time plus the creator's run time, or stale values vanish and readers block |
 //! | `distributed_lock` | `false` (`true` for `redis_sentinel`, as dogpile.cache) | use a dogpile lock in redis, shared by every process, instead of only the per-process lock |
 //! | `lock_timeout` | `30` | seconds; the lock key's TTL. A holder that dies loses the lock after this; a live holder's lock is extended (by its token) every third of this while its creator runs, so a creator running longer keeps it |
@@ -67,14 +80,11 @@
 //! | `thread_local_lock` | | accepted for compatibility with dogpile.cache configurations, and has no effect: the lock handle here is never bound to a thread (dogpile needs `false` to release a lock from the background runner's thread; this port always can) |
 //!
 //! TLS (the `tls` feature, on by default) is rustls with the ring provider, on dogpile's
-//! own connections: it turns on no feature of the `redis` crate, so an application that
-//! depends on `redis` itself (with `tokio-comp`, say) builds unchanged. The `ssl_*` names
-//! are redis-py's, as dogpile.cache passes them through. `redis_cluster` and
-//! `redis_sentinel` nodes are reached by the `redis` crate itself: `rediss://` node URLs
-//! need the `cluster-tls` feature (off by default), which turns on the redis crate's
-//! `tls-rustls` (the system's CAs, no `ssl_*` arguments; not tested here); without it
-//! they are refused at configure time. `redis_sentinel` masters are reached over plain
-//! TCP.
+//! own connections (every flavour: one server, Sentinels and their master, cluster
+//! nodes): it turns on no feature of the `redis` crate, so an application that depends on
+//! `redis` itself (with `tokio-comp`, say) builds unchanged. The `ssl_*` names are
+//! redis-py's, as dogpile.cache passes them through. (The `cluster-tls` feature is kept
+//! for configurations that name it, and is the same as `tls`.)
 //!
 //! # The distributed lock
 //!
@@ -94,10 +104,10 @@
 //!
 //! # Async callers
 //!
-//! A `redis` region serves its `*_async` methods on async connections with the same
-//! settings, bounds, `dead_retry` record and distributed lock as its sync methods, never
-//! on tokio's blocking pool; `redis_cluster` and `redis_sentinel` regions run their async
-//! calls on tokio's blocking pool. The `async_backend` module's docs say why.
+//! A `redis`, `redis_sentinel` or `redis_cluster` region serves its `*_async` methods on
+//! async connections with the same settings, bounds, `dead_retry` records, slot map and
+//! distributed lock as its sync methods, never on tokio's blocking pool (the
+//! `async_backend` module).
 //!
 //! # Errors and faults
 //!
@@ -119,15 +129,18 @@
 mod async_backend;
 #[cfg(feature = "tokio")]
 mod async_connection;
+mod cluster;
 mod config;
 mod connection;
 mod lock;
 mod near;
 mod pool;
 mod resp;
+mod sentinel;
 mod subscription;
 #[cfg(feature = "tls")]
 mod tls;
+mod turns;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,12 +148,11 @@ use std::time::Duration;
 use dogpile_core::backend::{Arguments, CacheBackend, Capabilities};
 use dogpile_core::lock::CacheMutex;
 use dogpile_core::{Error, Result};
-use redis::cluster::{cluster_pipe, ClusterConnection};
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ConnectionLike, FromRedisValue, RedisResult};
 
+use self::cluster::Cluster;
 use self::config::LockSettings;
-use self::pool::{ClusterConnector, Failure, Pool, ServerConnector};
+use self::pool::{Failure, Pool, ServerConnector};
 use crate::health::Health;
 
 /// A redis, Redis Cluster or Sentinel-managed redis store: see the [module docs](self).
@@ -157,20 +169,20 @@ pub(crate) enum Pools {
     /// One server (direct or through Sentinel).
     Server(Pool<ServerConnector>),
     /// A cluster.
-    Cluster(Pool<ClusterConnector>),
+    Cluster(Box<Cluster>),
 }
 
-/// A checked-out connection.
+/// A checked-out connection (to a cluster: a handle that routes each command).
 pub(crate) enum Conn<'a> {
     Server(&'a mut connection::Connection),
-    Cluster(&'a mut ClusterConnection),
+    Cluster(cluster::Handle<'a>),
 }
 
 impl Conn<'_> {
     pub(crate) fn as_dyn(&mut self) -> &mut dyn ConnectionLike {
         match self {
             Conn::Server(conn) => *conn,
-            Conn::Cluster(conn) => *conn,
+            Conn::Cluster(conn) => conn,
         }
     }
 }
@@ -186,13 +198,13 @@ pub(crate) struct Shared {
     pub(crate) lock: Option<LockSettings>,
     /// The largest value stored or read (`max_value_size`).
     pub(crate) max_value_size: usize,
-    /// Up, or down for `dead_retry` (one server; a cluster's nodes are the cluster
-    /// client's business).
+    /// Up, or down for `dead_retry` (one server; a cluster's nodes each have their own,
+    /// in the `cluster` module).
     pub(crate) health: Health,
     /// The near cache (`near_cache`; see the `near` module).
     pub(crate) near: Option<near::Near>,
-    /// The async connections to the one server (`redis`; `None`: async callers go through
-    /// tokio's blocking pool, see the `async_backend` module).
+    /// The async connections to the one server (`redis`, `redis_sentinel`; a cluster's
+    /// are its nodes', and this is `None`).
     #[cfg(feature = "tokio")]
     pub(crate) async_pool: Option<pool::AsyncPool>,
 }
@@ -210,7 +222,7 @@ impl Shared {
                 self.judge(&outcome, |failure| pool.unreachable(failure));
                 outcome
             }),
-            Pools::Cluster(pool) => pool.run(|conn| op(Conn::Cluster(conn))),
+            Pools::Cluster(cluster) => op(Conn::Cluster(cluster.handle())).map_err(Failure::Redis),
         };
         outcome.map_err(|failure| self.error(what, failure))
     }
@@ -299,43 +311,6 @@ impl std::error::Error for CommandError {
 }
 
 /// A key that holds another type than a string reads as a miss (as `MGET` reports it).
-/// The `(host, port)` of every master of the cluster, from `CLUSTER NODES` (lines of
-/// `id host:port@cport flags master ...`), failed ones left out.
-fn cluster_masters(shared: &Shared) -> Result<Vec<(String, u16)>> {
-    let nodes: String = shared.run("CLUSTER NODES", |conn| match conn {
-        Conn::Cluster(conn) => {
-            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
-            let reply = conn.route_command(redis::cmd("CLUSTER").arg("NODES"), routing)?;
-            Ok(FromRedisValue::from_redis_value(reply)?)
-        }
-        mut conn => redis::cmd("CLUSTER").arg("NODES").query(conn.as_dyn()),
-    })?;
-    let mut masters = Vec::new();
-    for line in nodes.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(address), Some(flags)) = (fields.get(1), fields.get(2)) else {
-            continue;
-        };
-        let flags: Vec<&str> = flags.split(',').collect();
-        if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
-            continue;
-        }
-        let address = address.split('@').next().unwrap_or(address);
-        if let Some((host, port)) = address.rsplit_once(':') {
-            if let Ok(port) = port.parse() {
-                masters.push((host.to_owned(), port));
-            }
-        }
-    }
-    if masters.is_empty() {
-        return Err(Error::backend(
-            &shared.describe,
-            "CLUSTER NODES named no master to list keys on",
-        ));
-    }
-    Ok(masters)
-}
-
 fn wrong_type_is_miss(
     key: &str,
     reply: RedisResult<Option<Vec<u8>>>,
@@ -350,6 +325,24 @@ fn wrong_type_is_miss(
         }
         reply => reply,
     }
+}
+
+/// A pipeline of `GET`s of `keys` (a multi-key read on a cluster).
+fn gets(keys: &[&str]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("GET").arg(*key);
+    }
+    pipe
+}
+
+/// A pipeline of `DEL`s of `keys`, replies ignored (a multi-key delete on a cluster).
+fn dels(keys: &[&str]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("DEL").arg(*key).ignore();
+    }
+    pipe
 }
 
 /// A reply to a multi-key read must hold one value per key: any other count is a broken
@@ -408,8 +401,8 @@ impl RedisBackend {
 
     /// The async twin of this backend: the same server, settings, health record
     /// (`dead_retry`) and distributed lock, on async connections (see the
-    /// `async_backend` module's docs); `None` for `redis_cluster` and `redis_sentinel`,
-    /// whose async callers use tokio's blocking pool.
+    /// `async_backend` module's docs). Every redis flavour has one (`redis`,
+    /// `redis_sentinel`, `redis_cluster`).
     ///
     /// A region uses it for its async methods, however it was configured (by name or with
     /// `RegionConfig::with_backend`).
@@ -468,7 +461,14 @@ impl CacheBackend for RedisBackend {
             Ok(values) => return Ok(values),
             Err(tickets) => tickets,
         };
-        let values = mget(&self.shared, keys)?;
+        let values = self.shared.run("MGET", |conn| {
+            let values: Vec<Option<Vec<u8>>> = match conn {
+                Conn::Server(conn) => redis::cmd("MGET").arg(keys).query(conn)?,
+                // MGET across slots fails: a pipeline of GETs is one round trip per node.
+                Conn::Cluster(mut conn) => gets(keys).query(&mut conn)?,
+            };
+            reply_count(keys.len(), values)
+        })?;
         self.shared.near_fill_multi(keys, &tickets, &values);
         Ok(values)
     }
@@ -481,32 +481,23 @@ impl CacheBackend for RedisBackend {
         for (key, value) in &items {
             shared.check_size(key, value)?;
         }
-        let set = shared.run("SET (pipeline)", |conn| match conn {
-            Conn::Server(conn) => {
-                let mut pipe = redis::pipe();
-                for (key, value) in &items {
-                    pipe.add_command(shared.set_cmd(key, value)).ignore();
-                }
-                pipe.exec(conn)
-            }
-            Conn::Cluster(conn) => {
-                let mut pipe = cluster_pipe();
-                for (key, value) in &items {
-                    pipe.add_command(shared.set_cmd(key, value)).ignore();
-                }
-                pipe.exec(conn)
-            }
-        });
+        let mut pipe = redis::pipe();
+        for (key, value) in &items {
+            pipe.add_command(shared.set_cmd(key, value)).ignore();
+        }
+        let set = shared.run("SET (pipeline)", |mut conn| pipe.exec(conn.as_dyn()));
         shared.near_forget(items.iter().map(|(key, _)| *key));
         set
     }
 
     /// `SCAN` with `MATCH` (and `COUNT 1000`), one round trip per batch; on a cluster, on
-    /// every master (found with `CLUSTER NODES`) in turn.
+    /// every master (from the slot map) in turn.
     fn keys(&self, pattern: &str, found: &mut dyn FnMut(String) -> bool) -> Result<()> {
-        let masters: Vec<Option<(String, u16)>> = match self.shared.pools {
+        let masters: Vec<Option<String>> = match &self.shared.pools {
             Pools::Server(_) => vec![None],
-            Pools::Cluster(_) => cluster_masters(&self.shared)?
+            Pools::Cluster(cluster) => cluster
+                .masters()
+                .map_err(|error| self.shared.error("CLUSTER SLOTS", Failure::Redis(error)))?
                 .into_iter()
                 .map(Some)
                 .collect(),
@@ -520,20 +511,12 @@ impl CacheBackend for RedisBackend {
                     .arg(pattern)
                     .arg("COUNT")
                     .arg(1000);
-                let (next, batch): (u64, Vec<Vec<u8>>) =
-                    self.shared.run("SCAN", |conn| match (conn, &master) {
-                        (Conn::Cluster(conn), Some((host, port))) => {
-                            let routing =
-                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                                    host: host.clone(),
-                                    port: *port,
-                                });
-                            Ok(FromRedisValue::from_redis_value(
-                                conn.route_command(&cmd, routing)?,
-                            )?)
-                        }
-                        (mut conn, _) => cmd.query(conn.as_dyn()),
-                    })?;
+                let (next, batch): (u64, Vec<Vec<u8>>) = match (&self.shared.pools, &master) {
+                    (Pools::Cluster(cluster), Some(node)) => cmd
+                        .query(&mut cluster.handle_on(node.clone()))
+                        .map_err(|error| self.shared.error("SCAN", Failure::Redis(error)))?,
+                    _ => self.shared.query("SCAN", &cmd)?,
+                };
                 for key in batch {
                     // Keys this library writes are UTF-8; another writer's binary keys are
                     // shown with replacement characters.
@@ -556,13 +539,8 @@ impl CacheBackend for RedisBackend {
         }
         let deleted = self.shared.run("DEL", |conn| match conn {
             Conn::Server(conn) => redis::cmd("DEL").arg(keys).exec(conn),
-            Conn::Cluster(conn) => {
-                let mut pipe = cluster_pipe();
-                for key in keys {
-                    pipe.cmd("DEL").arg(*key).ignore();
-                }
-                pipe.exec(conn)
-            }
+            // DEL across slots fails: a pipeline of DELs is one round trip per node.
+            Conn::Cluster(mut conn) => dels(keys).exec(&mut conn),
         });
         self.shared.near_forget(keys.iter().copied());
         deleted
@@ -621,23 +599,4 @@ pub(crate) fn redis_cluster(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
 
 pub(crate) fn redis_sentinel(args: &Arguments) -> Result<Arc<dyn CacheBackend>> {
     Ok(Arc::new(RedisBackend::sentinel_from_arguments(args)?))
-}
-
-/// The values of `keys` from redis in one round trip (one per node on a cluster).
-fn mget(shared: &Shared, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-    shared.run("MGET", |conn| {
-        let values: Vec<Option<Vec<u8>>> = match conn {
-            Conn::Server(conn) => redis::cmd("MGET").arg(keys).query(conn)?,
-            Conn::Cluster(conn) => {
-                // MGET across slots would be split per slot, one round trip each: a
-                // pipeline of GETs is one round trip per node, all nodes at once.
-                let mut pipe = cluster_pipe();
-                for key in keys {
-                    pipe.cmd("GET").arg(*key);
-                }
-                pipe.query(conn)?
-            }
-        };
-        reply_count(keys.len(), values)
-    })
 }

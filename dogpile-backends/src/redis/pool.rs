@@ -5,8 +5,7 @@
 //!   connection);
 //! - connects, and runs each call on one server, within the backend's `socket_timeout` and
 //!   `max_value_size` (see the `connection` module), so a server that is down, hung or
-//!   hostile gives an error, never a hang or a huge allocation (a cluster's connections
-//!   are the `redis` crate's, bounded per read only);
+//!   hostile gives an error, never a hang or a huge allocation;
 //! - drops a connection after an I/O error, and retries an operation that failed on a
 //!   connection that waited in the pool and that the server had closed (a restarted server), so the program recovers
 //!   without a restart and without showing the stale connections to its callers;
@@ -17,20 +16,19 @@
 //!   back as "timed out waiting for connection". So the manager records each failed
 //!   connect, and a caller without a connection waits on the pool in short slices, giving
 //!   up with a failure recorded since it began (a connect that succeeds clears it). r2d2
-//!   still opens every connection, so `connection_pool` bounds them all. (Only for a
-//!   server given directly: Sentinel's answers during a failover fail for a moment, and
-//!   its callers keep waiting while r2d2 tries again.)
+//!   still opens every connection, so `connection_pool` bounds them all. (For one
+//!   server, given directly or found through Sentinel, whose lookup asks every Sentinel
+//!   before it fails.) A cluster's connections are the `cluster` module's, per node.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::sentinel::SentinelClient;
 use redis::{ConnectionInfo, ConnectionLike, RedisError, RedisResult};
 
 #[cfg(feature = "tokio")]
 use super::async_connection::AsyncConnection;
 use super::connection::{Connection, Limits, Tls};
+use super::sentinel::Sentinels;
 
 use crate::health::MarkedDown;
 
@@ -45,8 +43,7 @@ pub(crate) trait Connect: Send + Sync + 'static {
     /// True when a failed connect says the server cannot be had now, so that a caller
     /// waiting for a connection gives up with its error at once (see the [module
     /// docs](self)). False (the default) where a failure may pass within the checkout
-    /// timeout, as Sentinel's answers during a failover do: callers then wait, while r2d2
-    /// tries again.
+    /// timeout: callers then wait, while r2d2 tries again.
     fn fails_fast(&self) -> bool {
         false
     }
@@ -57,12 +54,38 @@ pub(crate) enum Server {
     /// A server at a known address.
     Direct(ConnectionInfo),
     /// The current master of a Sentinel service.
-    Sentinel(Mutex<SentinelClient>),
+    Sentinel(Sentinels),
 }
 
-/// Connects to [`Server`]s, with connections bounded by `limits`.
+impl Server {
+    /// Opens a connection bounded by `limits`, connecting (a Sentinel lookup included)
+    /// within `limits.timeout`.
+    fn open(&self, limits: Limits, tls: &Tls) -> RedisResult<Connection> {
+        match self {
+            Server::Direct(info) => Connection::open(info, limits, tls),
+            Server::Sentinel(sentinels) => sentinels.open(limits, tls),
+        }
+    }
+
+    /// Opens an async connection bounded by `limits`, connecting (a Sentinel lookup
+    /// included) before `deadline`.
+    #[cfg(feature = "tokio")]
+    async fn open_async(
+        &self,
+        limits: Limits,
+        tls: &Tls,
+        deadline: Instant,
+    ) -> RedisResult<AsyncConnection> {
+        match self {
+            Server::Direct(info) => AsyncConnection::open(info, limits, tls, deadline).await,
+            Server::Sentinel(sentinels) => sentinels.open_async(limits, tls, deadline).await,
+        }
+    }
+}
+
+/// Connects to a [`Server`], with connections bounded by `limits`.
 pub(crate) struct ServerConnector {
-    pub(crate) server: Server,
+    pub(crate) server: Arc<Server>,
     pub(crate) limits: Limits,
     pub(crate) tls: Tls,
 }
@@ -71,31 +94,13 @@ impl Connect for ServerConnector {
     type Conn = Connection;
 
     fn connect(&self) -> RedisResult<Connection> {
-        match &self.server {
-            Server::Direct(info) => Connection::open(info, self.limits, &self.tls),
-            Server::Sentinel(sentinel) => {
-                let client = sentinel
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .get_client()?;
-                Connection::open(client.get_connection_info(), self.limits, &self.tls)
-            }
-        }
+        self.server.open(self.limits, &self.tls)
     }
 
+    /// A Sentinel lookup has asked every Sentinel by the time it fails, within the
+    /// timeout: waiting longer would only repeat it.
     fn fails_fast(&self) -> bool {
-        matches!(self.server, Server::Direct(_))
-    }
-}
-
-/// Connects to a Redis Cluster (timeouts are set on the client).
-pub(crate) struct ClusterConnector(pub(crate) ClusterClient);
-
-impl Connect for ClusterConnector {
-    type Conn = ClusterConnection;
-
-    fn connect(&self) -> RedisResult<ClusterConnection> {
-        self.0.get_connection()
+        true
     }
 }
 
@@ -343,7 +348,8 @@ fn stale(error: &RedisError) -> bool {
     error.is_connection_dropped() || error.code() == Some("READONLY")
 }
 
-/// A pool of async connections to one server: at most `connection_pool` at once (a
+/// A pool of async connections to one server (given directly or found through
+/// Sentinel): at most `connection_pool` at once (a
 /// semaphore), idle ones kept for the next call, none made before the first call (so a
 /// region is configured without a runtime or a server).
 ///
@@ -353,7 +359,7 @@ fn stale(error: &RedisError) -> bool {
 /// share one `socket_timeout`, the call has its own (as on the blocking side).
 #[cfg(feature = "tokio")]
 pub(crate) struct AsyncPool {
-    info: ConnectionInfo,
+    server: Arc<Server>,
     limits: Limits,
     tls: Tls,
     size: usize,
@@ -363,11 +369,11 @@ pub(crate) struct AsyncPool {
 
 #[cfg(feature = "tokio")]
 impl AsyncPool {
-    /// A pool of at most `size` connections to `info`'s server.
-    pub(crate) fn new(info: ConnectionInfo, limits: Limits, tls: Tls, size: u32) -> Self {
+    /// A pool of at most `size` connections to `server`.
+    pub(crate) fn new(server: Arc<Server>, limits: Limits, tls: Tls, size: u32) -> Self {
         let size = usize::try_from(size).unwrap_or(usize::MAX).max(1);
         AsyncPool {
-            info,
+            server,
             limits,
             tls,
             size,
@@ -402,7 +408,9 @@ impl AsyncPool {
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None => AsyncConnection::open(&self.info, self.limits, &self.tls, deadline)
+                None => self
+                    .server
+                    .open_async(self.limits, &self.tls, deadline)
                     .await
                     .map_err(Failure::Redis)?,
             };

@@ -30,6 +30,19 @@ pub(crate) struct Limits {
     pub(crate) max_value_size: usize,
 }
 
+impl Limits {
+    /// The limits of a connection opened for one answer due by `by`, of at most
+    /// `max_value_size` bytes.
+    pub(crate) fn until(by: Instant, max_value_size: usize) -> Limits {
+        Limits {
+            timeout: by
+                .saturating_duration_since(Instant::now())
+                .max(std::time::Duration::from_millis(1)),
+            max_value_size,
+        }
+    }
+}
+
 /// Bytes a reply may take beyond `max_value_size`, for the framing around its values
 /// (`$<length>\r\n`, ...).
 const REPLY_FRAMING: usize = 4096;

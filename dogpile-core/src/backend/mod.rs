@@ -14,8 +14,9 @@
 //! # How a region's async methods reach a backend
 //!
 //! A region configured with a sync backend serves async callers too, by the first of:
-//! - the backend's [`async_twin`](CacheBackend::async_twin), a native async client (redis
-//!   and memcached: their own bounded async connections, on tokio's sockets);
+//! - the backend's [`async_twin`](CacheBackend::async_twin), a native async client (the
+//!   redis backends, cluster and Sentinel included, and memcached: their own bounded async
+//!   connections, on tokio's sockets);
 //! - direct calls, on the task, for a backend whose calls never block
 //!   ([`Capabilities::nonblocking`]: memory, null), so both paths share the one store;
 //! - tokio's blocking pool (`spawn_blocking`) for every other (file, a sync-only

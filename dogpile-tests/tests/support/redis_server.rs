@@ -117,6 +117,11 @@ fn make_certificates(dir: &Path) {
     }
 }
 
+/// The path of file `name` in `dir`, as a string.
+fn path_in(dir: &Path, name: &str) -> String {
+    dir.join(name).to_str().expect("UTF-8 temp path").to_owned()
+}
+
 fn temp_dir(what: &str) -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -151,14 +156,31 @@ impl RedisServer {
     /// A server that speaks TLS only (`--port 0 --tls-port PORT`), with a certificate for
     /// 127.0.0.1 signed by a CA made for it ([`RedisServer::tls_file`]).
     pub fn start_tls(client_certs: ClientCerts) -> RedisServer {
+        RedisServer::start_tls_with(free_port(), None, client_certs, &[])
+    }
+
+    /// A TLS-only server on `port` with the certificates in `certs` (made for it in its
+    /// own directory if `None`) and extra `redis-server` arguments.
+    fn start_tls_with(
+        port: u16,
+        certs: Option<&Path>,
+        client_certs: ClientCerts,
+        extra: &[&str],
+    ) -> RedisServer {
         let dir = temp_dir("redis-tls");
-        make_certificates(&dir);
-        let file = |name: &str| dir.join(name).to_str().expect("UTF-8 temp path").to_owned();
+        let certs = match certs {
+            Some(certs) => certs.to_owned(),
+            None => {
+                make_certificates(&dir);
+                dir.clone()
+            }
+        };
+        let file = |name: &str| path_in(&certs, name);
         let auth = match client_certs {
             ClientCerts::Optional => "optional",
             ClientCerts::Required => "yes",
         };
-        let args = vec![
+        let mut args = vec![
             "--tls-cert-file".to_owned(),
             file("server.crt"),
             "--tls-key-file".to_owned(),
@@ -167,9 +189,16 @@ impl RedisServer {
             file("ca.crt"),
             "--tls-auth-clients".to_owned(),
             auth.to_owned(),
+            // Its own connections (the cluster bus, replication) show the client
+            // certificate: the server's is for servers only.
+            "--tls-client-cert-file".to_owned(),
+            file("client.crt"),
+            "--tls-client-key-file".to_owned(),
+            file("client.key"),
         ];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
         let mut server = RedisServer {
-            port: free_port(),
+            port,
             dir,
             args,
             child: None,
@@ -192,11 +221,7 @@ impl RedisServer {
     /// The path of a certificate file of a TLS server: `ca.crt`, `client.crt`,
     /// `client.key`, `other-ca.crt`, ...
     pub fn tls_file(&self, name: &str) -> String {
-        self.dir
-            .join(name)
-            .to_str()
-            .expect("UTF-8 temp path")
-            .to_owned()
+        path_in(&self.dir, name)
     }
 
     /// One server shared by every test of this binary; stopped when the process exits.
@@ -404,37 +429,90 @@ fn redis_cli(args: &[String], what: &str) -> String {
 /// A Redis Cluster of three masters (no replicas) on loopback.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// A TLS cluster (`--tls-cluster yes`): `redis-cli` options to reach it.
+    tls: Option<Vec<String>>,
 }
 
 impl RedisCluster {
     /// Starts three cluster-enabled servers, creates the cluster and waits for
     /// `cluster_state:ok` on every node.
     pub fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                let port = free_cluster_port();
-                // The config file is relative to the server's own directory (`--dir`).
-                let conf = format!("nodes-{port}.conf");
-                RedisServer::start_with(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &conf,
-                        "--cluster-node-timeout",
-                        "5000",
-                    ],
-                )
-            })
-            .collect();
-        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        RedisCluster::start_nodes(false)
+    }
+
+    /// A cluster that speaks TLS only, clients and cluster bus alike (`--tls-cluster
+    /// yes`), with certificates made for it ([`RedisCluster::tls_file`]).
+    pub fn start_tls() -> RedisCluster {
+        RedisCluster::start_nodes(true)
+    }
+
+    fn start_nodes(tls: bool) -> RedisCluster {
+        let mut nodes: Vec<RedisServer> = Vec::new();
+        for _ in 0..3 {
+            let port = free_cluster_port();
+            // The config file is relative to the server's own directory (`--dir`).
+            let conf = format!("nodes-{port}.conf");
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                "5000",
+            ];
+            let node = match tls {
+                false => RedisServer::start_with(port, &args),
+                true => {
+                    let mut args = args.to_vec();
+                    // With `--port 0` the bus port would be 0 + 10000 on every node.
+                    let bus = (port + 10000).to_string();
+                    args.extend(["--tls-cluster", "yes", "--cluster-port", &bus]);
+                    // The first node's certificates serve them all.
+                    let certs = nodes.first().map(|first| first.dir().to_owned());
+                    RedisServer::start_tls_with(
+                        port,
+                        certs.as_deref(),
+                        ClientCerts::Optional,
+                        &args,
+                    )
+                }
+            };
+            nodes.push(node);
+        }
+        let tls = tls.then(|| {
+            vec![
+                "--tls".to_owned(),
+                "--cacert".to_owned(),
+                nodes[0].tls_file("ca.crt"),
+            ]
+        });
+        let mut args: Vec<String> = tls.clone().unwrap_or_default();
+        args.extend(["--cluster".into(), "create".into()]);
         args.extend(nodes.iter().map(RedisServer::addr));
         args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
         redis_cli(&args, "create the test cluster");
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, tls };
         cluster.wait_ok();
         cluster
+    }
+
+    /// One TLS cluster shared by every test of this binary; stopped when the process
+    /// exits.
+    pub fn shared_tls() -> &'static RedisCluster {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = RedisCluster::start_tls();
+            // The first node's directory (its certificates) is removed last.
+            for node in cluster.nodes.iter().rev() {
+                keep_until_exit(node);
+            }
+            cluster
+        })
+    }
+
+    /// The path of a certificate file of a TLS cluster (`ca.crt`, `other-ca.crt`, ...).
+    pub fn tls_file(&self, name: &str) -> String {
+        self.nodes[0].tls_file(name)
     }
 
     /// One cluster shared by every test of this binary; stopped when the process exits.
@@ -453,9 +531,17 @@ impl RedisCluster {
         let started = Instant::now();
         loop {
             let ready = self.nodes.iter().all(|node| {
-                let info: redis::RedisResult<String> = redis::Client::open(node.url())
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
-                    .and_then(|mut conn| redis::cmd("CLUSTER").arg("INFO").query(&mut conn));
+                let info: redis::RedisResult<String> = match &self.tls {
+                    None => redis::Client::open(node.url())
+                        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                        .and_then(|mut conn| redis::cmd("CLUSTER").arg("INFO").query(&mut conn)),
+                    Some(tls) => {
+                        let mut args = tls.clone();
+                        args.extend(["-p".to_owned(), node.port().to_string()]);
+                        args.extend(["CLUSTER".to_owned(), "INFO".to_owned()]);
+                        Ok(redis_cli(&args, "ask a TLS cluster node for CLUSTER INFO"))
+                    }
+                };
                 info.is_ok_and(|info| {
                     info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
                 })
@@ -475,7 +561,8 @@ impl RedisCluster {
         &self.nodes
     }
 
-    /// `redis://127.0.0.1:P1,redis://127.0.0.1:P2,redis://127.0.0.1:P3`
+    /// `redis://127.0.0.1:P1,redis://127.0.0.1:P2,redis://127.0.0.1:P3` (`rediss://` for
+    /// a TLS cluster)
     pub fn url(&self) -> String {
         self.nodes
             .iter()
@@ -542,27 +629,7 @@ impl RedisSentinel {
         let master_port = master.port().to_string();
         let replica =
             RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &master_port]);
-        let sentinel_port = free_port();
-        let dir = temp_dir("redis-sentinel-conf");
-        let conf = dir.join("sentinel.conf");
-        fs::write(
-            &conf,
-            format!(
-                "sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
-                 sentinel down-after-milliseconds mymaster 2000\n\
-                 sentinel failover-timeout mymaster 10000\n"
-            ),
-        )
-        .expect("write sentinel.conf");
-        let conf = conf.to_str().expect("temp paths are UTF-8").to_owned();
-        let mut sentinel = RedisServer {
-            port: sentinel_port,
-            dir,
-            args: vec![],
-            child: None,
-            tls: false,
-        };
-        sentinel.launch_sentinel(&conf);
+        let sentinel = sentinel_of(master.port(), None);
         let setup = RedisSentinel {
             master,
             replica,
@@ -582,6 +649,11 @@ impl RedisSentinel {
             }
             setup
         })
+    }
+
+    /// Another Sentinel monitoring the same master, owned by the caller.
+    pub fn add_sentinel(&self) -> RedisServer {
+        sentinel_of(self.master.port(), None)
     }
 
     /// `127.0.0.1:PORT` of the Sentinel.
@@ -631,14 +703,93 @@ impl RedisSentinel {
     }
 }
 
+/// A Sentinel monitoring the master on `master_port` as `mymaster`; over TLS only, with
+/// the certificates in `tls` (a TLS master's directory), when given.
+fn sentinel_of(master_port: u16, tls: Option<&Path>) -> RedisServer {
+    let dir = temp_dir("redis-sentinel-conf");
+    let conf = dir.join("sentinel.conf");
+    let mut text = format!(
+        "sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+         sentinel down-after-milliseconds mymaster 2000\n\
+         sentinel failover-timeout mymaster 10000\n"
+    );
+    if let Some(certs) = tls {
+        let file = |name: &str| path_in(certs, name);
+        text += &format!(
+            "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients optional\ntls-replication yes\n",
+            file("server.crt"),
+            file("server.key"),
+            file("ca.crt"),
+        );
+    }
+    fs::write(&conf, text).expect("write sentinel.conf");
+    let conf = conf.to_str().expect("temp paths are UTF-8").to_owned();
+    let mut sentinel = RedisServer {
+        port: free_port(),
+        dir,
+        args: vec![],
+        child: None,
+        tls: tls.is_some(),
+    };
+    sentinel.launch_sentinel(&conf);
+    sentinel
+}
+
+/// A TLS master and a TLS Sentinel monitoring it as `mymaster` (no replica); the
+/// certificates are the master's ([`RedisServer::tls_file`]).
+pub struct TlsSentinel {
+    pub master: RedisServer,
+    pub sentinel: RedisServer,
+}
+
+impl TlsSentinel {
+    /// Starts both, each serving TLS only.
+    pub fn start() -> TlsSentinel {
+        let master = RedisServer::start_tls(ClientCerts::Optional);
+        let sentinel = sentinel_of(master.port(), Some(master.dir()));
+        TlsSentinel { master, sentinel }
+    }
+
+    /// One setup shared by every test of this binary; stopped when the process exits.
+    pub fn shared() -> &'static TlsSentinel {
+        static SHARED: OnceLock<TlsSentinel> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let setup = TlsSentinel::start();
+            keep_until_exit(&setup.master);
+            keep_until_exit(&setup.sentinel);
+            setup
+        })
+    }
+
+    /// `rediss://127.0.0.1:PORT` of the Sentinel.
+    pub fn sentinel_url(&self) -> String {
+        self.sentinel.url()
+    }
+}
+
 impl RedisServer {
     fn launch_sentinel(&mut self, conf: &str) {
         let log = fs::File::create(self.log_path())
             .unwrap_or_else(|e| panic!("cannot create the redis-sentinel log file: {e}"));
+        let ports = match self.tls {
+            true => [
+                "--port".to_owned(),
+                "0".to_owned(),
+                "--tls-port".to_owned(),
+                self.port.to_string(),
+            ],
+            false => [
+                "--port".to_owned(),
+                self.port.to_string(),
+                String::new(),
+                String::new(),
+            ],
+        };
         let child = Command::new("redis-server")
             .arg(conf)
             .arg("--sentinel")
-            .args(["--port", &self.port.to_string()])
+            .args(ports.iter().filter(|arg| !arg.is_empty()))
             .args(["--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
