@@ -18,6 +18,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use cached::{Cached, TtlCache};
+use dogpile::runner::ThreadPoolRunner;
 use dogpile::{CacheRegion, RegionConfig};
 
 const CALLERS: usize = 16;
@@ -86,7 +87,7 @@ impl Origin {
 }
 
 /// A cache under test: one read of `key`, through `origin` on a miss.
-type Subject = Box<dyn Fn(&Origin, usize) -> Result<String, OriginError> + Send + Sync>;
+type Subject = Box<dyn Fn(&Arc<Origin>, usize) -> Result<String, OriginError> + Send + Sync>;
 
 /// Makes a fresh subject for one run.
 type MakeSubject = fn() -> Subject;
@@ -95,6 +96,20 @@ fn dogpile_subject(config: RegionConfig) -> Subject {
     let region = CacheRegion::builder().name("incident").build();
     region.configure(config).unwrap();
     Box::new(move |origin, key| region.try_get_or_create(&key.to_string(), || origin.call(key)))
+}
+
+/// The background form (a creator that may fail) on a runner of 4 threads, so that
+/// `soft_timeout` can leave a slow regeneration running.
+fn background_subject(config: RegionConfig) -> Subject {
+    let region = CacheRegion::builder()
+        .name("incident")
+        .async_creation_runner(ThreadPoolRunner::new(4).unwrap())
+        .build();
+    region.configure(config).unwrap();
+    Box::new(move |origin, key| {
+        let origin = origin.clone();
+        region.try_get_or_create_in_background(&key.to_string(), move || origin.call(key))
+    })
 }
 
 fn moka_subject() -> Subject {
@@ -244,7 +259,7 @@ fn main() {
         .ok()
         .and_then(|secs| secs.parse::<f64>().ok())
         .map_or(Duration::from_secs(10), Duration::from_secs_f64);
-    let subjects: [(&str, MakeSubject); 5] = [
+    let subjects: [(&str, MakeSubject); 6] = [
         ("dogpile, defaults", || dogpile_subject(memory())),
         (
             "dogpile, stale_if_error 60 s + retry_after_error 1 s",
@@ -253,6 +268,10 @@ fn main() {
         ("dogpile, those + early_refresh 1", || {
             dogpile_subject(incident_rules(memory()).early_refresh(1.0))
         }),
+        (
+            "dogpile, background: stale_if_error + retry_after_error + soft_timeout 50 ms",
+            || background_subject(incident_rules(memory()).soft_timeout(Duration::from_millis(50))),
+        ),
         ("moka try_get_with", moka_subject),
         ("cached TtlCache", cached_subject),
     ];
