@@ -255,3 +255,71 @@ async fn a_fallible_async_background_creator_honours_the_soft_timeout() {
     assert!(waited >= Duration::from_millis(150), "{waited:?}");
     assert!(waited < Duration::from_millis(550), "{waited:?}");
 }
+
+/// `retry_after_error` holds for the background forms too: a regeneration that failed on
+/// the runner is remembered, and the callers within the interval get the stale value
+/// without the origin being called again; after it, one regeneration tries again.
+#[test]
+fn a_failed_background_regeneration_is_not_retried_within_retry_after_error() {
+    let clock = Arc::new(ManualClock::new(1_000.0));
+    let region = CacheRegion::builder()
+        .name("soft")
+        .clock(clock.clone())
+        .async_creation_runner(ThreadPoolRunner::new(2).unwrap())
+        .build();
+    region
+        .configure(
+            RegionConfig::new("memory")
+                .expiration_time(EXPIRATION)
+                .retry_after_error(Duration::from_secs(5)),
+        )
+        .unwrap();
+    assert_eq!(region.get_or_create("r", || 1u32).unwrap(), 1);
+    clock.advance(EXPIRATION + Duration::from_secs(1));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failing = || {
+        let calls = calls.clone();
+        move || -> Result<u32, Down> {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Down("origin down".into()))
+        }
+    };
+    let settled = |region: &CacheRegion| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while region.key_is_locked("r") {
+            assert!(Instant::now() < deadline, "the lock was never released");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    assert_eq!(
+        region
+            .try_get_or_create_in_background("r", failing())
+            .unwrap(),
+        1
+    );
+    settled(&region);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    for _ in 0..10 {
+        assert_eq!(
+            region
+                .try_get_or_create_in_background("r", failing())
+                .unwrap(),
+            1
+        );
+        settled(&region);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "not retried within the interval"
+    );
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        region
+            .try_get_or_create_in_background("r", failing())
+            .unwrap(),
+        1
+    );
+    settled(&region);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "tried again after it");
+}

@@ -28,6 +28,7 @@ use crate::engine::machine::{
 };
 use crate::error::{Error, Result};
 use crate::lock::local::{CreatorFailure, Handed, KeyGuard, LocalWait, Waiter};
+use crate::region::failures::Failures;
 use crate::region::options::CreateOptions;
 use crate::region::state::{entry_for, Configured, MultiKeys, RegionState};
 use crate::value::{Cacheable, CachedValue, Entry};
@@ -303,9 +304,11 @@ pub(crate) async fn store<IO: Io, T: Cacheable>(
 /// A background regeneration's whole job: runs the creator, stores its value, hands it to
 /// this process's waiters and releases the lock. Nobody is left to tell of a failure: a
 /// failed store is a warning.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn regenerate<IO: Io, T: Cacheable, X: CreatorError, Fut>(
     signals: Signals<'_>,
     clock: &dyn Clock,
+    failures: &Failures,
     cfg: &Configured,
     key: &str,
     creator: impl FnOnce() -> Fut,
@@ -315,8 +318,20 @@ pub(crate) async fn regenerate<IO: Io, T: Cacheable, X: CreatorError, Fut>(
 {
     let (created, took) = timed_creation(&signals, key, creator).await;
     let value = match created {
-        Ok(value) => value,
-        Err(error) => return hand_failure::<IO>(handle, &error).await,
+        Ok(value) => {
+            if cfg.retry_after_error.is_some() {
+                failures.clear(key);
+            }
+            value
+        }
+        Err(error) => {
+            if let Some(interval) = cfg.retry_after_error {
+                let text = error.failure();
+                let text = text.unwrap_or_else(|| "the creator returned an error".into());
+                failures.record(key, clock.now(), text, interval);
+            }
+            return hand_failure::<IO>(handle, &error).await;
+        }
     };
     // Recorded with the value when `early_refresh` scales by it.
     let took = (cfg.early_refresh > 0.0).then_some(took.as_secs_f64());
@@ -471,6 +486,18 @@ where
             }
             Step::Background(stale) => match (creator.take(), detach.take()) {
                 (Some(creator), Some(detach)) => {
+                    if let Some(interval) = cfg.retry_after_error {
+                        let now = region.clock.now();
+                        if region.failures.recent(key, now, interval).is_some() {
+                            // `retry_after_error`: the origin failed a moment ago; the stale
+                            // value, without calling it again.
+                            if let Some(handle) = handle.take() {
+                                IO::hand_off(handle, None).await;
+                            }
+                            machine.background_answered(false);
+                            return Ok(stale);
+                        }
+                    }
                     detach(&cfg, key, creator, handle.take());
                     if let Some(timeout) = cfg.soft_timeout.filter(|_| rules.soft_timeout) {
                         let deadline = (Instant::now() + timeout).min(budget.deadline());

@@ -12,6 +12,7 @@ use crate::engine::block_on::block_on;
 use crate::engine::driver::{self, CreateError, Creator, CreatorError, Io, Told};
 use crate::engine::machine::{Lookup, Signals};
 use crate::error::{Error, Result};
+use crate::region::failures::Failures;
 use crate::region::io::BlockingIo;
 use crate::region::options::{CreateOptions, Expiration};
 use crate::region::state::{entry_for, Configured, RegionState};
@@ -256,6 +257,7 @@ pub(crate) struct Detached {
     stats: Arc<StatsRecorder>,
     warnings: Arc<RegionWarnings>,
     clock: Arc<dyn Clock>,
+    failures: Arc<Failures>,
     cfg: Arc<Configured>,
     key: String,
 }
@@ -267,6 +269,7 @@ impl Detached {
             stats: region.stats.clone(),
             warnings: region.warnings.clone(),
             clock: region.clock.clone(),
+            failures: region.failures.clone(),
             cfg,
             key: key.to_owned(),
         }
@@ -288,6 +291,7 @@ impl Detached {
         driver::regenerate::<IO, T, X, Fut>(
             signals,
             &*self.clock,
+            &self.failures,
             &self.cfg,
             &self.key,
             creator,

@@ -46,7 +46,7 @@ pub(crate) struct RegionState {
     pub(crate) stats: Arc<StatsRecorder>,
     pub(crate) warnings: Arc<RegionWarnings>,
     /// Creator failures remembered for `retry_after_error`.
-    pub(crate) failures: Failures,
+    pub(crate) failures: Arc<Failures>,
 }
 
 /// The configured part of a region: swapped in whole by `configure`.
@@ -131,7 +131,7 @@ impl RegionState {
             locks: Arc::default(),
             stats: Arc::new(StatsRecorder::new(UNNAMED)),
             warnings: Arc::default(),
-            failures: Failures::default(),
+            failures: Arc::default(),
         }
     }
 
