@@ -14,6 +14,8 @@ use serde_json::Value;
 mod memcached_server;
 #[path = "../../dogpile-tests/tests/support/ports.rs"]
 mod ports;
+#[path = "../../dogpile-tests/tests/support/python.rs"]
+mod python;
 #[path = "../../dogpile-tests/tests/support/redis_server.rs"]
 mod redis_server;
 
@@ -416,4 +418,41 @@ fn invalidate_reaches_a_running_region() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("does not share"));
     let by_url = dogpile(&["invalidate", &server.url()]);
     assert_eq!(code(&by_url), 1, "{by_url:?}");
+}
+
+/// `dogpile get` shows a value Python's real dogpile.cache wrote (msgpack serializer, as
+/// dogpile for Rust shares values with it), with its creation time.
+#[test]
+fn a_value_written_by_python_s_dogpile_cache_is_shown() {
+    let server = RedisServer::shared();
+    python::run(
+        r#"
+import sys, msgpack
+from dogpile.cache import make_region
+region = make_region(serializer=msgpack.packb, deserializer=msgpack.unpackb).configure(
+    "dogpile.cache.redis", expiration_time=600,
+    arguments={"host": "127.0.0.1", "port": int(sys.argv[1])})
+region.set("py:written", {"id": 9, "name": "from python", "tags": ["a"]})
+"#,
+        &[&server.port().to_string()],
+    );
+    let url = server.url();
+    let got = dogpile(&[
+        "--json",
+        "--expiration-time",
+        "600",
+        "get",
+        &url,
+        "py:written",
+    ]);
+    assert_eq!(code(&got), 0, "{got:?}");
+    let line = &json_lines(&got)[0];
+    assert_eq!(
+        line["value"],
+        serde_json::json!({"id": 9, "name": "from python", "tags": ["a"]}),
+        "{line}"
+    );
+    assert_eq!(line["expired"], false, "{line}");
+    let age = line["age_seconds"].as_f64().unwrap();
+    assert!((0.0..60.0).contains(&age), "age {age}");
 }
