@@ -91,14 +91,15 @@ enum Command {
         region: String,
     },
     /// Invalidates a region of the config file in every process that shares its
-    /// invalidation (`shared_invalidation = true`): hard (values are absent) unless `--soft`
-    /// (values are stale: one caller regenerates while the others get the old value).
+    /// invalidation (`shared_invalidation = true`): soft (values are stale: one caller
+    /// regenerates while the others get the old value; needs the region's
+    /// `expiration_time`), or with `--hard` absent.
     Invalidate {
         /// A region name of the config file.
         region: String,
-        /// A soft invalidation (needs the region's `expiration_time`).
+        /// A hard invalidation: values created before now are absent.
         #[arg(long)]
-        soft: bool,
+        hard: bool,
     },
     /// Deletes every key matching a glob pattern, after asking (unless `--yes`).
     Purge {
@@ -132,6 +133,8 @@ struct Region {
     name: String,
     expiration: Option<Duration>,
     backend: Arc<dyn CacheBackend>,
+    /// The region's shared invalidation, when it has one: when, and whether hard.
+    invalidated: Option<(f64, bool)>,
 }
 
 fn main() -> ExitCode {
@@ -159,7 +162,7 @@ fn run(cli: &Cli) -> Result<u8, Failure> {
             limit,
         } => list(cli, &open(cli, region)?, pattern, *limit),
         Command::Ping { region } => ping(cli, &open(cli, region)?),
-        Command::Invalidate { region, soft } => invalidate(cli, region, *soft),
+        Command::Invalidate { region, hard } => invalidate(cli, region, *hard),
         Command::Purge {
             region,
             pattern,
@@ -220,11 +223,35 @@ fn open(cli: &Cli, region: &str) -> Result<Region, Failure> {
     let backend = config
         .build_backend()
         .map_err(|e| Failure::error(format!("region `{region}`: {e}")))?;
+    let invalidated = if config.shares_invalidation() {
+        shared_invalidation(&*backend, region)?
+    } else {
+        None
+    };
     Ok(Region {
         name: region.to_owned(),
         expiration: config.expiration(),
         backend,
+        invalidated,
     })
+}
+
+/// The shared invalidation record of the region named `name` (`_dogpile_invalidation:`
+/// and the name, JSON `{"at": seconds, "hard": bool}`), if there is one.
+fn shared_invalidation(
+    backend: &dyn CacheBackend,
+    name: &str,
+) -> Result<Option<(f64, bool)>, Failure> {
+    let key = format!("_dogpile_invalidation:{name}");
+    let record = backend.get(&key).map_err(|e| {
+        Failure::error(format!(
+            "region `{name}`: cannot read its invalidation record: {e}"
+        ))
+    })?;
+    Ok(record.and_then(|bytes| {
+        let record: Value = serde_json::from_slice(&bytes).ok()?;
+        Some((record.get("at")?.as_f64()?, record.get("hard")?.as_bool()?))
+    }))
 }
 
 fn now() -> f64 {
@@ -243,6 +270,12 @@ fn describe(region: &Region, key: &str, bytes: Option<Vec<u8>>) -> Value {
         let expired = region
             .expiration
             .is_some_and(|expiration| age > expiration.as_secs_f64());
+        // By the region's shared invalidation: "hard" (absent to the application), "soft"
+        // (stale), or false.
+        let invalidated = match region.invalidated {
+            Some((at, hard)) if ct < at => json!(if hard { "hard" } else { "soft" }),
+            _ => json!(false),
+        };
         json!({
             "key": key,
             "created": rfc3339(ct),
@@ -250,6 +283,7 @@ fn describe(region: &Region, key: &str, bytes: Option<Vec<u8>>) -> Value {
             "age_seconds": age,
             "expiration_time": region.expiration.map(|e| e.as_secs_f64()),
             "expired": expired,
+            "invalidated": invalidated,
         })
     };
     match CachedValue::<Value>::from_bytes(&bytes) {
@@ -469,7 +503,7 @@ fn ping(cli: &Cli, region: &Region) -> Result<u8, Failure> {
 }
 
 /// Invalidates the region named `name` everywhere: the shared record its processes read.
-fn invalidate(cli: &Cli, name: &str, soft: bool) -> Result<u8, Failure> {
+fn invalidate(cli: &Cli, name: &str, hard: bool) -> Result<u8, Failure> {
     if name.contains("://") {
         return Err(Failure::error(format!(
             "`{name}`: invalidation is by region name; give a region of the --config file"
@@ -483,12 +517,18 @@ fn invalidate(cli: &Cli, name: &str, soft: bool) -> Result<u8, Failure> {
              reach no process"
         )));
     }
+    if !hard && config.expiration().is_none() {
+        return Err(Failure::error(format!(
+            "region `{name}` has no expiration_time, so a soft invalidation has nothing to \
+             expire values by: give --hard to make them absent"
+        )));
+    }
     let region = dogpile::CacheRegion::named(name);
     region
         .configure(config)
-        .and_then(|region| region.invalidate(!soft))
+        .and_then(|region| region.invalidate(hard))
         .map_err(|e| Failure::error(format!("region `{name}`: {e}")))?;
-    let kind = if soft { "soft" } else { "hard" };
+    let kind = if hard { "hard" } else { "soft" };
     if cli.json {
         println!(
             "{}",

@@ -369,8 +369,8 @@ fn usage_errors() {
 }
 
 /// `dogpile invalidate` reaches a running process's region that shares its invalidation:
-/// a hard one makes its values absent, a soft one stale; a region that does not share it,
-/// or a URL, is refused.
+/// `--hard` makes its values absent, the default (soft) stale; `get` says which values the
+/// record invalidates; a region that does not share it, or a URL, is refused.
 #[test]
 fn invalidate_reaches_a_running_region() {
     let server = RedisServer::start();
@@ -394,8 +394,8 @@ fn invalidate_reaches_a_running_region() {
     )
     .unwrap();
     for how in [
-        &["invalidate", "users"][..],
-        &["invalidate", "users", "--soft"],
+        &["invalidate", "users", "--hard"][..],
+        &["invalidate", "users"],
     ] {
         app.set("k", &1u32).unwrap();
         thread::sleep(Duration::from_millis(5));
@@ -413,10 +413,16 @@ fn invalidate_reaches_a_running_region() {
             thread::sleep(Duration::from_millis(5));
         }
     }
-    let refused = dogpile(&["--config", &config_path, "invalidate", "local"]);
+    // `get` says a value is invalidated, and how.
+    let got = dogpile(&["--config", &config_path, "--json", "get", "users", "k"]);
+    assert_eq!(json_lines(&got)[0]["invalidated"], "soft", "{got:?}");
+    app.set("k", &2u32).unwrap();
+    let got = dogpile(&["--config", &config_path, "--json", "get", "users", "k"]);
+    assert_eq!(json_lines(&got)[0]["invalidated"], false, "{got:?}");
+    let refused = dogpile(&["--config", &config_path, "invalidate", "local", "--hard"]);
     assert_eq!(code(&refused), 1, "{refused:?}");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("does not share"));
-    let by_url = dogpile(&["invalidate", &server.url()]);
+    let by_url = dogpile(&["invalidate", &server.url(), "--hard"]);
     assert_eq!(code(&by_url), 1, "{by_url:?}");
 }
 
