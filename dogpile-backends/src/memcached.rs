@@ -141,13 +141,13 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dogpile_core::backend::{key_matches, Arguments, CacheBackend, Capabilities};
+use dogpile_core::backend::{key_matches, Arguments, CacheBackend, Capabilities, ServerStatus};
 use dogpile_core::lock::CacheMutex;
 use dogpile_core::Result;
 
 pub use keys::{memcached_key, MANGLED_PREFIX, MAX_KEY_LEN};
 
-use command::{Delete, DeleteMany, Get, GetMany, Store, StoreMany};
+use command::{Delete, DeleteMany, Get, GetMany, Store, StoreMany, Version};
 use keys::display_key;
 use lock::{LockSettings, MemcachedLock};
 use protocol::Mode;
@@ -374,6 +374,21 @@ impl MemcachedBackend {
 }
 
 impl CacheBackend for MemcachedBackend {
+    /// Each server of the ring, asked its `version`.
+    fn servers(&self) -> Option<Vec<ServerStatus>> {
+        let what = || "version".to_owned();
+        let ping = |server: &Server| {
+            let started = std::time::Instant::now();
+            match server.call(&what, &Version) {
+                Ok(version) => {
+                    ServerStatus::up(server.name(), false, started.elapsed(), Some(version))
+                }
+                Err(error) => ServerStatus::down(server.name(), false, error),
+            }
+        };
+        Some(self.cluster.servers.iter().map(ping).collect())
+    }
+
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let server_key = memcached_key(key);
         let server = self.cluster.server(&server_key);

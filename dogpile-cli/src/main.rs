@@ -481,6 +481,9 @@ fn list(cli: &Cli, region: &Region, pattern: &str, limit: Option<usize>) -> Resu
 }
 
 fn ping(cli: &Cli, region: &Region) -> Result<u8, Failure> {
+    if let Some(servers) = region.backend.servers() {
+        return ping_servers(cli, region, &servers);
+    }
     let start = Instant::now();
     region
         .backend
@@ -500,6 +503,49 @@ fn ping(cli: &Cli, region: &Region) -> Result<u8, Failure> {
         );
     }
     Ok(0)
+}
+
+/// Each server's round trip, version and TLS; an error naming the first one down.
+fn ping_servers(
+    cli: &Cli,
+    region: &Region,
+    servers: &[dogpile::backend::ServerStatus],
+) -> Result<u8, Failure> {
+    for server in servers {
+        let tls = if server.tls { "TLS" } else { "plain" };
+        match (&server.reached, cli.json) {
+            (Ok((rtt, version)), true) => println!(
+                "{}",
+                json!({ "region": region.name, "server": server.address, "ok": true,
+                        "rtt_ms": rtt.as_secs_f64() * 1e3, "version": version, "tls": server.tls })
+            ),
+            (Ok((rtt, version)), false) => println!(
+                "region `{}`: {} reached in {:.3} ms, version {}, {tls}",
+                region.name,
+                server.address,
+                rtt.as_secs_f64() * 1e3,
+                version.as_deref().unwrap_or("unknown"),
+            ),
+            (Err(error), true) => println!(
+                "{}",
+                json!({ "region": region.name, "server": server.address, "ok": false,
+                        "error": error, "tls": server.tls })
+            ),
+            (Err(error), false) => println!(
+                "region `{}`: {} is down: {error}",
+                region.name, server.address
+            ),
+        }
+    }
+    match servers.iter().find(|server| server.reached.is_err()) {
+        Some(down) => Err(Failure::error(format!(
+            "region `{}` is down: server {} did not answer: {}",
+            region.name,
+            down.address,
+            down.reached.as_ref().err().map_or("", String::as_str)
+        ))),
+        None => Ok(0),
+    }
 }
 
 /// Invalidates the region named `name` everywhere: the shared record its processes read.

@@ -227,7 +227,17 @@ fn exercise(config_path: &str, name: &str) {
 
     let ping = run(&["ping", name]);
     assert_eq!(code(&ping), 0, "{ping:?}");
-    assert_eq!(json_lines(&ping)[0]["ok"], true);
+    for line in json_lines(&ping) {
+        assert_eq!(line["ok"], true, "{line}");
+        // A backend with servers reports each, with its version (redis, memcached).
+        if line.get("server").is_some() {
+            assert!(
+                line["version"].as_str().is_some_and(|v| !v.is_empty()),
+                "{line}"
+            );
+            assert_eq!(line["tls"], false, "{line}");
+        }
+    }
 }
 
 #[test]
@@ -314,6 +324,15 @@ fn redis_cluster() {
     assert!(masters.len() > 1, "the test's keys all live on one master");
     exercise(&config_path, "users");
     python_value(&config, &config_path, "users");
+    // `ping` reaches every master.
+    let ping = dogpile(&["--config", &config_path, "--json", "ping", "users"]);
+    assert_eq!(code(&ping), 0, "{ping:?}");
+    let servers: Vec<Value> = json_lines(&ping);
+    assert_eq!(servers.len(), 3, "{servers:?}");
+    assert!(
+        servers.iter().all(|s| s["version"].is_string()),
+        "{servers:?}"
+    );
 }
 
 #[test]

@@ -214,7 +214,7 @@ impl Codec {
             if let Reply::Error(message) = reply {
                 return Err(Failure::Server(message));
             }
-            let meta = !matches!(reply, Reply::Item { .. } | Reply::End);
+            let meta = !matches!(reply, Reply::Item { .. } | Reply::End | Reply::Version(_));
             if meta {
                 if opaque != Some(exchange.expected) {
                     return Err(Failure::Unexpected {
@@ -494,6 +494,31 @@ impl Command for StoreMany<'_> {
     fn output(&self, _: usize) {}
 }
 
+/// The server's version (the classic `version`), for an operator's `ping`.
+pub(crate) struct Version;
+
+impl Command for Version {
+    type State = String;
+    type Output = String;
+
+    fn request<'v>(&'v self, codec: &mut Codec, _: &mut Splices<'v>) -> Outcome<()> {
+        codec.write.extend_from_slice(b"version\r\n");
+        Ok(())
+    }
+
+    fn take(&self, version: &mut String, reply: Reply<&[u8]>) -> Outcome<bool> {
+        match reply {
+            Reply::Version(found) => *version = found,
+            other => return Err(unexpected("version", other)),
+        }
+        Ok(true)
+    }
+
+    fn output(&self, version: String) -> String {
+        version
+    }
+}
+
 /// Deletes a key (`md`), only while its CAS id is the one given, if one is: true when an
 /// item was deleted.
 pub(crate) struct Delete<'k> {
@@ -560,6 +585,7 @@ fn unexpected(command: &'static str, reply: Reply<&[u8]>) -> Failure {
         Reply::NotStored => "NS".into(),
         Reply::Exists => "EX".into(),
         Reply::NotFound => "NF".into(),
+        Reply::Version(version) => format!("VERSION {version}"),
         Reply::Item { key, data } => {
             format!("VALUE for key {} ({} bytes)", shown(key), data.len())
         }

@@ -40,6 +40,8 @@ pub(crate) enum Reply<D = Range<usize>> {
     Exists,
     /// `NF`: not found (a delete or CAS store of a missing item).
     NotFound,
+    /// `VERSION <version>`: the answer to a classic `version`.
+    Version(String),
     /// `SERVER_ERROR`, `CLIENT_ERROR` or `ERROR`, with the server's message.
     Error(String),
 }
@@ -178,6 +180,14 @@ pub(crate) fn parse(buf: &[u8], max_value_size: usize) -> Result<Parsed, Protoco
         b"NS" => status(Reply::NotStored, &mut tokens),
         b"EX" => status(Reply::Exists, &mut tokens),
         b"NF" => status(Reply::NotFound, &mut tokens),
+        b"VERSION" => {
+            let version = tokens.next().ok_or_else(malformed)?;
+            Ok(Parsed::Reply {
+                reply: Reply::Version(String::from_utf8_lossy(version).into_owned()),
+                len: line_len,
+                opaque: None,
+            })
+        }
         b"SERVER_ERROR" | b"CLIENT_ERROR" | b"ERROR" => Ok(Parsed::Reply {
             reply: Reply::Error(String::from_utf8_lossy(line).into_owned()),
             len: line_len,
@@ -324,6 +334,7 @@ impl ReadBuffer {
                     Reply::NotStored => Reply::NotStored,
                     Reply::Exists => Reply::Exists,
                     Reply::NotFound => Reply::NotFound,
+                    Reply::Version(version) => Reply::Version(version),
                     Reply::Error(message) => Reply::Error(message),
                 };
                 Ok(Some((reply, opaque)))
@@ -500,6 +511,10 @@ mod tests {
         );
         assert_eq!(reply(b"HD\r\n"), (Reply::Done, 4));
         assert_eq!(reply(b"NS\r\n"), (Reply::NotStored, 4));
+        assert_eq!(
+            reply(b"VERSION 1.6.18\r\n"),
+            (Reply::Version("1.6.18".into()), 16)
+        );
         assert_eq!(reply(b"EX\r\n"), (Reply::Exists, 4));
         assert_eq!(reply(b"NF\r\n"), (Reply::NotFound, 4));
         assert_eq!(

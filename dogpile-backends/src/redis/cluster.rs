@@ -790,6 +790,11 @@ impl Cluster {
     }
 
     /// The masters (`host:port`), from the slot map.
+    /// Whether the nodes are reached over TLS.
+    pub(crate) fn tls(&self) -> bool {
+        self.tls_nodes
+    }
+
     pub(crate) fn masters(&self) -> RedisResult<Vec<String>> {
         Ok(self.slot_map(self.request_end())?.masters())
     }

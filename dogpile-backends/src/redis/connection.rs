@@ -46,6 +46,17 @@ pub(crate) type Tls = Option<std::sync::Arc<rustls::ClientConfig>>;
 #[cfg(not(feature = "tls"))]
 pub(crate) type Tls = ();
 
+/// Whether connections made with `tls` are encrypted.
+pub(crate) fn is_tls(tls: &Tls) -> bool {
+    #[cfg(feature = "tls")]
+    return tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    {
+        let () = tls;
+        false
+    }
+}
+
 /// The byte stream under a connection.
 enum Stream {
     Tcp(TcpStream),

@@ -143,7 +143,7 @@ mod tls;
 mod turns;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dogpile_core::backend::{Arguments, CacheBackend, Capabilities};
 use dogpile_core::lock::CacheMutex;
@@ -488,6 +488,58 @@ impl CacheBackend for RedisBackend {
         let set = shared.run("SET (pipeline)", |mut conn| pipe.exec(conn.as_dyn()));
         shared.near_forget(items.iter().map(|(key, _)| *key));
         set
+    }
+
+    /// The server (`INFO server`), or each master of a cluster.
+    fn servers(&self) -> Option<Vec<dogpile_core::backend::ServerStatus>> {
+        use dogpile_core::backend::ServerStatus;
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        let version = |text: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("redis_version:"))
+                .map(|version| version.trim().to_owned())
+        };
+        let status =
+            |address: String, tls: bool, started: Instant, reply: Result<String>| match reply {
+                Ok(text) => ServerStatus::up(address, tls, started.elapsed(), version(&text)),
+                Err(error) => ServerStatus::down(address, tls, error),
+            };
+        Some(match &self.shared.pools {
+            Pools::Server(pool) => {
+                let connector = pool.connector();
+                let tls = connection::is_tls(&connector.tls);
+                let address = connector.server.address();
+                let started = Instant::now();
+                let reply = self.shared.query::<String>("INFO", &info);
+                vec![status(
+                    address.unwrap_or_else(|| self.shared.describe.clone()),
+                    tls,
+                    started,
+                    reply,
+                )]
+            }
+            Pools::Cluster(cluster) => match cluster.masters() {
+                Ok(masters) => masters
+                    .into_iter()
+                    .map(|node| {
+                        let started = Instant::now();
+                        let reply = info
+                            .query::<String>(&mut cluster.handle_on(node.clone()))
+                            .map_err(|e| self.shared.error("INFO", Failure::Redis(e)));
+                        status(node, cluster.tls(), started, reply)
+                    })
+                    .collect(),
+                Err(error) => {
+                    let error = self.shared.error("CLUSTER SLOTS", Failure::Redis(error));
+                    vec![ServerStatus::down(
+                        self.shared.describe.clone(),
+                        cluster.tls(),
+                        error,
+                    )]
+                }
+            },
+        })
     }
 
     /// `SCAN` with `MATCH` (and `COUNT 1000`), one round trip per batch; on a cluster, on

@@ -58,6 +58,15 @@ pub(crate) enum Server {
 }
 
 impl Server {
+    /// The address of a server given directly (`host:port`); `None` for a Sentinel
+    /// service, whose master changes.
+    pub(crate) fn address(&self) -> Option<String> {
+        match self {
+            Server::Direct(info) => Some(info.addr().to_string()),
+            Server::Sentinel(_) => None,
+        }
+    }
+
     /// Opens a connection bounded by `limits`, connecting (a Sentinel lookup included)
     /// within `limits.timeout`.
     fn open(&self, limits: Limits, tls: &Tls) -> RedisResult<Connection> {

@@ -94,6 +94,13 @@ pub trait CacheBackend: Send + Sync + 'static {
         Capabilities::new()
     }
 
+    /// Each server this backend talks to, reached once now (an operator's `ping`): its
+    /// address, TLS, round-trip time and version, or why it is down. `None` (the default):
+    /// the backend has no servers to list, and a `get` stands for a ping.
+    fn servers(&self) -> Option<Vec<super::ServerStatus>> {
+        None
+    }
+
     /// Sends `message` to every process subscribed to `channel` on this backend's servers
     /// (redis: `PUBLISH`). The default sends nothing: other processes find out by polling.
     fn publish(&self, _channel: &str, _message: &[u8]) -> Result<()> {

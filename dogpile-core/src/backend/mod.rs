@@ -39,6 +39,7 @@ mod capabilities;
 mod entries;
 mod proxy;
 mod registry;
+mod server_status;
 mod subscription;
 
 pub use crate::value::Entry;
@@ -60,4 +61,5 @@ pub(crate) use registry::create_backend;
 pub use registry::{register_backend, registered_backends, BackendFactory};
 #[doc(hidden)]
 pub use registry::{BuiltinBackend, BUILTIN_BACKENDS};
+pub use server_status::ServerStatus;
 pub use subscription::Subscription;

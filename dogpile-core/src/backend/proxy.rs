@@ -252,6 +252,11 @@ impl CacheBackend for Proxied {
         self.proxy.capabilities(&*self.next)
     }
 
+    /// The next backend's servers.
+    fn servers(&self) -> Option<Vec<super::ServerStatus>> {
+        self.next.servers()
+    }
+
     /// The next backend's channels: a proxy changes values, not who hears of changes.
     fn publish(&self, channel: &str, message: &[u8]) -> Result<()> {
         self.next.publish(channel, message)
