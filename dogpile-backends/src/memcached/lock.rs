@@ -93,13 +93,10 @@ impl Target {
         token: &str,
         found: Option<(Vec<u8>, u64)>,
     ) -> Option<Delete<'a>> {
-        match found {
-            Some((value, cas)) if value == token.as_bytes() => Some(Delete {
-                key: &self.lock_key,
-                cas: Some(cas),
-            }),
-            _ => None,
-        }
+        held_cas(token, found).map(|cas| Delete {
+            key: &self.lock_key,
+            cas: Some(cas),
+        })
     }
 
     /// The lock set again with its full TTL if `found` (its value and CAS id) still holds
@@ -110,15 +107,12 @@ impl Target {
         found: Option<(Vec<u8>, u64)>,
         settings: &LockSettings,
     ) -> Option<Store<'a>> {
-        match found {
-            Some((value, cas)) if value == token.as_bytes() => Some(Store {
-                key: &self.lock_key,
-                value: token.as_bytes(),
-                ttl: exptime(settings.timeout),
-                mode: Mode::Swap(cas),
-            }),
-            _ => None,
-        }
+        held_cas(token, found).map(|cas| Store {
+            key: &self.lock_key,
+            value: token.as_bytes(),
+            ttl: exptime(settings.timeout),
+            mode: Mode::Swap(cas),
+        })
     }
 
     /// A release that found the lock gone or another holder's: it had expired.
@@ -129,6 +123,13 @@ impl Target {
                  outlived lock_timeout); another process may have taken it, so it was left alone");
         }
     }
+}
+
+/// The CAS id of the lock `found` (its value and CAS id), if it still holds `token`.
+fn held_cas(token: &str, found: Option<(Vec<u8>, u64)>) -> Option<u64> {
+    found
+        .filter(|(value, _)| value == token.as_bytes())
+        .map(|(_, cas)| cas)
 }
 
 impl Releaser for Target {

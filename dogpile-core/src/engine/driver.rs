@@ -141,6 +141,17 @@ impl<E: Display> CreatorError for Told<E> {
     }
 }
 
+impl<E: From<Error>> CreateError<Told<E>> {
+    /// The error a `try_` form's caller gets: the cache's, through `From`, or its
+    /// creator's own.
+    pub(crate) fn into_caller(self) -> E {
+        match self {
+            CreateError::Cache(error) => error.into(),
+            CreateError::Creator(Told(error)) => error,
+        }
+    }
+}
+
 /// The error of a fail-open form's creator (a memoized function's, of any type): not
 /// handed, since its waiters cannot fail with it; they create in turn.
 pub(crate) struct Untold<E>(pub(crate) E);
@@ -149,6 +160,29 @@ impl<E> CreatorError for Untold<E> {
     fn failure(&self) -> Option<String> {
         None
     }
+}
+
+/// A creator succeeded: `retry_after_error` forgets the key's last failure.
+fn creation_succeeded(failures: &Failures, cfg: &Configured, key: &str) {
+    if cfg.retry_after_error.is_some() {
+        failures.clear(key);
+    }
+}
+
+/// A creator failed: its text, remembered (at `now`) for `retry_after_error`.
+fn creation_failed(
+    failures: &Failures,
+    cfg: &Configured,
+    key: &str,
+    now: impl FnOnce() -> f64,
+    error: &impl CreatorError,
+) -> String {
+    let text = error.failure();
+    let text = text.unwrap_or_else(|| "the creator returned an error".into());
+    if let Some(interval) = cfg.retry_after_error {
+        failures.record(key, now(), text.clone(), interval);
+    }
+    text
 }
 
 /// Releases the lock of a caller whose creator failed, handing the failure (when it can be
@@ -319,17 +353,11 @@ pub(crate) async fn regenerate<IO: Io, T: Cacheable, X: CreatorError, Fut>(
     let (created, took) = timed_creation(&signals, key, creator).await;
     let value = match created {
         Ok(value) => {
-            if cfg.retry_after_error.is_some() {
-                failures.clear(key);
-            }
+            creation_succeeded(failures, cfg, key);
             value
         }
         Err(error) => {
-            if let Some(interval) = cfg.retry_after_error {
-                let text = error.failure();
-                let text = text.unwrap_or_else(|| "the creator returned an error".into());
-                failures.record(key, clock.now(), text, interval);
-            }
+            creation_failed(failures, cfg, key, || clock.now(), &error);
             return hand_failure::<IO>(handle, &error).await;
         }
     };
@@ -447,18 +475,12 @@ where
                 let (created, took) = timed_creation(&region.signals(), key, creator).await;
                 let value = match created {
                     Ok(value) => {
-                        if cfg.retry_after_error.is_some() {
-                            region.failures.clear(key);
-                        }
+                        creation_succeeded(&region.failures, &cfg, key);
                         value
                     }
                     Err(error) => {
-                        let text = error.failure();
-                        let text = text.unwrap_or_else(|| "the creator returned an error".into());
-                        if let Some(interval) = cfg.retry_after_error {
-                            let now = region.clock.now();
-                            region.failures.record(key, now, text.clone(), interval);
-                        }
+                        let now = || region.clock.now();
+                        let text = creation_failed(&region.failures, &cfg, key, now, &error);
                         if let Some(answer) =
                             stale_on_failure::<IO, T>(&mut machine, &mut handle, &text).await
                         {

@@ -204,10 +204,7 @@ impl CacheRegion {
             false,
             detach,
         ))
-        .map_err(|e| match e {
-            CreateError::Cache(e) => e.into(),
-            CreateError::Creator(Told(e)) => e,
-        })
+        .map_err(CreateError::into_caller)
     }
 
     /// The values of many keys, in order; `creator` receives only the keys that need a

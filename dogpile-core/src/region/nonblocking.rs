@@ -209,10 +209,7 @@ impl CacheRegion {
             Some(detach),
         )
         .await
-        .map_err(|e| match e {
-            CreateError::Cache(e) => e.into(),
-            CreateError::Creator(Told(e)) => e,
-        })
+        .map_err(CreateError::into_caller)
     }
 
     /// As [`get_or_create_multi`](Self::get_or_create_multi), for async callers: `creator`

@@ -238,11 +238,7 @@ where
         let (mut creator, detach) = (Some(creator), None::<NoDetach<IO, _>>);
         let call =
             get_or_create::<IO, T, _, _, _>(region, key, &options, &mut creator, false, detach);
-        match call.await {
-            Ok(value) => Ok(value),
-            Err(CreateError::Cache(error)) => Err(error.into()),
-            Err(CreateError::Creator(Told(error))) => Err(error),
-        }
+        call.await.map_err(CreateError::into_caller)
     })
 }
 
