@@ -97,7 +97,7 @@ pub trait CacheBackend: Send + Sync + 'static {
     /// Each server this backend talks to, reached once now (an operator's `ping`): its
     /// address, TLS, round-trip time and version, or why it is down. `None` (the default):
     /// the backend has no servers to list, and a `get` stands for a ping.
-    fn servers(&self) -> Option<Vec<super::ServerStatus>> {
+    fn servers(&self) -> Option<Vec<super::server_status::ServerStatus>> {
         None
     }
 
@@ -112,7 +112,10 @@ pub trait CacheBackend: Send + Sync + 'static {
     ///
     /// # Errors
     /// The backend's error when it cannot subscribe (its server is down).
-    fn subscribe(&self, _channel: &str) -> Result<Option<Box<dyn super::Subscription>>> {
+    fn subscribe(
+        &self,
+        _channel: &str,
+    ) -> Result<Option<Box<dyn super::subscription::Subscription>>> {
         Ok(None)
     }
 

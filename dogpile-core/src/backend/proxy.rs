@@ -253,7 +253,7 @@ impl CacheBackend for Proxied {
     }
 
     /// The next backend's servers.
-    fn servers(&self) -> Option<Vec<super::ServerStatus>> {
+    fn servers(&self) -> Option<Vec<super::server_status::ServerStatus>> {
         self.next.servers()
     }
 
@@ -262,7 +262,10 @@ impl CacheBackend for Proxied {
         self.next.publish(channel, message)
     }
 
-    fn subscribe(&self, channel: &str) -> Result<Option<Box<dyn super::Subscription>>> {
+    fn subscribe(
+        &self,
+        channel: &str,
+    ) -> Result<Option<Box<dyn super::subscription::Subscription>>> {
         self.next.subscribe(channel)
     }
 

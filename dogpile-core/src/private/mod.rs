@@ -94,24 +94,3 @@ fn warn_zero_expiration(function: &'static str) {
         );
     }
 }
-
-/// A memoized function's cache error, before it computes the value uncached: a region
-/// that was never configured is a mistake that debug builds (and so tests) stop at, with a
-/// panic that says what to do; release builds go on uncached, with a rate-limited warning.
-/// A region built with [`fail_open(true)`](crate::RegionBuilder::fail_open) accepts being
-/// unconfigured, in every build.
-pub(crate) fn unconfigured_is_loud(
-    region: &crate::region::state::RegionState,
-    error: &crate::Error,
-) {
-    if cfg!(debug_assertions) && !region.fail_open {
-        if let crate::Error::RegionNotConfigured { region } = error {
-            panic!(
-                "region `{region}` is used by a memoized function but was never configured: \
-                 call configure() on it at startup. (This panics in debug builds only: \
-                 release builds compute the value uncached and log a warning. A region built \
-                 with fail_open(true) may stay unconfigured.)"
-            );
-        }
-    }
-}

@@ -130,7 +130,7 @@ where
             None => body(elements.to_vec()).await,
         };
     }
-    super::unconfigured_is_loud(&region.inner, &error);
+    region.inner.loud_if_unconfigured(&error);
     warn_unavailable(region, function, &error);
     let needed = uncached_needed(&first);
     let made = body(needed.iter().map(|&i| elements[i].clone()).collect()).await?;

@@ -64,7 +64,7 @@ impl<V: Cacheable> Stored<V> {
                 // before the creator ran, and the creator still gives the answer.
                 Err(CreateError::Cache(error)) => match creator.take() {
                     Some(creator) => {
-                        super::unconfigured_is_loud(region, &error);
+                        region.loud_if_unconfigured(&error);
                         warn_limited!(region.warnings, WarningKind::CacheUnavailable,
                             region = %region.name, key, %error,
                             "cache unavailable; computing the value uncached");

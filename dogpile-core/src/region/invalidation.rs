@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use crate::backend::{CacheBackend, Subscription};
 use crate::error::Result;
-use crate::region::state::Configured;
 
 /// How often a region reads its shared invalidation record by default.
 pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(1);
@@ -74,28 +73,31 @@ pub(crate) fn record_key(region: &str) -> String {
     format!("_dogpile_invalidation:{region}")
 }
 
-/// `shared_invalidation` of a configured region: where its record is, and how often it is
-/// read.
+/// `shared_invalidation` of a configured region: the backend its record is in, where, and
+/// how often it is read. Held by the region's configuration alone, so that its watching
+/// thread ends when the configuration is replaced or dropped.
 pub(crate) struct Shared {
     pub(crate) region: String,
     pub(crate) key: String,
     pub(crate) poll: Duration,
+    backend: Arc<dyn CacheBackend>,
 }
 
 impl Shared {
-    pub(crate) fn new(region: &str, poll: Duration) -> Self {
+    pub(crate) fn new(region: &str, poll: Duration, backend: Arc<dyn CacheBackend>) -> Self {
         Shared {
             region: region.to_owned(),
             key: record_key(region),
             poll,
+            backend,
         }
     }
 
     /// Writes this process's invalidation as the record, and announces it.
-    pub(crate) fn write(&self, backend: &dyn CacheBackend, at: f64, hard: bool) -> Result<()> {
+    pub(crate) fn write(&self, at: f64, hard: bool) -> Result<()> {
         let record = serde_json::json!({ "at": at, "hard": hard }).to_string();
-        backend.set(&self.key, record.clone().into_bytes())?;
-        if let Err(error) = backend.publish(&self.key, record.as_bytes()) {
+        self.backend.set(&self.key, record.clone().into_bytes())?;
+        if let Err(error) = self.backend.publish(&self.key, record.as_bytes()) {
             tracing::warn!(region = %self.region, %error,
                 "invalidation recorded but not announced; other processes see it at their next poll");
         }
@@ -103,8 +105,8 @@ impl Shared {
     }
 
     /// Reads the record and takes it into `invalidation` when it is newer.
-    fn read(&self, backend: &dyn CacheBackend, invalidation: &Invalidation) {
-        let record = match backend.get(&self.key) {
+    fn read(&self, invalidation: &Invalidation) {
+        let record = match self.backend.get(&self.key) {
             Ok(Some(record)) => record,
             Ok(None) => return,
             Err(error) => {
@@ -136,14 +138,11 @@ fn decode(record: &[u8]) -> Option<(f64, bool)> {
     Some((at, value.get("hard")?.as_bool()?))
 }
 
-/// Reads `cfg`'s shared record once now, then keeps reading it, in a thread of its own,
-/// until `cfg` is replaced or dropped.
-pub(crate) fn watch(cfg: &Arc<Configured>, invalidation: &Arc<Invalidation>) {
-    let Some(shared) = &cfg.shared_invalidation else {
-        return;
-    };
-    shared.read(&*cfg.backend, invalidation);
-    let (watched, invalidation) = (Arc::downgrade(cfg), invalidation.clone());
+/// Reads `shared`'s record once now, then keeps reading it, in a thread of its own, until
+/// `shared` is dropped (with the configuration that holds it).
+pub(crate) fn watch(shared: &Arc<Shared>, invalidation: &Arc<Invalidation>) {
+    shared.read(invalidation);
+    let (watched, invalidation) = (Arc::downgrade(shared), invalidation.clone());
     let spawned = std::thread::Builder::new()
         .name(format!("dogpile-invalidation-{}", shared.region))
         .spawn(move || run(&watched, &invalidation));
@@ -156,29 +155,26 @@ pub(crate) fn watch(cfg: &Arc<Configured>, invalidation: &Arc<Invalidation>) {
 
 /// The watching thread: subscribes where the backend pushes, reads the record after each
 /// message and every poll, and ends when its configuration is gone.
-fn run(watched: &Weak<Configured>, invalidation: &Invalidation) {
+fn run(watched: &Weak<Shared>, invalidation: &Invalidation) {
     let mut subscription: Option<Box<dyn Subscription>> = None;
     let mut pushes = true;
     loop {
-        let Some(cfg) = watched.upgrade() else {
-            return;
-        };
-        let Some(shared) = &cfg.shared_invalidation else {
+        let Some(shared) = watched.upgrade() else {
             return;
         };
         let poll = shared.poll;
         if pushes && subscription.is_none() {
             // Subscribed before the read below, so no announcement falls between them.
-            match cfg.backend.subscribe(&shared.key) {
+            match shared.backend.subscribe(&shared.key) {
                 Ok(Some(subscribed)) => subscription = Some(subscribed),
                 Ok(None) => pushes = false,
                 Err(error) => tracing::debug!(region = %shared.region, %error,
                     "cannot subscribe to invalidations; polling meanwhile"),
             }
         }
-        shared.read(&*cfg.backend, invalidation);
+        shared.read(invalidation);
         let region = shared.region.clone();
-        drop(cfg);
+        drop(shared);
         if let Some(listening) = subscription.as_mut() {
             if let Err(error) = listening.next(poll) {
                 tracing::debug!(%region, %error, "invalidation subscription lost; subscribing again");

@@ -297,12 +297,13 @@ impl CacheRegion {
                         .into(),
                 });
             }
-            true => Some(invalidation::Shared::new(
-                &self.inner.name,
-                config
+            true => {
+                let poll = config
                     .invalidation_poll
-                    .unwrap_or(invalidation::DEFAULT_POLL),
-            )),
+                    .unwrap_or(invalidation::DEFAULT_POLL);
+                let shared = invalidation::Shared::new(&self.inner.name, poll, backend.clone());
+                Some(Arc::new(shared))
+            }
         };
         tracing::debug!(region = %self.inner.name, backend = %backend_name, "region configured");
         let capabilities = backend.capabilities();
@@ -324,7 +325,9 @@ impl CacheRegion {
             shared_invalidation,
             early_refresh: config.early_refresh,
         });
-        invalidation::watch(&configured, &self.inner.invalidation);
+        if let Some(shared) = &configured.shared_invalidation {
+            invalidation::watch(shared, &self.inner.invalidation);
+        }
         self.inner.configured.store(Some(configured));
         Ok(self)
     }
@@ -423,7 +426,7 @@ impl CacheRegion {
         self.inner.invalidation.set(at, hard);
         if let Some(cfg) = &*self.inner.configured.load() {
             if let Some(shared) = &cfg.shared_invalidation {
-                shared.write(&*cfg.backend, at, hard)?;
+                shared.write(at, hard)?;
             }
         }
         Ok(())

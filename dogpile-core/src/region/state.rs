@@ -64,7 +64,7 @@ pub(crate) struct Configured {
     /// See [`RegionConfig::soft_timeout`](crate::RegionConfig::soft_timeout).
     pub(crate) soft_timeout: Option<Duration>,
     /// See [`RegionConfig::shared_invalidation`](crate::RegionConfig::shared_invalidation).
-    pub(crate) shared_invalidation: Option<crate::region::invalidation::Shared>,
+    pub(crate) shared_invalidation: Option<Arc<crate::region::invalidation::Shared>>,
     /// See [`RegionConfig::early_refresh`](crate::RegionConfig::early_refresh); 0: off.
     pub(crate) early_refresh: f64,
     pub(crate) stores_objects: bool,
@@ -368,6 +368,25 @@ impl RegionState {
     }
 
     // ----- freshness and rules -------------------------------------------------------
+
+    /// A memoized function's cache error, before it computes the value uncached: a region
+    /// that was never configured is a mistake that debug builds (and so tests) stop at,
+    /// with a panic that says what to do; release builds go on uncached, with a
+    /// rate-limited warning. A region built with
+    /// [`fail_open(true)`](crate::RegionBuilder::fail_open) accepts being unconfigured, in
+    /// every build.
+    pub(crate) fn loud_if_unconfigured(&self, error: &Error) {
+        if cfg!(debug_assertions) && !self.fail_open {
+            if let Error::RegionNotConfigured { region } = error {
+                panic!(
+                    "region `{region}` is used by a memoized function but was never \
+                     configured: call configure() on it at startup. (This panics in debug \
+                     builds only: release builds compute the value uncached and log a \
+                     warning. A region built with fail_open(true) may stay unconfigured.)"
+                );
+            }
+        }
+    }
 
     #[inline]
     pub(crate) fn invalidation(&self) -> Option<(f64, bool)> {
