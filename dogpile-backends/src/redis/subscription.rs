@@ -49,19 +49,24 @@ impl Subscription for RedisSubscription {
             let text = format!("SUBSCRIBE {}: {error}", self.channel);
             Error::backend(&self.describe, text)
         })?;
-        Ok(message.map(payload))
+        // Anything else the server pushes on the connection is an empty message.
+        Ok(message.map(|message| match pushed(message) {
+            Some(Value::BulkString(bytes)) => bytes,
+            _ => Vec::new(),
+        }))
     }
 }
 
-/// A pushed message's payload (`["message", channel, payload]`, RESP2 or RESP3); anything
-/// else the server pushes on the connection is an empty message.
-fn payload(message: Value) -> Vec<u8> {
-    let parts = match message {
-        Value::Array(parts) | Value::Push { data: parts, .. } => parts,
-        _ => return Vec::new(),
+/// The payload of a message pushed to a subscribed connection (`["message", channel,
+/// payload]`, RESP2 or RESP3; `Nil` when it has none); `None` for anything else the server
+/// sends there (a subscription's confirmation, a pong).
+pub(super) fn pushed(message: Value) -> Option<Value> {
+    let (Value::Array(parts) | Value::Push { data: parts, .. }) = message else {
+        return None;
     };
-    match parts.into_iter().nth(2) {
-        Some(Value::BulkString(bytes)) => bytes,
-        _ => Vec::new(),
+    let mut parts = parts.into_iter();
+    if !matches!(parts.next(), Some(Value::BulkString(kind)) if kind == b"message") {
+        return None;
     }
+    Some(parts.nth(1).unwrap_or(Value::Nil))
 }
