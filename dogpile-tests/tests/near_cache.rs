@@ -99,6 +99,16 @@ async fn async_reads_are_near_and_coherent_too() {
     let (a, b) = (near(&server), plain(&server));
     b.set_async("k", &1u32).await.unwrap();
     assert_eq!(a.get_async::<u32>("k").await.unwrap(), Some(1));
+    // Kept once the tracking connection is in place (a read that does not reach redis).
+    let started = Instant::now();
+    loop {
+        let before = commands_processed(&server);
+        assert_eq!(a.get_async::<u32>("k").await.unwrap(), Some(1));
+        if commands_processed(&server) == before + 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never kept");
+    }
     let before = commands_processed(&server);
     for _ in 0..100 {
         assert_eq!(a.get_async::<u32>("k").await.unwrap(), Some(1));

@@ -259,6 +259,19 @@ impl Connection {
         }
     }
 
+    /// A duplicate of this connection's socket, to ask without reading whether the server
+    /// sent something not read yet, or closed it (see [`Unread`]).
+    #[cfg(unix)]
+    pub(crate) fn unread(&self) -> io::Result<Unread> {
+        let fd: std::os::fd::OwnedFd = match &self.stream {
+            Stream::Tcp(s) => s.try_clone()?.into(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.sock.try_clone()?.into(),
+            Stream::Unix(s) => s.try_clone()?.into(),
+        };
+        Ok(Unread(fd))
+    }
+
     /// Sends `packed` to a subscribed connection (a `PING`), within `socket_timeout`; its
     /// reply comes with the pushed messages, to [`listen`](Self::listen).
     pub(crate) fn send_only(&mut self, packed: &[u8]) -> RedisResult<()> {
@@ -340,6 +353,42 @@ pub(crate) fn tcp_address(host: String, port: u16, tls: bool) -> ConnectionAddr 
         }
     } else {
         ConnectionAddr::Tcp(host, port)
+    }
+}
+
+/// A subscribed connection's socket, duplicated so that another thread can ask, without
+/// reading or changing its blocking mode, whether the server has sent bytes the connection
+/// has not read yet, or closed it.
+#[cfg(unix)]
+pub(crate) struct Unread(std::os::fd::OwnedFd);
+
+#[cfg(unix)]
+impl Unread {
+    /// True unless the connection is open and quiet: bytes are waiting to be read (or,
+    /// over TLS, a record), the server closed it, or the socket failed.
+    pub(crate) fn stirred(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut byte = 0u8;
+        // SAFETY: the descriptor is owned by `self` and open; the buffer is one valid,
+        // writable byte, and `recv` writes at most that many. `MSG_PEEK | MSG_DONTWAIT`
+        // neither consumes the byte nor blocks, nor changes the descriptor's flags.
+        let received = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if received < 0 {
+            let error = io::Error::last_os_error();
+            return !matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            );
+        }
+        // A byte waiting, or 0: the server closed the connection.
+        true
     }
 }
 

@@ -17,12 +17,18 @@
 //!   further read is served from it, until a new tracking connection is in place;
 //! - a fill races an invalidation and loses: a read from redis is kept only if no
 //!   invalidation of its key's shard arrived between the read being sent and the value
-//!   being kept (checked after keeping it, too).
+//!   being kept (checked after keeping it, too);
+//! - each hit first asks the tracking connection's socket, without reading it
+//!   (`recv(MSG_PEEK | MSG_DONTWAIT)` on a duplicate, on Unix), whether the server sent
+//!   anything the tracking thread has not read yet, or closed it: then the hit goes to
+//!   redis instead. So an invalidation that reached this machine, or a connection that was
+//!   closed, is honoured before the tracking thread has even run.
 //!
-//! So a value is never served after the server's invalidation of it reached this process.
-//! What remains is the time the message takes to arrive (a loopback round trip), and the
-//! time a stall takes to be noticed (at most about one second plus `socket_timeout`), during
-//! which reads may serve values written elsewhere meanwhile.
+//! So a value is never served after the server's invalidation of it, or the close of the
+//! tracking connection, reached this machine. What remains is the time the message takes to
+//! arrive (a loopback round trip), and the time a silent stall takes to be noticed (at most
+//! about one second plus `socket_timeout`), during which reads may serve values written
+//! elsewhere meanwhile.
 //!
 //! Broadcast mode costs one message per written key, for every key of the server, whatever
 //! this process reads; it suits a redis used as a cache by a few regions. The near cache
@@ -66,6 +72,11 @@ pub(crate) struct Near {
     socket_timeout: Duration,
     /// The tracking connection is in place: reads may be served from `store`.
     tracked: AtomicBool,
+    /// The tracking connection's socket, asked on each hit whether the server sent anything
+    /// the tracking thread has not read yet (an invalidation on its way) or closed it: then
+    /// the hit goes to redis. None where the socket cannot be duplicated.
+    #[cfg(unix)]
+    unread: arc_swap::ArcSwapOption<super::connection::Unread>,
     /// Per shard, invalidations so far: a fill keeps its value only if its shard's count
     /// did not move.
     epochs: [AtomicU64; SHARDS],
@@ -88,6 +99,8 @@ impl Near {
             store: ArcSwap::from_pointee(MemoryBackend::bounded(max_entries)?),
             max_entries,
             tracked: AtomicBool::new(false),
+            #[cfg(unix)]
+            unread: arc_swap::ArcSwapOption::empty(),
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             hasher: ahash::RandomState::new(),
         })
@@ -109,9 +122,19 @@ impl Near {
         }
     }
 
-    /// A ticket to fill `key` with, taken before reading it; `None` while untracked.
+    /// A ticket to fill `key` with, taken before reading it; `None` while untracked, or
+    /// while the tracking connection has something unread (or was closed).
     fn ticket(&self, key: &str) -> Option<u64> {
         if !self.tracked.load(Ordering::Acquire) {
+            return None;
+        }
+        #[cfg(unix)]
+        if self
+            .unread
+            .load()
+            .as_ref()
+            .is_some_and(|unread| unread.stirred())
+        {
             return None;
         }
         Some(self.epoch(key).load(Ordering::Acquire))
@@ -155,7 +178,17 @@ impl Near {
     /// in place, and what was kept is dropped.
     fn lost(&self) {
         self.tracked.store(false, Ordering::Release);
+        #[cfg(unix)]
+        self.unread.store(None);
         self.flush();
+    }
+
+    /// Watches `conn`, the new tracking connection, for bytes its thread has not read yet.
+    fn watch(&self, conn: &Connection) {
+        #[cfg(unix)]
+        self.unread.store(conn.unread().ok().map(Arc::new));
+        #[cfg(not(unix))]
+        let _ = conn;
     }
 
     /// A new tracking connection is in place: from now on reads are kept and served.
@@ -166,17 +199,12 @@ impl Near {
 
     /// A message on the tracking connection: the keys it invalidates, or a flush.
     fn told(&self, message: Value) {
-        let parts = match message {
-            Value::Array(parts) | Value::Push { data: parts, .. } => parts,
-            _ => return,
+        // Not a message: a subscription confirmation or a pong.
+        let Some(payload) = super::subscription::pushed(message) else {
+            return;
         };
-        let mut parts = parts.into_iter();
-        let kind = parts.next();
-        if !matches!(&kind, Some(Value::BulkString(kind)) if kind == b"message") {
-            return; // a subscription confirmation or a pong
-        }
-        match parts.nth(1) {
-            Some(Value::Array(keys)) => {
+        match payload {
+            Value::Array(keys) => {
                 for key in keys {
                     if let Value::BulkString(key) = key {
                         self.invalidate(&String::from_utf8_lossy(&key));
@@ -228,6 +256,7 @@ fn run(watched: &Weak<Shared>) {
                 continue;
             }
         };
+        near.watch(&conn);
         near.track();
         let describe = shared.describe.clone();
         drop(shared);
