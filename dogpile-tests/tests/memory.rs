@@ -351,3 +351,141 @@ fn an_unbounded_hit_lends_the_stored_entry_without_touching_its_reference_count(
         .unwrap();
     assert!(missing);
 }
+
+/// A fresh hit reads the configuration from the calling thread's view of it (see
+/// `dogpile-core/src/region/view.rs`): a configuration replaced between two reads is
+/// never read again, on any thread, once `configure` has returned.
+#[test]
+fn every_thread_reads_a_replaced_configuration_at_its_next_read() {
+    const THREADS: usize = 8;
+    let region = CacheRegion::new();
+    let step = Barrier::new(THREADS + 1);
+    // Wrong reads, asserted on after the threads end (a thread that panicked would leave
+    // the others waiting at the barrier).
+    let wrong = std::sync::Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                for round in 0..50u64 {
+                    // Kept in this thread's view by this read...
+                    step.wait();
+                    let seen: u64 = region.get_or_create("k", || u64::MAX).unwrap();
+                    if seen != round {
+                        wrong.lock().unwrap().push((round, "before", seen));
+                    }
+                    step.wait();
+                    // ... and replaced by the main thread in between.
+                    step.wait();
+                    let seen: u64 = region.get_or_create("k", || u64::MAX).unwrap();
+                    if seen != round + 1000 {
+                        wrong.lock().unwrap().push((round, "after", seen));
+                    }
+                    step.wait();
+                }
+            });
+        }
+        for round in 0..50u64 {
+            let before = MemoryBackend::new();
+            let after = MemoryBackend::new();
+            let stage = CacheRegion::new();
+            stage.configure_backend(before.clone(), None).unwrap();
+            stage.set("k", &round).unwrap();
+            let stage = CacheRegion::new();
+            stage.configure_backend(after.clone(), None).unwrap();
+            stage.set("k", &(round + 1000)).unwrap();
+            region
+                .configure(RegionConfig::with_backend(before).replace_existing_backend(true))
+                .unwrap();
+            step.wait();
+            step.wait();
+            region
+                .configure(RegionConfig::with_backend(after).replace_existing_backend(true))
+                .unwrap();
+            step.wait();
+            step.wait();
+        }
+    });
+    let wrong = wrong.into_inner().unwrap();
+    assert!(wrong.is_empty(), "(round, read, value): {wrong:?}");
+}
+
+/// A store that counts its live handles, to see when the last one goes.
+struct Counted {
+    store: MemoryBackend,
+    /// Held, never read: its count is what the test looks at.
+    _alive: std::sync::Arc<()>,
+}
+
+impl CacheBackend for Counted {
+    fn get(&self, key: &str) -> dogpile::Result<Option<Vec<u8>>> {
+        self.store.get(key)
+    }
+    fn set(&self, key: &str, value: Vec<u8>) -> dogpile::Result<()> {
+        self.store.set(key, value)
+    }
+    fn delete(&self, key: &str) -> dogpile::Result<()> {
+        self.store.delete(key)
+    }
+    fn capabilities(&self) -> dogpile::backend::Capabilities {
+        self.store.capabilities()
+    }
+    fn get_with(&self, key: &str, f: &mut dyn FnMut(Option<&Entry>)) -> dogpile::Result<()> {
+        self.store.get_with(key, f)
+    }
+    fn set_entry(&self, key: &str, entry: Entry) -> dogpile::Result<()> {
+        self.store.set_entry(key, entry)
+    }
+}
+
+#[test]
+fn a_thread_lets_go_of_a_dropped_region_store_at_its_next_read() {
+    let alive = std::sync::Arc::new(());
+    let region = CacheRegion::new();
+    let store = Counted {
+        store: MemoryBackend::new(),
+        _alive: alive.clone(),
+    };
+    region.configure_backend(store, None).unwrap();
+    region.set("k", &1u8).unwrap();
+    // This thread now keeps the configuration (and so the store) in its view.
+    assert_eq!(region.get_or_create("k", || 0u8).unwrap(), 1);
+    drop(region);
+    // Its next read of any region lets go of it.
+    let other = CacheRegion::new();
+    other.configure(RegionConfig::new("memory")).unwrap();
+    other.set("j", &2u8).unwrap();
+    assert_eq!(other.get_or_create("j", || 0u8).unwrap(), 2);
+    assert_eq!(
+        std::sync::Arc::strong_count(&alive),
+        1,
+        "the dropped region's store is still held"
+    );
+}
+
+#[test]
+fn a_value_whose_clone_reads_a_region_is_served() {
+    // A read begun inside another (here, in the value's Clone) takes the ordinary path.
+    static INNER: std::sync::LazyLock<CacheRegion> = std::sync::LazyLock::new(|| {
+        let region = CacheRegion::new();
+        region.configure(RegionConfig::new("memory")).unwrap();
+        region.set("inner", &7u32).unwrap();
+        region
+    });
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Reads(u32);
+    impl Clone for Reads {
+        fn clone(&self) -> Self {
+            Reads(self.0 + INNER.get_or_create("inner", || 0u32).unwrap())
+        }
+    }
+    let region = CacheRegion::new();
+    region.configure(RegionConfig::new("memory")).unwrap();
+    // Storing clones the value once (1 + 7), and each hit clones what is stored.
+    region.set("outer", &Reads(1)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            region.get_or_create("outer", || Reads(0)).unwrap(),
+            Reads(15)
+        );
+    }
+}

@@ -74,6 +74,20 @@ impl Freshness<'_> {
         }
     }
 
+    /// Whether a value created at `ct` is fresh: [`judge`](Self::judge) would find it so.
+    #[inline]
+    pub(crate) fn is_fresh(&self, ct: f64) -> bool {
+        if let Some((at, _)) = self.invalidated {
+            if ct < at {
+                return false;
+            }
+        }
+        match self.expiration {
+            Some(exp) => !self.expired(ct, exp.as_secs_f64()),
+            None => true,
+        }
+    }
+
     /// How long ago (seconds) a value created at `ct` went stale: when it expired, or when
     /// the region was invalidated after it was made, whichever came first.
     pub(crate) fn stale_for(&self, ct: f64) -> f64 {

@@ -157,8 +157,34 @@ impl CacheRegion {
         E: From<Error> + std::fmt::Display,
         F: FnOnce() -> Result<T, E>,
     {
+        // A fresh hit answered here, before anything is built to carry it; the rest is
+        // out of line, so that the hit's value is not copied through its frame.
+        if let Some(value) = ops::fresh_hit(&self.inner, key, options.expiration) {
+            return Ok(value);
+        }
+        self.try_get_or_create_whole(key, options, creator)
+    }
+
+    /// [`try_get_or_create_with`](Self::try_get_or_create_with) past the fresh hit.
+    #[inline(never)]
+    fn try_get_or_create_whole<T, E, F>(
+        &self,
+        key: &str,
+        options: CreateOptions<'_, T>,
+        creator: F,
+    ) -> Result<T, E>
+    where
+        T: Cacheable,
+        E: From<Error> + std::fmt::Display,
+        F: FnOnce() -> Result<T, E>,
+    {
         let creator = move || ready(creator());
-        ops::try_get_or_create::<BlockingIo, T, E, _>(&self.inner, key, options, creator).block()
+        block_on(ops::try_get_or_create::<BlockingIo, T, E, _>(
+            &self.inner,
+            key,
+            options,
+            creator,
+        ))
     }
 
     /// As [`get_or_create`](Self::get_or_create), but when the region has an

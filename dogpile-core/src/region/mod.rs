@@ -26,6 +26,7 @@ mod nonblocking;
 pub(crate) mod ops;
 pub(crate) mod options;
 pub(crate) mod state;
+mod view;
 
 pub use options::{CreateOptions, Expiration};
 pub use state::DEFAULT_TIME_BUDGET;
@@ -307,13 +308,19 @@ impl CacheRegion {
         };
         tracing::debug!(region = %self.inner.name, backend = %backend_name, "region configured");
         let capabilities = backend.capabilities();
+        let fresh_hits = capabilities.nonblocking && config.early_refresh == 0.0;
+        let view_id = match fresh_hits && shared_invalidation.is_none() {
+            true => view::next_id(),
+            false => 0,
+        };
         let configured = Arc::new(Configured {
             stores_objects: capabilities.stores_objects,
             stores_nothing: capabilities.stores_nothing,
             lock_key_prefix: capabilities.lock_key_prefix,
             #[cfg(feature = "tokio")]
             nonblocking: capabilities.nonblocking && backend.async_twin().is_none(),
-            fresh_hits: capabilities.nonblocking && config.early_refresh == 0.0,
+            fresh_hits,
+            view_id,
             #[cfg(feature = "tokio")]
             async_backend: crate::backend::async_path(&backend),
             backend,
@@ -328,7 +335,13 @@ impl CacheRegion {
         if let Some(shared) = &configured.shared_invalidation {
             invalidation::watch(shared, &self.inner.invalidation);
         }
-        self.inner.configured.store(Some(configured));
+        let replaced = self.inner.configured.swap(Some(configured));
+        self.inner
+            .view_id
+            .store(view_id, std::sync::atomic::Ordering::Release);
+        if replaced.is_some_and(|old| old.view_id != 0) {
+            view::retire();
+        }
         Ok(self)
     }
 

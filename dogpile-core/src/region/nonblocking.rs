@@ -94,6 +94,9 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
+        if let Some(value) = ops::fresh_hit(&self.inner, key, None) {
+            return Ok(value);
+        }
         let creator = move || async move { Ok::<T, Error>(creator().await) };
         ops::try_get_or_create::<AsyncIo, T, Error, _>(
             &self.inner,
@@ -116,6 +119,9 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
+        if let Some(value) = ops::fresh_hit(&self.inner, key, options.expiration) {
+            return Ok(value);
+        }
         let creator = move || async move { Ok::<T, Error>(creator().await) };
         ops::try_get_or_create::<AsyncIo, T, Error, _>(&self.inner, key, options, creator).await
     }
@@ -132,6 +138,9 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if let Some(value) = ops::fresh_hit(&self.inner, key, None) {
+            return Ok(value);
+        }
         ops::try_get_or_create::<AsyncIo, T, E, F>(&self.inner, key, CreateOptions::new(), creator)
             .await
     }
@@ -149,6 +158,9 @@ impl CacheRegion {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        if let Some(value) = ops::fresh_hit(&self.inner, key, options.expiration) {
+            return Ok(value);
+        }
         ops::try_get_or_create::<AsyncIo, T, E, F>(&self.inner, key, options, creator).await
     }
 

@@ -17,7 +17,7 @@ use crate::region::io::BlockingIo;
 use crate::region::options::{CreateOptions, Expiration};
 use crate::region::state::{entry_for, Configured, RegionState};
 use crate::stats::StatsRecorder;
-use crate::value::{Cacheable, CachedValue};
+use crate::value::{Cacheable, CachedValue, Entry};
 use crate::warnings::RegionWarnings;
 
 pin_project_lite::pin_project! {
@@ -184,25 +184,74 @@ pub(crate) async fn delete_multi<IO: Io, K: AsRef<str>>(
 /// A fresh hit on a backend that never blocks (memory), served at once: the common case of
 /// `get_or_create`, on either face, with no future built. `None`: anything else (a miss, a
 /// stale value, an error, a backend that may block), which the whole operation handles.
-#[inline]
+///
+/// The configuration comes from this thread's view (`view.rs`) when it keeps it, else from
+/// the region.
+#[inline(always)]
 pub(crate) fn fresh_hit<T: Cacheable>(
     region: &RegionState,
     key: &str,
     expiration: Option<Expiration>,
 ) -> Option<T> {
+    if let Some(answer) = region.with_kept(|cfg| fresh_hit_in(region, cfg, key, expiration)) {
+        return answer;
+    }
     let cfg = region.configured().ok()?;
     if !cfg.fresh_hits {
         return None;
     }
-    let key = region.backend_key(&cfg, key).ok()?;
-    let value = BlockingIo::read_now(region, &cfg, &key).ok()??;
-    match region.freshness(&cfg, expiration).judge(Some(value)) {
-        Lookup::Fresh(value) => {
-            region.stats.hit();
-            Some(value.payload)
+    fresh_hit_in(region, &cfg, key, expiration)
+}
+
+/// [`fresh_hit`] under the configuration `cfg` (one with `fresh_hits`). A typed value is
+/// judged where the store lends it, and only its payload is cloned.
+#[inline(always)]
+fn fresh_hit_in<T: Cacheable>(
+    region: &RegionState,
+    cfg: &Configured,
+    key: &str,
+    expiration: Option<Expiration>,
+) -> Option<T> {
+    // The backend key, without building a `Result<Cow>` (this path's most costly copy);
+    // a key that `backend_key` refuses is the whole operation's to refuse.
+    let mangled;
+    let key = match &region.key_mangler {
+        None => key,
+        Some(mangle) => {
+            mangled = mangle(key);
+            mangled.as_str()
         }
-        Lookup::Stale(_) | Lookup::Missing => None,
+    };
+    if let Some(prefix) = &cfg.lock_key_prefix {
+        if key.starts_with(prefix.as_str()) {
+            return None;
+        }
     }
+    let freshness = region.freshness(cfg, expiration);
+    let payload = if cfg.stores_objects {
+        let mut payload = None;
+        cfg.backend
+            .get_with(key, &mut |entry| {
+                if let Some(Entry::Object(object)) = entry {
+                    // Another type, or a stale value: the whole operation's business.
+                    if let Some(value) = object.downcast_ref::<CachedValue<T>>() {
+                        if freshness.is_fresh(value.metadata.ct) {
+                            payload = Some(value.payload.clone());
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        payload?
+    } else {
+        let value = BlockingIo::read_now(region, cfg, key).ok()??;
+        match freshness.judge(Some(value)) {
+            Lookup::Fresh(value) => value.payload,
+            Lookup::Stale(_) | Lookup::Missing => return None,
+        }
+    };
+    region.stats.hit();
+    Some(payload)
 }
 
 /// No background rule: the caller always creates.
@@ -211,35 +260,30 @@ pub(crate) type NoDetach<IO, F> = fn(&<IO as Io>::Cfg, &str, F, Option<<IO as Io
 /// `get_or_create`: the [driver](driver::drive), which steps the engine's machine.
 pub(crate) use driver::drive as get_or_create;
 
-/// `try_get_or_create`: a fresh hit at once, else the whole operation; the creator's
-/// error is the caller's, and so is the cache's, through `From`.
-pub(crate) fn try_get_or_create<'a, IO, T, E, F>(
-    region: &'a RegionState,
-    key: &'a str,
-    options: CreateOptions<'a, T>,
+/// `try_get_or_create` past the fresh hit (each face answers that first, with
+/// [`fresh_hit`], before it builds this future): the whole operation. The creator's error
+/// is the caller's, and so is the cache's, through `From`.
+pub(crate) async fn try_get_or_create<IO, T, E, F>(
+    region: &RegionState,
+    key: &str,
+    options: CreateOptions<'_, T>,
     creator: F,
-) -> Flow<std::result::Result<T, E>, impl Future<Output = std::result::Result<T, E>> + 'a>
+) -> std::result::Result<T, E>
 where
     IO: Io,
     T: Cacheable,
-    E: From<Error> + std::fmt::Display + 'a,
-    F: Creator<T, E> + 'a,
+    E: From<Error> + std::fmt::Display,
+    F: Creator<T, E>,
 {
-    if let Some(value) = fresh_hit(region, key, options.expiration) {
-        return Flow::done(Ok(value));
-    }
-    Flow::pending(async move {
-        // Its error wrapped as one whose text the waiters are handed: the callers that
-        // waited for a creator that failed get [`Error::CreatorFailed`], through `From`.
-        let creator = move || {
-            let creating = creator();
-            async move { creating.await.map_err(Told) }
-        };
-        let (mut creator, detach) = (Some(creator), None::<NoDetach<IO, _>>);
-        let call =
-            get_or_create::<IO, T, _, _, _>(region, key, &options, &mut creator, false, detach);
-        call.await.map_err(CreateError::into_caller)
-    })
+    // Its error wrapped as one whose text the waiters are handed: the callers that
+    // waited for a creator that failed get [`Error::CreatorFailed`], through `From`.
+    let creator = move || {
+        let creating = creator();
+        async move { creating.await.map_err(Told) }
+    };
+    let (mut creator, detach) = (Some(creator), None::<NoDetach<IO, _>>);
+    let call = get_or_create::<IO, T, _, _, _>(region, key, &options, &mut creator, false, detach);
+    call.await.map_err(CreateError::into_caller)
 }
 
 /// `get_or_create_multi`: one machine per distinct key (see the

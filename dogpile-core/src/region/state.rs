@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub(crate) struct RegionState {
     pub(crate) fail_open: bool,
     pub(crate) time_budget: Duration,
     pub(crate) configured: ArcSwapOption<Configured>,
+    /// The [`Configured::view_id`] of the configuration in force (0: none, or one that
+    /// threads do not keep); published after `configured`.
+    pub(crate) view_id: AtomicU64,
     pub(crate) configure_lock: Mutex<()>,
     /// When values were last invalidated (by this process, or another sharing it).
     pub(crate) invalidation: Arc<Invalidation>,
@@ -79,6 +83,10 @@ pub(crate) struct Configured {
     ///
     /// [`fresh_hit`]: crate::region::ops::fresh_hit
     pub(crate) fresh_hits: bool,
+    /// Its id in the threads' views of the configurations (`view.rs`), when a fresh hit
+    /// may find it there: a store that holds nothing but memory, no watching thread. 0:
+    /// hits load it from the region.
+    pub(crate) view_id: u64,
 }
 
 /// The configuration in force during one operation, borrowed from the region without
@@ -113,6 +121,14 @@ pub(crate) struct MultiKeys {
     pub(crate) unique: Vec<(String, String)>,
 }
 
+impl Drop for RegionState {
+    fn drop(&mut self) {
+        if *self.view_id.get_mut() != 0 {
+            crate::region::view::retire();
+        }
+    }
+}
+
 impl RegionState {
     /// A new, unconfigured region's state with default options.
     pub(crate) fn new() -> Self {
@@ -126,6 +142,7 @@ impl RegionState {
             fail_open: false,
             time_budget: DEFAULT_TIME_BUDGET,
             configured: ArcSwapOption::empty(),
+            view_id: AtomicU64::new(0),
             configure_lock: Mutex::new(()),
             invalidation: Arc::default(),
             locks: Arc::default(),
@@ -172,6 +189,15 @@ impl RegionState {
             });
         }
         Ok(Current(state))
+    }
+
+    /// Runs `f` with the configuration in force when this thread keeps it (see
+    /// `view.rs`): no shared memory written. `None` when it cannot lend it.
+    #[inline]
+    pub(crate) fn with_kept<R>(&self, f: impl FnOnce(&Configured) -> R) -> Option<R> {
+        let id = self.view_id.load(Ordering::Acquire);
+        let load = || self.configured.load_full().filter(|cfg| cfg.view_id != 0);
+        crate::region::view::lend(id, load, f)
     }
 
     /// As [`configured`](Self::configured), owned: for a call that awaits.
