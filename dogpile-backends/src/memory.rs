@@ -29,15 +29,20 @@
 //! and keeps the keys asked for again, so a key that many callers wait for (the dogpile
 //! case) is kept, and a one-off key is the first to go; on a Zipf (s = 0.9) trace of 1M
 //! requests over 100k keys into 10k entries its hit ratio is 66.6 % against moka's
-//! TinyLFU 67.1 % and quick_cache's 67.4 %. Writes take one lock for the whole store, which
-//! also keeps the bound exact: the store holds at most `max_entries` entries (or
-//! `max_bytes` bytes) at every moment, and a single value heavier than `max_bytes` is not
-//! kept. A bounded hit, like an unbounded one, lends the stored entry.
+//! TinyLFU 67.1 % and quick_cache's 67.4 %. The store is split in shards (by the key's
+//! hash, each a map with its own queues and lock, at least 512 entries each), so writers
+//! on different keys rarely take the same lock; each shard keeps its share of the bound
+//! exactly, so the store holds at most `max_entries` entries at every moment. A store
+//! bounded by `max_bytes` is one shard, so that a value as heavy as the whole bound can be
+//! kept, and a single value heavier than `max_bytes` is not kept. A bounded hit, like an
+//! unbounded one, lends the stored entry.
 //!
-//! The price is on writes: a write that evicts costs about 1.4 µs (papaya's insert and
-//! remove, and their reclamation), four times what it cost with quick_cache, and writers
-//! on several threads contend on the one lock. A write follows a creator call, which
-//! costs far more; a region written much more often than read is better off unbounded.
+//! The price is on writes: a write that evicts costs about 0.7 µs (papaya's insert and
+//! remove, their reclamation, and the allocations of the entry), about 0.75x moka's insert
+//! and 7x quick_cache's. A write follows a creator call, which costs far more; a region
+//! written much more often than read is better off unbounded. On the 2 vCPU VM the
+//! figures come from, no store's writes scale from one thread to two (BENCHMARKS.md,
+//! "Writes"): papaya's own insert costs ten times as much with a second writer.
 //!
 //! # Arguments
 //!
@@ -257,7 +262,7 @@ impl CacheBackend for MemoryBackend {
             Store::Unbounded(map) => {
                 map.pin().insert(key.to_owned(), entry);
             }
-            Store::Bounded(cache) => cache.insert(key.to_owned(), entry),
+            Store::Bounded(cache) => cache.insert(key, entry),
         }
         Ok(())
     }
@@ -297,7 +302,7 @@ impl CacheBackend for MemoryBackend {
             }
             Store::Bounded(cache) => {
                 for (key, entry) in items {
-                    cache.insert(key.to_owned(), entry);
+                    cache.insert(key, entry);
                 }
             }
         }

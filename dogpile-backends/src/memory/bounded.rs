@@ -1,26 +1,36 @@
-//! The bounded memory store: S3-FIFO eviction over a papaya map, so that a hit takes no
-//! lock and, on a key read often, writes nothing.
+//! The bounded memory store: S3-FIFO eviction over papaya maps, so that a hit takes no
+//! lock and, on a key read often, writes nothing; the store is split in shards, each with
+//! its own map, queues and lock, so that writers on different keys rarely meet.
 //!
-//! A hit looks the key up in the map under papaya's guard (which writes only the reading
-//! thread's own slot), lends the entry, and raises the entry's access count, a small
-//! counter that stops at 3: once it is there, hits on that key write no memory at all,
-//! so two threads reading one hot key share no cache line that either writes. (quick_cache
-//! and moka both take a lock, or write a shared buffer, on every hit: measured in
-//! BENCHMARKS.md, neither scales from one thread to two on a hot key.)
+//! A hit hashes its key once (a randomly seeded `ahash`), picks the shard from the hash,
+//! and looks the key up in that shard's map under papaya's guard (which writes only the
+//! reading thread's own slot). The map is keyed by the hash it was given, so the key is
+//! hashed once per hit, as with a single map. The hit lends the entry, and raises the
+//! entry's access count, a small counter that stops at 3: once it is there, hits on that
+//! key write no memory at all, so two threads reading one hot key share no cache line that
+//! either writes. (quick_cache and moka both take a lock, or write a shared buffer, on
+//! every hit: measured in BENCHMARKS.md, neither scales from one thread to two on a hot
+//! key.)
 //!
-//! Writes (inserts, replacements, removals and the evictions they cause) take one mutex,
-//! which also keeps the bound exact: room is made before an entry goes in, so the store
-//! never holds more than its bound.
+//! Writes (inserts, replacements, removals and the evictions they cause) take their
+//! shard's mutex, which also keeps the bound exact: each shard holds a share of the bound,
+//! and room is made in it before an entry goes in, so the store never holds more than its
+//! bound. Shards are at least [`MIN_SHARD`] entries (a small store is one shard) and
+//! their number grows with the cores, up to [`MAX_SHARDS`]. A store bounded in bytes is
+//! one shard, so that any value up to the whole bound can be kept. Each shard's map has
+//! its own reclamation (`seize`), so a writer retiring an entry involves only the threads
+//! inside that shard at that moment.
 //!
-//! The policy is S3-FIFO (Yang et al., "FIFO queues are all you need for cache eviction",
-//! SOSP 2023): a new key enters a small FIFO queue (a tenth of the bound); one that was
-//! read again by the time it leaves it moves to the main queue, the others leave the
-//! store and are remembered, by hash, in a ghost queue; a key found in the ghost queue
-//! goes straight to the main queue. The main queue evicts in FIFO order, giving a key
-//! read since it was last passed one more turn per read (up to 3). A key that many
-//! callers wait for (the dogpile case) is kept, and a one-off key is the first to go.
+//! The policy, in each shard, is S3-FIFO (Yang et al., "FIFO queues are all you need for
+//! cache eviction", SOSP 2023): a new key enters a small FIFO queue (a tenth of the bound);
+//! one that was read again by the time it leaves it moves to the main queue, the others
+//! leave the store and are remembered, by hash, in a ghost queue; a key found in the ghost
+//! queue goes straight to the main queue. The main queue evicts in FIFO order, giving a key
+//! read since it was last passed one more turn per read (up to 3). A key that many callers
+//! wait for (the dogpile case) is kept, and a one-off key is the first to go.
 
 use std::collections::{hash_map, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -32,6 +42,12 @@ const MAX_FREQ: u8 = 3;
 /// The least room the ghost queue has, in keys.
 const MIN_GHOSTS: usize = 16;
 
+/// The fewest entries a shard is made for: below it, fewer shards.
+const MIN_SHARD: u64 = 512;
+
+/// The most shards a store has.
+const MAX_SHARDS: usize = 64;
+
 /// The weight of an entry: 1, or its bytes for `max_bytes`.
 #[derive(Clone, Copy)]
 pub(super) enum Weigh {
@@ -41,19 +57,92 @@ pub(super) enum Weigh {
 
 /// A store holding at most `capacity` in weight: see the [module docs](self).
 pub(super) struct Bounded {
-    map: papaya::HashMap<String, Arc<Node>, ahash::RandomState>,
-    /// The map's hasher, for the ghost queue's hashes.
     hasher: ahash::RandomState,
-    queues: Mutex<Queues>,
+    shards: Box<[Shard]>,
     weigh: Weigh,
+}
+
+/// A part of the store: the keys whose hash picks it, and its share of the bound. Each on
+/// cache lines of its own, so that writers on two shards write no line in common.
+#[repr(align(128))]
+struct Shard {
+    map: papaya::HashMap<Key, Arc<Node>, Prehashed>,
+    queues: Mutex<Queues>,
     capacity: u64,
+}
+
+/// A stored key with its hash, which the map takes as it is (see [`Prehashed`]).
+#[derive(Clone)]
+struct Key {
+    hash: u64,
+    text: Arc<str>,
+}
+
+/// A key looked up, with its hash.
+struct Probe<'k> {
+    hash: u64,
+    text: &'k str,
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl Hash for Probe<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.hash == other.hash && self.text == other.text
+    }
+}
+
+impl Eq for Key {}
+
+impl papaya::Equivalent<Key> for Probe<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.hash == key.hash && self.text == &*key.text
+    }
+}
+
+/// The maps' hasher: a key's hash is computed once, by the store's seeded `ahash`, and
+/// handed over as it is.
+#[derive(Clone, Default)]
+struct Prehashed;
+
+impl BuildHasher for Prehashed {
+    type Hasher = Handed;
+
+    fn build_hasher(&self) -> Handed {
+        Handed(0)
+    }
+}
+
+/// The hash handed over by [`Key`] or [`Probe`].
+struct Handed(u64);
+
+impl Hasher for Handed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("the maps are only handed precomputed hashes");
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
 }
 
 /// One stored entry, shared by the map and a queue.
 struct Node {
-    key: String,
-    /// The key's hash, for the ghost queue.
-    hash: u64,
+    key: Key,
     entry: Entry,
     weight: u64,
     /// Reads since the queues last passed it, up to [`MAX_FREQ`].
@@ -85,21 +174,53 @@ struct Queues {
 impl Bounded {
     /// An empty store, its hasher seeded from the system's random source.
     pub(super) fn new(capacity: u64, weigh: Weigh) -> Self {
-        let hasher = ahash::RandomState::new();
+        let shards = match weigh {
+            Weigh::Bytes => 1,
+            Weigh::Entries => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let by_size = usize::try_from(capacity / MIN_SHARD).unwrap_or(usize::MAX);
+                prev_power_of_two((cores * 4).min(by_size).min(MAX_SHARDS))
+            }
+        };
+        let count = shards as u64;
         Bounded {
-            map: papaya::HashMap::builder().hasher(hasher.clone()).build(),
-            hasher,
-            queues: Mutex::new(Queues::default()),
+            hasher: ahash::RandomState::new(),
+            shards: (0..count)
+                .map(|i| {
+                    // The bound shared out, the remainder to the first shards.
+                    let capacity = capacity / count + u64::from(i < capacity % count);
+                    Shard {
+                        map: papaya::HashMap::builder()
+                            .hasher(Prehashed)
+                            .capacity(match weigh {
+                                Weigh::Entries => usize::try_from(capacity).unwrap_or(0),
+                                Weigh::Bytes => 0,
+                            })
+                            .build(),
+                        queues: Mutex::new(Queues::default()),
+                        capacity,
+                    }
+                })
+                .collect(),
             weigh,
-            capacity,
         }
+    }
+
+    /// `key`'s hash and shard.
+    #[inline]
+    fn locate(&self, key: &str) -> (u64, &Shard) {
+        let hash = self.hasher.hash_one(key);
+        // Bits the maps use little: they index by the low bits and tag by the top 7.
+        let shard = (hash >> 48) as usize & (self.shards.len() - 1);
+        (hash, &self.shards[shard])
     }
 
     /// Lends the entry of `key` to `f`, counting the read.
     #[inline]
     pub(super) fn get_with<R>(&self, key: &str, f: impl FnOnce(Option<&Entry>) -> R) -> R {
-        let map = self.map.pin();
-        match map.get(key) {
+        let (hash, shard) = self.locate(key);
+        let map = shard.map.pin();
+        match map.get(&Probe { hash, text: key }) {
             Some(node) => {
                 let freq = node.freq.load(Ordering::Relaxed);
                 // A lost update between two readers only undercounts a hot key, which
@@ -117,41 +238,43 @@ impl Bounded {
     /// heavier than the whole store is not kept (and `key`'s old value goes). A value that
     /// replaces another takes its place in the map in one step: a reader finds the old
     /// value or the new one, never neither.
-    pub(super) fn insert(&self, key: String, entry: Entry) {
-        let weight = self.weigh(&key, &entry);
-        let mut queues = self.lock();
+    pub(super) fn insert(&self, key: &str, entry: Entry) {
+        let weight = self.weigh(key, &entry);
+        let (hash, shard) = self.locate(key);
+        let probe = Probe { hash, text: key };
+        let map = shard.map.pin();
+        let mut queues = shard.lock();
         // Writers hold the lock, so what the map holds for `key` stays put until we change
         // it. The old value stays readable, but no longer counts, nor can be evicted.
-        let replaced = self.map.pin().get(key.as_str()).cloned();
-        if let Some(old) = &replaced {
-            self.forget(&mut queues, old);
+        let replaced = map.get(&probe);
+        if let Some(old) = replaced {
+            queues.forget(old);
         }
-        if weight > self.capacity {
+        if weight > shard.capacity {
             if replaced.is_some() {
-                self.map.pin().remove(key.as_str());
+                map.remove(&probe);
             }
             return;
         }
-        while queues.weight() + weight > self.capacity {
-            if !self.evict(&mut queues) {
+        while queues.weight() + weight > shard.capacity {
+            if !shard.evict(&mut queues, &map) {
                 break;
             }
         }
-        let (hash, main, freq) = match replaced {
+        let (main, freq) = match replaced {
             // A new value keeps its key's place in the policy.
             Some(old) => (
-                old.hash,
                 old.main.load(Ordering::Relaxed),
                 old.freq.load(Ordering::Relaxed),
             ),
-            None => {
-                let hash = self.hasher.hash_one(key.as_str());
-                (hash, queues.forget_ghost(hash), 0)
-            }
+            None => (queues.forget_ghost(hash), 0),
+        };
+        let key = Key {
+            hash,
+            text: Arc::from(key),
         };
         let node = Arc::new(Node {
-            key,
-            hash,
+            key: key.clone(),
             entry,
             weight,
             freq: AtomicU8::new(freq),
@@ -166,23 +289,27 @@ impl Bounded {
             queues.small.push_back(node.clone());
         }
         queues.entries += 1;
-        self.map.pin().insert(node.key.clone(), node);
+        map.insert(key, node);
     }
 
     /// Removes `key`'s entry, if any.
     pub(super) fn remove(&self, key: &str) {
-        let mut queues = self.lock();
-        self.unlink(&mut queues, key);
+        let (hash, shard) = self.locate(key);
+        let map = shard.map.pin();
+        let mut queues = shard.lock();
+        if let Some(node) = map.remove(&Probe { hash, text: key }) {
+            queues.forget(node);
+        }
     }
 
     /// How many entries the store holds.
     pub(super) fn len(&self) -> u64 {
-        self.lock().entries
+        self.shards.iter().map(|shard| shard.lock().entries).sum()
     }
 
     /// Their total weight.
     pub(super) fn weight(&self) -> u64 {
-        self.lock().weight()
+        self.shards.iter().map(|shard| shard.lock().weight()).sum()
     }
 
     fn weigh(&self, key: &str, entry: &Entry) -> u64 {
@@ -191,43 +318,28 @@ impl Bounded {
             Weigh::Bytes => (key.len() + entry.approximate_size()).max(1) as u64,
         }
     }
+}
 
+/// The largest power of two not above `n` (1 for 0).
+fn prev_power_of_two(n: usize) -> usize {
+    match n {
+        0 | 1 => 1,
+        n => 1 << (usize::BITS - 1 - n.leading_zeros()),
+    }
+}
+
+impl Shard {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
         // The queues are consistent between statements that could panic.
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes `key`'s entry out of the map, and its weight out of its queue's (its queue
-    /// slot is skipped from now on). Returns it, if there was one.
-    fn unlink(&self, queues: &mut Queues, key: &str) -> Option<Arc<Node>> {
-        let node = self.map.pin().remove(key).cloned()?;
-        self.forget(queues, &node);
-        Some(node)
-    }
-
-    /// Marks `node`, no longer in the map, dead, and takes its weight off. Its queue slot
-    /// stays until the queue passes it; when the dead slots outnumber the live ones (keys
-    /// replaced again and again in a store that is not full, which never evicts), the
-    /// queues drop them.
-    fn forget(&self, queues: &mut Queues, node: &Node) {
-        node.live.store(false, Ordering::Relaxed);
-        if node.main.load(Ordering::Relaxed) {
-            queues.main_weight -= node.weight;
-        } else {
-            queues.small_weight -= node.weight;
-        }
-        queues.entries -= 1;
-        queues.dead += 1;
-        if queues.dead > queues.entries as usize + 64 {
-            let live = |node: &Arc<Node>| node.live.load(Ordering::Relaxed);
-            queues.small.retain(live);
-            queues.main.retain(live);
-            queues.dead = 0;
-        }
-    }
-
-    /// Evicts one entry; false if the store is empty.
-    fn evict(&self, queues: &mut Queues) -> bool {
+    /// Evicts one entry; false if the shard is empty.
+    fn evict(
+        &self,
+        queues: &mut Queues,
+        map: &papaya::HashMapRef<'_, Key, Arc<Node>, Prehashed, impl papaya::Guard>,
+    ) -> bool {
         loop {
             if queues.weight() == 0 {
                 return false;
@@ -262,13 +374,13 @@ impl Bounded {
                 queues.main.push_back(node);
                 continue;
             }
-            self.map.pin().remove(&node.key);
-            self.forget(queues, &node);
+            map.remove(&node.key);
+            queues.forget(&node);
             // Its slot was popped already: `forget` counted it among the dead.
             queues.dead = queues.dead.saturating_sub(1);
             if small_turn {
                 let room = (queues.entries as usize).max(MIN_GHOSTS);
-                queues.remember_ghost(node.hash, room);
+                queues.remember_ghost(node.key.hash, room);
             }
             return true;
         }
@@ -279,6 +391,27 @@ impl Queues {
     /// The total weight of the entries held.
     fn weight(&self) -> u64 {
         self.small_weight + self.main_weight
+    }
+
+    /// Marks `node`, no longer in the map, dead, and takes its weight off. Its queue slot
+    /// stays until the queue passes it; when the dead slots outnumber the live ones (keys
+    /// replaced again and again in a store that is not full, which never evicts), the
+    /// queues drop them.
+    fn forget(&mut self, node: &Node) {
+        node.live.store(false, Ordering::Relaxed);
+        if node.main.load(Ordering::Relaxed) {
+            self.main_weight -= node.weight;
+        } else {
+            self.small_weight -= node.weight;
+        }
+        self.entries -= 1;
+        self.dead += 1;
+        if self.dead > self.entries as usize + 64 {
+            let live = |node: &Arc<Node>| node.live.load(Ordering::Relaxed);
+            self.small.retain(live);
+            self.main.retain(live);
+            self.dead = 0;
+        }
     }
 
     /// Remembers an evicted key's hash, forgetting the oldest beyond `room`.
@@ -326,7 +459,7 @@ mod tests {
     fn never_holds_more_than_its_bound_and_counts_what_it_holds() {
         let store = Bounded::new(100, Weigh::Entries);
         for i in 0..1_000 {
-            store.insert(format!("k{i}"), bytes(1));
+            store.insert(&format!("k{i}"), bytes(1));
             assert!(store.len() <= 100, "{} entries", store.len());
         }
         assert_eq!(store.len(), 100);
@@ -336,10 +469,42 @@ mod tests {
     }
 
     #[test]
+    fn a_store_of_many_shards_keeps_its_bound_and_its_read_keys() {
+        let store = Bounded::new(4096, Weigh::Entries);
+        assert!(store.shards.len() >= 4, "{} shards", store.shards.len());
+        let capacities: u64 = store.shards.iter().map(|shard| shard.capacity).sum();
+        assert_eq!(capacities, 4096);
+        for i in 0..1_000 {
+            store.insert(&format!("hot{i}"), bytes(1));
+        }
+        for round in 0..10 {
+            for i in 0..1_000 {
+                assert!(
+                    has(&store, &format!("hot{i}")),
+                    "hot{i} lost in round {round}"
+                );
+            }
+            for i in 0..5_000 {
+                store.insert(&format!("scan{round}/{i}"), bytes(1));
+                assert!(store.len() <= 4096, "{} entries", store.len());
+            }
+        }
+        // Every shard is full: the store holds its whole bound, and counts what it holds.
+        assert_eq!(store.len(), 4096);
+        let held = (0..1_000)
+            .filter(|i| has(&store, &format!("hot{i}")))
+            .count()
+            + (0..5_000)
+                .filter(|i| has(&store, &format!("scan9/{i}")))
+                .count();
+        assert!(held <= 4096, "{held}");
+    }
+
+    #[test]
     fn a_key_read_again_outlives_a_scan_of_one_off_keys() {
         let store = Bounded::new(100, Weigh::Entries);
         for i in 0..50 {
-            store.insert(format!("hot{i}"), bytes(1));
+            store.insert(&format!("hot{i}"), bytes(1));
         }
         for round in 0..20 {
             for i in 0..50 {
@@ -349,7 +514,7 @@ mod tests {
                 );
             }
             for i in 0..100 {
-                store.insert(format!("scan{round}/{i}"), bytes(1));
+                store.insert(&format!("scan{round}/{i}"), bytes(1));
             }
         }
     }
@@ -357,8 +522,8 @@ mod tests {
     #[test]
     fn replacing_and_removing_keep_the_counts_right() {
         let store = Bounded::new(10, Weigh::Bytes);
-        store.insert("a".into(), bytes(4));
-        store.insert("a".into(), bytes(2));
+        store.insert("a", bytes(4));
+        store.insert("a", bytes(2));
         assert_eq!((store.len(), store.weight()), (1, 3));
         store.get_with("a", |entry| {
             assert!(
@@ -366,9 +531,9 @@ mod tests {
                 "the new value"
             );
         });
-        store.insert("b".into(), bytes(5));
+        store.insert("b", bytes(5));
         assert_eq!((store.len(), store.weight()), (2, 9));
-        store.insert("c".into(), bytes(3));
+        store.insert("c", bytes(3));
         assert!(store.weight() <= 10, "{}", store.weight());
         assert!(has(&store, "c"));
         store.remove("c");
@@ -382,10 +547,10 @@ mod tests {
     fn replacing_keys_in_a_store_that_is_not_full_leaves_no_pile_of_dead_slots() {
         let store = Bounded::new(1_000, Weigh::Entries);
         for i in 0..100_000 {
-            store.insert(format!("k{}", i % 10), bytes(1));
+            store.insert(&format!("k{}", i % 10), bytes(1));
         }
         assert_eq!(store.len(), 10);
-        let queues = store.lock();
+        let queues = store.shards[0].lock();
         let slots = queues.small.len() + queues.main.len();
         assert!(slots <= 10 + 64 + 1, "{slots} queue slots for 10 entries");
     }
@@ -394,13 +559,13 @@ mod tests {
     fn a_replaced_value_never_leaves_its_key_missing_for_a_reader() {
         let store = Bounded::new(8, Weigh::Entries);
         for i in 0..8 {
-            store.insert(format!("k{i}"), bytes(1));
+            store.insert(&format!("k{i}"), bytes(1));
         }
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..20_000 {
-                    store.insert(format!("k{}", i % 8), bytes(1 + i % 3));
+                    store.insert(&format!("k{}", i % 8), bytes(1 + i % 3));
                 }
                 done.store(true, Ordering::Relaxed);
             });
@@ -419,11 +584,11 @@ mod tests {
         // Weights are the key's byte plus the value's: a, b and c weigh 4 each.
         let store = Bounded::new(13, Weigh::Bytes);
         for key in ["a", "b", "c"] {
-            store.insert(key.into(), bytes(3));
+            store.insert(key, bytes(3));
         }
         // a's old value is the oldest in the small queue; its new one (6) needs room, and
         // takes it from b, the next oldest.
-        store.insert("a".into(), bytes(5));
+        store.insert("a", bytes(5));
         store.get_with("a", |entry| {
             assert!(
                 matches!(entry, Some(Entry::Bytes(b)) if b.len() == 5),
@@ -438,8 +603,8 @@ mod tests {
     #[test]
     fn an_entry_heavier_than_the_store_is_not_kept_and_drops_the_old_value() {
         let store = Bounded::new(10, Weigh::Bytes);
-        store.insert("a".into(), bytes(3));
-        store.insert("a".into(), bytes(50));
+        store.insert("a", bytes(3));
+        store.insert("a", bytes(50));
         assert!(!has(&store, "a"));
         assert_eq!((store.len(), store.weight()), (0, 0));
     }
@@ -458,7 +623,7 @@ mod tests {
                         let key = format!("{}", (i * 7 + t) % 200);
                         match i % 4 {
                             0 => store.remove(&key),
-                            _ => store.insert(key.clone(), bytes(1)),
+                            _ => store.insert(&key, bytes(1)),
                         }
                         has(store, &key);
                         assert!(store.len() <= 64, "{} entries", store.len());
