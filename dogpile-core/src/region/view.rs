@@ -16,13 +16,17 @@
 //!   every thread empties its slots at its next read of any region. A thread that never
 //!   reads a region again keeps what it held (at most [`SLOTS`] configurations, with
 //!   their stores) until it ends.
+//! - **A thread that ends** hands what it kept to a shared list, which the next thread
+//!   to find a configuration empties: dropping the last handle of a configuration drops
+//!   its store, and a store's drop may need thread-locals of its own (papaya's
+//!   reclamation does), which an ending thread may already have destroyed.
 //! - **Re-entrance.** A read lends the configuration to code that may run user code (a
 //!   value's `Clone`); a read begun inside it takes the ordinary path, so no slot is
 //!   replaced while lent.
 
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::region::state::Configured;
 
@@ -34,6 +38,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Bumped each time a kept configuration may have been replaced or dropped.
 static RETIRED: AtomicU64 = AtomicU64::new(0);
+
+/// What ended threads kept, to drop on a thread that is not ending.
+static LEFT: Mutex<Vec<Arc<Configured>>> = Mutex::new(Vec::new());
 
 /// A new configuration id, unique in this process.
 pub(crate) fn next_id() -> u64 {
@@ -69,6 +76,27 @@ thread_local! {
             slots: UnsafeCell::new([const { None }; SLOTS]),
         }
     };
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let kept: Vec<_> = self
+            .slots
+            .get_mut()
+            .iter_mut()
+            .flat_map(Option::take)
+            .collect();
+        if !kept.is_empty() {
+            let mut left = LEFT.lock().unwrap_or_else(PoisonError::into_inner);
+            left.extend(kept.into_iter().map(|(_, cfg)| cfg));
+        }
+    }
+}
+
+/// Drops what ended threads kept (see the module docs).
+fn drop_left() {
+    let left = std::mem::take(&mut *LEFT.lock().unwrap_or_else(PoisonError::into_inner));
+    drop(left);
 }
 
 /// Clears `lent` when the lending ends, a panic included.
@@ -110,6 +138,7 @@ pub(crate) fn lend<R>(
         let cfg = match slots.iter().flatten().find(|(kept, _)| *kept == id) {
             Some((_, cfg)) => cfg,
             None => {
+                drop_left();
                 let cfg = load()?;
                 let at = view.next.get();
                 view.next.set((at + 1) % SLOTS);
