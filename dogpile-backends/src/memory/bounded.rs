@@ -66,10 +66,13 @@ pub(super) struct Bounded {
 /// cache lines of its own, so that writers on two shards write no line in common.
 #[repr(align(128))]
 struct Shard {
-    map: papaya::HashMap<Key, Arc<Node>, Prehashed>,
+    map: papaya::HashMap<Key, Node, Prehashed>,
     queues: Mutex<Queues>,
     capacity: u64,
 }
+
+/// A shard's map, pinned.
+type Map<'g, G> = papaya::HashMapRef<'g, Key, Node, Prehashed, G>;
 
 /// A stored key with its hash, which the map takes as it is (see [`Prehashed`]).
 #[derive(Clone)]
@@ -140,28 +143,46 @@ impl Hasher for Handed {
     }
 }
 
-/// One stored entry, shared by the map and a queue.
+/// One stored entry, held in the map itself (no allocation of its own).
 struct Node {
-    key: Key,
     entry: Entry,
     weight: u64,
+    /// Which value of its key this is: its queue slot carries the same number.
+    seq: u64,
     /// Reads since the queues last passed it, up to [`MAX_FREQ`].
     freq: AtomicU8,
-    /// False once removed or replaced: its queue slot is then skipped. Changed under the
-    /// mutex.
-    live: AtomicBool,
     /// In the main queue (else the small one). Changed under the mutex.
     main: AtomicBool,
+    /// False once replaced or removed (it may stay readable a moment longer, while its
+    /// replacement is made room for). Changed under the mutex.
+    live: AtomicBool,
+}
+
+impl Node {
+    /// Whether `slot` is this value's place in a queue, and the value still counts.
+    fn holds(&self, slot: &Slot) -> bool {
+        self.seq == slot.seq && self.live.load(Ordering::Relaxed)
+    }
+}
+
+/// A queue's place for a stored value: its key, and which value of it. A value replaced
+/// or removed leaves its slot dead (the map holds another number, or nothing), and the
+/// queue skips it when it passes.
+struct Slot {
+    key: Key,
+    seq: u64,
 }
 
 #[derive(Default)]
 struct Queues {
-    small: VecDeque<Arc<Node>>,
-    main: VecDeque<Arc<Node>>,
+    small: VecDeque<Slot>,
+    main: VecDeque<Slot>,
     small_weight: u64,
     main_weight: u64,
     /// Entries held (their total weight is `small_weight + main_weight`).
     entries: u64,
+    /// The number of the next value stored.
+    next_seq: u64,
     /// Queue slots of removed or replaced entries, not yet passed.
     dead: usize,
     /// Hashes of keys evicted from the small queue, oldest first, and how many times each
@@ -254,6 +275,7 @@ impl Bounded {
             if replaced.is_some() {
                 map.remove(&probe);
             }
+            queues.compact(&map);
             return;
         }
         while queues.weight() + weight > shard.capacity {
@@ -273,23 +295,30 @@ impl Bounded {
             hash,
             text: Arc::from(key),
         };
-        let node = Arc::new(Node {
+        let seq = queues.next_seq;
+        queues.next_seq += 1;
+        let slot = Slot {
             key: key.clone(),
-            entry,
-            weight,
-            freq: AtomicU8::new(freq),
-            live: AtomicBool::new(true),
-            main: AtomicBool::new(main),
-        });
+            seq,
+        };
         if main {
             queues.main_weight += weight;
-            queues.main.push_back(node.clone());
+            queues.main.push_back(slot);
         } else {
             queues.small_weight += weight;
-            queues.small.push_back(node.clone());
+            queues.small.push_back(slot);
         }
         queues.entries += 1;
+        let node = Node {
+            entry,
+            weight,
+            seq,
+            freq: AtomicU8::new(freq),
+            main: AtomicBool::new(main),
+            live: AtomicBool::new(true),
+        };
         map.insert(key, node);
+        queues.compact(&map);
     }
 
     /// Removes `key`'s entry, if any.
@@ -299,6 +328,7 @@ impl Bounded {
         let mut queues = shard.lock();
         if let Some(node) = map.remove(&Probe { hash, text: key }) {
             queues.forget(node);
+            queues.compact(&map);
         }
     }
 
@@ -335,11 +365,7 @@ impl Shard {
     }
 
     /// Evicts one entry; false if the shard is empty.
-    fn evict(
-        &self,
-        queues: &mut Queues,
-        map: &papaya::HashMapRef<'_, Key, Arc<Node>, Prehashed, impl papaya::Guard>,
-    ) -> bool {
+    fn evict(&self, queues: &mut Queues, map: &Map<'_, impl papaya::Guard>) -> bool {
         loop {
             if queues.weight() == 0 {
                 return false;
@@ -351,13 +377,17 @@ impl Shard {
             } else {
                 &mut queues.main
             };
-            let Some(node) = queue.pop_front() else {
+            let Some(slot) = queue.pop_front() else {
                 return false;
             };
-            if !node.live.load(Ordering::Relaxed) {
-                queues.dead = queues.dead.saturating_sub(1);
-                continue;
-            }
+            let node = match map.get(&slot.key) {
+                Some(node) if node.holds(&slot) => node,
+                // Replaced or removed since.
+                _ => {
+                    queues.dead = queues.dead.saturating_sub(1);
+                    continue;
+                }
+            };
             let freq = node.freq.load(Ordering::Relaxed);
             if small_turn && freq > 0 {
                 // Read again while in the small queue: it moves to the main one.
@@ -365,22 +395,22 @@ impl Shard {
                 node.main.store(true, Ordering::Relaxed);
                 queues.small_weight -= node.weight;
                 queues.main_weight += node.weight;
-                queues.main.push_back(node);
+                queues.main.push_back(slot);
                 continue;
             }
             if !small_turn && freq > 0 {
                 // Read since the main queue last passed it: one more turn.
                 node.freq.store(freq - 1, Ordering::Relaxed);
-                queues.main.push_back(node);
+                queues.main.push_back(slot);
                 continue;
             }
-            map.remove(&node.key);
-            queues.forget(&node);
+            map.remove(&slot.key);
+            queues.forget(node);
             // Its slot was popped already: `forget` counted it among the dead.
             queues.dead = queues.dead.saturating_sub(1);
             if small_turn {
                 let room = (queues.entries as usize).max(MIN_GHOSTS);
-                queues.remember_ghost(node.key.hash, room);
+                queues.remember_ghost(slot.key.hash, room);
             }
             return true;
         }
@@ -393,10 +423,8 @@ impl Queues {
         self.small_weight + self.main_weight
     }
 
-    /// Marks `node`, no longer in the map, dead, and takes its weight off. Its queue slot
-    /// stays until the queue passes it; when the dead slots outnumber the live ones (keys
-    /// replaced again and again in a store that is not full, which never evicts), the
-    /// queues drop them.
+    /// Takes the weight of `node`, replaced or removed, off. Its queue slot stays, dead,
+    /// until the queue passes it or [`compact`](Self::compact) drops it.
     fn forget(&mut self, node: &Node) {
         node.live.store(false, Ordering::Relaxed);
         if node.main.load(Ordering::Relaxed) {
@@ -406,8 +434,14 @@ impl Queues {
         }
         self.entries -= 1;
         self.dead += 1;
+    }
+
+    /// Drops the dead slots when they outnumber the live ones (keys replaced again and
+    /// again in a store that is not full, which never evicts). `map` is the shard's, as
+    /// it stands after the change.
+    fn compact(&mut self, map: &Map<'_, impl papaya::Guard>) {
         if self.dead > self.entries as usize + 64 {
-            let live = |node: &Arc<Node>| node.live.load(Ordering::Relaxed);
+            let live = |slot: &Slot| map.get(&slot.key).is_some_and(|node| node.holds(slot));
             self.small.retain(live);
             self.main.retain(live);
             self.dead = 0;

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::region::failures::Failures;
 use crate::region::io::BlockingIo;
 use crate::region::options::{CreateOptions, Expiration};
-use crate::region::state::{entry_for, Configured, RegionState};
+use crate::region::state::{entry_of, Configured, RegionState};
 use crate::stats::StatsRecorder;
 use crate::value::{Cacheable, CachedValue, Entry};
 use crate::warnings::RegionWarnings;
@@ -132,9 +132,18 @@ pub(crate) async fn set<IO: Io, T: Cacheable>(
     key: &str,
     value: &T,
 ) -> Result<()> {
+    // A store that never blocks, kept in this thread's view: stored at once.
+    let kept = |cfg: &Configured| {
+        let key = region.backend_key(cfg, key)?;
+        let entry = entry_of(cfg, &key, value, region.clock.now())?;
+        region.counted(cfg.backend.set_entry(&key, entry))
+    };
+    if let Some(stored) = region.with_kept(kept) {
+        return stored;
+    }
     let cfg = IO::configured(region)?;
     let key = region.backend_key(&cfg, key)?;
-    let entry = entry_for(&cfg, &key, value, region.clock.now(), None).0?;
+    let entry = entry_of(&cfg, &key, value, region.clock.now())?;
     region.counted(IO::set(&cfg, &key, entry).await)
 }
 
@@ -155,7 +164,7 @@ pub(crate) async fn set_multi<IO: Io, T: Cacheable, K: AsRef<str>>(
     let entries = mangled
         .iter()
         .zip(items)
-        .map(|(key, (_, value))| Ok((&**key, entry_for(&cfg, key, value, now, None).0?)))
+        .map(|(key, (_, value))| Ok((&**key, entry_of(&cfg, key, value, now)?)))
         .collect::<Result<Vec<_>>>()?;
     region.counted(IO::set_multi(&cfg, entries).await)
 }

@@ -459,6 +459,24 @@ impl RegionState {
 /// The entry `cfg`'s backend stores for `payload` (the typed object itself for object
 /// stores, dogpile's byte format for every other), and the object handed to waiters.
 /// `took`: how long its creation took, recorded for `early_refresh`.
+/// The entry storing `payload`, created at `ct`, under `key`: what a plain `set` stores
+/// (as [`entry_for`], with nothing handed to waiters).
+pub(crate) fn entry_of<T: Cacheable>(
+    cfg: &Configured,
+    key: &str,
+    payload: &T,
+    ct: f64,
+) -> Result<Entry> {
+    if cfg.stores_objects {
+        Ok(Entry::Object(Arc::new(CachedValue::new(
+            payload.clone(),
+            ct,
+        ))))
+    } else {
+        encode(payload, &crate::value::Metadata::new(ct), key).map(Entry::Bytes)
+    }
+}
+
 pub(crate) fn entry_for<T: Cacheable>(
     cfg: &Configured,
     key: &str,
