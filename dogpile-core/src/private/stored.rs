@@ -25,20 +25,32 @@ impl<V: Cacheable> Stored<V> {
     /// The cached call: a fresh hit at once, else the region's `get_or_create`, failing
     /// open: an unconfigured region or a failing backend is logged and the creator's value
     /// returned.
-    #[inline]
+    #[inline(always)]
     pub fn get_or_create<'a, IO: Io, E: 'a, F: Creator<V, E> + 'a>(
+        self,
+        io: IO,
+        region: &'a CacheRegion,
+        key: &'a str,
+        options: CreateOptions<'a, V>,
+        creator: F,
+    ) -> Flow<std::result::Result<V, E>, impl Future<Output = std::result::Result<V, E>> + 'a> {
+        if let Some(value) = ops::fresh_hit(&region.inner, key, options.expiration) {
+            return Flow::done(Ok(value));
+        }
+        Flow::pending(self.get_or_create_whole(io, region, key, options, creator))
+    }
+
+    /// [`get_or_create`](Self::get_or_create) past the fresh hit.
+    fn get_or_create_whole<'a, IO: Io, E: 'a, F: Creator<V, E> + 'a>(
         self,
         _: IO,
         region: &'a CacheRegion,
         key: &'a str,
         options: CreateOptions<'a, V>,
         creator: F,
-    ) -> Flow<std::result::Result<V, E>, impl Future<Output = std::result::Result<V, E>> + 'a> {
+    ) -> impl Future<Output = std::result::Result<V, E>> + 'a {
         let region = &region.inner;
-        if let Some(value) = ops::fresh_hit(region, key, options.expiration) {
-            return Flow::done(Ok(value));
-        }
-        Flow::pending(async move {
+        async move {
             // Its error (of any type) wrapped as one that is not handed to the waiters: they
             // cannot fail with it, so they create in turn.
             let creator = move || {
@@ -73,7 +85,7 @@ impl<V: Cacheable> Stored<V> {
                     None => unreachable!("fail-open cache error after the creator ran: {error}"),
                 },
             }
-        })
+        }
     }
 
     /// `get_<fn>`: the fresh value, judged by the function's expiration time.

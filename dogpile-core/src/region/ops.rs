@@ -36,7 +36,7 @@ pin_project_lite::pin_project! {
 
 impl<R, Fut> Flow<R, Fut> {
     /// Answered at once.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn done(answer: R) -> Self {
         Flow::Done {
             answer: Some(answer),
@@ -52,7 +52,7 @@ impl<R, Fut> Flow<R, Fut> {
 
 impl<R, Fut: Future<Output = R>> Flow<R, Fut> {
     /// The answer, on the blocking face: the future is run on this thread.
-    #[inline]
+    #[inline(always)]
     pub fn block(self) -> R {
         match self {
             Flow::Done { answer } => answer.expect("a Flow is blocked on once"),
