@@ -393,6 +393,14 @@ fn writes(c: &mut Criterion) {
     subject_per_thread(c, "write: moka insert", |at| {
         moka.insert(next_key(&keys, at.key).to_owned(), value())
     });
+    // The map under both memory stores, alone: whether writes scale from one thread to
+    // two is papaya's to say first.
+    let papaya = papaya::HashMap::builder().hasher(seeded()).build();
+    subject_per_thread(c, "write: papaya insert (no eviction)", |at| {
+        papaya
+            .pin()
+            .insert(next_key(&keys, at.key).to_owned(), value());
+    });
 }
 
 /// A small struct, the payload of issue 23's first target (a fresh hit within 1.5x the
