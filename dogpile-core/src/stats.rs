@@ -24,10 +24,11 @@ use crossbeam_utils::CachePadded;
 /// the number of owned stripes (four per core, at most 64; numbers are given back when a
 /// thread ends, and the lowest free one is given next) counts in a stripe of its own, with
 /// a plain load and store (no atomic read-modify-write: a count costs about 4 ns against
-/// 7 for an uncontended atomic add, BENCHMARKS.md); the threads beyond share the other half of the stripes, given
-/// in turn, with atomic adds. So threads on different cores do not write the same cache
-/// line. A snapshot sums the stripes: it is exact once the counted operations have
-/// returned, and a sum of counts taken one after the other while operations run.
+/// 7 for an uncontended atomic add, BENCHMARKS.md); the threads beyond share the other
+/// half of the stripes, given in turn, with atomic adds. So threads on different cores do
+/// not write the same cache line. A snapshot sums the stripes: it is exact once the counted
+/// operations have returned, and a sum of counts taken one after the other while
+/// operations run.
 ///
 /// # Metrics
 ///

@@ -645,28 +645,31 @@ mod tests {
 
     #[test]
     fn concurrent_writers_and_readers_keep_the_bound_and_the_counts() {
-        const THREADS: usize = 8;
-        let store = Bounded::new(64, Weigh::Entries);
-        let start = Barrier::new(THREADS);
-        std::thread::scope(|s| {
-            for t in 0..THREADS {
-                let (store, start) = (&store, &start);
-                s.spawn(move || {
-                    start.wait();
-                    for i in 0..2_000 {
-                        let key = format!("{}", (i * 7 + t) % 200);
-                        match i % 4 {
-                            0 => store.remove(&key),
-                            _ => store.insert(&key, bytes(1)),
+        // One shard, then several (each shard its own lock).
+        for (capacity, keys) in [(64, 200), (2048, 6_000)] {
+            const THREADS: usize = 8;
+            let store = Bounded::new(capacity, Weigh::Entries);
+            let start = Barrier::new(THREADS);
+            std::thread::scope(|s| {
+                for t in 0..THREADS {
+                    let (store, start) = (&store, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        for i in 0..4_000 {
+                            let key = format!("{}", (i * 7 + t) % keys);
+                            match i % 4 {
+                                0 => store.remove(&key),
+                                _ => store.insert(&key, bytes(1)),
+                            }
+                            has(store, &key);
+                            assert!(store.len() <= capacity, "{} entries", store.len());
                         }
-                        has(store, &key);
-                        assert!(store.len() <= 64, "{} entries", store.len());
-                    }
-                });
-            }
-        });
-        let held = (0..200).filter(|i| has(&store, &i.to_string())).count() as u64;
-        assert_eq!(store.len(), held);
-        assert_eq!(store.weight(), held);
+                    });
+                }
+            });
+            let held = (0..keys).filter(|i| has(&store, &i.to_string())).count() as u64;
+            assert_eq!(store.len(), held, "capacity {capacity}");
+            assert_eq!(store.weight(), held, "capacity {capacity}");
+        }
     }
 }

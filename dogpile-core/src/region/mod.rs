@@ -62,6 +62,15 @@ pub struct CacheRegion {
     pub(crate) inner: RegionState,
 }
 
+impl Drop for CacheRegion {
+    fn drop(&mut self) {
+        // Threads that keep its configuration let go of it at their next read.
+        if *self.inner.view_id.get_mut() != 0 {
+            view::retire();
+        }
+    }
+}
+
 /// A new, unconfigured region with default options (dogpile's `make_region()`).
 ///
 /// Its name (in logs, errors and the `region` label of its metrics) is taken from the

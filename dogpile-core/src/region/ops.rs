@@ -16,6 +16,7 @@ use crate::region::failures::Failures;
 use crate::region::io::BlockingIo;
 use crate::region::options::{CreateOptions, Expiration};
 use crate::region::state::{entry_of, Configured, RegionState};
+use crate::region::view;
 use crate::stats::StatsRecorder;
 use crate::value::{Cacheable, CachedValue, Entry};
 use crate::warnings::RegionWarnings;
@@ -138,7 +139,7 @@ pub(crate) async fn set<IO: Io, T: Cacheable>(
         let entry = entry_of(cfg, &key, value, region.clock.now())?;
         region.counted(cfg.backend.set_entry(&key, entry))
     };
-    if let Some(stored) = region.with_kept(kept) {
+    if let Some(stored) = view::with_kept(region, kept) {
         return stored;
     }
     let cfg = IO::configured(region)?;
@@ -202,7 +203,8 @@ pub(crate) fn fresh_hit<T: Cacheable>(
     key: &str,
     expiration: Option<Expiration>,
 ) -> Option<T> {
-    if let Some(answer) = region.with_kept(|cfg| fresh_hit_in(region, cfg, key, expiration)) {
+    if let Some(answer) = view::with_kept(region, |cfg| fresh_hit_in(region, cfg, key, expiration))
+    {
         return answer;
     }
     let cfg = region.configured().ok()?;

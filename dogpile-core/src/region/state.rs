@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -121,14 +121,6 @@ pub(crate) struct MultiKeys {
     pub(crate) unique: Vec<(String, String)>,
 }
 
-impl Drop for RegionState {
-    fn drop(&mut self) {
-        if *self.view_id.get_mut() != 0 {
-            crate::region::view::retire();
-        }
-    }
-}
-
 impl RegionState {
     /// A new, unconfigured region's state with default options.
     pub(crate) fn new() -> Self {
@@ -189,15 +181,6 @@ impl RegionState {
             });
         }
         Ok(Current(state))
-    }
-
-    /// Runs `f` with the configuration in force when this thread keeps it (see
-    /// `view.rs`): no shared memory written. `None` when it cannot lend it.
-    #[inline]
-    pub(crate) fn with_kept<R>(&self, f: impl FnOnce(&Configured) -> R) -> Option<R> {
-        let id = self.view_id.load(Ordering::Acquire);
-        let load = || self.configured.load_full().filter(|cfg| cfg.view_id != 0);
-        crate::region::view::lend(id, load, f)
     }
 
     /// As [`configured`](Self::configured), owned: for a call that awaits.

@@ -28,7 +28,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::region::state::Configured;
+use crate::region::state::{Configured, RegionState};
 
 /// Configurations a thread keeps at most.
 const SLOTS: usize = 4;
@@ -149,4 +149,13 @@ pub(crate) fn lend<R>(
     })
     .ok()
     .flatten()
+}
+
+/// Runs `f` with the configuration in force in `region` when this thread keeps it, or
+/// can keep it now: no shared memory written. `None` when it cannot lend it (see [`lend`]).
+#[inline]
+pub(crate) fn with_kept<R>(region: &RegionState, f: impl FnOnce(&Configured) -> R) -> Option<R> {
+    let id = region.view_id.load(Ordering::Acquire);
+    let load = || region.configured.load_full().filter(|cfg| cfg.view_id != 0);
+    lend(id, load, f)
 }
