@@ -58,6 +58,14 @@ use state::{Configured, RegionState};
 /// assert_eq!(answer, 42);
 /// # Ok::<(), dogpile_core::Error>(())
 /// ```
+///
+/// # Replacing a configuration, dropping a region
+/// A fresh hit on a store that holds nothing but memory (the `memory` backends) reads the
+/// configuration from the calling thread's own copy of its handle, so that a hit writes
+/// no memory another thread reads. When the configuration is replaced, or the region
+/// dropped, each thread lets go of its handle at its next read of any region (and a
+/// thread that ends, at its end). Until then, a thread that never reads a region again
+/// keeps the old store, and the memory it holds, alive; no read uses it.
 pub struct CacheRegion {
     pub(crate) inner: RegionState,
 }
