@@ -352,6 +352,15 @@ fn an_unbounded_hit_lends_the_stored_entry_without_touching_its_reference_count(
     assert!(missing);
 }
 
+/// A new memory store holding `value` under `k`.
+fn holding(value: u64) -> MemoryBackend {
+    let store = MemoryBackend::new();
+    let stage = CacheRegion::new();
+    stage.configure_backend(store.clone(), None).unwrap();
+    stage.set("k", &value).unwrap();
+    store
+}
+
 /// A fresh hit reads the configuration from the calling thread's view of it (see
 /// `dogpile-core/src/region/view.rs`): a configuration replaced between two reads is
 /// never read again, on any thread, once `configure` has returned.
@@ -385,14 +394,7 @@ fn every_thread_reads_a_replaced_configuration_at_its_next_read() {
             });
         }
         for round in 0..50u64 {
-            let before = MemoryBackend::new();
-            let after = MemoryBackend::new();
-            let stage = CacheRegion::new();
-            stage.configure_backend(before.clone(), None).unwrap();
-            stage.set("k", &round).unwrap();
-            let stage = CacheRegion::new();
-            stage.configure_backend(after.clone(), None).unwrap();
-            stage.set("k", &(round + 1000)).unwrap();
+            let (before, after) = (holding(round), holding(round + 1000));
             region
                 .configure(RegionConfig::with_backend(before).replace_existing_backend(true))
                 .unwrap();

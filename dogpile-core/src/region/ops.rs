@@ -223,26 +223,17 @@ fn fresh_hit_in<T: Cacheable>(
     key: &str,
     expiration: Option<Expiration>,
 ) -> Option<T> {
-    // The backend key, without building a `Result<Cow>` (this path's most costly copy);
-    // a key that `backend_key` refuses is the whole operation's to refuse.
-    let mangled;
-    let key = match &region.key_mangler {
-        None => key,
-        Some(mangle) => {
-            mangled = mangle(key);
-            mangled.as_str()
-        }
-    };
-    if let Some(prefix) = &cfg.lock_key_prefix {
-        if key.starts_with(prefix.as_str()) {
-            return None;
-        }
+    // The backend key, without building a `Result` around it (this path's most costly
+    // copy); a key that `backend_key` refuses is the whole operation's to refuse.
+    let key = region.mangle(key);
+    if cfg.is_lock_key(&key) {
+        return None;
     }
     let freshness = region.freshness(cfg, expiration);
     let payload = if cfg.stores_objects {
         let mut payload = None;
         cfg.backend
-            .get_with(key, &mut |entry| {
+            .get_with(&key, &mut |entry| {
                 if let Some(Entry::Object(object)) = entry {
                     // Another type, or a stale value: the whole operation's business.
                     if let Some(value) = object.downcast_ref::<CachedValue<T>>() {
@@ -255,7 +246,7 @@ fn fresh_hit_in<T: Cacheable>(
             .ok()?;
         payload?
     } else {
-        let value = BlockingIo::read_now(region, cfg, key).ok()??;
+        let value = BlockingIo::read_now(region, cfg, &key).ok()??;
         match freshness.judge(Some(value)) {
             Lookup::Fresh(value) => value.payload,
             Lookup::Stale(_) | Lookup::Missing => return None,

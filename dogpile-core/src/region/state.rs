@@ -89,6 +89,17 @@ pub(crate) struct Configured {
     pub(crate) view_id: u64,
 }
 
+impl Configured {
+    /// Whether the backend key `key` would be one of the backend's distributed locks
+    /// (which [`RegionState::backend_key`] refuses).
+    #[inline]
+    pub(crate) fn is_lock_key(&self, key: &str) -> bool {
+        self.lock_key_prefix
+            .as_deref()
+            .is_some_and(|prefix| key.starts_with(prefix))
+    }
+}
+
 /// The configuration in force during one operation, borrowed from the region without
 /// touching a reference count (the hit path stays free of shared-counter traffic).
 pub(crate) struct Current(arc_swap::Guard<Option<Arc<Configured>>>);
@@ -208,7 +219,7 @@ impl RegionState {
     pub(crate) fn backend_key<'k>(&self, cfg: &Configured, key: &'k str) -> Result<Cow<'k, str>> {
         let mangled = self.mangle(key);
         match &cfg.lock_key_prefix {
-            Some(prefix) if mangled.starts_with(prefix.as_str()) => Err(Error::invalid_argument(
+            Some(prefix) if cfg.is_lock_key(&mangled) => Err(Error::invalid_argument(
                 format!("region `{}`", self.name),
                 "key",
                 format!(
@@ -439,9 +450,6 @@ impl RegionState {
     }
 }
 
-/// The entry `cfg`'s backend stores for `payload` (the typed object itself for object
-/// stores, dogpile's byte format for every other), and the object handed to waiters.
-/// `took`: how long its creation took, recorded for `early_refresh`.
 /// The entry storing `payload`, created at `ct`, under `key`: what a plain `set` stores
 /// (as [`entry_for`], with nothing handed to waiters).
 pub(crate) fn entry_of<T: Cacheable>(
@@ -460,6 +468,9 @@ pub(crate) fn entry_of<T: Cacheable>(
     }
 }
 
+/// The entry `cfg`'s backend stores for `payload` (the typed object itself for object
+/// stores, dogpile's byte format for every other), and the object handed to waiters.
+/// `took`: how long its creation took, recorded for `early_refresh`.
 pub(crate) fn entry_for<T: Cacheable>(
     cfg: &Configured,
     key: &str,

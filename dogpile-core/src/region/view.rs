@@ -108,16 +108,13 @@ impl Drop for Lending<'_> {
     }
 }
 
-/// Runs `f` with the configuration published under `id` (the region's current one), found
-/// in this thread's slots or, the first time, got by `load`. `None` (and `f` not run) when
-/// `id` is 0, when `load` gives nothing to keep, inside another lending, or while the
-/// thread ends: the caller takes the ordinary path.
+/// Runs `f` with the configuration in force in `region`, found in this thread's slots or,
+/// the first time, loaded from the region and kept: no shared memory written on a hit.
+/// `None` (and `f` not run) when the region publishes nothing to keep, inside another
+/// lending, or while the thread ends: the caller takes the ordinary path.
 #[inline]
-pub(crate) fn lend<R>(
-    id: u64,
-    load: impl FnOnce() -> Option<Arc<Configured>>,
-    f: impl FnOnce(&Configured) -> R,
-) -> Option<R> {
+pub(crate) fn with_kept<R>(region: &RegionState, f: impl FnOnce(&Configured) -> R) -> Option<R> {
+    let id = region.view_id.load(Ordering::Acquire);
     if id == 0 {
         return None;
     }
@@ -139,7 +136,11 @@ pub(crate) fn lend<R>(
             Some((_, cfg)) => cfg,
             None => {
                 drop_left();
-                let cfg = load()?;
+                // The one in force now, which may be newer than `id`: kept under its own.
+                let cfg = region
+                    .configured
+                    .load_full()
+                    .filter(|cfg| cfg.view_id != 0)?;
                 let at = view.next.get();
                 view.next.set((at + 1) % SLOTS);
                 &slots[at].insert((cfg.view_id, cfg)).1
@@ -149,13 +150,4 @@ pub(crate) fn lend<R>(
     })
     .ok()
     .flatten()
-}
-
-/// Runs `f` with the configuration in force in `region` when this thread keeps it, or
-/// can keep it now: no shared memory written. `None` when it cannot lend it (see [`lend`]).
-#[inline]
-pub(crate) fn with_kept<R>(region: &RegionState, f: impl FnOnce(&Configured) -> R) -> Option<R> {
-    let id = region.view_id.load(Ordering::Acquire);
-    let load = || region.configured.load_full().filter(|cfg| cfg.view_id != 0);
-    lend(id, load, f)
 }
